@@ -1,0 +1,29 @@
+# Two commands do all set-up on a fresh clone: `make run` (the app) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+HOST ?= 127.0.0.1
+PORT ?= 8501
+# Torch would otherwise spin as many threads as cores in every process; the app
+# shares the cores between exploring and a background training job (see app/state.py).
+export PYTHONUNBUFFERED=1
+
+.PHONY: run test bench clean
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) -m streamlit run streamlit_app.py --server.address $(HOST) --server.port $(PORT) \
+		--server.headless true --browser.gatherUsageStats false
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -ra tests
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-output

@@ -1,0 +1,188 @@
+"""Command line: python -m autoint {download,describe,synth,train,evaluate,explain,correlations,recommend}."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+
+def _metrics_json(metrics: dict) -> str:
+    from .runs import _json_safe
+    return json.dumps(_json_safe(metrics))
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    if text.strip() in ("", "0", "none"):
+        return ()
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--dnn {text!r}: give comma-separated widths such as 400,400")
+
+
+def cmd_download(args) -> int:
+    from .data import resolve_data_dir
+    from .download import download_ml1m
+    target = resolve_data_dir(args.data_dir)
+    bar = tqdm(unit="B", unit_scale=True, desc="ml-1m.zip")
+
+    def progress(received, total):
+        bar.total = total
+        bar.n = received
+        bar.refresh()
+
+    path = download_ml1m(target, timeout=args.timeout, progress=progress)
+    bar.close()
+    print(json.dumps({"data_dir": str(path)}))
+    return 0
+
+
+def cmd_describe(args) -> int:
+    from .data import load_dataset
+    print(json.dumps(load_dataset(args.data_dir, with_ids=args.with_ids).describe()))
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from .synth import generate
+    path = generate(args.out, users=args.users, movies=args.movies, ratings=args.ratings, seed=args.seed)
+    print(json.dumps({"data_dir": str(path)}))
+    return 0
+
+
+def model_config_from(args):
+    from .model import AutoIntConfig
+    return AutoIntConfig(embed_dim=args.embed_dim, attn_dim=args.attn_dim, heads=args.heads, layers=args.layers,
+                         residual=not args.no_residual, dropout=args.dropout, scaled_attention=args.scaled,
+                         layer_norm=args.layer_norm, dnn_hidden=args.dnn, dnn_dropout=args.dnn_dropout)
+
+
+def cmd_train(args) -> int:
+    from dataclasses import asdict
+    from .data import load_dataset, resolve_data_dir
+    from .runs import save_run
+    from .train import TrainConfig, train
+    model_config = model_config_from(args)  # refuse bad settings before reading any data
+    train_config = TrainConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
+                               weight_decay=args.weight_decay, seed=args.seed, device=args.device)
+    dataset = load_dataset(args.data_dir, with_ids=args.with_ids)
+    result = train(dataset, model_config, train_config, progress=not args.quiet)
+    save_run(args.out, result.model, metrics=result.metrics, train_config=asdict(train_config),
+             history=result.history, data_fingerprint=dataset.fingerprint,
+             data_dir=str(resolve_data_dir(args.data_dir)))
+    print(f"run saved to {args.out}", file=sys.stderr)
+    print(_metrics_json({**result.metrics, "run": str(args.out)}))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data import DataError, load_dataset
+    from .runs import load_run
+    from .train import evaluate, pick_device
+    run = load_run(args.run, device=pick_device(args.device))
+    dataset = load_dataset(args.data_dir, schema=run.schema)
+    if dataset.fingerprint != run.manifest.get("data_fingerprint") and not args.any_data:
+        raise DataError(f"{dataset.movielens.folder}: data fingerprint {dataset.fingerprint} differs from the one "
+                        f"{args.run} was trained on ({run.manifest.get('data_fingerprint')}), so its test split "
+                        f"would differ. Point --data-dir at the training data, or pass --any-data.")
+    metrics = dict(run.metrics)
+    for split in ("val", "test"):
+        x, y = dataset.split(split)
+        scores = evaluate(run.model, x, y)
+        metrics[f"{split}_auc"], metrics[f"{split}_logloss"] = scores["auc"], scores["logloss"]
+    metrics["samples"] = {k: int(len(v)) for k, v in dataset.splits.items()}
+    metrics["device"] = str(next(run.model.parameters()).device)
+    print(_metrics_json(metrics))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m autoint", description="AutoInt on MovieLens-1M: train, "
+                                     "evaluate and explain.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_arg(p):
+        p.add_argument("--data-dir", help="MovieLens-1M folder (default: $AUTOINT_DATA_DIR, else data/ml-1m)")
+
+    p = sub.add_parser("download", help="fetch and verify the GroupLens ml-1m.zip")
+    data_arg(p)
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("describe", help="print sample counts, fields and split sizes as JSON")
+    data_arg(p)
+    p.add_argument("--with-ids", action="store_true", help="add UserID and MovieID fields")
+    p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("synth", help="write a synthetic MovieLens-format folder with planted interactions")
+    p.add_argument("--out", required=True)
+    p.add_argument("--users", type=int, default=600)
+    p.add_argument("--movies", type=int, default=300)
+    p.add_argument("--ratings", type=int, default=40000)
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("train", help="train a model and save a run folder")
+    data_arg(p)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--embed-dim", type=int, default=16)
+    p.add_argument("--attn-dim", type=int, default=32)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--no-residual", action="store_true")
+    p.add_argument("--scaled", action="store_true", help="scale attention scores by 1/sqrt(d')")
+    p.add_argument("--layer-norm", action="store_true")
+    p.add_argument("--dnn", type=_hidden, default=(), help="hidden widths for AutoInt+, e.g. 400,400")
+    p.add_argument("--dnn-dropout", type=float, default=0.0)
+    p.add_argument("--with-ids", action="store_true")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--patience", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=2019)
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", required=True, help="run folder to create")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="print the metrics JSON of a saved run")
+    p.add_argument("run")
+    data_arg(p)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--any-data", action="store_true", help="evaluate even if the data differs from training")
+    p.set_defaults(func=cmd_evaluate)
+
+    try:
+        from .cli_explain import add_explain_commands
+        add_explain_commands(sub, data_arg)
+    except ImportError:
+        pass
+    return parser
+
+
+def main(argv=None) -> int:
+    from .data import DataError
+    from .download import DownloadError
+    from .model import ConfigError
+    from .runs import CheckpointError
+    from .schema import SchemaError
+    from .train import TrainingCancelled, TrainingDiverged
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, DownloadError, ConfigError, CheckpointError, SchemaError, TrainingDiverged,
+            TrainingCancelled, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

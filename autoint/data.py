@@ -1,0 +1,351 @@
+"""MovieLens-1M: read the three `::` files, label and split as the paper did, encode fields.
+
+Flow: files -> `read_movielens` (validated tables) -> `build_dataset` (labels, split,
+schema built on the training split, encoded tensors). Nothing here knows about models.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import polars as pl
+import torch
+
+from .schema import (AGE_NAMES, GENRES, MAX_GENRES, OCCUPATION_NAMES, RELEASE_BUCKETS, UNKNOWN, Field, Schema,
+                     release_bucket)
+
+DEFAULT_DATA_DIR = Path("data/ml-1m")
+SPLIT_SEED = 2019
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
+
+
+class DataError(ValueError):
+    """A data file that cannot be used; the message names the file, the line and the fix."""
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """`--data-dir`, else `$AUTOINT_DATA_DIR`, else `data/ml-1m`."""
+    if data_dir:
+        return Path(data_dir)
+    if os.environ.get("AUTOINT_DATA_DIR"):
+        return Path(os.environ["AUTOINT_DATA_DIR"])
+    return DEFAULT_DATA_DIR
+
+
+# ----------------------------------------------------------------------------- reading
+
+def _ratings_path(folder: Path) -> Path:
+    for name in ("ratings.dat", "ratings.dat.gz"):
+        if (folder / name).is_file():
+            return folder / name
+    raise DataError(f"{folder}: no ratings.dat or ratings.dat.gz. Put the MovieLens-1M files there, "
+                    f"or run `python -m autoint download --data-dir {folder}`.")
+
+
+def _read_text(path: Path, encoding: str) -> str:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found. A MovieLens-1M folder holds users.dat, movies.dat and "
+                        f"ratings.dat (or ratings.dat.gz); `python -m autoint download` fetches them.")
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: not a readable gzip file ({exc}); download it again.") from exc
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}, line {line}: bytes that are not {encoding} ({raw[exc.start:exc.end]!r}). "
+                        f"MovieLens files are {encoding}; re-download the file.") from exc
+
+
+def read_dat(path: Path, columns: list[str], int_columns: list[str], encoding: str = "utf-8") -> pl.DataFrame:
+    """Parse a `::`-separated file with polars, checking every line; errors name the line.
+
+    polars reads one-byte separators only, so `::` becomes the unit separator first.
+    """
+    text = _read_text(path, encoding).replace("\r\n", "\n")
+    if text.endswith("\n"):
+        text = text[:-1]
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty; expected lines of the form {'::'.join(columns)}.")
+    if "\x1f" in text:
+        line = text.count("\n", 0, text.index("\x1f")) + 1
+        raise DataError(f"{path}, line {line}: contains a control character (0x1f) that no MovieLens file has.")
+    lines = pl.Series("line", text.split("\n"))
+    separators = lines.str.count_matches("::", literal=True)
+    bad = (separators != len(columns) - 1).arg_true()
+    if len(bad):
+        n = int(bad[0])
+        raise DataError(f"{path}, line {n + 1}: expected {len(columns)} '::'-separated columns "
+                        f"({'::'.join(columns)}), got {int(separators[n]) + 1}: {lines[n]!r:.120}")
+    frame = pl.read_csv(io.BytesIO(text.replace("::", "\x1f").encode("utf-8")), separator="\x1f",
+                        has_header=False, new_columns=columns, quote_char=None,
+                        schema={c: pl.String for c in columns})
+    for column in int_columns:
+        as_int = frame[column].cast(pl.Int64, strict=False)
+        bad = as_int.is_null().arg_true()
+        if len(bad):
+            n = int(bad[0])
+            raise DataError(f"{path}, line {n + 1}: column {column} must be an integer, got {frame[column][n]!r}.")
+        frame = frame.with_columns(as_int.alias(column))
+    return frame.with_row_index("line", offset=1)
+
+
+def _check_values(frame: pl.DataFrame, path: Path, column: str, allowed: set, what: str) -> None:
+    bad = (~frame[column].is_in(list(allowed))).arg_true()
+    if len(bad):
+        n = int(bad[0])
+        raise DataError(f"{path}, line {int(frame['line'][n])}: {column} {frame[column][n]!r} is not {what}.")
+
+
+def _check_unique(frame: pl.DataFrame, path: Path, column: str) -> None:
+    dup = frame[column].is_duplicated().arg_true()
+    if len(dup):
+        n = int(dup[-1])
+        raise DataError(f"{path}, line {int(frame['line'][n])}: {column} {frame[column][n]} appears twice.")
+
+
+@dataclass
+class MovieLens:
+    """The three validated tables of a MovieLens-1M folder."""
+
+    folder: Path
+    users: pl.DataFrame  # user_id, gender, age, occupation, zipcode
+    movies: pl.DataFrame  # movie_id, title, genres (list[str]), year
+    ratings: pl.DataFrame  # user_id, movie_id, rating, timestamp
+    fingerprint: str
+
+
+def file_fingerprint(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def read_movielens(folder: str | os.PathLike) -> MovieLens:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder. Pass --data-dir, set AUTOINT_DATA_DIR, or run "
+                        f"`python -m autoint download` to fetch MovieLens-1M into data/ml-1m.")
+    users_path, movies_path, ratings_path = folder / "users.dat", folder / "movies.dat", _ratings_path(folder)
+
+    users = read_dat(users_path, ["user_id", "gender", "age", "occupation", "zipcode"],
+                     ["user_id", "age", "occupation"])
+    _check_unique(users, users_path, "user_id")
+    _check_values(users, users_path, "gender", {"M", "F"}, "M or F")
+    _check_values(users, users_path, "age", {int(a) for a in AGE_NAMES}, f"one of {sorted(int(a) for a in AGE_NAMES)}")
+    _check_values(users, users_path, "occupation", set(range(21)), "an occupation code 0-20")
+
+    movies = read_dat(movies_path, ["movie_id", "title", "genres"], ["movie_id"], encoding="latin-1")
+    _check_unique(movies, movies_path, "movie_id")
+    genre_lists = movies["genres"].str.split("|")
+    unknown = genre_lists.list.eval(pl.element().is_in(list(GENRES)).not_()).list.any().arg_true()
+    if len(unknown):
+        n = int(unknown[0])
+        raise DataError(f"{movies_path}, line {int(movies['line'][n])}: genres {movies['genres'][n]!r} include one "
+                        f"not in the MovieLens list ({', '.join(GENRES)}).")
+    too_many = (genre_lists.list.len() > MAX_GENRES).arg_true()
+    if len(too_many):
+        n = int(too_many[0])
+        raise DataError(f"{movies_path}, line {int(movies['line'][n])}: more than {MAX_GENRES} genres.")
+    movies = movies.with_columns(
+        genres=genre_lists,
+        year=pl.col("title").str.extract(YEAR_IN_TITLE.pattern, 1).cast(pl.Int64, strict=False),
+    )
+
+    ratings = read_dat(ratings_path, ["user_id", "movie_id", "rating", "timestamp"],
+                       ["user_id", "movie_id", "rating", "timestamp"])
+    _check_values(ratings, ratings_path, "rating", {1, 2, 3, 4, 5}, "a rating 1-5")
+    _check_values(ratings, ratings_path, "user_id", set(users["user_id"].to_list()), f"a user in {users_path.name}")
+    _check_values(ratings, ratings_path, "movie_id", set(movies["movie_id"].to_list()), f"a movie in {movies_path.name}")
+    return MovieLens(folder, users.drop("line"), movies.drop("line"), ratings.drop("line"),
+                     file_fingerprint([users_path, movies_path, ratings_path]))
+
+
+# ----------------------------------------------------------------------------- labels and split
+
+def label_ratings(ratings: pl.DataFrame) -> pl.DataFrame:
+    """The paper's labels: rating > 3 is a click (1), rating < 3 is not (0), rating 3 is dropped."""
+    return ratings.filter(pl.col("rating") != 3).with_columns(label=(pl.col("rating") > 3).cast(pl.Int8))
+
+
+def split_indices(n: int, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
+    """A random 80/10/10 train/validation/test split, fixed by `seed`."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_train, n_val = int(SPLIT_FRACTIONS[0] * n), int(SPLIT_FRACTIONS[1] * n)
+    return {"train": np.sort(order[:n_train]), "val": np.sort(order[n_train:n_train + n_val]),
+            "test": np.sort(order[n_train + n_val:])}
+
+
+# ----------------------------------------------------------------------------- schema and encoding
+
+class FieldTensors(NamedTuple):
+    """A batch of encoded samples, split by field kind (columns follow the schema's order within a kind)."""
+
+    categorical: torch.Tensor  # (N, n_categorical) int64 vocabulary slots
+    multivalued: torch.Tensor  # (N, n_multivalued, max_len) int64 slots, -1 = padding
+    numeric: torch.Tensor  # (N, n_numeric) float32, min-max scaled
+
+    def __len__(self) -> int:
+        return self.categorical.shape[0]
+
+    def index(self, rows) -> "FieldTensors":
+        return FieldTensors(*(t[rows] for t in self))
+
+    def to(self, device) -> "FieldTensors":
+        return FieldTensors(*(t.to(device) for t in self))
+
+
+def _vocab(values, order=None) -> tuple[str, ...]:
+    seen = set(values)
+    if order is not None:
+        return (UNKNOWN,) + tuple(v for v in order if v in seen)
+    return (UNKNOWN,) + tuple(sorted(seen, key=lambda v: (len(v), v)))
+
+
+def sample_frame(ml: MovieLens) -> pl.DataFrame:
+    """One row per labelled rating, joined with the user's and the movie's raw field values."""
+    samples = label_ratings(ml.ratings).join(ml.users, on="user_id", how="left").join(
+        ml.movies, on="movie_id", how="left")
+    return samples.with_columns(
+        Gender=pl.col("gender"),
+        Age=pl.col("age").cast(pl.String),
+        Occupation=pl.col("occupation").cast(pl.String),
+        Zipcode=pl.col("zipcode"),
+        Genre=pl.col("genres"),
+        ReleaseTime=pl.col("year").map_elements(release_bucket, return_dtype=pl.String, skip_nulls=False)
+        if samples.height else pl.lit(None, pl.String),
+        RequestTime=pl.col("timestamp").cast(pl.Float64),
+        UserID=pl.col("user_id").cast(pl.String),
+        MovieID=pl.col("movie_id").cast(pl.String),
+    )
+
+
+def build_schema(train: pl.DataFrame, everything: pl.DataFrame, with_ids: bool = False) -> Schema:
+    """Vocabularies come from the training split only; RequestTime scales over the whole data set."""
+    fields = [
+        Field("Gender", "categorical", _vocab(train["Gender"], ["M", "F"])),
+        Field("Age", "categorical", _vocab(train["Age"], list(AGE_NAMES)), display=AGE_NAMES),
+        Field("Occupation", "categorical", _vocab(train["Occupation"], list(OCCUPATION_NAMES)),
+              display=OCCUPATION_NAMES),
+        Field("Zipcode", "categorical", _vocab(train["Zipcode"])),
+    ]
+    if with_ids:
+        fields += [Field("UserID", "categorical", _vocab(train["UserID"])),
+                   Field("MovieID", "categorical", _vocab(train["MovieID"]))]
+    t_min, t_max = float(everything["RequestTime"].min()), float(everything["RequestTime"].max())
+    if t_max <= t_min:
+        t_max = t_min + 1.0
+    fields += [
+        Field("Genre", "multivalued", _vocab(train["Genre"].explode().drop_nulls(), GENRES), max_len=MAX_GENRES),
+        Field("ReleaseTime", "categorical", _vocab(train["ReleaseTime"].drop_nulls(), RELEASE_BUCKETS)),
+        Field("RequestTime", "numeric", min_value=t_min, max_value=t_max),
+    ]
+    return Schema(tuple(fields))
+
+
+def encode_values(schema: Schema, columns: dict[str, list]) -> FieldTensors:
+    """Encode raw field values (one list per field name) into tensors; unseen values become `<unknown>`."""
+    n = len(next(iter(columns.values())))
+    categorical = np.zeros((n, len(schema.of_kind("categorical"))), dtype=np.int64)
+    for j, f in enumerate(schema.of_kind("categorical")):
+        lookup = f._lookup
+        categorical[:, j] = [lookup.get(v, 0) for v in columns[f.name]]
+    multi_fields = schema.of_kind("multivalued")
+    max_len = max((f.max_len for f in multi_fields), default=1)
+    multivalued = np.full((n, len(multi_fields), max_len), -1, dtype=np.int64)
+    for j, f in enumerate(multi_fields):
+        lookup = f._lookup
+        for i, values in enumerate(columns[f.name]):
+            slots = [lookup.get(v, 0) for v in (values or [])][:f.max_len] or [0]
+            multivalued[i, j, :len(slots)] = slots
+    numeric = np.zeros((n, len(schema.of_kind("numeric"))), dtype=np.float32)
+    for j, f in enumerate(schema.of_kind("numeric")):
+        numeric[:, j] = [f.scale(v) for v in columns[f.name]]
+    return FieldTensors(torch.from_numpy(categorical), torch.from_numpy(multivalued), torch.from_numpy(numeric))
+
+
+def encode_frame(schema: Schema, frame: pl.DataFrame) -> FieldTensors:
+    """Vectorised `encode_values` for a whole sample frame."""
+    cats = []
+    for f in schema.of_kind("categorical"):
+        mapping = {v: i for i, v in enumerate(f.vocab) if i}
+        cats.append(frame[f.name].replace_strict(mapping, default=0, return_dtype=pl.Int64).to_numpy())
+    n = frame.height
+    categorical = np.stack(cats, axis=1) if cats else np.zeros((n, 0), dtype=np.int64)
+    multi_fields = schema.of_kind("multivalued")
+    max_len = max((f.max_len for f in multi_fields), default=1)
+    multivalued = np.full((n, len(multi_fields), max_len), -1, dtype=np.int64)
+    for j, f in enumerate(multi_fields):
+        mapping = {v: i for i, v in enumerate(f.vocab) if i}
+        lists = frame[f.name].list.head(f.max_len)
+        lengths = lists.list.len().fill_null(0).to_numpy()
+        flat = lists.explode().replace_strict(mapping, default=0, return_dtype=pl.Int64).to_numpy()
+        rows = np.repeat(np.arange(n), np.maximum(lengths, 1))
+        cols = np.concatenate([np.arange(max(k, 1)) for k in lengths]) if n else np.zeros(0, dtype=np.int64)
+        multivalued[rows, j, cols] = flat
+    numeric = np.stack([((frame[f.name].cast(pl.Float64).to_numpy() - f.min_value) / (f.max_value - f.min_value))
+                        for f in schema.of_kind("numeric")], axis=1).astype(np.float32) \
+        if schema.of_kind("numeric") else np.zeros((n, 0), dtype=np.float32)
+    return FieldTensors(torch.from_numpy(categorical), torch.from_numpy(multivalued), torch.from_numpy(numeric))
+
+
+@dataclass
+class Dataset:
+    """Encoded samples with their split; `frame` keeps the raw values for display."""
+
+    schema: Schema
+    frame: pl.DataFrame
+    inputs: FieldTensors
+    labels: torch.Tensor  # (N,) float32
+    splits: dict[str, np.ndarray]
+    fingerprint: str
+    movielens: MovieLens
+
+    def split(self, name: str) -> tuple[FieldTensors, torch.Tensor]:
+        if name not in self.splits:
+            raise DataError(f"unknown split {name!r}; choose one of {', '.join(self.splits)}")
+        rows = torch.from_numpy(self.splits[name])
+        return self.inputs.index(rows), self.labels[rows]
+
+    def describe(self) -> dict:
+        return {
+            "data_dir": str(self.movielens.folder),
+            "samples": int(self.frame.height),
+            "positives": int(self.labels.sum().item()),
+            "fields": [{"name": f.name, "kind": f.kind, "vocabulary": f.size} for f in self.schema.fields],
+            "splits": {k: int(len(v)) for k, v in self.splits.items()},
+            "fingerprint": self.fingerprint,
+        }
+
+
+def build_dataset(ml: MovieLens, with_ids: bool = False, seed: int = SPLIT_SEED, schema: Schema | None = None) -> Dataset:
+    """Label, split and encode. Pass `schema` (from a checkpoint) to encode with its vocabularies."""
+    frame = sample_frame(ml)
+    if frame.height < 10:
+        raise DataError(f"{ml.folder}: only {frame.height} labelled ratings (ratings other than 3); "
+                        f"at least 10 are needed to split 80/10/10.")
+    splits = split_indices(frame.height, seed)
+    if schema is None:
+        schema = build_schema(frame[splits["train"]], frame, with_ids)
+    inputs = encode_frame(schema, frame)
+    labels = torch.from_numpy(frame["label"].to_numpy().astype(np.float32))
+    return Dataset(schema, frame, inputs, labels, splits, ml.fingerprint, ml)
+
+
+def load_dataset(data_dir=None, with_ids: bool = False, schema: Schema | None = None) -> Dataset:
+    return build_dataset(read_movielens(resolve_data_dir(data_dir)), with_ids=with_ids, schema=schema)

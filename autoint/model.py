@@ -1,0 +1,196 @@
+"""AutoInt (Song et al., CIKM 2019) and AutoInt+, in one file.
+
+Equations 2-9 of the paper appear below as named lines:
+  Eq. 2  e_i = V_i x_i                       categorical field embedding
+  Eq. 3  e_i = (1/q) V_i x_i                 multi-valued field: mean of its values' embeddings
+  Eq. 4  e_m = v_m x_m                       numeric field: one vector scaled by the value
+  Eq. 5  alpha^(h)_{m,k} = softmax_k(<W_Query e_m, W_Key e_k>)
+  Eq. 6  e~^(h)_m = sum_k alpha^(h)_{m,k} W_Value e_k
+  Eq. 7  e~_m = e~^(1)_m (+) ... (+) e~^(H)_m    heads concatenated
+  Eq. 8  e^Res_m = ReLU(e~_m + W_Res e_m)
+  Eq. 9  y^ = sigmoid(w^T (e^Res_1 (+) ... (+) e^Res_M) + b)
+Shapes: B batch, F fields, d embed_dim, H heads, d' attn_dim.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F_
+
+from .data import FieldTensors
+from .schema import Schema
+
+LIMITS = {"embed_dim": (1, 256), "attn_dim": (1, 256), "heads": (1, 16), "layers": (0, 12)}
+
+
+class ConfigError(ValueError):
+    """A hyperparameter outside what the model can be built with; the message names it and its range."""
+
+
+@dataclass
+class AutoIntConfig:
+    embed_dim: int = 16  # d
+    attn_dim: int = 32  # d', per head
+    heads: int = 2  # H
+    layers: int = 3  # L interacting layers; 0 leaves Eq. 9 as a weighted sum of the raw embeddings
+    residual: bool = True  # Eq. 8's W_Res e term (Table 4 turns it off)
+    dropout: float = 0.0  # on each interacting layer's output, as the authors' code did
+    scaled_attention: bool = False  # divide Eq. 5's scores by sqrt(d') (authors' option)
+    layer_norm: bool = False  # normalise each layer's output (authors' option)
+    dnn_hidden: tuple[int, ...] = ()  # empty: AutoInt; e.g. (400, 400): AutoInt+
+    dnn_dropout: float = 0.0
+
+    def __post_init__(self):
+        self.dnn_hidden = tuple(self.dnn_hidden)
+        self.validate()
+
+    def validate(self) -> None:
+        for name, (low, high) in LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"{name}={value!r} is out of range: choose an integer from {low} to {high}.")
+        for name in ("dropout", "dnn_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name}={value!r} is out of range: choose a number in [0, 1).")
+        if len(self.dnn_hidden) > 8 or any(isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= 4096
+                                           for h in self.dnn_hidden):
+            raise ConfigError(f"dnn_hidden={self.dnn_hidden!r}: give up to 8 layer widths, each from 1 to 4096 "
+                              f"(e.g. 400,400), or none for plain AutoInt.")
+
+    @property
+    def name(self) -> str:
+        return "AutoInt+" if self.dnn_hidden else "AutoInt"
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["dnn_hidden"] = list(self.dnn_hidden)
+        return out
+
+    @staticmethod
+    def from_json(obj: dict) -> "AutoIntConfig":
+        known = {f.name for f in fields(AutoIntConfig)}
+        unknown = set(obj) - known
+        if unknown:
+            raise ConfigError(f"unknown model settings {sorted(unknown)}; known: {sorted(known)}")
+        return AutoIntConfig(**obj)
+
+
+class FieldEmbedding(nn.Module):
+    """Eqs. 2-4: every field, whatever its kind, becomes one d-dimensional vector."""
+
+    def __init__(self, schema: Schema, embed_dim: int):
+        super().__init__()
+        categorical, multivalued, numeric = (schema.of_kind(k) for k in ("categorical", "multivalued", "numeric"))
+        # All one-hot fields share one table, each at its own row offset: one lookup per batch.
+        self.categorical = nn.Embedding(max(sum(f.size for f in categorical), 1), embed_dim)
+        self.multivalued = nn.Embedding(max(sum(f.size for f in multivalued), 1), embed_dim)
+        self.numeric = nn.Parameter(torch.empty(len(numeric), embed_dim))  # one v_m per numeric field
+        for weight in (self.categorical.weight, self.multivalued.weight, self.numeric):
+            nn.init.normal_(weight, std=0.05)
+        offsets = lambda fs: torch.tensor([0] + [f.size for f in fs][:-1], dtype=torch.long).cumsum(0)
+        self.register_buffer("categorical_offsets", offsets(categorical), persistent=False)
+        self.register_buffer("multivalued_offsets", offsets(multivalued), persistent=False)
+        # The embeddings come out grouped by kind; this permutation puts them back in schema order.
+        grouped = [f.name for f in categorical + multivalued + numeric]
+        self.register_buffer("field_order", torch.tensor([grouped.index(n) for n in schema.names]), persistent=False)
+
+    def forward(self, x: FieldTensors) -> torch.Tensor:
+        categorical = self.categorical(x.categorical + self.categorical_offsets)  # (B, C, d)  Eq. 2
+        present = x.multivalued >= 0  # (B, M, K) padding slots are -1
+        values = self.multivalued(x.multivalued.clamp(min=0) + self.multivalued_offsets[:, None])  # (B, M, K, d)
+        counts = present.sum(-1, keepdim=True).clamp(min=1)  # (B, M, 1) q, the number of values
+        multivalued = (values * present.unsqueeze(-1)).sum(2) / counts  # (B, M, d)  Eq. 3
+        numeric = self.numeric * x.numeric.unsqueeze(-1)  # (B, N, d)  Eq. 4
+        grouped = torch.cat([categorical, multivalued, numeric], dim=1)  # (B, F, d) by kind
+        return grouped[:, self.field_order]  # (B, F, d) schema order
+
+
+class InteractingLayer(nn.Module):
+    """Eqs. 5-8: multi-head self-attention over fields with a residual connection."""
+
+    def __init__(self, in_dim: int, config: AutoIntConfig):
+        super().__init__()
+        self.heads, self.attn_dim = config.heads, config.attn_dim
+        self.residual, self.scaled = config.residual, config.scaled_attention
+        width = config.heads * config.attn_dim
+        # W_Query, W_Key, W_Value of every head (each d' x d) and W_Res, fused into one matmul.
+        self.projection = nn.Linear(in_dim, (4 if config.residual else 3) * width, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+        self.norm = nn.LayerNorm(width) if config.layer_norm else nn.Identity()
+
+    def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, F, _ = e.shape
+        H, dh = self.heads, self.attn_dim
+        projected = self.projection(e).view(B, F, -1, H, dh)  # (B, F, 3 or 4, H, d')
+        query, key, value = projected[:, :, :3].permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, F, d')
+        scores = query @ key.transpose(-1, -2)  # (B, H, F, F)  Eq. 5: psi = inner product
+        if self.scaled:
+            scores = scores / math.sqrt(dh)
+        attention = scores.softmax(dim=-1)  # (B, H, F, F)  Eq. 5: alpha, softmax over the fields k
+        combined = attention @ value  # (B, H, F, d')  Eq. 6
+        combined = combined.transpose(1, 2).reshape(B, F, H * dh)  # (B, F, H*d')  Eq. 7: heads concatenated
+        combined = self.dropout(combined)
+        if self.residual:
+            combined = combined + projected[:, :, 3].reshape(B, F, H * dh)  # (B, F, H*d')  Eq. 8: + W_Res e_m
+        return self.norm(F_.relu(combined)), attention  # Eq. 8: ReLU
+
+
+class AutoInt(nn.Module):
+    def __init__(self, config: AutoIntConfig, schema: Schema):
+        super().__init__()
+        config.validate()
+        self.config, self.schema = config, schema
+        n_fields = len(schema.fields)
+        self.embedding = FieldEmbedding(schema, config.embed_dim)
+        widths = [config.embed_dim] + [config.heads * config.attn_dim] * config.layers
+        self.interacting = nn.ModuleList(InteractingLayer(widths[i], config) for i in range(config.layers))
+        self.output = nn.Linear(n_fields * widths[-1], 1)  # Eq. 9: w and b
+        if config.dnn_hidden:  # AutoInt+: a feed-forward network over the same embeddings, trained jointly
+            sizes = [n_fields * config.embed_dim, *config.dnn_hidden]
+            blocks = []
+            for a, b in zip(sizes, sizes[1:]):
+                blocks += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(config.dnn_dropout)]
+            self.dnn = nn.Sequential(*blocks, nn.Linear(sizes[-1], 1))
+        else:
+            self.dnn = None
+
+    def embed(self, x: FieldTensors) -> torch.Tensor:
+        return self.embedding(x)  # (B, F, d)
+
+    def forward_embedded(self, embedded: torch.Tensor, return_attention: bool = False):
+        """Everything after Eqs. 2-4; attribution methods enter here with edited embeddings."""
+        B, F, _ = embedded.shape
+        e, attentions = embedded, []
+        for layer in self.interacting:
+            e, attention = layer(e)  # (B, F, H*d'), (B, H, F, F)
+            attentions.append(attention)
+        logit = self.output(e.reshape(B, -1)).squeeze(-1)  # (B,)  Eq. 9 before the sigmoid
+        if self.dnn is not None:
+            logit = logit + self.dnn(embedded.reshape(B, -1)).squeeze(-1)  # (B,) AutoInt+ sums the logits
+        if not return_attention:
+            return logit
+        if attentions:
+            stacked = torch.stack(attentions, dim=1)  # (B, L, H, F, F)
+        else:
+            stacked = embedded.new_zeros(B, 0, self.config.heads, F, F)
+        return logit, stacked
+
+    def forward(self, x: FieldTensors, return_attention: bool = False):
+        """Logits (B,); with `return_attention` also the weights (B, L, H, F, F) of that same pass."""
+        return self.forward_embedded(self.embed(x), return_attention)
+
+    @torch.no_grad()
+    def predict_proba(self, x: FieldTensors, batch_size: int = 65536) -> torch.Tensor:
+        """Eq. 9's sigmoid, in eval mode, batched."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = [torch.sigmoid(self(x.index(slice(i, i + batch_size))))
+                   for i in range(0, max(len(x), 1), batch_size)]
+        finally:
+            self.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0)

@@ -1,0 +1,168 @@
+"""The field schema: which fields a sample has, their kind, vocabulary and display names.
+
+The schema is data. The model sizes its embeddings from it, the explanations label
+their axes with it, and the app builds its widgets from it. It travels inside every
+checkpoint so a run can be explained without the data it was trained on.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Literal, Sequence
+
+FieldKind = Literal["categorical", "multivalued", "numeric"]
+UNKNOWN = "<unknown>"  # index 0 of every vocabulary: values unseen in training land here
+
+AGE_NAMES = {"1": "Under 18", "18": "18-24", "25": "25-34", "35": "35-44", "45": "45-49", "50": "50-55", "56": "56+"}
+OCCUPATION_NAMES = {
+    "0": "other", "1": "academic/educator", "2": "artist", "3": "clerical/admin", "4": "college/grad student",
+    "5": "customer service", "6": "doctor/health care", "7": "executive/managerial", "8": "farmer",
+    "9": "homemaker", "10": "K-12 student", "11": "lawyer", "12": "programmer", "13": "retired",
+    "14": "sales/marketing", "15": "scientist", "16": "self-employed", "17": "technician/engineer",
+    "18": "tradesman/craftsman", "19": "unemployed", "20": "writer",
+}
+GENRES = (
+    "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
+    "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)
+MAX_GENRES = 6  # the most genres any ML-1M movie has
+
+
+class SchemaError(ValueError):
+    """A value or a schema that does not fit; the message names the field and the fix."""
+
+
+def release_bucket(year: int) -> str:
+    """ReleaseTime as the authors bucketed it: decades up to 1969, then one bucket per year."""
+    if 1919 <= year <= 1929:
+        return "1919-1929"
+    if 1930 <= year <= 1969:
+        decade = year - year % 10
+        return f"{decade}-{decade + 9}"
+    if 1970 <= year <= 2000:
+        return str(year)
+    return UNKNOWN
+
+
+RELEASE_BUCKETS = ("1919-1929", "1930-1939", "1940-1949", "1950-1959", "1960-1969") + tuple(
+    str(y) for y in range(1970, 2001)
+)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input field. `vocab[0]` is always `<unknown>` for categorical and multi-valued fields.
+
+    `display` maps a raw value (as stored in the data) to the words a person reads; raw
+    values without an entry are shown as they are. Numeric fields carry the min and max used
+    for min-max scaling instead of a vocabulary.
+    """
+
+    name: str
+    kind: FieldKind
+    vocab: tuple[str, ...] = ()
+    display: dict[str, str] = field(default_factory=dict)
+    min_value: float = 0.0
+    max_value: float = 1.0
+    max_len: int = 1  # slots per sample for a multi-valued field
+
+    def __post_init__(self):
+        if self.kind not in ("categorical", "multivalued", "numeric"):
+            raise SchemaError(f"field {self.name!r}: kind {self.kind!r} is not categorical, multivalued or numeric")
+        if self.kind != "numeric" and (not self.vocab or self.vocab[0] != UNKNOWN):
+            raise SchemaError(f"field {self.name!r}: its vocabulary must start with {UNKNOWN!r}")
+        if self.kind == "numeric" and not (math.isfinite(self.min_value) and math.isfinite(self.max_value)
+                                           and self.max_value > self.min_value):
+            raise SchemaError(f"field {self.name!r}: numeric range [{self.min_value}, {self.max_value}] is empty")
+
+    @property
+    def size(self) -> int:
+        """Rows this field needs in an embedding table (1 for a numeric field's single vector)."""
+        return len(self.vocab) if self.kind != "numeric" else 1
+
+    def index(self, value: str) -> int:
+        """The vocabulary slot of a raw value; unseen values map to `<unknown>` (slot 0)."""
+        return self._lookup.get(value, 0)
+
+    @property
+    def _lookup(self) -> dict[str, int]:
+        cached = self.__dict__.get("_lookup_cache")
+        if cached is None:
+            cached = {v: i for i, v in enumerate(self.vocab)}
+            object.__setattr__(self, "_lookup_cache", cached)
+        return cached
+
+    def scale(self, value: float) -> float:
+        """Min-max scale a numeric value to [0, 1] (Eq. 4 multiplies the field vector by it)."""
+        return (float(value) - self.min_value) / (self.max_value - self.min_value)
+
+    def unscale(self, scaled: float) -> float:
+        return self.min_value + float(scaled) * (self.max_value - self.min_value)
+
+    def show(self, raw: str | float | Sequence[str]) -> str:
+        """`Gender=M`, `Age=18-24`, `Genre=Action|Thriller`, `RequestTime=2000-12-31 22:12`."""
+        if self.kind == "numeric":
+            if self.name == "RequestTime":
+                stamp = datetime.fromtimestamp(float(raw), tz=timezone.utc)
+                return f"{self.name}={stamp:%Y-%m-%d %H:%M}"
+            return f"{self.name}={float(raw):g}"
+        if self.kind == "multivalued":
+            values = [raw] if isinstance(raw, str) else list(raw)
+            return f"{self.name}=" + "|".join(self.display.get(v, v) for v in values)
+        return f"{self.name}={self.display.get(str(raw), str(raw))}"
+
+    def to_json(self) -> dict:
+        out = {"name": self.name, "kind": self.kind}
+        if self.kind == "numeric":
+            out.update(min_value=self.min_value, max_value=self.max_value)
+        else:
+            out.update(vocab=list(self.vocab), display=dict(self.display), max_len=self.max_len)
+        return out
+
+    @staticmethod
+    def from_json(obj: dict) -> "Field":
+        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+            raise SchemaError(f"field entry {obj!r:.80} has no name")
+        vocab = obj.get("vocab", [])
+        if not isinstance(vocab, list) or not all(isinstance(v, str) for v in vocab):
+            raise SchemaError(f"field {obj['name']!r}: vocab must be a list of strings")
+        return Field(
+            name=obj["name"], kind=obj.get("kind"), vocab=tuple(vocab), display=dict(obj.get("display", {})),
+            min_value=float(obj.get("min_value", 0.0)), max_value=float(obj.get("max_value", 1.0)),
+            max_len=int(obj.get("max_len", 1)),
+        )
+
+
+@dataclass(frozen=True)
+class Schema:
+    fields: tuple[Field, ...]
+
+    def __post_init__(self):
+        names = [f.name for f in self.fields]
+        if len(set(names)) != len(names):
+            raise SchemaError(f"field names repeat: {names}")
+        if not self.fields:
+            raise SchemaError("a schema needs at least one field")
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def __getitem__(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise SchemaError(f"unknown field {name!r}; the fields are {', '.join(self.names)}")
+
+    def of_kind(self, kind: FieldKind) -> list[Field]:
+        return [f for f in self.fields if f.kind == kind]
+
+    def to_json(self) -> list[dict]:
+        return [f.to_json() for f in self.fields]
+
+    @staticmethod
+    def from_json(obj) -> "Schema":
+        if not isinstance(obj, list):
+            raise SchemaError("the schema must be a list of fields")
+        return Schema(tuple(Field.from_json(f) for f in obj))

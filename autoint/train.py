@@ -1,0 +1,203 @@
+"""Training: Adam, logloss, early stopping on validation AUC, the best weights restored.
+
+The split lives on the device as tensors and is batched by index, so the loop holds no
+per-sample Python. Progress goes to a tqdm bar and to an optional callback (the app's
+progress bar and cancel button).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F_
+from tqdm.auto import tqdm
+
+from .data import Dataset, FieldTensors
+from .model import AutoInt, AutoIntConfig, ConfigError
+
+
+class TrainingCancelled(Exception):
+    """Raised when the progress callback asks training to stop."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the best weights so far are kept."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    patience: int = 2  # epochs without a better validation AUC before stopping
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 2019
+    device: str | None = None  # None: CUDA when present, else CPU
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        checks = [
+            ("epochs", self.epochs, 1, 1000), ("patience", self.patience, 1, 1000),
+            ("batch_size", self.batch_size, 1, 1 << 20), ("seed", self.seed, 0, 2**63 - 1),
+        ]
+        for name, value, low, high in checks:
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"{name}={value!r} is out of range: choose an integer from {low} to {high}.")
+        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or not 0 < self.lr <= 1:
+            raise ConfigError(f"lr={self.lr!r} is out of range: choose a learning rate in (0, 1], e.g. 0.001.")
+        if not isinstance(self.weight_decay, (int, float)) or not math.isfinite(self.weight_decay) \
+                or not 0 <= self.weight_decay < 1:
+            raise ConfigError(f"weight_decay={self.weight_decay!r} is out of range: choose a number in [0, 1).")
+        if self.device is not None:
+            pick_device(self.device)
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise ConfigError(f"device={requested!r} is not a device name; use cpu, cuda or cuda:N.") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={requested!r} asked for CUDA, but this machine has no CUDA GPU; use --device cpu.")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={requested!r}: only cpu and cuda are supported.")
+    return device
+
+
+def roc_auc(labels: torch.Tensor, scores: torch.Tensor) -> float:
+    """Area under the ROC curve by the rank-sum formula, ties given their average rank."""
+    labels, scores = labels.double().cpu(), scores.double().cpu()
+    n_pos = labels.sum().item()
+    n_neg = labels.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = torch.argsort(scores)
+    sorted_scores = scores[order]
+    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    average_rank = (ends - (counts.double() - 1) / 2)[inverse]  # 1-based ranks, ties averaged
+    rank_sum = (average_rank * labels[order]).sum().item()
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def log_loss(labels: torch.Tensor, probabilities: torch.Tensor) -> float:
+    p = probabilities.double().clamp(1e-7, 1 - 1e-7)
+    return float(F_.binary_cross_entropy(p, labels.double()).item())
+
+
+@torch.no_grad()
+def evaluate(model: AutoInt, inputs: FieldTensors, labels: torch.Tensor) -> dict:
+    device = next(model.parameters()).device
+    probabilities = model.predict_proba(inputs.to(device)).cpu()
+    return {"auc": roc_auc(labels, probabilities), "logloss": log_loss(labels, probabilities)}
+
+
+@dataclass
+class TrainResult:
+    model: AutoInt
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConfig,
+          callback: Callable[[dict], bool | None] | None = None, progress: bool = True) -> TrainResult:
+    """Train one model; returns it with the best validation weights and its test metrics.
+
+    `callback(event)` gets {"event": "step" | "epoch", ...}; returning False cancels
+    (TrainingCancelled is raised). A NaN loss raises TrainingDiverged after restoring the best weights.
+    """
+    model_config.validate()
+    train_config.validate()
+    device = pick_device(train_config.device)
+    seed_everything(train_config.seed)
+    model = AutoInt(model_config, dataset.schema).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
+    train_x, train_y = (t.to(device) for t in dataset.split("train"))
+    val_x, val_y = dataset.split("val")
+    test_x, test_y = dataset.split("test")
+    n, bs = len(train_x), train_config.batch_size
+    steps = math.ceil(n / bs)
+    generator = torch.Generator(device="cpu").manual_seed(train_config.seed)
+
+    best_auc, best_epoch, best_state, stale = -1.0, 0, None, 0
+    history, epoch_seconds = [], []
+    for epoch in range(1, train_config.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        # One gather per epoch puts the shuffled split in contiguous memory; batches are then views.
+        order = torch.randperm(n, generator=generator).to(device)
+        shuffled_x, shuffled_y = train_x.index(order), train_y[order]
+        loss_sum = torch.zeros((), device=device)
+        bar = tqdm(range(steps), desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
+        for step in bar:
+            batch = slice(step * bs, (step + 1) * bs)
+            logits = model(shuffled_x.index(batch))
+            loss = F_.binary_cross_entropy_with_logits(logits, shuffled_y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+            if (step + 1) % 50 == 0 or step + 1 == steps:  # one host sync per 50 batches, not per batch
+                mean_loss = loss_sum.item() / (step + 1)
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+                if callback is not None and callback({"event": "step", "epoch": epoch, "step": step + 1,
+                                                      "steps": steps, "loss": mean_loss}) is False:
+                    _restore(model, best_state)
+                    raise TrainingCancelled(f"cancelled in epoch {epoch}")
+        bar.close()
+        train_loss = loss_sum.item() / steps
+        epoch_seconds.append(round(time.perf_counter() - started, 3))
+        if not math.isfinite(train_loss):
+            _restore(model, best_state)
+            raise TrainingDiverged(f"the training loss became {train_loss} in epoch {epoch}; stopped and kept the "
+                                   f"best weights so far (epoch {best_epoch}). Lower the learning rate.")
+        val = evaluate(model, val_x, val_y)
+        record = {"epoch": epoch, "train_loss": train_loss, "val_auc": val["auc"], "val_logloss": val["logloss"],
+                  "seconds": epoch_seconds[-1]}
+        history.append(record)
+        if progress:
+            tqdm.write(f"epoch {epoch}: loss {train_loss:.4f}  val AUC {val['auc']:.4f}  "
+                       f"val logloss {val['logloss']:.4f}  ({epoch_seconds[-1]:.1f} s)")
+        if val["auc"] > best_auc:
+            best_auc, best_epoch, stale = val["auc"], epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+        if callback is not None and callback({"event": "epoch", **record, "epochs": train_config.epochs}) is False:
+            _restore(model, best_state)
+            raise TrainingCancelled(f"cancelled after epoch {epoch}")
+        if stale >= train_config.patience:
+            break
+    _restore(model, best_state)
+    model.eval()
+    val = evaluate(model, val_x, val_y)
+    test = evaluate(model, test_x, test_y)
+    metrics = {
+        "model": model_config.name, "test_auc": test["auc"], "test_logloss": test["logloss"],
+        "val_auc": val["auc"], "val_logloss": val["logloss"], "best_epoch": best_epoch,
+        "epochs_run": len(history), "epoch_seconds": epoch_seconds,
+        "samples": {k: int(len(v)) for k, v in dataset.splits.items()},
+        "fields": dataset.schema.names, "params": sum(p.numel() for p in model.parameters()),
+        "device": str(device), "threads": torch.get_num_threads(),
+    }
+    return TrainResult(model, metrics, history)
+
+
+def _restore(model: AutoInt, state: dict | None) -> None:
+    if state is not None:
+        model.load_state_dict(state)

@@ -1,0 +1,49 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests share two cores with nothing else; one intra-op thread per test process keeps
+# timings steady and leaves a core for the browser tests' Streamlit server.
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("AUTOINT_SHARED_DATA", REPO.parent / "shared" / "data"))
+U2999 = SHARED_DATA / "ml-1m-u2999"
+RECOVERED = SHARED_DATA / "ml-1m-recovered"
+
+
+def need_shared(path: Path):
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the recovered MovieLens-1M copies live in ../shared/data "
+                    f"(see its README); this check needs them")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    from autoint.synth import generate
+    return generate(tmp_path_factory.mktemp("synth") / "ml", users=300, movies=150, ratings=12000, seed=3)
+
+
+@pytest.fixture(scope="session")
+def synth_dataset(synth_dir):
+    from autoint.data import load_dataset
+    return load_dataset(synth_dir)
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_dataset, tmp_path_factory):
+    """A small AutoInt trained for a few epochs on the synthetic data, saved as a run folder."""
+    from dataclasses import asdict
+    from autoint.model import AutoIntConfig
+    from autoint.runs import load_run, save_run
+    from autoint.train import TrainConfig, train
+    config = AutoIntConfig(embed_dim=8, attn_dim=8, heads=2, layers=2)
+    train_config = TrainConfig(epochs=8, patience=3, batch_size=256, lr=0.005, seed=1)
+    result = train(synth_dataset, config, train_config, progress=False)
+    path = save_run(tmp_path_factory.mktemp("runs") / "small", result.model, metrics=result.metrics,
+                    train_config=asdict(train_config), history=result.history,
+                    data_fingerprint=synth_dataset.fingerprint)
+    return load_run(path)
