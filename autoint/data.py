@@ -349,3 +349,71 @@ def build_dataset(ml: MovieLens, with_ids: bool = False, seed: int = SPLIT_SEED,
 
 def load_dataset(data_dir=None, with_ids: bool = False, schema: Schema | None = None) -> Dataset:
     return build_dataset(read_movielens(resolve_data_dir(data_dir)), with_ids=with_ids, schema=schema)
+
+
+# ----------------------------------------------------------------------------- catalog: users and movies by id
+
+class Catalog:
+    """Users, movies and known ratings of a MovieLens folder, to build a sample for any (user, movie, time)."""
+
+    def __init__(self, ml: MovieLens):
+        self.folder = ml.folder
+        self.users = ml.users.sort("user_id")
+        self.movies = ml.movies.sort("movie_id")
+        self._user_row = {u: i for i, u in enumerate(self.users["user_id"].to_list())}
+        self._movie_row = {m: i for i, m in enumerate(self.movies["movie_id"].to_list())}
+        self._ratings = {(u, m): (r, t) for u, m, r, t in ml.ratings.select(
+            "user_id", "movie_id", "rating", "timestamp").iter_rows()}
+        self.first_time, self.last_time = int(ml.ratings["timestamp"].min()), int(ml.ratings["timestamp"].max())
+
+    def check_user(self, user_id: int) -> int:
+        if user_id not in self._user_row:
+            ids = self.users["user_id"]
+            raise DataError(f"unknown user {user_id}: {self.folder / 'users.dat'} has users {ids.min()}-{ids.max()}.")
+        return self._user_row[user_id]
+
+    def check_movie(self, movie_id: int) -> int:
+        if movie_id not in self._movie_row:
+            ids = self.movies["movie_id"]
+            raise DataError(f"unknown movie {movie_id}: {self.folder / 'movies.dat'} has movie ids "
+                            f"{ids.min()}-{ids.max()} (not all are used).")
+        return self._movie_row[movie_id]
+
+    def check_time(self, timestamp: float) -> float:
+        if not (self.first_time <= timestamp <= self.last_time):
+            from datetime import datetime, timezone
+            show = lambda t: datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+            raise DataError(f"request time {show(timestamp)} is outside the data's range {show(self.first_time)} to "
+                            f"{show(self.last_time)} (UTC); RequestTime is min-max scaled over that range.")
+        return timestamp
+
+    def user(self, user_id: int) -> dict:
+        return self.users.row(self.check_user(user_id), named=True)
+
+    def movie(self, movie_id: int) -> dict:
+        return self.movies.row(self.check_movie(movie_id), named=True)
+
+    def rating(self, user_id: int, movie_id: int) -> tuple[int, int] | None:
+        """(stars, timestamp) when the user really rated the movie."""
+        return self._ratings.get((user_id, movie_id))
+
+    def user_values(self, user_id: int) -> dict:
+        u = self.user(user_id)
+        return {"Gender": u["gender"], "Age": str(u["age"]), "Occupation": str(u["occupation"]),
+                "Zipcode": u["zipcode"], "UserID": str(user_id)}
+
+    def movie_values(self, movie_id: int) -> dict:
+        m = self.movie(movie_id)
+        bucket = release_bucket(m["year"]) if m["year"] is not None else UNKNOWN
+        return {"Genre": list(m["genres"]), "ReleaseTime": bucket, "MovieID": str(movie_id)}
+
+    def sample(self, user_id: int, movie_id: int, timestamp: float | None = None) -> dict:
+        """Raw field values of one request. Without a time: the real rating's time, else the latest time."""
+        if timestamp is None:
+            known = self.rating(user_id, movie_id)
+            timestamp = known[1] if known else self.last_time
+        return {**self.user_values(user_id), **self.movie_values(movie_id),
+                "RequestTime": float(self.check_time(timestamp))}
+
+    def search_movies(self, text: str, limit: int = 50) -> pl.DataFrame:
+        return self.movies.filter(pl.col("title").str.to_lowercase().str.contains(text.lower(), literal=True)).head(limit)
