@@ -70,7 +70,13 @@ def cmd_train(args) -> int:
     train_config = TrainConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
                                weight_decay=args.weight_decay, seed=args.seed, device=args.device)
     dataset = load_dataset(args.data_dir, with_ids=args.with_ids)
-    result = train(dataset, model_config, train_config, progress=not args.quiet)
+    callback = None
+    if args.progress_jsonl:
+        progress_file = open(args.progress_jsonl, "a", buffering=1, encoding="utf-8")
+
+        def callback(event):  # one JSON object a line, for a parent process (the app) to follow
+            progress_file.write(_metrics_json(event) + "\n")
+    result = train(dataset, model_config, train_config, callback=callback, progress=not args.quiet)
     save_run(args.out, result.model, metrics=result.metrics, train_config=asdict(train_config),
              history=result.history, data_fingerprint=dataset.fingerprint,
              data_dir=str(resolve_data_dir(args.data_dir)))
@@ -147,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2019)
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--progress-jsonl", help="append each progress event as a JSON line to this file")
     p.add_argument("--out", required=True, help="run folder to create")
     p.set_defaults(func=cmd_train)
 
