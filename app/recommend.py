@@ -1,0 +1,37 @@
+"""Recommend: the movies the model rates highest for a user, each with the combination behind it."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app import state
+from autoint.explain import recommend
+
+source = state.data_source()
+cat = state.catalog(str(source.folder))
+run_path, model = state.require_model()
+sample = state.current_sample(cat)
+
+st.title("Recommend")
+st.caption("Every movie is scored for the user at the request time in one batch; the reason is the strongest "
+           "pair (or chain) in that prediction's attention.")
+
+state.keep("recommend_user", sample["user"])
+state.keep("recommend_date", state.to_datetime(sample["time"]).date())
+state.keep("recommend_time", state.to_datetime(sample["time"]).time())
+c1, c2, c3, c4 = st.columns([1, 1, 1, 1])
+user = c1.selectbox("User (type an id to search)", cat.users["user_id"].to_list(), key="recommend_user",
+                    format_func=lambda u: f"user {u}")
+c1.caption(state.user_caption(cat, user))
+day = c2.date_input("Request date (UTC)", key="recommend_date", min_value=state.to_datetime(cat.first_time).date(),
+                    max_value=state.to_datetime(cat.last_time).date())
+clock = c2.time_input("Request time (UTC)", key="recommend_time", step=60)
+top = c3.slider("How many", 5, 50, 10, key="recommend_top")
+exclude = c4.toggle("Leave out movies the user rated", True, key="recommend_exclude")
+timestamp = min(max(state.from_date_time(day, clock), cat.first_time), cat.last_time)
+
+picks = recommend(model, cat, user, timestamp, top=top, exclude_rated=exclude,
+                  scorer=state.movie_scorer(run_path, str(source.folder)))
+st.dataframe([{"rank": i + 1, "movie": p["title"], "genres": ", ".join(p["genres"]), "CTR": p["ctr"],
+               "why": p["why"]} for i, p in enumerate(picks)], hide_index=True, key="recommend_table",
+             column_config={"CTR": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0),
+                            "why": st.column_config.TextColumn(width="large")})

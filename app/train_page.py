@@ -1,0 +1,160 @@
+"""Train: new runs in the background, the registry of finished runs, and two runs side by side."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app import state
+from autoint.explain import explain_sample
+from autoint.figures import attention_grid, training_curves
+from autoint.jobs import ACTIVE
+from autoint.model import AutoIntConfig, ConfigError
+from autoint.runs import CheckpointError, read_manifest
+from autoint.train import TrainConfig
+
+source = state.data_source()
+queue = state.job_queue(str(state.runs_root()))
+
+st.title("Train and compare")
+
+# ----------------------------------------------------------------------------- a new run
+
+with st.form("train_form"):
+    st.markdown(f"**A new run** on `{source.folder.name}`. It trains in a separate process "
+                f"({state.JOB_THREADS} thread(s)), so the other pages stay usable meanwhile.")
+    c1, c2, c3, c4 = st.columns(4)
+    layers = c1.slider("Interacting layers", 0, 6, 3, key="train_layers")
+    embed_dim = c2.slider("Embedding size d", 4, 64, 16, key="train_embed")
+    heads = c3.slider("Heads H", 1, 8, 2, key="train_heads")
+    attn_dim = c4.slider("Attention size d' (per head)", 4, 64, 32, key="train_attn")
+    c1, c2, c3, c4 = st.columns(4)
+    dropout = c1.slider("Dropout", 0.0, 0.9, 0.0, 0.05, key="train_dropout")
+    epochs = c2.number_input("Epochs", 1, 100, 5, key="train_epochs")
+    residual = c3.toggle("Residual connection (Eq. 8's W_Res)", True, key="train_residual")
+    plus = c3.toggle("AutoInt+ (add a DNN)", False, key="train_plus")
+    hidden = c4.text_input("AutoInt+ hidden widths", "400,400", key="train_hidden",
+                           help="comma-separated layer widths, used when AutoInt+ is on")
+    name = c4.text_input("Run name (optional)", key="train_name", placeholder="e.g. deep-narrow")
+    submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
+
+if submitted:
+    try:
+        try:
+            widths = tuple(int(w) for w in hidden.replace(" ", "").split(",") if w) if plus else ()
+        except ValueError:
+            raise ConfigError(f"AutoInt+ hidden widths {hidden!r}: give whole numbers separated by commas, "
+                              "e.g. 400,400.") from None
+        if plus and not widths:
+            raise ConfigError("AutoInt+ needs at least one hidden width, e.g. 400,400.")
+        config = AutoIntConfig(embed_dim=embed_dim, attn_dim=attn_dim, heads=heads, layers=layers,
+                               residual=residual, dropout=dropout, dnn_hidden=widths)
+        job = queue.submit(config, TrainConfig(epochs=int(epochs)), source.folder, run_name=name.strip() or None)
+        st.success(f"Queued {job.run_name}.")
+    except (ConfigError, CheckpointError) as exc:
+        st.error(f"Not started: {exc}")
+
+# ----------------------------------------------------------------------------- jobs in progress
+
+
+@st.fragment(run_every=1.0 if queue.active() else None)
+def jobs_panel() -> None:
+    jobs = queue.jobs()
+    active = [j for j in jobs if j.status in ACTIVE]
+    # A job that just finished adds a run: rerun the whole page so the registry and sidebar see it.
+    previously = st.session_state.get("train_active_jobs", set())
+    now = {j.id for j in active}
+    st.session_state["train_active_jobs"] = now
+    if previously - now:
+        st.rerun(scope="app")
+    if not active:
+        st.caption("No training job is running.")
+    for job in active:
+        with st.container(border=True):
+            top, button = st.columns([5, 1])
+            top.markdown(f"**{job.run_name}** · {job.status}")
+            button.button("Cancel", key=f"cancel_{job.id}", on_click=queue.cancel, args=(job.id,),
+                          icon=":material/stop:")
+            st.progress(job.progress, text=job.description)
+            if job.steps:
+                st.plotly_chart(training_curves({job.run_name: job.history}, steps={job.run_name: job.steps},
+                                                title="Live: loss and validation AUC"),
+                                key=f"live_{job.id}", config=state.chart_config(job.run_name))
+    ended = [j for j in jobs if j.status not in ACTIVE][:5]
+    if ended:
+        with st.expander("Recent jobs"):
+            for job in ended:
+                st.markdown(f"- **{job.run_name}**: {job.description}")
+
+
+st.subheader("Jobs")
+jobs_panel()
+
+# ----------------------------------------------------------------------------- registry
+
+st.subheader("Registry")
+runs = state.finished_runs()
+if not runs:
+    st.info("No finished run yet.")
+    st.stop()
+
+
+in_use = state.current_run_path()
+
+
+def row(run: dict) -> dict:
+    config, metrics = run.get("config", {}), run.get("metrics", {})
+    return {"in use": run["path"] == in_use, "run": run["name"], "model": run.get("model"),
+            "layers": config.get("layers"), "heads": config.get("heads"), "d": config.get("embed_dim"),
+            "d'": config.get("attn_dim"), "residual": config.get("residual"),
+            "test AUC": metrics.get("test_auc"), "test log loss": metrics.get("test_logloss"),
+            "epochs": metrics.get("epochs_run"), "created": run.get("created"),
+            "data": (run.get("data_dir") or "?").rsplit("/", 1)[-1]}
+
+
+st.dataframe([row(r) for r in runs], hide_index=True, key="train_registry",
+             column_config={"test AUC": st.column_config.NumberColumn(format="%.4f"),
+                            "test log loss": st.column_config.NumberColumn(format="%.4f")})
+names = {r["path"]: r["name"] for r in runs}
+use_column, _ = st.columns([2, 3])
+pick = use_column.selectbox("Run for the other pages", list(names), format_func=names.get, key="train_pick",
+                            index=list(names).index(in_use))
+use_column.button("Use this run", key="train_use", on_click=lambda: st.session_state.update(run_path=pick),
+                  icon=":material/check:")
+for broken in state.broken_runs():
+    st.warning(f"{broken['name']} is not loadable and left out: {broken['error']}")
+
+# ----------------------------------------------------------------------------- compare
+
+st.subheader("Compare runs")
+if len(runs) < 2:
+    st.caption("Train a second run to compare two side by side.")
+    st.stop()
+chosen = st.multiselect("Runs", list(names), default=list(names)[:2], max_selections=2, format_func=names.get,
+                        key="train_compare")
+if len(chosen) != 2:
+    st.caption("Pick two runs.")
+    st.stop()
+manifests = {path: read_manifest(path) for path in chosen}
+metric_rows = ["model", "test_auc", "test_logloss", "val_auc", "val_logloss", "best_epoch", "epochs_run", "params"]
+st.dataframe({"metric": metric_rows + ["layers", "heads", "embed_dim", "attn_dim", "residual", "dropout"],
+              **{names[p]: [str(m["metrics"].get(k, "")) for k in metric_rows]
+                 + [str(m["config"].get(k, "")) for k in ("layers", "heads", "embed_dim", "attn_dim", "residual",
+                                                         "dropout")]
+                 for p, m in manifests.items()}}, hide_index=True, key="train_compare_table")
+state.show_figure(training_curves({names[p]: m.get("history", []) for p, m in manifests.items()},
+                                  title="Loss and validation AUC per epoch"), "compare-curves", "train_curves")
+
+cat = state.catalog(str(source.folder))
+sample = state.current_sample(cat)
+values = state.sample_values(cat, sample)
+st.markdown(f"**The same sample under both** (user {sample['user']}, *{cat.movie(sample['movie'])['title']}*; "
+            "change it on Explore)")
+for column, path in zip(st.columns(2), chosen):
+    with column:
+        model = state.load_model(path)
+        explanation = explain_sample(model, values)
+        st.metric(f"CTR under {names[path]}", f"{explanation.ctr:.1%}")
+        if model.config.layers:
+            state.show_figure(attention_grid(explanation.attention, explanation.labels, title=names[path]),
+                              f"attention-{names[path]}", f"compare_{names[path]}")
+        else:
+            st.caption("0 layers: no attention.")

@@ -1,0 +1,118 @@
+"""What-if: start from the explored sample, change any field value, see what the model does differently."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from app import state
+from autoint.explain import METHOD_NAMES, what_if
+from autoint.figures import attention_heatmap, attribution_bars, difference_heatmap, transition_labels
+from autoint.schema import UNKNOWN
+
+source = state.data_source()
+cat = state.catalog(str(source.folder))
+run_path, model = state.require_model()
+schema = model.schema
+sample = state.current_sample(cat)
+values = state.sample_values(cat, sample)
+# Edits belong to one base sample: exploring another sample (or another model) starts afresh.
+base = (run_path, sample["user"], sample["movie"], sample["time"])
+if st.session_state.get("whatif_base") != base:
+    st.session_state["whatif_base"] = base
+    st.session_state["whatif_edits"] = {}
+edits: dict = st.session_state["whatif_edits"]
+
+
+def widget_key(name: str) -> str:
+    return f"whatif_field_{name}"
+
+
+def reset() -> None:
+    st.session_state["whatif_edits"] = {}
+    for f in schema.fields:
+        for suffix in ("", "_date", "_time"):
+            st.session_state.pop(widget_key(f.name) + suffix, None)
+
+
+st.title("What if ...?")
+st.caption(f"Start: user {sample['user']} and *{cat.movie(sample['movie'])['title']}* (from Explore). Change any "
+           "field below; the model is asked again and the pictures show what changed.")
+
+columns = st.columns(4)
+for i, f in enumerate(schema.fields):
+    key, current = widget_key(f.name), edits.get(f.name, values[f.name])
+    with columns[i % 4]:
+        if f.kind == "numeric" and f.name == "RequestTime":
+            stamp = state.to_datetime(current)
+            state.keep(key + "_date", stamp.date())
+            state.keep(key + "_time", stamp.time())
+            day = st.date_input("RequestTime date (UTC)", key=key + "_date",
+                                min_value=state.to_datetime(cat.first_time).date(),
+                                max_value=state.to_datetime(cat.last_time).date())
+            clock = st.time_input("RequestTime (UTC)", key=key + "_time", step=60)
+            new = min(max(state.from_date_time(day, clock), cat.first_time), cat.last_time)
+            changed = state.minute(new) != state.minute(values[f.name])
+        elif f.kind == "numeric":
+            state.keep(key, float(current))
+            new = st.number_input(f.name, key=key)
+            changed = new != values[f.name]
+        elif f.kind == "multivalued":
+            state.keep(key, [v for v in current if v in f.vocab[1:]])
+            new = st.multiselect(f.name, list(f.vocab[1:]), key=key, max_selections=f.max_len,
+                                 format_func=lambda v, f=f: f.display.get(v, v))
+            changed = sorted(new) != sorted(values[f.name])
+        else:
+            options = list(f.vocab) if current in f.vocab else [current, *f.vocab]
+            state.keep(key, current)
+            new = st.selectbox(f.name, options, key=key, format_func=lambda v, f=f: f.display.get(v, v),
+                               help=f"{UNKNOWN} is the slot for values the model never saw in training")
+            changed = new != values[f.name]
+        if changed:
+            edits[f.name] = new
+        else:
+            edits.pop(f.name, None)
+
+st.button("Reset to the explored sample", on_click=reset, icon=":material/restart_alt:", key="whatif_reset",
+          disabled=not edits)
+if edits.get("Genre") == []:
+    st.error("Genre needs at least one value; pick one or reset.")
+    st.stop()
+
+result = what_if(model, values, edits, attributions=["integrated_gradients"],
+                 baseline=state.baseline(run_path, str(source.folder)))
+before, after = result.before, result.after
+
+old, new, change = st.columns(3)
+old.metric("CTR before", f"{before.ctr:.1%}")
+new.metric("CTR after", f"{after.ctr:.1%}", delta=f"{result.ctr_change:+.1%}")
+change.markdown("**Edits** \n" + (" · ".join(f"`{schema[k].show(v)}`" for k, v in edits.items()) or "none yet"))
+
+if model.config.layers:
+    layers, heads = before.attention.shape[:2]
+    pick_layer, pick_head = st.columns(2)
+    layer = pick_layer.selectbox("Layer", list(range(1, layers + 1)), key="whatif_layer")
+    head = pick_head.selectbox("Head", ["mean of heads", *range(1, heads + 1)], key="whatif_head")
+
+    def view(attention: np.ndarray) -> np.ndarray:
+        chosen = attention[layer - 1]
+        return chosen.mean(axis=0) if head == "mean of heads" else chosen[head - 1]
+
+    where = f"layer {layer}, {head if head == 'mean of heads' else f'head {head}'}"
+    zmax = float(max(view(before.attention).max(), view(after.attention).max()))
+    left, right = st.columns(2)
+    with left:
+        state.show_figure(attention_heatmap(view(before.attention), before.labels, title=f"Before · {where}",
+                                            zmax=zmax), "attention-before", "whatif_before")
+    with right:
+        state.show_figure(attention_heatmap(view(after.attention), after.labels, title=f"After · {where}",
+                                            zmax=zmax), "attention-after", "whatif_after")
+    state.show_figure(difference_heatmap(view(result.attention_change), transition_labels(before.labels, after.labels),
+                                         title=f"Change in attention (after − before) · {where}"),
+                      "attention-change", "whatif_difference")
+
+state.show_figure(attribution_bars({"before": before.attributions["integrated_gradients"],
+                                    "after": after.attributions["integrated_gradients"]},
+                                   transition_labels(before.labels, after.labels),
+                                   title=f"{METHOD_NAMES['integrated_gradients']}: each field's contribution, "
+                                         "before and after"),
+                  "attributions-change", "whatif_attributions")

@@ -1,0 +1,286 @@
+"""Background training jobs: each one a subprocess running `python -m autoint train`.
+
+A job lives in a folder under `<runs root>/.jobs/<id>/`:
+  job.json        what to train (the CLI arguments), the run name, the device, the worker's pid
+  progress.jsonl  the trainer's progress events (`--progress-jsonl`), one JSON object a line
+  log.txt         the trainer's stderr, for the error message when it fails
+  exit.json       written by the worker when the trainer ends: its return code
+  cancelled       present when someone cancelled the job
+The worker (`python -m autoint.jobs JOB_DIR`) holds a file lock per device while the trainer
+runs, so jobs queue: one trains on each device at a time, the rest wait for the lock. The
+trainer writes its run folder atomically only when training finished, so a job killed on
+the way leaves no run in the registry. Nothing here needs the app: jobs outlive reruns,
+and a restarted app finds them again on disk.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+
+from .model import AutoIntConfig
+from .runs import RUN_NAME, CheckpointError
+from .train import TrainConfig, pick_device
+
+JOBS_DIR = ".jobs"
+STATUSES = ("queued", "running", "finished", "failed", "cancelled", "lost")
+ACTIVE = ("queued", "running")
+
+
+@dataclass
+class Job:
+    id: str
+    folder: Path
+    spec: dict
+    status: str
+    events: list[dict] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def run_name(self) -> str:
+        return self.spec["run_name"]
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.spec["run_path"])
+
+    @property
+    def history(self) -> list[dict]:
+        """The finished epochs, as the trainer reports them."""
+        return [e for e in self.events if e.get("event") == "epoch"]
+
+    @property
+    def steps(self) -> list[dict]:
+        return [e for e in self.events if e.get("event") == "step"]
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the planned epochs done, from the latest event (early stopping may end it sooner)."""
+        if self.status == "finished":
+            return 1.0
+        if not self.events:
+            return 0.0
+        last, epochs = self.events[-1], self.spec["epochs"]
+        if last.get("event") == "epoch":
+            return min(last["epoch"] / epochs, 1.0)
+        return min((last["epoch"] - 1 + last["step"] / last["steps"]) / epochs, 1.0)
+
+    @property
+    def description(self) -> str:
+        last = self.events[-1] if self.events else None
+        if self.status == "queued":
+            return "waiting for the device"
+        if self.status == "running" and last is None:
+            return "loading the data"
+        if self.status == "running" and last.get("event") == "step":
+            return f"epoch {last['epoch']}/{self.spec['epochs']}, batch {last['step']}/{last['steps']}, loss {last['loss']:.4f}"
+        if self.status == "running":
+            return f"epoch {last['epoch']}/{self.spec['epochs']} done, validation AUC {last['val_auc']:.4f}"
+        return {"finished": "finished", "failed": f"failed: {self.error}", "cancelled": "cancelled",
+                "lost": "stopped without finishing (the process ended)"}[self.status]
+
+
+def train_arguments(model_config: AutoIntConfig, train_config: TrainConfig) -> list[str]:
+    """The `python -m autoint train` flags that reproduce these settings."""
+    model_config.validate()
+    train_config.validate()
+    args = ["--layers", model_config.layers, "--heads", model_config.heads, "--embed-dim", model_config.embed_dim,
+            "--attn-dim", model_config.attn_dim, "--dropout", model_config.dropout,
+            "--dnn", ",".join(map(str, model_config.dnn_hidden)) or "none", "--dnn-dropout", model_config.dnn_dropout,
+            "--epochs", train_config.epochs, "--patience", train_config.patience,
+            "--batch-size", train_config.batch_size, "--lr", train_config.lr,
+            "--weight-decay", train_config.weight_decay, "--seed", train_config.seed]
+    flags = [("--no-residual", not model_config.residual), ("--scaled", model_config.scaled_attention),
+             ("--layer-norm", model_config.layer_norm)]
+    return [str(a) for a in args] + [flag for flag, on in flags if on]
+
+
+class JobQueue:
+    """Submit, follow and cancel training jobs whose runs land in `runs_root`."""
+
+    def __init__(self, runs_root: str | os.PathLike, threads: int = 1, python: str = sys.executable):
+        self.runs_root = Path(runs_root)
+        self.folder = self.runs_root / JOBS_DIR
+        self.threads = threads  # torch threads of each trainer, so it leaves the app its own core
+        self.python = python
+        self._children: dict[str, subprocess.Popen] = {}  # reaped here; a restarted app checks pids instead
+
+    def submit(self, model_config: AutoIntConfig, train_config: TrainConfig, data_dir: str | os.PathLike,
+               run_name: str | None = None) -> Job:
+        """Queue a training job; bad settings raise ConfigError here, before any process starts."""
+        arguments = train_arguments(model_config, train_config)
+        device = str(pick_device(train_config.device))
+        job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        run_name = run_name or f"{model_config.name.replace('+', 'plus')}-L{model_config.layers}-" \
+                               f"H{model_config.heads}-d{model_config.embed_dim}-{job_id}"
+        if not RUN_NAME.match(run_name):
+            raise CheckpointError(f"run name {run_name!r}: use letters, digits, '.', '_' and '-' only.")
+        run_path = self.runs_root / run_name
+        if run_path.exists() or any(j.run_name == run_name and j.status in ACTIVE for j in self.jobs()):
+            raise CheckpointError(f"a run named {run_name!r} exists or is being trained; choose another name.")
+        folder = self.folder / job_id
+        folder.mkdir(parents=True)
+        spec = {"id": job_id, "run_name": run_name, "run_path": str(run_path.resolve()), "device": device,
+                "data_dir": str(Path(data_dir).resolve()), "epochs": train_config.epochs,
+                "model_config": model_config.to_json(), "threads": self.threads,
+                "command": [self.python, "-m", "autoint", "train", "--data-dir", str(Path(data_dir).resolve()),
+                            "--device", device, "--quiet", "--progress-jsonl", str(folder / "progress.jsonl"),
+                            "--out", str(run_path.resolve()), *arguments],
+                "submitted": time.time()}
+        _write_json(folder / "job.json", spec)
+        environment = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
+                       "PYTHONUNBUFFERED": "1"}
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
+                                                                  environment.get("PYTHONPATH")]))
+        # A session of its own, so cancel can end the worker and its trainer together.
+        child = subprocess.Popen([self.python, "-m", "autoint.jobs", str(folder)], env=environment,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=open(folder / "worker.log", "w"), start_new_session=True)
+        self._children[job_id] = child
+        _write_json(folder / "pid.json", {"pid": child.pid})
+        return self.job(job_id)
+
+    def jobs(self) -> list[Job]:
+        """Every job on disk, newest first."""
+        if not self.folder.is_dir():
+            return []
+        return [self.job(p.name) for p in sorted(self.folder.iterdir(), reverse=True) if (p / "job.json").is_file()]
+
+    def active(self) -> list[Job]:
+        return [j for j in self.jobs() if j.status in ACTIVE]
+
+    def job(self, job_id: str) -> Job:
+        folder = self.folder / job_id
+        spec = json.loads((folder / "job.json").read_text())
+        events = read_events(folder / "progress.jsonl")
+        status, error = self._status(job_id, folder, spec, events)
+        return Job(job_id, folder, spec, status, events, error)
+
+    def cancel(self, job_id: str) -> None:
+        """Stop a queued or running job; its trainer dies before writing a run folder."""
+        folder = self.folder / job_id
+        (folder / "cancelled").touch()
+        pid = _read_pid(folder)
+        if pid is not None and self._alive(job_id, pid):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        child = self._children.get(job_id)
+        if child is not None:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(pid, signal.SIGKILL)
+                child.wait()
+
+    def wait(self, job_id: str, timeout: float = 600.0, poll: float = 0.2) -> Job:
+        """Block until the job leaves the queue (tests and scripts; the app polls instead)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job.status not in ACTIVE:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.status} after {timeout:.0f} s: {job.description}")
+            time.sleep(poll)
+
+    def _alive(self, job_id: str, pid: int) -> bool:
+        child = self._children.get(job_id)
+        if child is not None:
+            return child.poll() is None
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+        except (FileNotFoundError, IndexError):
+            try:
+                os.kill(pid, 0)
+                return True
+            except (ProcessLookupError, PermissionError):
+                return False
+
+    def _status(self, job_id: str, folder: Path, spec: dict, events: list[dict]) -> tuple[str, str]:
+        if (folder / "cancelled").exists():
+            return "cancelled", ""
+        if (folder / "exit.json").is_file():
+            code = json.loads((folder / "exit.json").read_text())["returncode"]
+            if code == 0 and Path(spec["run_path"]).is_dir():
+                return "finished", ""
+            return "failed", _last_error(folder / "log.txt", code)
+        pid = _read_pid(folder)
+        if pid is None:  # submit writes the pid just after starting the worker
+            return "queued", ""
+        if not self._alive(job_id, pid):
+            return "lost", ""
+        return ("running" if (folder / "started").exists() else "queued"), ""
+
+
+def read_events(path: Path) -> list[dict]:
+    """The JSON lines written so far; a line still being written is skipped until it is complete."""
+    if not path.is_file():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return events
+
+
+def _last_error(log: Path, code: int) -> str:
+    lines = [l for l in log.read_text(encoding="utf-8", errors="replace").splitlines() if l.strip()] \
+        if log.is_file() else []
+    errors = [l for l in lines if l.startswith("error:")]
+    return (errors[-1][len("error:"):].strip() if errors else lines[-1] if lines else "") or f"exit code {code}"
+
+
+def _read_pid(folder: Path) -> int | None:
+    try:
+        return int(json.loads((folder / "pid.json").read_text())["pid"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+
+
+def _write_json(path: Path, obj) -> None:
+    staging = path.with_suffix(".tmp")
+    staging.write_text(json.dumps(obj, indent=1))
+    os.replace(staging, path)
+
+
+def _die_with_parent() -> None:
+    """Linux: the trainer gets SIGTERM when the worker dies, even by SIGKILL, so a killed job
+    never finishes behind the queue's back and writes a run nobody asked to keep."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def run_worker(folder: Path) -> int:
+    """Wait for the device, run the trainer, record its exit code. Runs in its own process."""
+    spec = json.loads((folder / "job.json").read_text())
+    lock = FileLock(str(folder.parent / f"device-{spec['device'].replace(':', '-')}.lock"))
+    with lock:
+        if (folder / "cancelled").exists():
+            return 1
+        (folder / "started").touch()
+        with open(folder / "log.txt", "w") as log:
+            trainer = subprocess.Popen(spec["command"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                       preexec_fn=_die_with_parent)
+            # SIGTERM (cancel) reaches the whole process group; wait for the trainer before letting go of the lock.
+            signal.signal(signal.SIGTERM, lambda *_: (trainer.terminate(), trainer.wait(), sys.exit(143)))
+            code = trainer.wait()
+        _write_json(folder / "exit.json", {"returncode": code})
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(run_worker(Path(sys.argv[1])))

@@ -1,0 +1,97 @@
+"""AutoInt Explorer: the frame. Navigation, the sidebar (device, model, data set), first-run help.
+
+`make run` starts it; the pages live in app/ and call autoint/ for every number they show.
+"""
+from __future__ import annotations
+
+import logging
+import traceback
+
+import streamlit as st
+import torch
+
+from app import state
+from autoint.download import DownloadError, download_ml1m
+
+st.set_page_config(page_title="AutoInt Explorer", page_icon=":material/hub:", layout="wide")
+torch.set_num_threads(state.APP_THREADS)  # the other cores are for a background training job
+
+PAGES = [
+    st.Page("app/explore.py", title="Explore", icon=":material/search:", default=True),
+    st.Page("app/what_if.py", title="What-if", icon=":material/tune:"),
+    st.Page("app/correlations.py", title="Dataset correlations", icon=":material/grid_on:"),
+    st.Page("app/train_page.py", title="Train", icon=":material/model_training:"),
+    st.Page("app/recommend.py", title="Recommend", icon=":material/movie:"),
+    st.Page("app/learn.py", title="Learn", icon=":material/school:"),
+]
+
+
+def offer_download(source: state.DataSource) -> None:
+    """Without ML-1M: say so, offer the download, and explain that the synthetic data stands in."""
+    st.warning(f"**Synthetic data.** MovieLens-1M was not found in `{source.requested}`, so the app runs on "
+               f"synthetic ratings whose clicks follow planted field pairs (`{source.folder}`). Download "
+               f"MovieLens-1M below, or set `AUTOINT_DATA_DIR` to a folder that holds it.",
+               icon=":material/science:")
+    if st.button("Download MovieLens-1M (about 6 MB)", key="download_ml1m", icon=":material/download:"):
+        bar = st.progress(0.0, text="Connecting to files.grouplens.org ...")
+
+        def progress(received: int, total: int | None) -> None:
+            fraction = received / total if total else 0.0
+            bar.progress(min(fraction, 1.0), text=f"Downloaded {received / 1e6:.1f} MB"
+                         + (f" of {total / 1e6:.1f} MB" if total else ""))
+        try:
+            download_ml1m(source.requested, progress=progress)
+        except DownloadError as exc:
+            bar.empty()
+            st.error(f"The download failed: {exc} The app stays on the synthetic data.")
+            return
+        st.cache_resource.clear()
+        st.rerun()
+
+
+def sidebar(source: state.DataSource) -> None:
+    with st.sidebar:
+        dev = state.device()
+        name = f"CUDA · {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else \
+            f"CPU · {torch.get_num_threads()} thread(s) for exploring"
+        st.markdown(f"**Device** \n{name}")
+        st.markdown(f"**Data set** \n{'synthetic' if source.synthetic else 'MovieLens-1M'} · `{source.folder.name}`")
+        runs = state.finished_runs()
+        chosen = state.current_run_path()
+        if runs:
+            paths = [r["path"] for r in runs]
+            by_path = {r["path"]: r for r in runs}
+            st.session_state["sidebar_run"] = chosen
+            st.selectbox("**Model in use**", paths, key="sidebar_run",
+                         format_func=lambda p: by_path[p]["name"],
+                         on_change=lambda: st.session_state.update(run_path=st.session_state["sidebar_run"]),
+                         help="Every page explains this run; train more on the Train page.")
+            run = by_path[chosen]
+            config, metrics = run.get("config", {}), run.get("metrics", {})
+            auc = metrics.get("test_auc")
+            st.caption(f"{run.get('model')} · {config.get('layers')} layers × {config.get('heads')} heads · "
+                       f"d={config.get('embed_dim')}, d'={config.get('attn_dim')}"
+                       + (f" · test AUC {auc:.4f}" if isinstance(auc, float) else ""))
+        else:
+            st.markdown("**Model in use** \nnone yet")
+        st.radio("Chart export format", ["png", "svg"], key="image_format", horizontal=True,
+                 format_func=str.upper, help="What the camera button in each chart's toolbar saves.")
+
+
+def main() -> None:
+    navigation = st.navigation(PAGES)
+    try:
+        source = state.data_source()
+        sidebar(source)
+        if source.movielens_missing:
+            offer_download(source)
+        navigation.run()
+    except state.USER_ERRORS as exc:
+        st.error(str(exc), icon=":material/error:")
+    except Exception as exc:  # a bug: say what happened, keep the page usable, log the trace for us
+        logging.getLogger("autoint.app").error("unexpected error\n%s", traceback.format_exc())
+        st.error(f"Something went wrong ({type(exc).__name__}: {exc}). The details are in the server log.",
+                 icon=":material/bug_report:")
+
+
+main()
