@@ -32,8 +32,8 @@ state.keep("explore_time", state.to_datetime(sample["time"]).time())
 
 def rated_time_follows() -> None:
     """A new pair starts at the time of its real rating (or the data's last time when unrated)."""
-    timestamp = state.minute(cat.sample(st.session_state["explore_user"], st.session_state["explore_movie"])
-                             ["RequestTime"])
+    timestamp = state.request_time(cat, cat.sample(st.session_state["explore_user"],
+                                                   st.session_state["explore_movie"])["RequestTime"])
     st.session_state["explore_date"] = state.to_datetime(timestamp).date()
     st.session_state["explore_time"] = state.to_datetime(timestamp).time()
 
@@ -51,7 +51,7 @@ with time_column:
     first, last = state.to_datetime(cat.first_time), state.to_datetime(cat.last_time)
     day = st.date_input("Request date (UTC)", key="explore_date", min_value=first.date(), max_value=last.date())
     clock = st.time_input("Request time (UTC)", key="explore_time", step=60)
-timestamp = min(max(state.from_date_time(day, clock), cat.first_time), cat.last_time)
+timestamp = state.request_time(cat, state.from_date_time(day, clock))
 st.session_state["sample"] = sample = {"user": user, "movie": movie, "time": timestamp}
 values = state.sample_values(cat, sample)
 
@@ -62,8 +62,8 @@ explanation = explain_sample(model, values, attributions=methods,
                              baseline=state.baseline(run_path, str(source.folder)) if methods else None)
 
 ctr_column, rating_column, fields_column = st.columns([1, 1, 3])
-ctr_column.metric("Predicted CTR", f"{explanation.ctr:.1%}", help="Eq. 9: sigmoid of the logit "
-                  f"{explanation.logit:+.3f}")
+ctr_column.metric("Predicted CTR", f"{explanation.ctr:.1%}",
+                  help=f"Eq. 9: σ(logit) = σ({explanation.logit:+.6f}) = {explanation.ctr:.6f}")
 known = cat.rating(user, movie)
 if known:
     stars, rated_at = known

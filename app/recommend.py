@@ -27,7 +27,7 @@ day = c2.date_input("Request date (UTC)", key="recommend_date", min_value=state.
 clock = c2.time_input("Request time (UTC)", key="recommend_time", step=60)
 top = c3.slider("How many", 5, 50, 10, key="recommend_top")
 exclude = c4.toggle("Leave out movies the user rated", True, key="recommend_exclude")
-timestamp = min(max(state.from_date_time(day, clock), cat.first_time), cat.last_time)
+timestamp = state.request_time(cat, state.from_date_time(day, clock))
 
 picks = recommend(model, cat, user, timestamp, top=top, exclude_rated=exclude,
                   scorer=state.movie_scorer(run_path, str(source.folder)))

@@ -180,12 +180,13 @@ def _first_run_progress(queue: JobQueue) -> None:
 def _first_rated(cat: Catalog, user: int) -> dict:
     """A user's first movie that they really rated, at the rating's time (so a real rating shows)."""
     movie = next((m for m in cat.movies["movie_id"].to_list() if cat.rating(user, m)), int(cat.movies["movie_id"][0]))
-    return {"user": user, "movie": movie, "time": minute(cat.sample(user, movie)["RequestTime"])}
+    return {"user": user, "movie": movie, "time": request_time(cat, cat.sample(user, movie)["RequestTime"])}
 
 
-def minute(timestamp: float) -> float:
-    """Request times are chosen to the minute (the time widget's precision)."""
-    return float(int(timestamp) // 60 * 60)
+def request_time(cat: Catalog, timestamp: float) -> float:
+    """Request times are chosen to the minute (the time widget's precision), inside the data's time range
+    (RequestTime is min-max scaled over it, and the model refuses times outside)."""
+    return float(min(max(int(timestamp) // 60 * 60, cat.first_time), cat.last_time))
 
 
 def current_sample(cat: Catalog) -> dict:

@@ -50,8 +50,8 @@ for i, f in enumerate(schema.fields):
                                 min_value=state.to_datetime(cat.first_time).date(),
                                 max_value=state.to_datetime(cat.last_time).date())
             clock = st.time_input("RequestTime (UTC)", key=key + "_time", step=60)
-            new = min(max(state.from_date_time(day, clock), cat.first_time), cat.last_time)
-            changed = state.minute(new) != state.minute(values[f.name])
+            new = state.request_time(cat, state.from_date_time(day, clock))
+            changed = new != state.request_time(cat, values[f.name])
         elif f.kind == "numeric":
             state.keep(key, float(current))
             new = st.number_input(f.name, key=key)
@@ -83,8 +83,9 @@ result = what_if(model, values, edits, attributions=["integrated_gradients"],
 before, after = result.before, result.after
 
 old, new, change = st.columns(3)
-old.metric("CTR before", f"{before.ctr:.1%}")
-new.metric("CTR after", f"{after.ctr:.1%}", delta=f"{result.ctr_change:+.1%}")
+old.metric("CTR before", f"{before.ctr:.1%}", help=f"σ({before.logit:+.6f}) = {before.ctr:.6f}")
+new.metric("CTR after", f"{after.ctr:.1%}", delta=f"{result.ctr_change:+.1%}",
+           help=f"σ({after.logit:+.6f}) = {after.ctr:.6f}")
 change.markdown("**Edits** \n" + (" · ".join(f"`{schema[k].show(v)}`" for k, v in edits.items()) or "none yet"))
 
 if model.config.layers:
