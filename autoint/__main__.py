@@ -64,9 +64,10 @@ def model_config_from(args):
 def cmd_train(args) -> int:
     from dataclasses import asdict
     from .data import load_dataset, resolve_data_dir
-    from .runs import save_run
-    from .train import TrainConfig, train
+    from .runs import STALE_STAGING_S, clean_staging, save_run
+    from .train import TrainConfig, TrainingDiverged, train
     model_config = model_config_from(args)  # refuse bad settings before reading any data
+    clean_staging(Path(args.out).parent, older_than_s=STALE_STAGING_S)  # what a killed save left, if any
     train_config = TrainConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
                                weight_decay=args.weight_decay, seed=args.seed, device=args.device)
     dataset = load_dataset(args.data_dir, with_ids=args.with_ids)
@@ -76,10 +77,18 @@ def cmd_train(args) -> int:
 
         def callback(event):  # one JSON object a line, for a parent process (the app) to follow
             progress_file.write(_metrics_json(event) + "\n")
-    result = train(dataset, model_config, train_config, callback=callback, progress=not args.quiet)
+    diverged = None
+    try:
+        result = train(dataset, model_config, train_config, callback=callback, progress=not args.quiet)
+    except TrainingDiverged as exc:
+        if exc.result is None:
+            raise  # no finished epoch to keep: a run already at --out stays as it was
+        diverged, result = exc, exc.result
     save_run(args.out, result.model, metrics=result.metrics, train_config=asdict(train_config),
              history=result.history, data_fingerprint=dataset.fingerprint,
              data_dir=str(resolve_data_dir(args.data_dir)))
+    if diverged is not None:  # exit non-zero: the run stopped early, with its best weights saved
+        raise TrainingDiverged(f"{diverged} Saved them to {args.out} (metrics: stopped=diverged).")
     print(f"run saved to {args.out}", file=sys.stderr)
     print(_metrics_json({**result.metrics, "run": str(args.out)}))
     return 0
@@ -103,6 +112,70 @@ def cmd_evaluate(args) -> int:
     metrics["samples"] = {k: int(len(v)) for k, v in dataset.splits.items()}
     metrics["device"] = str(next(run.model.parameters()).device)
     print(_metrics_json(metrics))
+    return 0
+
+
+def _run_and_data(args, need_dataset: bool):
+    """Load a run and the data it explains, encoded with the run's own vocabularies."""
+    from .data import Catalog, build_dataset, read_movielens, resolve_data_dir
+    from .runs import load_run
+    from .train import pick_device
+    run = load_run(args.run, device=pick_device(getattr(args, "device", None) or "cpu"))
+    data_dir = args.data_dir or run.manifest.get("data_dir") or None
+    movielens = read_movielens(resolve_data_dir(data_dir))
+    dataset = build_dataset(movielens, schema=run.schema) if need_dataset else None
+    return run, Catalog(movielens), dataset
+
+
+def cmd_explain(args) -> int:
+    from .explain import ATTRIBUTION_METHODS, explain_sample, mean_embedding, parse_edit, parse_time, what_if
+    run, catalog, dataset = _run_and_data(args, need_dataset=not args.no_attributions)
+    timestamp = parse_time(args.time) if args.time else None
+    values = catalog.sample(args.user, args.movie, timestamp)
+    edits = dict(parse_edit(run.schema, text) for text in args.set)
+    if "RequestTime" in edits:
+        catalog.check_time(edits["RequestTime"])
+    kwargs = {}
+    if not args.no_attributions:
+        train_x, _ = dataset.split("train")
+        kwargs = {"attributions": ATTRIBUTION_METHODS, "baseline": mean_embedding(run.model, train_x)}
+    if edits:
+        result = what_if(run.model, values, edits, **kwargs)
+        explanation, report = result.after, {**result.after.to_json(), "what_if": result.to_json()}
+    else:
+        explanation = explain_sample(run.model, values, **kwargs)
+        report = explanation.to_json()
+    report.update(user=args.user, movie=args.movie, title=catalog.movie(args.movie)["title"],
+                  rating=(catalog.rating(args.user, args.movie) or [None])[0],
+                  attention_axes="[layers][heads][query field][attended field]")
+    if not args.json:
+        print(f"{report['title']}  CTR {explanation.ctr:.3f}", file=sys.stderr)
+        for combination in explanation.combinations[:5]:
+            print(f"  {combination.text}", file=sys.stderr)
+    print(_metrics_json(report))
+    return 0
+
+
+def cmd_correlations(args) -> int:
+    from .explain import dataset_correlations, parse_where
+    run, _, dataset = _run_and_data(args, need_dataset=True)
+    x, y = dataset.split(args.split)
+    result = dataset_correlations(run.model, x, y, where=parse_where(run.schema, args.where), label=args.label,
+                                  ctr_band=tuple(args.ctr_band) if args.ctr_band else None)
+    if result.count == 0:
+        print(f"warning: no {args.split} samples match {result.description}", file=sys.stderr)
+    print(_metrics_json({"split": args.split, **result.to_json()}))
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    from .explain import parse_time, recommend
+    run, catalog, _ = _run_and_data(args, need_dataset=False)
+    if not 1 <= args.top <= 10000:
+        raise ValueError(f"--top {args.top}: choose from 1 to 10000.")
+    timestamp = parse_time(args.time) if args.time else None
+    items = recommend(run.model, catalog, args.user, timestamp, top=args.top, exclude_rated=args.unrated)
+    print(_metrics_json({"user": args.user, "recommendations": items}))
     return 0
 
 
@@ -164,11 +237,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--any-data", action="store_true", help="evaluate even if the data differs from training")
     p.set_defaults(func=cmd_evaluate)
 
-    try:
-        from .cli_explain import add_explain_commands
-        add_explain_commands(sub, data_arg)
-    except ImportError:
-        pass
+    p = sub.add_parser("explain", help="explain one prediction: CTR, attention, combinations, attributions")
+    p.add_argument("run")
+    data_arg(p)
+    p.add_argument("--user", type=int, required=True)
+    p.add_argument("--movie", type=int, required=True)
+    p.add_argument("--time", help="request time, ISO 8601 or Unix seconds (default: the real rating's, else the latest)")
+    p.add_argument("--set", action="append", default=[], metavar="Field=value",
+                   help="edit a field value (what-if); Genre takes A|B; repeatable")
+    p.add_argument("--no-attributions", action="store_true", help="skip Captum attributions")
+    p.add_argument("--json", action="store_true", help="print JSON (the default prints a short report too)")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("correlations", help="field x field attention averaged over a split (Fig. 7b)")
+    p.add_argument("run")
+    data_arg(p)
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--where", action="append", default=[], metavar="Field=value", help="keep only these samples")
+    p.add_argument("--label", type=int, choices=[0, 1])
+    p.add_argument("--ctr-band", type=float, nargs=2, metavar=("LOW", "HIGH"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_correlations)
+
+    p = sub.add_parser("recommend", help="the top-N movies for a user, each with its CTR and why")
+    p.add_argument("run")
+    data_arg(p)
+    p.add_argument("--user", type=int, required=True)
+    p.add_argument("--time", help="request time, ISO 8601 or Unix seconds (default: the latest in the data)")
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--unrated", action="store_true", help="leave out movies the user rated")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_recommend)
     return parser
 
 

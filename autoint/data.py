@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -25,6 +26,7 @@ DEFAULT_DATA_DIR = Path("data/ml-1m")
 SPLIT_SEED = 2019
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
+LAST_TIMESTAMP = 4102444799  # 2099-12-31 23:59:59 UTC
 
 
 class DataError(ValueError):
@@ -50,22 +52,47 @@ def _ratings_path(folder: Path) -> Path:
                     f"or run `python -m autoint download --data-dir {folder}`.")
 
 
+def _gunzip(path: Path, raw: bytes) -> bytes:
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        # Decompress what can be, to say where the damage starts.
+        partial, inflater = [], zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            for start in range(0, len(raw), 1 << 16):
+                partial.append(inflater.decompress(raw[start:start + (1 << 16)]))
+        except zlib.error:
+            pass
+        lines = b"".join(partial).count(b"\n")
+        what = "is cut off" if isinstance(exc, EOFError) else "is damaged"
+        raise DataError(f"{path}, line {lines + 1}: the gzip data {what} there, after {lines} complete lines "
+                        f"({exc}). Download the file again (`python -m autoint download`).") from exc
+
+
 def _read_text(path: Path, encoding: str) -> str:
+    """Decode a data file. `latin-1` files (movies.dat) may also be UTF-8: a re-saved copy reads the same."""
     if not path.is_file():
         raise DataError(f"{path}: file not found. A MovieLens-1M folder holds users.dat, movies.dat and "
                         f"ratings.dat (or ratings.dat.gz); `python -m autoint download` fetches them.")
     raw = path.read_bytes()
     if path.suffix == ".gz":
+        raw = _gunzip(path, raw)
+    if encoding == "latin-1":  # every byte is latin-1, so only a valid UTF-8 file is read otherwise
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{path}: not a readable gzip file ({exc}); download it again.") from exc
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.decode("latin-1")
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise DataError(f"{path}, line {line}: bytes that are not {encoding} ({raw[exc.start:exc.end]!r}). "
                         f"MovieLens files are {encoding}; re-download the file.") from exc
+
+
+# C0 controls but tab and newline, DEL and C1 controls: no MovieLens file has them (as latin-1, neither).
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+SEPARATOR_HINTS = (("\t", "tabs"), (",", "commas"), (";", "semicolons"), ("|", "'|'"), (":", "single colons"))
 
 
 def read_dat(path: Path, columns: list[str], int_columns: list[str], encoding: str = "utf-8") -> pl.DataFrame:
@@ -78,19 +105,37 @@ def read_dat(path: Path, columns: list[str], int_columns: list[str], encoding: s
         text = text[:-1]
     if not text.strip():
         raise DataError(f"{path}: the file is empty; expected lines of the form {'::'.join(columns)}.")
-    if "\x1f" in text:
-        line = text.count("\n", 0, text.index("\x1f")) + 1
-        raise DataError(f"{path}, line {line}: contains a control character (0x1f) that no MovieLens file has.")
+    if text.startswith("\ufeff"):  # a byte-order mark from an editor
+        text = text[1:]
+    control = CONTROL.search(text)
+    if control:
+        line = text.count("\n", 0, control.start()) + 1
+        column = control.start() - (text.rfind("\n", 0, control.start()) + 1) + 1
+        raise DataError(f"{path}, line {line}, character {column}: control character {ord(control.group()):#04x}, "
+                        f"which no MovieLens file has; the file is garbled (binary data, or text in another "
+                        f"encoding). Re-download it.")
     lines = pl.Series("line", text.split("\n"))
     separators = lines.str.count_matches("::", literal=True)
     bad = (separators != len(columns) - 1).arg_true()
     if len(bad):
         n = int(bad[0])
+        line = lines[n]
+        hint = "the line is blank; remove it." if not line.strip() else "each line needs exactly these columns."
+        if int(separators[n]) == 0:
+            for char, name in SEPARATOR_HINTS:
+                if line.count(char) == len(columns) - 1:
+                    hint = f"the file seems to separate columns with {name}; MovieLens files use '::'."
+                    break
         raise DataError(f"{path}, line {n + 1}: expected {len(columns)} '::'-separated columns "
-                        f"({'::'.join(columns)}), got {int(separators[n]) + 1}: {lines[n]!r:.120}")
+                        f"({'::'.join(columns)}), got {int(separators[n]) + 1}: {line!r:.120}; {hint}")
     frame = pl.read_csv(io.BytesIO(text.replace("::", "\x1f").encode("utf-8")), separator="\x1f",
                         has_header=False, new_columns=columns, quote_char=None,
                         schema={c: pl.String for c in columns})
+    for column in columns:  # polars reads an empty field as null
+        empty = frame[column].is_null().arg_true()
+        if len(empty):
+            raise DataError(f"{path}, line {int(empty[0]) + 1}: column {column} is empty; "
+                            f"every line needs {'::'.join(columns)}.")
     for column in int_columns:
         as_int = frame[column].cast(pl.Int64, strict=False)
         bad = as_int.is_null().arg_true()
@@ -108,11 +153,15 @@ def _check_values(frame: pl.DataFrame, path: Path, column: str, allowed: set, wh
         raise DataError(f"{path}, line {int(frame['line'][n])}: {column} {frame[column][n]!r} is not {what}.")
 
 
-def _check_unique(frame: pl.DataFrame, path: Path, column: str) -> None:
-    dup = frame[column].is_duplicated().arg_true()
+def _check_unique(frame: pl.DataFrame, path: Path, column: str | list[str]) -> None:
+    columns = [column] if isinstance(column, str) else list(column)
+    dup = frame.select(columns).is_duplicated().arg_true()
     if len(dup):
-        n = int(dup[-1])
-        raise DataError(f"{path}, line {int(frame['line'][n])}: {column} {frame[column][n]} appears twice.")
+        key = frame.row(int(dup[0]), named=True)
+        same = frame.filter(pl.all_horizontal(pl.col(c) == key[c] for c in columns))["line"].to_list()
+        what = " ".join(f"{c} {key[c]}" for c in columns)
+        raise DataError(f"{path}, line {same[1]}: {what} appears again (first on line {same[0]}); "
+                        f"each must appear once. Remove the repeated line or re-download the file.")
 
 
 @dataclass
@@ -170,6 +219,11 @@ def read_movielens(folder: str | os.PathLike) -> MovieLens:
     ratings = read_dat(ratings_path, ["user_id", "movie_id", "rating", "timestamp"],
                        ["user_id", "movie_id", "rating", "timestamp"])
     _check_values(ratings, ratings_path, "rating", {1, 2, 3, 4, 5}, "a rating 1-5")
+    bad_time = (~ratings["timestamp"].is_between(0, LAST_TIMESTAMP)).arg_true()
+    if len(bad_time):
+        n = int(bad_time[0])
+        raise DataError(f"{ratings_path}, line {int(ratings['line'][n])}: timestamp {ratings['timestamp'][n]} is not "
+                        f"a Unix time from 0 to {LAST_TIMESTAMP} (1970 to 2099) in seconds.")
     _check_values(ratings, ratings_path, "user_id", set(users["user_id"].to_list()), f"a user in {users_path.name}")
     _check_values(ratings, ratings_path, "movie_id", set(movies["movie_id"].to_list()), f"a movie in {movies_path.name}")
     return MovieLens(folder, users.drop("line"), movies.drop("line"), ratings.drop("line"),
@@ -380,11 +434,17 @@ class Catalog:
         return self._movie_row[movie_id]
 
     def check_time(self, timestamp: float) -> float:
-        if not (self.first_time <= timestamp <= self.last_time):
+        if not (self.first_time <= timestamp <= self.last_time):  # also refuses NaN
             from datetime import datetime, timezone
-            show = lambda t: datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+            def show(t):
+                try:
+                    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+                except (OverflowError, ValueError, OSError):
+                    return f"{t!r} s"
             raise DataError(f"request time {show(timestamp)} is outside the data's range {show(self.first_time)} to "
-                            f"{show(self.last_time)} (UTC); RequestTime is min-max scaled over that range.")
+                            f"{show(self.last_time)} (UTC, Unix seconds {self.first_time} to {self.last_time}); "
+                            f"RequestTime is min-max scaled over that range, so choose a time in it.")
         return timestamp
 
     def user(self, user_id: int) -> dict:

@@ -39,6 +39,9 @@ def check_values(schema: Schema, values: dict) -> dict:
                 raise SchemaError(f"{f.name}={value!r} is not a number.") from None
             if not math.isfinite(number):
                 raise SchemaError(f"{f.name}={value!r} is not a finite number.")
+            if not f.min_value <= number <= f.max_value:  # the model never saw values outside its scaling range
+                raise SchemaError(f"{f.name}={_shown(f, number)} is outside the range the model was trained on: "
+                                  f"choose from {_shown(f, f.min_value)} to {_shown(f, f.max_value)}.")
             out[f.name] = number
         elif f.kind == "multivalued":
             items = [value] if isinstance(value, str) else list(value)
@@ -54,6 +57,15 @@ def check_values(schema: Schema, values: dict) -> dict:
         else:
             out[f.name] = str(value)
     return out
+
+
+def _shown(f, number: float) -> str:
+    """A numeric value as a person reads it (RequestTime as a UTC time), whatever its size."""
+    try:
+        shown = f.show(number).split("=", 1)[1]
+    except (OverflowError, ValueError, OSError):
+        return f"{number:g}"
+    return f"{shown} UTC ({number:.0f})" if f.name == "RequestTime" else shown
 
 
 def parse_edit(schema: Schema, text: str) -> tuple[str, object]:

@@ -1,0 +1,210 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from autoint.data import Catalog, read_movielens
+from autoint.explain import (ATTRIBUTION_METHODS, attribute, dataset_correlations, encode_sample, explain_sample,
+                             mean_embedding, parse_edit, recommend, top_combinations, unknown_values, what_if)
+from autoint.schema import SchemaError
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def catalog(synth_dir):
+    return Catalog(read_movielens(synth_dir))
+
+
+@pytest.fixture(scope="module")
+def baseline(trained_run, synth_dataset):
+    x, _ = synth_dataset.split("train")
+    return mean_embedding(trained_run.model, x)
+
+
+def test_explanation_matches_model_forward(trained_run, catalog):
+    values = catalog.sample(1, 2)
+    e = explain_sample(trained_run.model, values)
+    logit, attention = trained_run.model(encode_sample(trained_run.schema, values), return_attention=True)
+    assert e.ctr == pytest.approx(torch.sigmoid(logit).item(), abs=1e-7)
+    assert np.array_equal(e.attention, attention[0].detach().numpy())
+    assert e.labels[0].startswith("Gender=") and e.labels[4].startswith("Genre=")
+
+
+def test_combinations_are_ranked_and_in_words(trained_run, catalog):
+    e = explain_sample(trained_run.model, catalog.sample(3, 4), top=4)
+    pairs = [c for c in e.combinations if len(c.fields) == 2]
+    chains = [c for c in e.combinations if len(c.fields) == 3]
+    assert len(pairs) == 4 and len(chains) == 4
+    assert [c.weight for c in pairs] == sorted((c.weight for c in pairs), reverse=True)
+    top = pairs[0]
+    layer = top.layers[0] - 1
+    m, k = e.labels.index(top.fields[1]), e.labels.index(top.fields[0])
+    assert top.weight == pytest.approx(float(e.attention[layer, :, m, k].mean()), abs=1e-6)
+    assert top.fields[0] in top.text and top.fields[1] in top.text
+
+
+def test_chain_weight_is_product_across_layers():
+    att = np.zeros((2, 1, 3, 3))
+    att[0, 0] = [[1, 0, 0], [0.9, 0.1, 0], [0, 0, 1]]  # layer 1: field b=1 takes in a=0
+    att[1, 0] = [[1, 0, 0], [0, 1, 0], [0, 0.8, 0.2]]  # layer 2: field c=2 takes in b=1
+    chains = [c for c in top_combinations(att, ["a", "b", "c"], k=1) if len(c.fields) == 3]
+    assert chains[0].fields == ["a", "b", "c"] and chains[0].weight == pytest.approx(0.72)
+
+
+def test_ig_completeness(trained_run, catalog, baseline):
+    x = encode_sample(trained_run.schema, catalog.sample(2, 3))
+    scores, gap = attribute(trained_run.model, x, methods=["integrated_gradients"], baseline=baseline)
+    with torch.no_grad():
+        difference = (trained_run.model(x) - trained_run.model.forward_embedded(baseline)).item()
+    assert abs(scores["integrated_gradients"].sum() - difference) < 1e-2
+    assert gap < 1e-2
+
+
+def test_feature_ablation_is_unknown_slot_drop(trained_run, catalog):
+    values = catalog.sample(4, 5)
+    schema = trained_run.schema
+    scores, _ = attribute(trained_run.model, encode_sample(schema, values), methods=["feature_ablation"])
+    unknown = unknown_values(schema, values)
+    with torch.no_grad():
+        full = trained_run.model(encode_sample(schema, values)).item()
+        for i, name in enumerate(schema.names):
+            ablated = trained_run.model(encode_sample(schema, {**values, name: unknown[name]})).item()
+            assert scores["feature_ablation"][i] == pytest.approx(full - ablated, abs=1e-5)
+
+
+def test_shapley_sums_to_total_effect(trained_run, catalog):
+    values = catalog.sample(5, 6)
+    schema = trained_run.schema
+    scores, _ = attribute(trained_run.model, encode_sample(schema, values), methods=["shapley"], shapley_samples=16)
+    with torch.no_grad():
+        full = trained_run.model(encode_sample(schema, values)).item()
+        empty = trained_run.model(encode_sample(schema, unknown_values(schema, values))).item()
+    assert scores["shapley"].sum() == pytest.approx(full - empty, abs=1e-4)  # efficiency holds per permutation
+
+
+def test_deleting_top_attributed_field_moves_ctr_more_than_random(trained_run, synth_dataset, baseline):
+    """Over 40 test samples: |CTR change| when the top-|IG| field is set to <unknown>, against a random field."""
+    model, schema = trained_run.model, trained_run.schema
+    frame = synth_dataset.frame[synth_dataset.splits["test"][:40]]
+    rng = np.random.default_rng(0)
+    top_moves, random_moves = [], []
+    for row in frame.iter_rows(named=True):
+        values = {f.name: row[f.name] for f in schema.fields}
+        x = encode_sample(schema, values)
+        scores, _ = attribute(model, x, methods=["integrated_gradients"], baseline=baseline)
+        unknown = unknown_values(schema, values)
+        ctr = lambda v: torch.sigmoid(model(encode_sample(schema, v))).item()
+        with torch.no_grad():
+            base = ctr(values)
+            top = schema.names[int(np.abs(scores["integrated_gradients"]).argmax())]
+            other = schema.names[int(rng.integers(len(schema.names)))]
+            top_moves.append(abs(ctr({**values, top: unknown[top]}) - base))
+            random_moves.append(abs(ctr({**values, other: unknown[other]}) - base))
+    assert np.mean(top_moves) > 1.5 * np.mean(random_moves), (np.mean(top_moves), np.mean(random_moves))
+
+
+def test_explanations_are_deterministic(trained_run, catalog, baseline):
+    values = catalog.sample(6, 7)
+    a = explain_sample(trained_run.model, values, attributions=ATTRIBUTION_METHODS, baseline=baseline)
+    b = explain_sample(trained_run.model, values, attributions=ATTRIBUTION_METHODS, baseline=baseline)
+    assert a.ctr == b.ctr and np.array_equal(a.attention, b.attention)
+    assert all(np.array_equal(a.attributions[m], b.attributions[m]) for m in ATTRIBUTION_METHODS)
+
+
+def test_what_if_reports_new_ctr_and_deltas(trained_run, catalog, baseline):
+    values = catalog.sample(1, 2)
+    edits = {"Gender": "F" if values["Gender"] == "M" else "M", "Genre": ["Romance", "Comedy"],
+             "RequestTime": catalog.first_time}
+    result = what_if(trained_run.model, values, edits, attributions=ATTRIBUTION_METHODS, baseline=baseline)
+    direct = explain_sample(trained_run.model, {**values, **edits})
+    assert result.after.ctr == pytest.approx(direct.ctr) and result.before.ctr != result.after.ctr
+    assert np.allclose(result.attention_change, direct.attention - result.before.attention)
+    assert set(result.attribution_change) == set(ATTRIBUTION_METHODS)
+    assert result.after.labels[4] == "Genre=Romance|Comedy"
+
+
+def test_what_if_refuses_unknown_values(trained_run, catalog):
+    with pytest.raises(SchemaError, match="'Cartoons' not in the vocabulary; choose from Action"):
+        what_if(trained_run.model, catalog.sample(1, 2), {"Genre": ["Cartoons"]})
+    with pytest.raises(SchemaError, match="unknown field 'Colour'"):
+        what_if(trained_run.model, catalog.sample(1, 2), {"Colour": "red"})
+    with pytest.raises(SchemaError, match="Age='17' is not a value the model knows"):
+        parse_edit(trained_run.schema, "Age=17")
+
+
+def test_correlations_equal_mean_of_masked_attention(trained_run, synth_dataset):
+    model = trained_run.model
+    x, y = synth_dataset.split("test")
+    _, attention = model(x, return_attention=True)
+    everything = dataset_correlations(model, x, y, batch_size=1000)  # several batches
+    assert everything.count == len(x)
+    assert np.allclose(everything.per_head, attention.mean(0).detach().numpy(), atol=1e-5)
+    female = dataset_correlations(model, x, y, where={"Gender": "F"}, label=1, batch_size=777)
+    mask = (x.categorical[:, 0] == trained_run.schema["Gender"].index("F")) & (y == 1)
+    assert female.count == int(mask.sum())
+    assert np.allclose(female.per_head, attention[mask].mean(0).detach().numpy(), atol=1e-5)
+    drama = dataset_correlations(model, x, y, where={"Genre": "Drama"})
+    assert drama.count == int((x.multivalued[:, 0] == trained_run.schema["Genre"].index("Drama")).any(-1).sum())
+    band = dataset_correlations(model, x, y, ctr_band=(0.5, 1.01))
+    assert band.count == int((model.predict_proba(x) >= 0.5).sum())
+    assert np.allclose(everything.overall.sum(-1), 1.0, atol=1e-5)
+
+
+def test_planted_pairs_lead_dataset_attention(tmp_path):
+    """Labels that depend only on three planted field pairs: averaged first-layer attention ranks them first."""
+    from autoint.data import load_dataset
+    from autoint.model import AutoIntConfig
+    from autoint.synth import generate, planted_pairs
+    from autoint.train import TrainConfig, train
+    folder = generate(tmp_path / "planted", users=400, movies=200, ratings=40000, seed=5)
+    dataset = load_dataset(folder)
+    result = train(dataset, AutoIntConfig(embed_dim=16, attn_dim=16, heads=2, layers=2),
+                   TrainConfig(epochs=15, patience=3, batch_size=256, lr=0.005, seed=1), progress=False)
+    x, y = dataset.split("test")
+    first_layer = dataset_correlations(result.model, x, y).per_layer[0]
+    names = dataset.schema.names
+    symmetric = first_layer + first_layer.T
+    ranked = sorted(((symmetric[i, j], {names[i], names[j]}) for i in range(len(names))
+                     for j in range(i + 1, len(names))), key=lambda p: -p[0])
+    planted = [set(p) for p in planted_pairs(folder)]
+    assert all(pair in planted for _, pair in ranked[:len(planted)]), ranked[:5]
+
+
+def test_recommend_ranks_all_movies_by_ctr(trained_run, catalog):
+    items = recommend(trained_run.model, catalog, 7, top=5)
+    assert len(items) == 5 and [i["ctr"] for i in items] == sorted((i["ctr"] for i in items), reverse=True)
+    for item in items:
+        direct = explain_sample(trained_run.model, catalog.sample(7, item["movie_id"], catalog.last_time))
+        assert item["ctr"] == pytest.approx(direct.ctr, abs=1e-6)
+    everything = recommend(trained_run.model, catalog, 7, top=10000)
+    assert len(everything) == catalog.movies.height
+    assert items[0]["ctr"] == everything[0]["ctr"]
+
+
+def test_explain_cli_json(trained_run, synth_dir):
+    cmd = [sys.executable, "-m", "autoint", "explain", str(trained_run.path), "--data-dir", str(synth_dir),
+           "--user", "2", "--movie", "3", "--set", "Genre=Drama|Comedy", "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    config = trained_run.model.config
+    F = len(trained_run.schema.fields)
+    assert np.array(report["attention"]).shape == (config.layers, config.heads, F, F)
+    assert set(report["attributions"]) == set(ATTRIBUTION_METHODS)
+    assert report["labels"][4] == "Genre=Drama|Comedy" and 0 < report["ctr"] < 1
+
+
+def test_correlations_and_recommend_cli(trained_run, synth_dir):
+    out = subprocess.run([sys.executable, "-m", "autoint", "correlations", str(trained_run.path), "--data-dir",
+                          str(synth_dir), "--where", "Gender=F", "--json"], capture_output=True, text=True,
+                         cwd=REPO, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["where"] == "Gender=F" and report["count"] > 0
+    assert np.array(report["overall"]).shape == (7, 7)
+    out = subprocess.run([sys.executable, "-m", "autoint", "recommend", str(trained_run.path), "--data-dir",
+                          str(synth_dir), "--user", "3", "--top", "4", "--json"], capture_output=True, text=True,
+                         cwd=REPO, check=True)
+    recs = json.loads(out.stdout.strip().splitlines()[-1])["recommendations"]
+    assert len(recs) == 4 and all("why" in r for r in recs)
