@@ -1,0 +1,265 @@
+"""Every page of the app, driven by Streamlit's AppTest, checked against the library's own numbers."""
+import base64
+import json
+import shutil
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from autoint.data import Catalog, read_movielens
+from autoint.explain import (dataset_correlations, explain_sample, mean_embedding, recommend, what_if)
+from autoint.steps import layer_steps
+from conftest import REPO
+
+APP = str(REPO / "streamlit_app.py")
+TIMEOUT = 120
+
+
+@pytest.fixture
+def app_env(monkeypatch, tmp_path, synth_dir, trained_run):
+    """The app on the small synthetic data, with one trained run in a fresh runs folder."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(trained_run.path, runs / "small")
+    monkeypatch.setenv("AUTOINT_DATA_DIR", str(synth_dir))
+    monkeypatch.setenv("AUTOINT_RUNS_DIR", str(runs))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def catalog(synth_dir):
+    return Catalog(read_movielens(synth_dir))
+
+
+def start(page=None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def charts(at) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def array(value) -> np.ndarray:
+    """Plotly sends numpy data as typed arrays ({dtype, bdata, shape}); lists stay lists."""
+    if isinstance(value, dict) and "bdata" in value:
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = value.get("shape")
+        return flat.reshape([int(n) for n in str(shape).split(",")]) if shape else flat
+    return np.asarray(value)
+
+
+def chart(at, title_start: str) -> dict:
+    found = [c for c in charts(at) if c["layout"].get("title", {}).get("text", "").startswith(title_start)]
+    assert found, f"no chart titled {title_start!r}; titles: {[c['layout'].get('title') for c in charts(at)]}"
+    return found[0]
+
+
+def exact(metric) -> float:
+    """The full-precision probability the app writes in a metric's help: 'σ(+0.123456) = 0.530822'."""
+    return float(metric.proto.help.rsplit("=", 1)[1])
+
+
+def metric(at, label: str):
+    return next(m for m in at.metric if m.label == label)
+
+
+def rated_pair(catalog, skip=0):
+    users = catalog.users["user_id"].to_list()
+    pairs = [(u, m) for u in users[3:] for m in catalog.movies["movie_id"].to_list() if catalog.rating(u, m)]
+    return pairs[skip]
+
+
+def choose(at, user, movie, when: datetime):
+    at.selectbox(key="explore_user").set_value(user)
+    at.selectbox(key="explore_movie").set_value(movie)
+    at.run()
+    at.date_input(key="explore_date").set_value(when.date())
+    at.time_input(key="explore_time").set_value(when.time())
+    at.run()
+    assert not at.exception, at.exception
+
+
+def test_explore_shows_the_librarys_ctr_attention_and_attributions(app_env, trained_run, catalog, synth_dataset):
+    at = start()
+    user, movie = rated_pair(catalog)
+    when = datetime(2000, 11, 20, 18, 45, tzinfo=timezone.utc)
+    choose(at, user, movie, when)
+
+    values = catalog.sample(user, movie, when.timestamp())
+    baseline = mean_embedding(trained_run.model, synth_dataset.split("train")[0])
+    expected = explain_sample(trained_run.model, values, attributions=["integrated_gradients", "feature_ablation"],
+                              baseline=baseline)
+    assert exact(metric(at, "Predicted CTR")) == pytest.approx(expected.ctr, abs=1e-6)
+    assert metric(at, "Predicted CTR").value == f"{expected.ctr:.1%}"
+    stars = catalog.rating(user, movie)[0]
+    assert metric(at, "Real rating").value == "★" * stars + "☆" * (5 - stars)
+
+    grid = chart(at, "Attention per layer and head")
+    layers, heads = expected.attention.shape[:2]
+    assert len(grid["data"]) == layers * heads == 4
+    for index, trace in enumerate(grid["data"]):
+        np.testing.assert_allclose(array(trace["z"]), expected.attention[index // heads, index % heads], atol=1e-6)
+        assert trace["x"] == expected.labels  # readable labels such as Gender=M, not f0
+    assert any(label.startswith("RequestTime=2000-11-20 18:45") for label in expected.labels)
+
+    at.selectbox(key="explore_layer").set_value(2)
+    at.selectbox(key="explore_head").set_value(2)
+    at.run()
+    enlarged = chart(at, "Layer 2, head 2")
+    np.testing.assert_allclose(array(enlarged["data"][0]["z"]), expected.attention[1, 1], atol=1e-6)
+
+    bars = chart(at, "What each field contributes")
+    by_name = {trace["name"]: array(trace["x"]) for trace in bars["data"]}
+    np.testing.assert_allclose(array(by_name["Integrated Gradients"]), expected.attributions["integrated_gradients"],
+                               atol=1e-4)
+    np.testing.assert_allclose(array(by_name["Feature Ablation"]), expected.attributions["feature_ablation"], atol=1e-5)
+    shown = [m.value for m in at.markdown]
+    assert any(expected.combinations[0].text in text for text in shown)
+
+
+def test_what_if_edit_changes_ctr_and_attention_as_the_library_says(app_env, trained_run, catalog):
+    at = start()
+    user, movie = rated_pair(catalog, skip=5)
+    when = datetime(2000, 6, 1, 12, 0, tzinfo=timezone.utc)
+    choose(at, user, movie, when)
+    at.switch_page("app/what_if.py").run()
+    assert not at.exception, at.exception
+    values = catalog.sample(user, movie, when.timestamp())
+    other = "F" if values["Gender"] == "M" else "M"
+    at.selectbox(key="whatif_field_Gender").set_value(other)
+    at.multiselect(key="whatif_field_Genre").set_value(["Comedy", "Romance"])
+    at.run()
+    assert not at.exception, at.exception
+
+    expected = what_if(trained_run.model, values, {"Gender": other, "Genre": ["Comedy", "Romance"]})
+    assert exact(metric(at, "CTR before")) == pytest.approx(expected.before.ctr, abs=1e-6)
+    assert exact(metric(at, "CTR after")) == pytest.approx(expected.after.ctr, abs=1e-6)
+    assert abs(expected.ctr_change) > 1e-4  # the edit matters, so the test can see it
+    after = chart(at, "After · layer 1")
+    np.testing.assert_allclose(array(after["data"][0]["z"]), expected.after.attention[0].mean(0), atol=1e-6)
+    difference = chart(at, "Change in attention")
+    np.testing.assert_allclose(array(difference["data"][0]["z"]), expected.attention_change[0].mean(0), atol=1e-6)
+    assert any("→ F" in label or "→ M" in label for label in difference["data"][0]["y"])
+
+    at.button(key="whatif_reset").click().run()
+    assert exact(metric(at, "CTR after")) == pytest.approx(expected.before.ctr, abs=1e-6)
+
+
+def test_correlations_page_matches_dataset_correlations(app_env, trained_run, synth_dir):
+    at = start("app/correlations.py")
+    from autoint.data import load_dataset
+    inputs, labels = load_dataset(synth_dir, schema=trained_run.schema).split("test")
+    overall = dataset_correlations(trained_run.model, inputs, labels)
+    figure = chart(at, "Mean attention over")
+    np.testing.assert_allclose(array(figure["data"][0]["z"]), overall.per_layer.mean(0), atol=1e-5)
+    assert f"{overall.count:,} samples" in figure["layout"]["title"]["text"]
+
+    at.radio(key="corr_label").set_value(1).run()
+    clicks = dataset_correlations(trained_run.model, inputs, labels, label=1)
+    assert f"{clicks.count:,} samples" in chart(at, "Mean attention over")["layout"]["title"]["text"]
+    at.selectbox(key="corr_field").set_value("Gender").run()
+    at.selectbox(key="corr_value_Gender").set_value("F").run()
+    sliced = dataset_correlations(trained_run.model, inputs, labels, label=1, where={"Gender": "F"})
+    np.testing.assert_allclose(array(chart(at, "Mean attention over")["data"][1]["z"]), sliced.per_layer[0], atol=1e-5)
+    pairs = at.dataframe[0].value
+    top = sliced.strongest_pairs(1)[0]
+    assert pairs.iloc[0]["pair"] == f"{top['fields'][0]} ↔ {top['fields'][1]}"
+
+
+def test_recommend_page_lists_the_librarys_top_movies(app_env, trained_run, catalog):
+    at = start("app/recommend.py")
+    user = catalog.users["user_id"][2]
+    at.selectbox(key="recommend_user").set_value(user)
+    at.slider(key="recommend_top").set_value(5)
+    at.run()
+    day, clock = at.date_input(key="recommend_date").value, at.time_input(key="recommend_time").value
+    timestamp = datetime.combine(day, clock, tzinfo=timezone.utc).timestamp()
+    expected = recommend(trained_run.model, catalog, user, timestamp, top=5, exclude_rated=True)
+    table = at.dataframe[0].value
+    assert table["movie"].tolist() == [p["title"] for p in expected]
+    np.testing.assert_allclose(table["CTR"].to_numpy(), [p["ctr"] for p in expected], atol=1e-6)
+    assert table["why"].tolist() == [p["why"] for p in expected]
+
+
+def test_learn_page_shows_the_layers_real_numbers(app_env, trained_run, catalog):
+    at = start("app/learn.py")
+    at.selectbox(key="learn_layer").set_value(2)
+    at.selectbox(key="learn_head").set_value(2)
+    at.run()
+    assert not at.exception, at.exception
+    sample = at.session_state["sample"]
+    steps = layer_steps(trained_run.model, catalog.sample(sample["user"], sample["movie"], sample["time"]), 2)
+    np.testing.assert_allclose(array(chart(at, "ψ(e_m, e_k), head 2")["data"][0]["z"]), steps.scores[1], atol=1e-5)
+    np.testing.assert_allclose(array(chart(at, "α_(m,k), head 2")["data"][0]["z"]), steps.attention[1], atol=1e-6)
+    np.testing.assert_allclose(array(chart(at, "e^Res_m")["data"][0]["z"]), steps.output, atol=1e-5)
+    assert len(at.get("latex")) >= 7  # every step has the paper's equation beside it
+
+
+def test_train_page_refuses_bad_settings_and_a_one_epoch_run_joins_the_registry(app_env):
+    at = start("app/train_page.py")
+    at.toggle(key="train_plus").set_value(True)
+    at.text_input(key="train_hidden").set_value("400,abc")
+    at.button[0].click().run()
+    assert any("Not started" in e.value and "400,abc" in e.value for e in at.error)
+    assert not (app_env / ".jobs").exists() or not any((app_env / ".jobs").iterdir())
+
+    at.toggle(key="train_plus").set_value(False)
+    for key, value in [("train_layers", 1), ("train_embed", 4), ("train_attn", 4)]:
+        at.slider(key=key).set_value(value)
+    at.number_input(key="train_epochs").set_value(1)
+    at.text_input(key="train_name").set_value("one-epoch")
+    at.button[0].click().run()
+    assert any("Queued one-epoch" in s.value for s in at.success), [e.value for e in at.error]
+
+    from app.state import job_queue
+    queue = job_queue(str(app_env))
+    (job,) = [j for j in queue.jobs() if j.run_name == "one-epoch"]
+    assert queue.wait(job.id, timeout=180).status == "finished"
+    at.run()
+    registry = at.dataframe[0].value
+    assert "one-epoch" in registry["run"].tolist()
+    row = registry[registry["run"] == "one-epoch"].iloc[0]
+    assert row["layers"] == 1 and row["epochs"] == 1 and 0.0 <= row["test AUC"] <= 1.0
+
+    compare = at.dataframe[1].value  # two runs now: compared side by side
+    assert set(compare.columns) == {"metric", "one-epoch", "small"}
+
+
+def test_first_run_without_a_model_trains_the_default_with_progress(monkeypatch, tmp_path, synth_dir):
+    monkeypatch.setenv("AUTOINT_DATA_DIR", str(synth_dir))
+    monkeypatch.setenv("AUTOINT_RUNS_DIR", str(tmp_path / "runs"))
+    import app.state as state
+    monkeypatch.setattr(state, "FIRST_RUN_TRAINING", state.TrainConfig(epochs=1))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("No trained model yet" in i.value for i in at.info)
+    queue = state.job_queue(str(tmp_path / "runs"))
+    (job,) = queue.jobs()
+    assert job.run_name == state.FIRST_RUN_NAME
+    assert queue.wait(job.id, timeout=180).status == "finished"
+    at.run()
+    assert not at.exception and not at.error
+    assert metric(at, "Predicted CTR").value.endswith("%")
+
+
+def test_a_broken_data_folder_is_an_error_message_not_a_traceback(monkeypatch, tmp_path):
+    broken = tmp_path / "ml"
+    broken.mkdir()
+    (broken / "users.dat").write_text("1::M::25::4::12345\n2::X::25::4::12345\n")
+    (broken / "movies.dat").write_text("1::Toy Story (1995)::Animation\n")
+    (broken / "ratings.dat").write_text("1::1::5::978300760\n")
+    monkeypatch.setenv("AUTOINT_DATA_DIR", str(broken))
+    monkeypatch.setenv("AUTOINT_RUNS_DIR", str(tmp_path / "runs"))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert any("users.dat, line 2" in e.value for e in at.error), [e.value for e in at.error]
