@@ -1,0 +1,103 @@
+"""The paper's baselines, LR and FM, built on AutoInt's own field embedding (Eqs. 2-4).
+
+Sharing `FieldEmbedding` means every model sees the seven fields encoded the same way, so
+the comparison in Tables 2, 4 and 5 is about the interaction part alone.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+
+from .data import FieldTensors
+from .model import LIMITS, AutoIntConfig, ConfigError, FieldEmbedding
+from .schema import Schema
+
+
+@dataclass
+class LRConfig:
+    """Logistic regression: one weight per field value (a 1-dimensional embedding), summed."""
+
+    name = "LR"
+
+    def validate(self) -> None:
+        pass
+
+    def to_json(self) -> dict:
+        return {"model": "LR"}
+
+    def build(self, schema: Schema) -> "LogisticRegression":
+        return LogisticRegression(self, schema)
+
+
+@dataclass
+class FMConfig:
+    """Factorization machine (Rendle 2010): LR plus all pairwise inner products of field embeddings."""
+
+    embed_dim: int = 16
+    name = "FM"
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        low, high = LIMITS["embed_dim"]
+        if isinstance(self.embed_dim, bool) or not isinstance(self.embed_dim, int) or not low <= self.embed_dim <= high:
+            raise ConfigError(f"embed_dim={self.embed_dim!r} is out of range: choose an integer from {low} to {high}.")
+
+    def to_json(self) -> dict:
+        return {"model": "FM", **asdict(self)}
+
+    def build(self, schema: Schema) -> "FactorizationMachine":
+        return FactorizationMachine(self, schema)
+
+
+class _FieldModel(nn.Module):
+    """What the trainer needs from a model: `schema`, `config`, logits from `forward`, `predict_proba`."""
+
+    def __init__(self, config, schema: Schema):
+        super().__init__()
+        self.config, self.schema = config, schema
+
+    @torch.no_grad()
+    def predict_proba(self, x: FieldTensors, batch_size: int = 65536) -> torch.Tensor:
+        was_training = self.training
+        self.eval()
+        try:
+            out = [torch.sigmoid(self(x.index(slice(i, i + batch_size)))) for i in range(0, max(len(x), 1), batch_size)]
+        finally:
+            self.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0)
+
+
+class LogisticRegression(_FieldModel):
+    def __init__(self, config: LRConfig, schema: Schema):
+        super().__init__(config, schema)
+        self.weights = FieldEmbedding(schema, 1)  # w_i per value: Eqs. 2-4 with d = 1
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: FieldTensors) -> torch.Tensor:
+        return self.weights(x).sum(dim=(1, 2)) + self.bias  # (B,) sum_i w_i x_i + b
+
+
+class FactorizationMachine(_FieldModel):
+    def __init__(self, config: FMConfig, schema: Schema):
+        super().__init__(config, schema)
+        self.linear = LogisticRegression(LRConfig(), schema)
+        self.embedding = FieldEmbedding(schema, config.embed_dim)
+
+    def forward(self, x: FieldTensors) -> torch.Tensor:
+        e = self.embedding(x)  # (B, F, d)
+        # sum_{i<j} <e_i, e_j> = 1/2 ((sum_i e_i)^2 - sum_i e_i^2), summed over d
+        pairwise = 0.5 * (e.sum(1).pow(2) - e.pow(2).sum(1)).sum(-1)  # (B,)
+        return self.linear(x) + pairwise
+
+
+def build_model(config, schema: Schema) -> nn.Module:
+    from .model import AutoInt
+    if isinstance(config, AutoIntConfig):
+        return AutoInt(config, schema)
+    if isinstance(config, (LRConfig, FMConfig)):
+        return config.build(schema)
+    raise ConfigError(f"unknown model config {type(config).__name__}")

@@ -1,0 +1,251 @@
+"""Reproduce the paper's MovieLens-1M experiments: Tables 2, 4, 5 and Figures 5-6.
+
+    python benchmarks/reproduce.py --data-dir ../shared/data/ml-1m-u2999 [--seeds 5] [--workers 1]
+
+Trains every model over several seeds on one fixed 80/10/10 split, writes
+`results.json` (every run), `results.md` (mean +- std of test AUC and logloss beside the
+paper's numbers) and Plotly figures (`depth.html`, `embedding.html`) into --out. Each
+model is picked at its best validation epoch (early stopping on validation AUC); the test
+split is only ever read for the final figures. `--tune` first picks the dropout / layer norm /
+weight decay setting on validation (seed 0), then uses it for every AutoInt variant.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+PAPER = {  # Table 2/4/5, MovieLens-1M, test AUC and logloss
+    "LR": (0.7716, 0.4424), "FM": (0.8252, 0.3998), "AutoInt w/o residual": (0.8299, 0.3959),
+    "AutoInt": (0.8456, 0.3797), "AutoInt+": (0.8488, 0.3753),
+}
+TUNING_GRID = [  # candidates the issue names; chosen on validation AUC only
+    {}, {"dropout": 0.1}, {"dropout": 0.2}, {"layer_norm": True}, {"scaled_attention": True},
+    {"weight_decay": 1e-6}, {"dropout": 0.1, "weight_decay": 1e-6},
+]
+TRAIN_KEYS = {"weight_decay", "lr"}
+
+_dataset = None
+
+
+def _load(data_dir: str):
+    global _dataset
+    if _dataset is None:
+        from autoint.data import load_dataset
+        _dataset = load_dataset(data_dir)
+    return _dataset
+
+
+def run_one(job: dict) -> dict:
+    """Train one (model, seed) in this process; returns the job with its metrics."""
+    import torch
+    from autoint.baselines import FMConfig, LRConfig
+    from autoint.model import AutoIntConfig
+    from autoint.train import TrainConfig, train
+    torch.set_num_threads(job["threads"])
+    dataset = _load(job["data_dir"])
+    settings = dict(job["settings"])
+    train_settings = {k: settings.pop(k) for k in list(settings) if k in TRAIN_KEYS}
+    kind = settings.pop("kind", "autoint")
+    if kind == "lr":
+        config = LRConfig()
+    elif kind == "fm":
+        config = FMConfig(embed_dim=settings.get("embed_dim", 16))
+    else:
+        config = AutoIntConfig(**settings)
+    tc = TrainConfig(epochs=job["epochs"], patience=job["patience"], seed=job["seed"], device=job["device"],
+                     **train_settings)
+    started = time.perf_counter()
+    result = train(dataset, config, tc, progress=False)
+    m = result.metrics
+    return {**job, "test_auc": m["test_auc"], "test_logloss": m["test_logloss"], "val_auc": m["val_auc"],
+            "best_epoch": m["best_epoch"], "epoch_seconds": m["epoch_seconds"], "params": m["params"],
+            "device": m["device"], "seconds": round(time.perf_counter() - started, 1)}
+
+
+def experiments(tuned: dict) -> list[tuple[str, str, dict]]:
+    """(experiment, label, settings). The default AutoInt is d=16, d'=32, H=2, L=3 plus the tuned extras."""
+    autoint = {**tuned}
+    rows = [
+        ("table", "LR", {"kind": "lr"}),
+        ("table", "FM", {"kind": "fm", "embed_dim": 16}),
+        ("table", "AutoInt w/o residual", {**autoint, "residual": False}),
+        ("table", "AutoInt", autoint),
+        ("table", "AutoInt+", {**autoint, "dnn_hidden": (400, 400)}),
+    ]
+    rows += [("depth", f"L={layers}", {**autoint, "layers": layers}) for layers in (0, 1, 2, 4)]
+    rows += [("embedding", f"d={d}", {**autoint, "embed_dim": d}) for d in (8, 24, 32)]
+    return rows
+
+
+def run_jobs(jobs: list[dict], workers: int, log) -> list[dict]:
+    results = []
+    if workers <= 1:
+        for job in jobs:
+            results.append(run_one(job))
+            log(results[-1])
+        return results
+    import multiprocessing
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for future in as_completed([pool.submit(run_one, job) for job in jobs]):
+            results.append(future.result())
+            log(results[-1])
+    return results
+
+
+def summarise(results: list[dict]) -> dict:
+    groups = {}
+    for r in results:
+        groups.setdefault((r["experiment"], r["label"]), []).append(r)
+    # The default AutoInt doubles as L=3 in the depth sweep and d=16 in the embedding sweep.
+    if ("table", "AutoInt") in groups:
+        groups.setdefault(("depth", "L=3"), groups[("table", "AutoInt")])
+        groups.setdefault(("embedding", "d=16"), groups[("table", "AutoInt")])
+    out = {}
+    for (experiment, label), runs in groups.items():
+        auc, loss = [r["test_auc"] for r in runs], [r["test_logloss"] for r in runs]
+        sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
+        out.setdefault(experiment, {})[label] = {
+            "test_auc_mean": statistics.mean(auc), "test_auc_std": sd(auc),
+            "test_logloss_mean": statistics.mean(loss), "test_logloss_std": sd(loss),
+            "val_auc_mean": statistics.mean(r["val_auc"] for r in runs), "seeds": len(runs),
+            "best_epochs": [r["best_epoch"] for r in runs],
+        }
+    return out
+
+
+def write_report(out: Path, summary: dict, meta: dict) -> None:
+    lines = [f"# Reproduction on {meta['data_note']}", "",
+             f"Command: `{meta['command']}`  ", f"Device: {meta['device']}; {meta['seeds']} seeds; "
+             f"{meta['wall_seconds']:.0f} s wall. Tuned extras (chosen on validation): `{json.dumps(meta['tuned'])}`.",
+             "", "## Tables 2, 4 and 5 (test AUC / logloss, mean +- std over seeds)", "",
+             "| model | AUC (ours) | logloss (ours) | AUC (paper, full ML-1M) | logloss (paper) |",
+             "| --- | --- | --- | --- | --- |"]
+    for label, (paper_auc, paper_loss) in PAPER.items():
+        s = summary.get("table", {}).get(label)
+        if s:
+            lines.append(f"| {label} | {s['test_auc_mean']:.4f} +- {s['test_auc_std']:.4f} | "
+                         f"{s['test_logloss_mean']:.4f} +- {s['test_logloss_std']:.4f} | {paper_auc} | {paper_loss} |")
+    for experiment, title in (("depth", "Figure 5: interacting layers"), ("embedding", "Figure 6: embedding size")):
+        rows = summary.get(experiment, {})
+        if not rows:
+            continue
+        lines += ["", f"## {title}", "", "| setting | AUC | logloss |", "| --- | --- | --- |"]
+        for label in sorted(rows, key=lambda s: int(s.split("=")[1])):
+            s = rows[label]
+            lines.append(f"| {label} | {s['test_auc_mean']:.4f} +- {s['test_auc_std']:.4f} | "
+                         f"{s['test_logloss_mean']:.4f} +- {s['test_logloss_std']:.4f} |")
+    table = summary.get("table", {})
+    order = [label for label in PAPER if label in table]
+    if len(order) == len(PAPER):
+        means = [table[label]["test_auc_mean"] for label in order]
+        holds = all(a < b for a, b in zip(means[:3], means[1:4])) and means[3] <= means[4]
+        lines += ["", f"Paper's ordering LR < FM < AutoInt w/o residual < AutoInt <= AutoInt+ holds: "
+                      f"**{'yes' if holds else 'no'}**."]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def write_figures(out: Path, summary: dict, meta: dict) -> None:
+    try:
+        import plotly.graph_objects as go
+    except ImportError:  # e.g. a GPU box without plotly: `--report-only` redraws them from results.json
+        print("plotly is missing: figures skipped; rerun with --report-only to draw them", file=sys.stderr)
+        return
+    for experiment, axis, name in (("depth", "interacting layers L", "depth"),
+                                   ("embedding", "embedding size d", "embedding")):
+        rows = summary.get(experiment, {})
+        if not rows:
+            continue
+        labels = sorted(rows, key=lambda s: int(s.split("=")[1]))
+        x = [int(s.split("=")[1]) for s in labels]
+        fig = go.Figure()
+        for metric, title in (("test_auc", "test AUC"), ("test_logloss", "test logloss")):
+            fig.add_trace(go.Scatter(
+                x=x, y=[rows[s][f"{metric}_mean"] for s in labels], name=title, mode="lines+markers",
+                yaxis="y" if metric == "test_auc" else "y2",
+                error_y={"type": "data", "array": [rows[s][f"{metric}_std"] for s in labels]}))
+        fig.update_layout(title=f"{axis} ({meta['data_note']})", xaxis_title=axis,
+                          yaxis={"title": "test AUC"}, yaxis2={"title": "test logloss", "overlaying": "y",
+                                                               "side": "right"}, template="plotly_white")
+        fig.write_html(out / f"{name}.html", include_plotlyjs="cdn")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--patience", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="parallel training processes")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
+    parser.add_argument("--tune", action="store_true", help="pick the AutoInt extras on validation first")
+    parser.add_argument("--only", default="table,depth,embedding", help="experiments to run")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--report-only", action="store_true", help="redraw results.md and figures from results.json")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        saved = json.loads((out / "results.json").read_text())
+        write_report(out, saved["summary"], saved["meta"])
+        write_figures(out, saved["summary"], saved["meta"])
+        return 0
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // max(args.workers, 1))
+    base = {"data_dir": args.data_dir, "epochs": args.epochs, "patience": args.patience, "device": args.device,
+            "threads": threads}
+    started = time.perf_counter()
+    log_file = open(out / "runs.jsonl", "a")
+
+    def log(result):
+        line = json.dumps(result, default=list)
+        log_file.write(line + "\n")
+        log_file.flush()
+        print(f"{result['experiment']:>9} {result['label']:<22} seed {result['seed']}  test AUC "
+              f"{result['test_auc']:.4f}  logloss {result['test_logloss']:.4f}  val AUC {result['val_auc']:.4f}  "
+              f"best epoch {result['best_epoch']}  {result['seconds']} s", flush=True)
+
+    tuned = {}
+    if args.tune:
+        jobs = [{**base, "experiment": "tune", "label": json.dumps(s), "settings": s, "seed": 0} for s in TUNING_GRID]
+        tuning = run_jobs(jobs, args.workers, log)
+        best = max(tuning, key=lambda r: r["val_auc"])
+        tuned = best["settings"]
+        print(f"tuned on validation: {json.dumps(tuned)} (val AUC {best['val_auc']:.4f})", flush=True)
+        (out / "tuning.json").write_text(json.dumps(
+            [{k: r[k] for k in ("settings", "val_auc", "best_epoch")} for r in tuning], indent=1))
+    wanted = set(args.only.split(","))
+    jobs = [{**base, "experiment": e, "label": label, "settings": settings, "seed": seed}
+            for seed in range(args.seeds) for e, label, settings in experiments(tuned) if e in wanted]
+    results = run_jobs(jobs, args.workers, log)
+    summary = summarise(results)
+    from autoint.data import load_dataset
+    info = _load(args.data_dir).describe()
+    import torch
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        device += f" ({torch.cuda.get_device_name(0)})"
+    meta = {"command": "python " + " ".join([Path(sys.argv[0]).name and "benchmarks/reproduce.py", *sys.argv[1:]]),
+            "data_dir": args.data_dir, "data_note": f"{Path(args.data_dir).name} ({info['samples']:,} samples, "
+            f"{info['positives']:,} positive; users 1-2999 only where the folder is ml-1m-u2999, not the full ML-1M)"
+            if "u2999" in args.data_dir else f"{Path(args.data_dir).name} ({info['samples']:,} samples)",
+            "device": device, "seeds": args.seeds, "tuned": tuned, "wall_seconds": time.perf_counter() - started,
+            "paper": PAPER}
+    (out / "results.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": results}, indent=1,
+                                                 default=list))
+    write_report(out, summary, meta)
+    write_figures(out, summary, meta)
+    print((out / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Checks that need a CUDA GPU. CI has none, so these skip there; run them on a GPU machine
+(benchmarks/gpu_session.sh does, and its output is recorded in benchmarks/README.md)."""
+import warnings
+
+import pytest
+import torch
+
+from autoint.model import AutoIntConfig
+from autoint.train import TrainConfig, pick_device, train
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+
+
+def test_default_device_follows_cuda_availability():
+    assert pick_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@cuda
+def test_training_on_cuda_matches_cpu_quality_and_predictions(synth_dataset):
+    config = AutoIntConfig(embed_dim=8, attn_dim=8, layers=2)
+    result = train(synth_dataset, config, TrainConfig(epochs=2, batch_size=256, seed=1, device="cuda"),
+                   progress=False)
+    assert result.metrics["device"].startswith("cuda") and result.metrics["test_auc"] > 0.55
+    x, _ = synth_dataset.split("test")
+    on_gpu = result.model.predict_proba(x.to("cuda")).cpu()
+    on_cpu = result.model.cpu().predict_proba(x)
+    assert torch.allclose(on_gpu, on_cpu, atol=1e-5)
+
+
+@cuda
+def test_cuda_training_does_not_sync_per_batch(synth_dataset):
+    """With sync debug mode on, every host-device synchronisation warns; count them against the batches."""
+    config = AutoIntConfig(embed_dim=8, attn_dim=8, layers=2)
+    tc = TrainConfig(epochs=1, batch_size=64, seed=1, device="cuda")
+    steps = -(-len(synth_dataset.splits["train"]) // 64)
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train(synth_dataset, config, tc, progress=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
+    assert steps > 100 and len(syncs) < steps / 10, (len(syncs), steps)
