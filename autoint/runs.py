@@ -31,8 +31,15 @@ FORMAT_VERSION = 1
 WEIGHTS, MANIFEST = "model.safetensors", "run.json"
 ALLOWED_FILES = {WEIGHTS, MANIFEST}
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
-MAX_MANIFEST_BYTES = 64 << 20
+MAX_MANIFEST_BYTES = 16 << 20  # a with-ids ML-1M manifest is about 0.3 MiB
+MAX_HEADER_BYTES = 1 << 20  # a safetensors header lists a few dozen tensors
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+STALE_STAGING_S = 300.0  # a staging folder untouched this long belongs to a killed save, not a running one
+FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+MAX_FIELD_VALUES = 64  # slots of a multi-valued field (MovieLens has at most 6 genres)
+SAFETENSORS_DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                      "U8": torch.uint8, "BOOL": torch.bool}
 
 
 class CheckpointError(ValueError):
@@ -93,12 +100,15 @@ def save_run(path: str | os.PathLike, model: AutoInt, *, metrics: dict, train_co
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(staging / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
+        with open(staging / WEIGHTS, "rb") as fh:
+            os.fsync(fh.fileno())
         with open(staging / MANIFEST, "w", encoding="utf-8") as fh:
             json.dump(_json_safe(manifest), fh, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
         if path.exists():
-            # Replace an old run without a moment where neither exists under a readable name.
+            # Replace an old run. A kill between the two renames leaves only `.NAME.old-*`, which
+            # `clean_staging` renames back, so the old run is never lost.
             trash = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(path, trash)
             os.rename(staging, path)
@@ -121,24 +131,94 @@ def read_manifest(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: holds {', '.join(pickles)}, a pickle-style checkpoint. Pickle can run code "
                               f"when loaded, so it is never read; only {WEIGHTS} and {MANIFEST} are.")
     manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise CheckpointError(f"{manifest_path}: missing; this is not a complete run folder.")
+    _check_plain_file(manifest_path)
     if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
         raise CheckpointError(f"{manifest_path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB; refusing to read it.")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{manifest_path}: not valid JSON ({exc}).") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{manifest_path}: not valid JSON ({type(exc).__name__}: {str(exc):.200}).") from exc
+    except OSError as exc:
+        raise CheckpointError(f"{manifest_path}: cannot be read ({exc}).") from exc
     if not isinstance(manifest, dict):
         raise CheckpointError(f"{manifest_path}: expected a JSON object.")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version != FORMAT_VERSION or isinstance(version, bool):
         raise CheckpointError(f"{manifest_path}: format_version {version!r} is not supported (this version reads "
                               f"{FORMAT_VERSION}); retrain the run with this version.")
-    for key in ("config", "schema", "metrics"):
+    for key, kind in (("config", dict), ("schema", list), ("metrics", dict)):
         if key not in manifest:
             raise CheckpointError(f"{manifest_path}: the key {key!r} is missing.")
+        if not isinstance(manifest[key], kind):
+            raise CheckpointError(f"{manifest_path}: {key!r} must be a JSON {'object' if kind is dict else 'list'}.")
+    for key in ("model", "created", "data_dir", "data_fingerprint"):
+        if key in manifest and not isinstance(manifest[key], str):
+            raise CheckpointError(f"{manifest_path}: {key!r} must be a string.")
+    # Names in a manifest label things; none is ever used as a path. Refuse path-like field names anyway,
+    # so that no later use (a file name for an export, say) can be steered out of its folder.
+    for entry in manifest["schema"]:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not FIELD_NAME.match(name):
+            raise CheckpointError(f"{manifest_path}: schema field name {name!r:.80} is not allowed: use a letter "
+                                  f"then letters, digits or '_' (at most 64), no '/', '.' or spaces.")
+        max_len = entry.get("max_len", 1)
+        if isinstance(max_len, bool) or not isinstance(max_len, int) or not 1 <= max_len <= MAX_FIELD_VALUES:
+            raise CheckpointError(f"{manifest_path}: field {name}: max_len {max_len!r:.40} is out of range: "
+                                  f"1 to {MAX_FIELD_VALUES}.")
     return manifest
+
+
+def _check_plain_file(path: Path) -> None:
+    """Only regular files inside the run folder are read: no links out of it, no devices or pipes."""
+    if path.is_symlink():
+        raise CheckpointError(f"{path}: is a symbolic link; a run folder holds plain files only. Copy the file "
+                              f"in instead of linking it.")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; this is not a complete run folder.")
+
+
+def read_safetensors_header(path: Path) -> dict:
+    """Check the header of a safetensors file by hand before the library maps it: names, dtypes, shapes.
+
+    Refuses a pickle or torch.save file under the safetensors name, a header larger than
+    MAX_HEADER_BYTES or than the file, and offsets that do not fit the file.
+    """
+    _check_plain_file(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        n = int.from_bytes(head, "little")
+        if (len(head) < 8 or n > MAX_HEADER_BYTES or n > size - 8) and \
+                (head[:1] == b"\x80" or head[:4] == b"PK\x03\x04"):  # pickle protocol 2+, or torch.save's zip
+            raise CheckpointError(f"{path}: is a pickle or torch.save file named like safetensors. Pickle can run "
+                                  f"code when loaded, so it is never read; save the weights with safetensors.")
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: {size} bytes, too short for a safetensors file (truncated?).")
+        if n > MAX_HEADER_BYTES or n > size - 8:
+            raise CheckpointError(f"{path}: declares a {n}-byte header, but "
+                                  f"{'the limit is ' + str(MAX_HEADER_BYTES) if n > MAX_HEADER_BYTES else 'only ' + str(size - 8) + ' bytes follow'}"
+                                  f"; the file is truncated or not safetensors.")
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: the safetensors header is not JSON ({type(exc).__name__}).") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the safetensors header is not a JSON object.")
+    data_size, tensors = size - 8 - n, {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        ok = isinstance(info, dict) and info.get("dtype") in SAFETENSORS_DTYPES \
+            and isinstance(info.get("shape"), list) and all(type(d) is int and d >= 0 for d in info["shape"]) \
+            and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2 \
+            and all(type(o) is int for o in info["data_offsets"]) \
+            and 0 <= info["data_offsets"][0] <= info["data_offsets"][1] <= data_size
+        if not ok:
+            raise CheckpointError(f"{path}: tensor {name!r:.80} has a malformed entry in the header, or data "
+                                  f"beyond the end of the file (truncated?).")
+        tensors[name] = (tuple(info["shape"]), SAFETENSORS_DTYPES[info["dtype"]])
+    return tensors
 
 
 def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
@@ -150,29 +230,36 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
         schema = Schema.from_json(manifest["schema"])
     except (ConfigError, SchemaError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{manifest_path}: {exc}") from exc
-    model = AutoInt(config, schema)
     weights_path = path / WEIGHTS
-    if not weights_path.is_file():
-        raise CheckpointError(f"{weights_path}: missing; the run folder is incomplete.")
+    declared = read_safetensors_header(weights_path)
+    with torch.device("meta"):  # the model's shapes without allocating it: a tampered JSON cannot claim memory
+        expected = AutoInt(config, schema).state_dict()
+    _check_tensors(weights_path, {k: (tuple(v.shape), v.dtype) for k, v in expected.items()}, declared)
     try:
         state = load_file(str(weights_path))  # safetensors: raw tensors, never code
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({exc}).") from exc
-    expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{weights_path}: tensors do not match the model in {MANIFEST} "
-                              f"(missing {missing[:5]}, unexpected {unexpected[:5]}).")
+    _check_tensors(weights_path, {k: (tuple(v.shape), v.dtype) for k, v in expected.items()},
+                   {k: (tuple(v.shape), v.dtype) for k, v in state.items()})
+    model = AutoInt(config, schema)
     for name, tensor in state.items():
-        want = expected[name]
-        if tensor.shape != want.shape or tensor.dtype != want.dtype:
-            raise CheckpointError(f"{weights_path}: tensor {name} is {tuple(tensor.shape)} {tensor.dtype}, but the "
-                                  f"model in {MANIFEST} needs {tuple(want.shape)} {want.dtype}.")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{weights_path}: tensor {name} holds NaN or infinite values.")
     model.load_state_dict(state)
     model.eval()
     return Run(path, model.to(device), manifest)
+
+
+def _check_tensors(weights_path: Path, expected: dict, found: dict) -> None:
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{weights_path}: tensors do not match the model in {MANIFEST} "
+                              f"(missing {missing[:5]}, unexpected {[u[:80] for u in unexpected[:5]]}).")
+    for name, (shape, dtype) in found.items():
+        want_shape, want_dtype = expected[name]
+        if shape != want_shape or dtype != want_dtype:
+            raise CheckpointError(f"{weights_path}: tensor {name} is {shape} {dtype}, but the "
+                                  f"model in {MANIFEST} needs {want_shape} {want_dtype}.")
 
 
 # ----------------------------------------------------------------------------- registry
@@ -196,21 +283,43 @@ def list_runs(root: str | os.PathLike) -> list[dict]:
                         "metrics": manifest.get("metrics", {}), "config": manifest.get("config", {}),
                         "train_config": manifest.get("train_config", {}), "created": manifest.get("created", ""),
                         "data_dir": manifest.get("data_dir", ""), "error": None})
-        except CheckpointError as exc:
+        except (CheckpointError, OSError) as exc:
             out.append({"name": path.name, "path": str(path), "error": str(exc)})
-    return sorted(out, key=lambda r: r.get("created", ""), reverse=True)
+    return sorted(out, key=lambda r: str(r.get("created", "")), reverse=True)
 
 
 def clean_staging(root: str | os.PathLike, older_than_s: float = 0.0) -> list[str]:
-    """Remove half-written run folders left by a killed process; returns their names."""
+    """Tidy what a killed `save_run` left; returns the names removed or restored.
+
+    `.NAME.tmp-*` (a run being written) is removed. `.NAME.old-*` (a run being replaced) is
+    removed when NAME exists, and renamed back to NAME when it does not: the process died
+    between its two renames, and the old run is the last complete one. Entries younger than
+    `older_than_s` (by their last change, which a rename counts as) are left alone, for a
+    save that may still be running in another process.
+    """
     root = Path(root)
     removed = []
     if not root.is_dir():
         return removed
     now = time.time()
-    for path in root.iterdir():
-        if path.name.startswith(".") and (".tmp-" in path.name or ".old-" in path.name) and path.is_dir():
-            if now - path.stat().st_mtime >= older_than_s:
-                shutil.rmtree(path, ignore_errors=True)
+    for path in sorted(root.iterdir()):
+        staged = re.match(r"^\.(.+)\.(tmp|old)-[A-Za-z0-9_]+$", path.name)
+        if not staged or not path.is_dir() or path.is_symlink():
+            continue
+        try:
+            info = path.stat()
+        except FileNotFoundError:  # another process tidied it first
+            continue
+        if now - max(info.st_mtime, info.st_ctime) < older_than_s:
+            continue
+        target = root / staged.group(1)
+        if staged.group(2) == "old" and RUN_NAME.match(target.name) and not target.exists():
+            try:
+                os.rename(path, target)
                 removed.append(path.name)
+                continue
+            except OSError:
+                pass  # someone saved NAME meanwhile: then the old copy is garbage
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
     return removed
