@@ -18,11 +18,11 @@ torch.set_num_threads(state.APP_THREADS)  # the other cores are for a background
 
 PAGES = [
     st.Page("app/explore.py", title="Explore", icon=":material/search:", default=True),
-    st.Page("app/what_if.py", title="What-if", icon=":material/tune:"),
-    st.Page("app/correlations.py", title="Dataset correlations", icon=":material/grid_on:"),
-    st.Page("app/train_page.py", title="Train", icon=":material/model_training:"),
-    st.Page("app/recommend.py", title="Recommend", icon=":material/movie:"),
-    st.Page("app/learn.py", title="Learn", icon=":material/school:"),
+    st.Page("app/what_if.py", title="What-if", icon=":material/tune:", url_path="what-if"),
+    st.Page("app/correlations.py", title="Dataset correlations", icon=":material/grid_on:", url_path="correlations"),
+    st.Page("app/train_page.py", title="Train", icon=":material/model_training:", url_path="train"),
+    st.Page("app/recommend.py", title="Recommend", icon=":material/movie:", url_path="recommend"),
+    st.Page("app/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
 ]
 
 
@@ -85,6 +85,9 @@ def main() -> None:
         sidebar(source)
         if source.movielens_missing:
             offer_download(source)
+        elif source.synthetic:
+            st.info(f"**Synthetic data** (`{source.folder}`): not real ratings; clicks follow planted field pairs "
+                    "listed in its planted_interactions.json.", icon=":material/science:")
         navigation.run()
     except state.USER_ERRORS as exc:
         st.error(str(exc), icon=":material/error:")

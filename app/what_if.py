@@ -84,7 +84,7 @@ before, after = result.before, result.after
 
 old, new, change = st.columns(3)
 old.metric("CTR before", f"{before.ctr:.1%}", help=f"σ({before.logit:+.6f}) = {before.ctr:.6f}")
-new.metric("CTR after", f"{after.ctr:.1%}", delta=f"{result.ctr_change:+.1%}",
+new.metric("CTR after", f"{after.ctr:.1%}", delta=f"{result.ctr_change:+.1%}" if edits else None,
            help=f"σ({after.logit:+.6f}) = {after.ctr:.6f}")
 change.markdown("**Edits** \n" + (" · ".join(f"`{schema[k].show(v)}`" for k, v in edits.items()) or "none yet"))
 

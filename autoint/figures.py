@@ -20,6 +20,8 @@ DIVERGING_SCALE = "RdBu_r"  # red = more, blue = less; white is 0 (zmid)
 QUERY_AXIS = "query field m (row)"
 KEY_AXIS = "attends to field k (column)"
 CELL_PX = 46  # height per field row of a stand-alone heatmap, so long labels never overlap
+SMALLEST_CHANGE_SCALE = 0.01  # a difference map's colour range never shrinks below this, so noise stays white
+METHOD_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]
 
 
 class FigureError(ValueError):
@@ -60,6 +62,11 @@ def _square(name: str, value, labels: Sequence[str], leading: int = 0) -> tuple[
     return array, _check_labels("labels", labels, array.shape[-1], f"{name} ({array.shape})")
 
 
+def field_names(labels: Sequence[str]) -> list[str]:
+    """`Gender=M` -> `Gender`: the columns of an attention map name the field; its rows carry the values."""
+    return [label.split("=", 1)[0] for label in labels]
+
+
 # ----------------------------------------------------------------------------- heatmaps
 
 def _heatmap_trace(matrix: np.ndarray, rows: list[str], columns: list[str], hover: str, *, value_format: str,
@@ -95,7 +102,7 @@ def attention_heatmap(matrix, labels: Sequence[str], *, title: str = "Attention"
                       ) -> go.Figure:
     """One head's (or an average's) attention: row m = query field, column k = the field it attends to."""
     matrix, labels = _square("matrix", matrix, labels)
-    fig = go.Figure(_heatmap_trace(matrix, labels, labels, f"{QUERY_AXIS}: %{{y}}<br>{KEY_AXIS}: %{{x}}",
+    fig = go.Figure(_heatmap_trace(matrix, labels, field_names(labels), f"{QUERY_AXIS}: %{{y}}<br>{KEY_AXIS}: %{{x}}",
                                    value_format=".2f", show_values=True, colorscale=ATTENTION_SCALE, zmin=0.0,
                                    zmax=zmax if zmax is not None else max(float(matrix.max()), 1e-6),
                                    colorbar=dict(title="weight")))
@@ -116,30 +123,48 @@ def attention_grid(attention, labels: Sequence[str], *, title: str = "Attention 
     layers, heads = attention.shape[:2]
     if layers == 0:
         raise FigureError("attention has no layers (a 0-layer model has no interacting layer to show).")
-    fig = make_subplots(rows=layers, cols=heads, shared_xaxes=True, shared_yaxes=True,
-                        horizontal_spacing=0.02, vertical_spacing=0.04,
-                        subplot_titles=[f"layer {l + 1}, head {h + 1}" for l in range(layers) for h in range(heads)])
-    for l in range(layers):
-        for h in range(heads):
-            fig.add_trace(_heatmap_trace(attention[l, h], labels, labels,
-                                         f"layer {l + 1}, head {h + 1}<br>{QUERY_AXIS}: %{{y}}<br>{KEY_AXIS}: %{{x}}",
-                                         value_format=".2f", show_values=show_values, coloraxis="coloraxis"),
-                          row=l + 1, col=h + 1)
+    traces = [_heatmap_trace(attention[l, h], labels, field_names(labels),
+                             f"layer {l + 1}, head {h + 1}<br>{QUERY_AXIS}: %{{y}}<br>{KEY_AXIS}: %{{x}}",
+                             value_format=".2f", show_values=show_values, coloraxis="coloraxis")
+              for l in range(layers) for h in range(heads)]
+    layout = _grid_layout(layers, heads, [f"layer {l + 1}, head {h + 1}" for l in range(layers) for h in range(heads)],
+                          traces)
+    fig = go.Figure(traces, layout)
     fig.update_layout(title=title, coloraxis=dict(colorscale=ATTENTION_SCALE, cmin=0.0,
                                                   cmax=max(float(attention.max()), 1e-6),
                                                   colorbar=dict(title="weight")),
-                      height=140 + layers * (70 + 26 * len(labels)), margin=dict(l=10, r=10, t=80, b=10))
-    fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(tickangle=-40)
+                      height=160 + layers * (70 + 26 * len(labels)), margin=dict(l=10, r=10, t=80, b=10))
     return fig
+
+
+def _grid_layout(rows: int, cols: int, titles: Sequence[str], traces: Sequence[go.Heatmap]) -> dict:
+    """Axes for a rows x cols grid of heatmaps that share their field axes, and assign `traces` to them
+    in row-major order. Built by hand: plotly's make_subplots costs ~80 ms, most of a rerun's budget."""
+    h_gap, v_gap = 0.02, min(0.3 / rows, 0.12)
+    width, height = (1 - h_gap * (cols - 1)) / cols, (1 - v_gap * (rows - 1)) / rows
+    layout: dict = {"annotations": []}
+    for index, trace in enumerate(traces):
+        row, col = divmod(index, cols)
+        suffix = str(index + 1) if index else ""
+        left, top = col * (width + h_gap), 1 - row * (height + v_gap)
+        trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}")
+        layout[f"xaxis{suffix}"] = dict(domain=[left, min(left + width, 1.0)], anchor=f"y{suffix}", tickangle=-40,
+                                        showticklabels=row == rows - 1, title=KEY_AXIS if row == rows - 1 else None,
+                                        **({"matches": "x"} if index else {}))
+        layout[f"yaxis{suffix}"] = dict(domain=[max(top - height, 0.0), top], anchor=f"x{suffix}", autorange="reversed",
+                                        showticklabels=col == 0, title=QUERY_AXIS if col == 0 else None,
+                                        **({"matches": "y"} if index else {}))
+        layout["annotations"].append(dict(text=titles[index], x=left + width / 2, y=top, xref="paper", yref="paper",
+                                          xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=13)))
+    return layout
 
 
 def difference_heatmap(difference, labels: Sequence[str], *, title: str = "Change in attention (after - before)"
                        ) -> go.Figure:
     """A signed change, on a diverging scale centred on 0 and symmetric, so white means no change."""
     difference, labels = _square("difference", difference, labels)
-    bound = max(float(np.abs(difference).max()), 1e-6)
-    fig = go.Figure(_heatmap_trace(difference, labels, labels, f"{QUERY_AXIS}: %{{y}}<br>{KEY_AXIS}: %{{x}}",
+    bound = max(float(np.abs(difference).max()), SMALLEST_CHANGE_SCALE)
+    fig = go.Figure(_heatmap_trace(difference, labels, field_names(labels), f"{QUERY_AXIS}: %{{y}}<br>{KEY_AXIS}: %{{x}}",
                                    value_format="+.2f", show_values=True, colorscale=DIVERGING_SCALE, zmid=0.0,
                                    zmin=-bound, zmax=bound, colorbar=dict(title="change")))
     fig.update_layout(title=title, height=max(320, 160 + CELL_PX * len(labels)), margin=dict(l=10, r=10, t=60, b=10))
@@ -171,11 +196,12 @@ def attribution_bars(attributions: Mapping[str, Sequence[float]], labels: Sequen
         raise FigureError("attributions is empty; ask for at least one attribution method.")
     labels = list(map(str, labels))
     fig = go.Figure()
-    for method, values in attributions.items():
+    for index, (method, values) in enumerate(attributions.items()):
         values = _as_array(f"attributions[{method!r}]", values, 1)
         _check_labels("labels", labels, len(values), f"attribution vector of {method!r}")
         name = (method_names or {}).get(method, method)
         fig.add_trace(go.Bar(x=values, y=labels, orientation="h", name=name,
+                             marker_color=METHOD_COLOURS[index % len(METHOD_COLOURS)],
                              hovertemplate=f"{name}<br>%{{y}}: %{{x:+.3f}}<extra></extra>"))
     fig.update_layout(title=title, barmode="group", height=max(300, 140 + 26 * len(labels) * len(attributions)),
                       margin=dict(l=10, r=10, t=60, b=10), legend=dict(orientation="h", y=-0.15))
@@ -195,18 +221,14 @@ def correlation_figure(per_layer, fields: Sequence[str], *, count: int, descript
         raise FigureError("per_layer has no layers (a 0-layer model has no attention to average).")
     matrices = [per_layer.mean(axis=0)] + list(per_layer)
     titles = ["all layers"] + [f"layer {l + 1}" for l in range(layers)]
-    fig = make_subplots(rows=1, cols=len(matrices), shared_yaxes=True, horizontal_spacing=0.02,
-                        subplot_titles=titles)
-    for i, matrix in enumerate(matrices):
-        fig.add_trace(_heatmap_trace(matrix, fields, fields, f"{titles[i]}<br>{QUERY_AXIS}: %{{y}}<br>"
-                                     f"{KEY_AXIS}: %{{x}}", value_format=".2f", show_values=len(matrices) <= 4,
-                                     coloraxis="coloraxis"), row=1, col=i + 1)
+    traces = [_heatmap_trace(matrix, fields, fields, f"{titles[i]}<br>{QUERY_AXIS}: %{{y}}<br>{KEY_AXIS}: %{{x}}",
+                             value_format=".2f", show_values=len(matrices) <= 4, coloraxis="coloraxis")
+              for i, matrix in enumerate(matrices)]
+    fig = go.Figure(traces, _grid_layout(1, len(matrices), titles, traces))
     fig.update_layout(title=f"Mean attention over {count:,} samples ({description})",
                       coloraxis=dict(colorscale=ATTENTION_SCALE, cmin=0.0, cmax=max(float(per_layer.max()), 1e-6),
                                      colorbar=dict(title="weight")),
                       height=160 + CELL_PX * len(fields), margin=dict(l=10, r=10, t=80, b=10))
-    fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(tickangle=-40)
     return fig
 
 

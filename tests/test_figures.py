@@ -22,7 +22,7 @@ def test_attention_heatmap_shows_values_labels_and_axis_titles():
     fig = figures.attention_heatmap(matrix, LABELS, title="Layer 1, head 1")
     (trace,) = fig.data
     np.testing.assert_allclose(np.asarray(trace.z), matrix)
-    assert list(trace.x) == LABELS and list(trace.y) == LABELS
+    assert list(trace.y) == LABELS and list(trace.x) == ["Gender", "Age", "Genre"]
     assert "%{z:.2f}" in trace.texttemplate  # the numbers are written in the cells
     assert "%{y}" in trace.hovertemplate and "%{x}" in trace.hovertemplate
     assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
@@ -44,6 +44,8 @@ def test_difference_heatmap_is_centred_on_zero_and_symmetric():
     difference = np.array([[0.3, -0.1, 0.0], [0.0, 0.05, -0.2], [0.1, 0.0, 0.0]])
     (trace,) = figures.difference_heatmap(difference, LABELS).data
     assert trace.zmid == 0 and trace.zmin == pytest.approx(-0.3) and trace.zmax == pytest.approx(0.3)
+    (unchanged,) = figures.difference_heatmap(np.zeros((3, 3)), LABELS).data
+    assert unchanged.zmax == figures.SMALLEST_CHANGE_SCALE  # no change reads as white, not as noise
 
 
 @pytest.mark.parametrize("call, message", [
@@ -101,7 +103,7 @@ def test_csv_export_holds_every_cell_and_html_is_standalone():
     rows = list(csv.DictReader(io.StringIO(figures.figure_csv(fig))))
     assert len(rows) == 2 * 3 * 3
     first = rows[0]
-    assert first["trace"] == "layer 1, head 1" and first["y"] == LABELS[0] and first["x"] == LABELS[0]
+    assert first["trace"] == "layer 1, head 1" and first["y"] == LABELS[0] and first["x"] == "Gender"
     assert float(first["value"]) == pytest.approx(weights[0, 0, 0, 0], rel=1e-5)
     bars = list(csv.DictReader(io.StringIO(figures.figure_csv(figures.attribution_bars({"ig": [1, 2, 3]}, LABELS)))))
     assert [(r["y"], r["value"]) for r in bars] == list(zip(LABELS, ["1", "2", "3"]))

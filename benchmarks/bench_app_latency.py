@@ -1,0 +1,81 @@
+"""Server time of the Explore page's rerun after the movie changes (target: under 300 ms on CPU).
+
+Drives the real app with Streamlit's AppTest, so a rerun includes everything the server does:
+the frame and sidebar, the explanation (prediction, attention, Integrated Gradients and
+Feature Ablation, the page's default), building the Plotly figures and serialising them.
+AppTest adds its own parsing of the result, so these times are an upper bound. The model is
+the default AutoInt (3 layers, 2 heads, d=16, d'=32); its weights are freshly initialised,
+which costs the same time as trained ones.
+
+    .venv/bin/python benchmarks/bench_app_latency.py                      # synthetic data (the offline default)
+    .venv/bin/python benchmarks/bench_app_latency.py --data-dir /path/to/ml-1m --out benchmarks/app_latency.md
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", help="a MovieLens-1M folder (default: fresh synthetic data)")
+    parser.add_argument("--movies", type=int, default=20, help="movie changes to time")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, as the app uses on 2 cores")
+    parser.add_argument("--out", help="append a Markdown result row to this file")
+    args = parser.parse_args()
+
+    import torch
+    torch.set_num_threads(args.threads)
+    from streamlit.testing.v1 import AppTest
+
+    from app.state import DEFAULT_MODEL
+    from autoint.data import load_dataset
+    from autoint.model import AutoInt
+    from autoint.runs import save_run
+    from autoint.synth import generate
+
+    work = Path(tempfile.mkdtemp(prefix="bench-app-"))
+    data_dir = Path(args.data_dir) if args.data_dir else generate(work / "synthetic", users=600, movies=300,
+                                                                   ratings=40000, seed=7)
+    dataset = load_dataset(data_dir)
+    torch.manual_seed(0)
+    save_run(work / "runs" / "default", AutoInt(DEFAULT_MODEL, dataset.schema), metrics={},
+             data_fingerprint=dataset.fingerprint, data_dir=str(data_dir.resolve()))
+    os.environ.update(AUTOINT_DATA_DIR=str(data_dir), AUTOINT_RUNS_DIR=str(work / "runs"))
+
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=300)
+    started = time.perf_counter()
+    at.run()
+    first = time.perf_counter() - started
+    assert not at.exception, at.exception
+    movies = dataset.movielens.movies["movie_id"].to_list()
+    timings = []
+    for movie in movies[1:args.movies + 1]:
+        at.selectbox(key="explore_movie").set_value(movie)
+        started = time.perf_counter()
+        at.run()
+        timings.append((time.perf_counter() - started) * 1000)
+        assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    timings.sort()
+    median, p90 = statistics.median(timings), timings[int(0.9 * (len(timings) - 1))]
+    row = (f"| {'synthetic' if not args.data_dir else data_dir.name} ({len(movies)} movies) | {platform.processor() or platform.machine()} "
+           f"| {args.threads} | {len(timings)} | {median:.0f} | {p90:.0f} | {max(timings):.0f} | {first:.1f} s |")
+    print("| data | CPU | threads | reruns | median ms | p90 ms | max ms | first load |")
+    print(row)
+    if args.out:
+        with open(args.out, "a", encoding="utf-8") as fh:
+            fh.write(row + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

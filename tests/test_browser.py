@@ -1,0 +1,153 @@
+"""The app in a real browser: Debian's chromium, driven by Playwright, against `streamlit run` on 127.0.0.1.
+
+Screenshots land in test-output/screenshots/ for a person to look at.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.browser
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = REPO / "test-output" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PAGES = [  # (sidebar link, url path, charts and tables the page draws when ready)
+    ("Explore", "", 3, 0),
+    ("What-if", "what-if", 4, 0),
+    ("Dataset correlations", "correlations", 1, 1),
+    ("Train", "train", 0, 1),
+    ("Recommend", "recommend", 0, 1),
+    ("Learn", "learn", 8, 0),
+]
+
+
+# What a selectbox shows: its label and, in an <input> that innerText leaves out, the selected value.
+SHOWN = "(e.innerText + ' ' + [...e.querySelectorAll('input')].map(i => i.value).join(' '))"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, synth_dir, trained_run):
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    runs = tmp_path_factory.mktemp("browser") / "runs"
+    shutil.copytree(trained_run.path, runs / "small")
+    port = free_port()
+    env = {**os.environ, "AUTOINT_DATA_DIR": str(synth_dir), "AUTOINT_RUNS_DIR": str(runs),
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
+    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+                                "--server.address", "127.0.0.1", "--server.port", str(port),
+                                "--server.headless", "true", "--browser.gatherUsageStats", "false",
+                                "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"streamlit did not start:\n{log.read()[-3000:]}")
+            time.sleep(0.3)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+    log.seek(0)
+    assert "Traceback" not in log.read(), "the server logged a traceback"
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+        tab.set_default_timeout(60_000)
+        yield tab
+        browser.close()
+
+
+def settle(tab, charts: int, tables: int = 0) -> None:
+    """Wait until the script has finished and the page's charts and tables have drawn."""
+    tab.wait_for_selector('[data-testid="stMain"]')
+    tab.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"] button')"
+                          " && !document.querySelector('[data-testid=\"stSkeleton\"]')")
+    if charts:
+        tab.wait_for_function(f"() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= {charts}")
+    if tables:
+        tab.wait_for_function(f"() => document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= {tables}")
+    assert tab.locator('[data-testid="stException"]').count() == 0
+    errors = tab.locator('[data-testid="stAlertContentError"]')
+    assert errors.count() == 0, errors.all_inner_texts()
+
+
+def shoot(tab, name: str) -> None:
+    """The whole page: Streamlit scrolls inside its main container, so grow the window to fit it first."""
+    size = tab.viewport_size
+    height = tab.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    tab.set_viewport_size({"width": size["width"], "height": min(max(height, size["height"]), 8000)})
+    tab.wait_for_timeout(400)  # plotly redraws on resize
+    tab.screenshot(path=str(SHOTS / f"{name}.png"))
+    tab.set_viewport_size(size)
+
+
+def go(tab, server, link: str) -> None:
+    if tab.url.startswith(server):
+        tab.locator('[data-testid="stSidebarNav"]').get_by_text(link, exact=True).click()
+    else:
+        tab.goto(server)
+
+
+def test_every_page_renders_its_charts(page, server):
+    page.goto(server)
+    for link, path, charts, tables in PAGES:
+        go(page, server, link)
+        page.wait_for_url(f"{server}/{path}")
+        settle(page, charts, tables)
+        assert page.get_by_role("heading").first.is_visible()
+        shoot(page, f"page-{path or 'explore'}")
+
+
+def test_explore_then_what_if(page, server):
+    page.goto(server)
+    settle(page, 3)
+    movie = page.locator('[data-testid="stSelectbox"]').filter(has_text="Movie")
+    movie.locator("input").click()
+    page.keyboard.type("Movie 42 (")  # searching by title
+    page.get_by_role("option").filter(has_text="Synthetic Movie 42 (").first.click()
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stSelectbox\"]')]"
+                           ".some(e => shown(e).includes('Synthetic Movie 42 ('))".replace("shown(e)", SHOWN))
+    settle(page, 3)
+    ctr = page.locator('[data-testid="stMetric"]').filter(has_text="Predicted CTR")
+    assert ctr.locator('[data-testid="stMetricValue"]').inner_text().endswith("%")
+    shoot(page, "flow-1-explore")
+
+    go(page, server, "What-if")
+    settle(page, 4)
+    assert "Synthetic Movie 42" in page.locator('[data-testid="stMain"]').inner_text()
+    gender = page.locator('[data-testid="stSelectbox"]').filter(has_text="Gender")
+    current = gender.evaluate(f"e => {SHOWN}").split()[-1]  # the selected value: M or F
+    gender.locator("input").click()
+    page.get_by_role("option", name="M" if current == "F" else "F", exact=True).click()
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stMetricDelta\"]')]"
+                           ".some(e => e.innerText.trim().length > 0)")
+    settle(page, 4)
+    assert "Gender=" in page.locator('[data-testid="stMain"]').inner_text()
+    shoot(page, "flow-2-what-if")
