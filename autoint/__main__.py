@@ -121,8 +121,9 @@ def _run_and_data(args, need_dataset: bool):
     from .runs import load_run
     from .train import pick_device
     run = load_run(args.run, device=pick_device(getattr(args, "device", None) or "cpu"))
-    data_dir = args.data_dir or run.manifest.get("data_dir") or None
-    movielens = read_movielens(resolve_data_dir(data_dir))
+    # The data folder comes from the command line or the environment, never from run.json:
+    # a run folder from elsewhere must not choose which files get read.
+    movielens = read_movielens(resolve_data_dir(args.data_dir))
     dataset = build_dataset(movielens, schema=run.schema) if need_dataset else None
     return run, Catalog(movielens), dataset
 

@@ -41,4 +41,5 @@ def test_cuda_training_does_not_sync_per_batch(synth_dataset):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
-    assert steps > 100 and len(syncs) < steps / 10, (len(syncs), steps)
+    where = sorted({f"{w.filename}:{w.lineno}" for w in syncs})
+    assert steps > 100 and len(syncs) < steps / 10, (len(syncs), steps, where[:10])

@@ -35,7 +35,7 @@ def test_trained_model_beats_constant_predictor(trained_run, synth_dataset):
 
 def test_training_is_deterministic_on_cpu(synth_dataset):
     config = AutoIntConfig(embed_dim=4, attn_dim=4, layers=1)
-    tc = TrainConfig(epochs=1, batch_size=1024, seed=11)
+    tc = TrainConfig(epochs=1, batch_size=1024, seed=11, device="cpu")
     a = train(synth_dataset, config, tc, progress=False)
     b = train(synth_dataset, config, tc, progress=False)
     assert a.metrics["test_auc"] == b.metrics["test_auc"]
