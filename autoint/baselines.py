@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from .data import FieldTensors
-from .model import LIMITS, AutoIntConfig, ConfigError, FieldEmbedding
+from .model import LIMITS, AutoInt, AutoIntConfig, ConfigError, FieldEmbedding
 from .schema import Schema
 
 
@@ -60,15 +60,7 @@ class _FieldModel(nn.Module):
         super().__init__()
         self.config, self.schema = config, schema
 
-    @torch.no_grad()
-    def predict_proba(self, x: FieldTensors, batch_size: int = 65536) -> torch.Tensor:
-        was_training = self.training
-        self.eval()
-        try:
-            out = [torch.sigmoid(self(x.index(slice(i, i + batch_size)))) for i in range(0, max(len(x), 1), batch_size)]
-        finally:
-            self.train(was_training)
-        return torch.cat(out) if out else torch.zeros(0)
+    predict_proba = AutoInt.predict_proba  # batched sigmoid in eval mode: the same code for every model
 
 
 class LogisticRegression(_FieldModel):
@@ -95,7 +87,6 @@ class FactorizationMachine(_FieldModel):
 
 
 def build_model(config, schema: Schema) -> nn.Module:
-    from .model import AutoInt
     if isinstance(config, AutoIntConfig):
         return AutoInt(config, schema)
     if isinstance(config, (LRConfig, FMConfig)):
