@@ -264,3 +264,32 @@ def test_a_broken_data_folder_is_an_error_message_not_a_traceback(monkeypatch, t
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert not at.exception
     assert any("users.dat, line 2" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_offline_start_uses_synthetic_data_with_a_banner_and_a_failed_download_says_why(
+        monkeypatch, tmp_path, trained_run):
+    import app.state as state
+    import autoint.download
+    from autoint.download import DownloadError
+    monkeypatch.setenv("AUTOINT_DATA_DIR", str(tmp_path / "no-ml-1m-here"))
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run.path, runs / "small")
+    monkeypatch.setenv("AUTOINT_RUNS_DIR", str(runs))
+    monkeypatch.setattr(state, "SYNTHETIC_DIR", tmp_path / "synthetic")
+    monkeypatch.setattr(state, "SYNTHETIC_SIZE", dict(users=100, movies=60, ratings=3000, seed=5))
+    state.synthetic_folder.clear()
+
+    def offline(target, progress=None, **kwargs):
+        progress(1000, 6_000_000)
+        raise DownloadError("could not reach files.grouplens.org (offline).")
+    monkeypatch.setattr(autoint.download, "download_ml1m", offline)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Synthetic data" in w.value and "no-ml-1m-here" in w.value for w in at.warning)
+    assert (tmp_path / "synthetic" / "ratings.dat").is_file()
+    assert metric(at, "Predicted CTR").value.endswith("%")  # the app works on the synthetic data
+
+    at.button(key="download_ml1m").click().run()
+    assert any("download failed" in e.value and "offline" in e.value for e in at.error)
+    assert not at.exception
+    state.synthetic_folder.clear()
