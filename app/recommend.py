@@ -32,6 +32,9 @@ timestamp = state.request_time(cat, state.from_date_time(day, clock))
 picks = recommend(model, cat, user, timestamp, top=top, exclude_rated=exclude,
                   scorer=state.movie_scorer(run_path, str(source.folder)))
 st.dataframe([{"rank": i + 1, "movie": p["title"], "genres": ", ".join(p["genres"]), "CTR": p["ctr"],
-               "why": p["why"]} for i, p in enumerate(picks)], hide_index=True, key="recommend_table",
-             column_config={"CTR": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0),
-                            "why": st.column_config.TextColumn(width="large")})
+               "strongest combination": " × ".join(p["combination"])} for i, p in enumerate(picks)],
+             hide_index=True, key="recommend_table",
+             column_config={"CTR": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0)})
+st.subheader("Why, in words")
+for i, p in enumerate(picks):
+    st.markdown(f"{i + 1}. **{p['title']}** ({p['ctr']:.1%}): {p['why']}")

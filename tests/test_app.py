@@ -188,7 +188,9 @@ def test_recommend_page_lists_the_librarys_top_movies(app_env, trained_run, cata
     table = at.dataframe[0].value
     assert table["movie"].tolist() == [p["title"] for p in expected]
     np.testing.assert_allclose(table["CTR"].to_numpy(), [p["ctr"] for p in expected], atol=1e-6)
-    assert table["why"].tolist() == [p["why"] for p in expected]
+    assert table["strongest combination"].tolist() == [" × ".join(p["combination"]) for p in expected]
+    reasons = [m.value for m in at.markdown]
+    assert all(any(p["why"] in text and p["title"] in text for text in reasons) for p in expected)
 
 
 def test_learn_page_shows_the_layers_real_numbers(app_env, trained_run, catalog):
