@@ -298,3 +298,20 @@ def _subplot_title(fig: go.Figure, index: int) -> str | None:
     """Subplot titles are annotations in trace order; a grid's trace i has title i."""
     titles = [a.text for a in fig.layout.annotations or ()]
     return titles[index] if index < len(titles) else None
+
+
+def sweep_figure(settings: Sequence[int], ours: Sequence[float], ours_std: Sequence[float], *, axis: str,
+                 metric: str, title: str) -> go.Figure:
+    """Figures 5-6 of the paper: one metric (mean +- std over seeds) against depth or embedding size."""
+    x = _as_array("settings", settings, 1)
+    y, err = _as_array("ours", ours, 1), _as_array("ours_std", ours_std, 1)
+    if not (len(x) == len(y) == len(err)):
+        raise FigureError(f"settings, ours and ours_std must have one value each per setting; got {len(x)}, "
+                          f"{len(y)} and {len(err)}.")
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines+markers", name=metric,
+                               error_y={"type": "data", "array": err, "visible": True},
+                               hovertemplate=f"{axis}=%{{x}}<br>{metric} %{{y:.4f}}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title=axis, yaxis_title=f"{metric} (mean +- std over seeds)",
+                      template="plotly_white", height=360, margin={"t": 60, "b": 50})
+    fig.update_xaxes(tickvals=list(x))
+    return fig

@@ -1,0 +1,59 @@
+"""Paper: the reproduction of Tables 2, 4, 5 and Figures 5-6 beside the paper's numbers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import streamlit as st
+
+from autoint import figures, paper
+
+st.title("Reproducing the paper")
+st.caption("Song et al., *AutoInt*, CIKM 2019, MovieLens-1M. Our numbers come from `benchmarks/reproduce.py` "
+           "(mean ± std of test AUC and logloss over seeds, each model at its best validation epoch).")
+
+
+@st.cache_data(show_spinner=False)
+def load(folder: str) -> dict:
+    return paper.load_reproduction(folder)
+
+
+folders = paper.reproduction_folders()
+if not folders:
+    st.info("No reproduction results yet. Run `python benchmarks/reproduce.py --data-dir DATA` "
+            "and they appear here.", icon=":material/info:")
+    st.stop()
+folder = st.selectbox("Results", [str(f) for f in folders], key="paper_results",
+                      format_func=lambda f: Path(f).name)
+results = load(folder)
+meta, summary = results["meta"], results["summary"]
+st.warning(f"**Data: {meta['data_note']}.** The paper used the full MovieLens-1M; compare the ordering and the "
+           "gaps between models, not the absolute numbers.", icon=":material/info:")
+st.markdown(f"Device: {meta['device']} · {meta['seeds']} seeds · tuned extras chosen on validation: "
+            f"`{meta.get('tuned') or 'none'}` · command: `{meta['command']}`")
+
+st.subheader("Tables 2, 4 and 5")
+rows = paper.comparison_rows(summary)
+st.dataframe(pl.DataFrame(rows), hide_index=True, key="paper_table",
+             column_config={c: st.column_config.NumberColumn(format="%.4f") for c in rows[0] if c != "model"
+                            and c != "seeds"} if rows else None)
+if len(rows) == len(paper.PAPER_ML1M):
+    ours = [r["AUC (ours)"] for r in rows]
+    holds = all(a < b for a, b in zip(ours[:3], ours[1:4])) and ours[3] <= ours[4]
+    message = ("The paper's ordering LR < FM < AutoInt w/o residual < AutoInt ≤ AutoInt+ "
+               + ("holds here." if holds else "does **not** fully hold here."))
+    (st.success if holds else st.warning)(message)
+
+config = figures.plotly_config(st.session_state.get("image_format", "png"), "autoint-paper")
+columns = st.columns(2)
+for column, (experiment, axis, title) in zip(columns, (("depth", "interacting layers L", "Figure 5: depth"),
+                                                       ("embedding", "embedding size d", "Figure 6: embedding size"))):
+    sweep = paper.sweep_rows(summary, experiment)
+    if not sweep:
+        continue
+    with column:
+        fig = figures.sweep_figure([r["value"] for r in sweep], [r["test_auc_mean"] for r in sweep],
+                                   [r["test_auc_std"] for r in sweep], axis=axis, metric="test AUC", title=title)
+        st.plotly_chart(fig, config=config, key=f"paper_{experiment}")
+        st.download_button("Download CSV", figures.figure_csv(fig), f"autoint-{experiment}.csv", "text/csv",
+                           key=f"paper_{experiment}_csv", icon=":material/table:")

@@ -1,0 +1,50 @@
+"""The paper's MovieLens-1M numbers and this project's reproduction of them (benchmarks/reproduce.py)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# Song et al., CIKM 2019, Tables 2, 4 and 5 on MovieLens-1M: (test AUC, test logloss)
+PAPER_ML1M = {
+    "LR": (0.7716, 0.4424), "FM": (0.8252, 0.3998), "AutoInt w/o residual": (0.8299, 0.3959),
+    "AutoInt": (0.8456, 0.3797), "AutoInt+": (0.8488, 0.3753),
+}
+RESULTS_ROOT = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+
+
+def reproduction_folders(root: str | Path = RESULTS_ROOT) -> list[Path]:
+    root = Path(root)
+    return sorted(p.parent for p in root.glob("*/results.json")) if root.is_dir() else []
+
+
+def load_reproduction(folder: str | Path) -> dict:
+    """`results.json` written by benchmarks/reproduce.py: {"meta", "summary", "runs"}."""
+    path = Path(folder) / "results.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the reproduction results ({exc}); rerun benchmarks/reproduce.py.") from exc
+    for key in ("meta", "summary", "runs"):
+        if key not in data:
+            raise ValueError(f"{path}: the key {key!r} is missing; rerun benchmarks/reproduce.py.")
+    return data
+
+
+def comparison_rows(summary: dict) -> list[dict]:
+    """One row per model of Tables 2/4/5: ours (mean, std over seeds) beside the paper's."""
+    rows = []
+    for model, (paper_auc, paper_loss) in PAPER_ML1M.items():
+        ours = summary.get("table", {}).get(model)
+        if ours:
+            rows.append({"model": model, "AUC (ours)": ours["test_auc_mean"], "AUC std": ours["test_auc_std"],
+                         "AUC (paper)": paper_auc, "logloss (ours)": ours["test_logloss_mean"],
+                         "logloss std": ours["test_logloss_std"], "logloss (paper)": paper_loss,
+                         "seeds": ours["seeds"]})
+    return rows
+
+
+def sweep_rows(summary: dict, experiment: str) -> list[dict]:
+    """Figure 5 (experiment "depth", L=0..4) or Figure 6 ("embedding", d=8..32), ordered by the setting."""
+    rows = summary.get(experiment, {})
+    return [{"setting": label, "value": int(label.split("=")[1]), **rows[label]}
+            for label in sorted(rows, key=lambda s: int(s.split("=")[1]))]
