@@ -50,11 +50,12 @@ def test_a_job_reports_progress_and_its_run_joins_the_registry(tmp_path, synth_d
 def test_cancel_stops_the_trainer_and_leaves_no_run_while_the_next_job_waits_its_turn(tmp_path, synth_dir):
     queue = JobQueue(tmp_path / "runs")
     long = queue.submit(TINY, TrainConfig(epochs=200, batch_size=32, patience=200), synth_dir, run_name="long")
-    waiting = queue.submit(TINY, TrainConfig(epochs=1, batch_size=512), synth_dir, run_name="next")
     deadline = time.monotonic() + 120
     while not queue.job(long.id).events:  # training has really started
         assert time.monotonic() < deadline, queue.job(long.id).description
         time.sleep(0.2)
+    waiting = queue.submit(TINY, TrainConfig(epochs=1, batch_size=512), synth_dir, run_name="next")
+    time.sleep(2.0)  # long enough for its worker to start and find the device taken
     assert queue.job(waiting.id).status == "queued"  # one job per device at a time
     queue.cancel(long.id)
     assert queue.job(long.id).status == "cancelled"
