@@ -23,6 +23,7 @@ PAGES = [
     st.Page("app/train_page.py", title="Train", icon=":material/model_training:", url_path="train"),
     st.Page("app/recommend.py", title="Recommend", icon=":material/movie:", url_path="recommend"),
     st.Page("app/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
+    st.Page("app/paper.py", title="Paper", icon=":material/article:", url_path="paper"),
 ]
 
 
