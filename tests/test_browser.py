@@ -27,6 +27,7 @@ PAGES = [  # (sidebar link, url path, charts and tables the page draws when read
     ("Train", "train", 0, 1),
     ("Recommend", "recommend", 0, 1),
     ("Learn", "learn", 8, 0),
+    ("Paper", "paper", 2, 1),
 ]
 
 
