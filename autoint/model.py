@@ -125,18 +125,26 @@ class InteractingLayer(nn.Module):
     def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, F, _ = e.shape
         H, dh = self.heads, self.attn_dim
+        # Layout, chosen by profiling on CPU (benchmarks/NOTES.md): one matmul for W_Query, W_Key, W_Value and
+        # W_Res; one copy makes every (part, head) block of Q, K, V contiguous and head-major, so Eqs. 5 and 6
+        # are ONE batched matmul each over (head, sample); the softmax runs over a k-outermost copy of the
+        # scores (vectorised over the batch, not over 7 fields); W_Res e stays where the matmul wrote it.
         projected = self.projection(e).view(B, F, -1, H, dh)  # (B, F, 3 or 4, H, d')
-        query, key, value = projected[:, :, :3].permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, F, d')
-        scores = query @ key.transpose(-1, -2)  # (B, H, F, F)  Eq. 5: psi = inner product
+        qkv, res = projected.split([3, projected.shape[2] - 3], dim=2)  # split: its backward is one cat
+        query, key, value = qkv.permute(2, 3, 0, 1, 4).reshape(3, H * B, F, dh).unbind(0)  # each (H*B, F, d')
+        scores = torch.bmm(query, key.transpose(1, 2))  # (H*B, F, F)  Eq. 5: psi = inner product
         if self.scaled:
             scores = scores / math.sqrt(dh)
-        attention = scores.softmax(dim=-1)  # (B, H, F, F)  Eq. 5: alpha, softmax over the fields k
-        combined = attention @ value  # (B, H, F, d')  Eq. 6
-        combined = combined.transpose(1, 2).reshape(B, F, H * dh)  # (B, F, H*d')  Eq. 7: heads concatenated
-        combined = self.dropout(combined)
+        alpha = scores.permute(2, 0, 1).contiguous().softmax(dim=0)  # (F_k, H*B, F_m)  Eq. 5: softmax over k
+        attention = alpha.permute(1, 2, 0)  # (H*B, F, F) a view: alpha[(h, b), m, k]
+        combined = torch.bmm(attention, value)  # (H*B, F, d')  Eq. 6: sum_k alpha_{m,k} W_Value e_k
+        combined = self.dropout(combined).view(H, B, F, dh).permute(1, 2, 0, 3)  # (B, F, H, d')  Eq. 7 (a view)
         if self.residual:
-            combined = combined + projected[:, :, 3].reshape(B, F, H * dh)  # (B, F, H*d')  Eq. 8: + W_Res e_m
-        return self.norm(F_.relu(combined)), attention  # Eq. 8: ReLU
+            combined = res.squeeze(2) + combined  # (B, F, H, d')  Eq. 8: + W_Res e_m; res first keeps its order
+        else:
+            combined = combined.contiguous()
+        out = F_.relu(combined).view(B, F, H * dh)  # (B, F, H*d')  Eq. 8: ReLU; Eq. 7: heads concatenated
+        return self.norm(out), attention.view(H, B, F, F).transpose(0, 1)  # (B, F, H*d'), (B, H, F, F)
 
 
 class AutoInt(nn.Module):
