@@ -10,6 +10,7 @@ import copy
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F_
 from tqdm.auto import tqdm
 
 from .data import Dataset, FieldTensors
+from .baselines import build_model
 from .model import AutoInt, AutoIntConfig, ConfigError
 
 
@@ -27,7 +29,15 @@ class TrainingCancelled(Exception):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the best weights so far are kept."""
+    """The loss became NaN or infinite; the best weights so far are kept.
+
+    `result` holds the model with the best weights so far and their metrics (`stopped`:
+    "diverged"), or None when no epoch finished with finite numbers.
+    """
+
+    def __init__(self, message: str, result: "TrainResult | None" = None):
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass
@@ -114,19 +124,94 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
+def make_optimizer(model: torch.nn.Module, train_config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam with its fused kernel (CPU since torch 2.4, CUDA): one kernel for every parameter instead of a
+    Python loop of small ops per parameter, about 10x cheaper per step here (benchmarks/NOTES.md). On CUDA
+    it is also capturable, so `TrainStep` can record it in a CUDA graph."""
+    on_cuda = any(p.is_cuda for p in model.parameters())
+    try:
+        return torch.optim.Adam(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay,
+                                fused=True, capturable=on_cuda)
+    except (RuntimeError, TypeError):  # an older torch without a fused kernel for this device
+        return torch.optim.Adam(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
+
+
+class TrainStep:
+    """One optimisation step on a batch; returns the loss as a device tensor (nothing is read back).
+
+    With AUTOINT_CUDA_GRAPH=1 on CUDA the full-size step is recorded once as a CUDA graph after `WARMUP`
+    eager steps and then replayed, so each batch costs a few copies into static buffers and one launch
+    instead of a few hundred; a shorter last batch runs eagerly. The graph records exactly `eager`, the
+    code CPU runs, so CPU tests cover the step itself. Opt-in until benchmarks/gpu_check.sh has passed on a
+    GPU (it times both modes); a capture that fails falls back to eager steps.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device):
+        self.model, self.optimizer = model, optimizer
+        self.use_graph = device.type == "cuda" and os.environ.get("AUTOINT_CUDA_GRAPH", "0") == "1"
+        self.graph, self.eager_full_steps, self.full_batch = None, 0, None
+
+    def eager(self, x: FieldTensors, y: torch.Tensor) -> torch.Tensor:
+        loss = F_.binary_cross_entropy_with_logits(self.model(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def __call__(self, x: FieldTensors, y: torch.Tensor) -> torch.Tensor:
+        if not self.use_graph:
+            return self.eager(x, y)
+        if self.full_batch is None:
+            self.full_batch = len(y)
+        if len(y) != self.full_batch:
+            return self.eager(x, y)
+        if self.graph is None:
+            if self.eager_full_steps < self.WARMUP:  # on a side stream, as torch.cuda.graphs asks
+                self.eager_full_steps += 1
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    loss = self.eager(x, y)
+                torch.cuda.current_stream().wait_stream(side)
+                return loss
+            try:
+                self._capture(x, y)
+            except RuntimeError as exc:  # e.g. an op that cannot be captured: stay eager, say why once
+                warnings.warn(f"CUDA graph capture failed ({exc}); training continues with eager steps")
+                self.use_graph, self.graph = False, None
+                return self.eager(x, y)
+        for static, batch in zip(self.static_x, x):
+            static.copy_(batch)
+        self.static_y.copy_(y)
+        self.graph.replay()
+        return self.static_loss.clone()
+
+    def _capture(self, x: FieldTensors, y: torch.Tensor) -> None:
+        self.static_x = FieldTensors(*(t.clone() for t in x))
+        self.static_y = y.clone()
+        self.graph = torch.cuda.CUDAGraph()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            self.static_loss = self.eager(self.static_x, self.static_y)
+
+
 def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConfig,
           callback: Callable[[dict], bool | None] | None = None, progress: bool = True) -> TrainResult:
     """Train one model; returns it with the best validation weights and its test metrics.
 
     `callback(event)` gets {"event": "step" | "epoch", ...}; returning False cancels
-    (TrainingCancelled is raised). A NaN loss raises TrainingDiverged after restoring the best weights.
+    (TrainingCancelled is raised). A NaN or infinite loss raises TrainingDiverged after restoring the best
+    weights; its `result` carries them.
     """
     model_config.validate()
     train_config.validate()
     device = pick_device(train_config.device)
     seed_everything(train_config.seed)
-    model = AutoInt(model_config, dataset.schema).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
+    model = build_model(model_config, dataset.schema).to(device)
+    optimizer = make_optimizer(model, train_config)
+    train_step = TrainStep(model, optimizer, device)
     train_x, train_y = (t.to(device) for t in dataset.split("train"))
     val_x, val_y = dataset.split("val")
     test_x, test_y = dataset.split("test")
@@ -135,7 +220,7 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
     generator = torch.Generator(device="cpu").manual_seed(train_config.seed)
 
     best_auc, best_epoch, best_state, stale = -1.0, 0, None, 0
-    history, epoch_seconds = [], []
+    history, epoch_seconds, diverged = [], [], None
     for epoch in range(1, train_config.epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -146,14 +231,11 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
         bar = tqdm(range(steps), desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
         for step in bar:
             batch = slice(step * bs, (step + 1) * bs)
-            logits = model(shuffled_x.index(batch))
-            loss = F_.binary_cross_entropy_with_logits(logits, shuffled_y[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
+            loss_sum += train_step(shuffled_x.index(batch), shuffled_y[batch])
             if (step + 1) % 50 == 0 or step + 1 == steps:  # one host sync per 50 batches, not per batch
                 mean_loss = loss_sum.item() / (step + 1)
+                if not math.isfinite(mean_loss):
+                    break  # diverged: no point finishing the epoch
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
                 if callback is not None and callback({"event": "step", "epoch": epoch, "step": step + 1,
                                                       "steps": steps, "loss": mean_loss}) is False:
@@ -163,10 +245,15 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
         train_loss = loss_sum.item() / steps
         epoch_seconds.append(round(time.perf_counter() - started, 3))
         if not math.isfinite(train_loss):
-            _restore(model, best_state)
-            raise TrainingDiverged(f"the training loss became {train_loss} in epoch {epoch}; stopped and kept the "
-                                   f"best weights so far (epoch {best_epoch}). Lower the learning rate.")
+            diverged = f"the training loss became {train_loss} in epoch {epoch}"
+            break
+        if not torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all().item():
+            diverged = f"the weights became NaN or infinite in epoch {epoch}"  # the loss did not show it yet
+            break
         val = evaluate(model, val_x, val_y)
+        if not math.isfinite(val["logloss"]):
+            diverged = f"the validation logloss became {val['logloss']} after epoch {epoch}"
+            break
         record = {"epoch": epoch, "train_loss": train_loss, "val_auc": val["auc"], "val_logloss": val["logloss"],
                   "seconds": epoch_seconds[-1]}
         history.append(record)
@@ -185,6 +272,9 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
             break
     _restore(model, best_state)
     model.eval()
+    if diverged is not None and best_state is None:
+        raise TrainingDiverged(f"{diverged}; stopped before any epoch finished with finite numbers, so there "
+                               f"are no weights to keep. Lower the learning rate (now {train_config.lr}).")
     val = evaluate(model, val_x, val_y)
     test = evaluate(model, test_x, test_y)
     metrics = {
@@ -195,6 +285,11 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
         "fields": dataset.schema.names, "params": sum(p.numel() for p in model.parameters()),
         "device": str(device), "threads": torch.get_num_threads(),
     }
+    if diverged is not None:
+        metrics["stopped"] = "diverged"
+        raise TrainingDiverged(f"{diverged}; stopped and kept the best weights so far (epoch {best_epoch}, "
+                               f"validation AUC {best_auc:.4f}). Lower the learning rate (now {train_config.lr}).",
+                               TrainResult(model, metrics, history))
     return TrainResult(model, metrics, history)
 
 

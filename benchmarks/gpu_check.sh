@@ -39,7 +39,7 @@ fi
   "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}))'
 
 # 1. tests (CUDA is the default device there when present)
-OUT=$(timeout 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_model.py tests/test_train.py tests/test_perf_guard.py 2>&1)
+OUT=$(timeout 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_model.py tests/test_train.py tests/test_perf_guard.py 2>&1)
 RC=$?
 echo "$OUT" | tail -25 >&2
 json step tests rc "$RC" summary "$(echo "$OUT" | tail -1)"
