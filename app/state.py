@@ -61,10 +61,20 @@ def has_movielens(folder: Path) -> bool:
 
 
 def data_source() -> DataSource:
-    """ML-1M from AUTOINT_DATA_DIR or data/ml-1m; without it, the synthetic data (generated once)."""
+    """ML-1M from AUTOINT_DATA_DIR or data/ml-1m; without it, the synthetic data (generated once).
+
+    A folder with only some of the MovieLens files (users but no ratings, say) is an error, not a
+    reason to fall back to synthetic data quietly."""
     requested = resolve_data_dir()
     if has_movielens(requested):
         return DataSource(requested.resolve(), (requested / GROUND_TRUTH).is_file(), requested, False)
+    ratings = ("ratings.dat", "ratings.dat.gz")
+    if any((requested / name).is_file() for name in ("users.dat", "movies.dat", *ratings)):
+        missing = [name for name in ("users.dat", "movies.dat") if not (requested / name).is_file()]
+        missing += [] if any((requested / name).is_file() for name in ratings) else ["ratings.dat or ratings.dat.gz"]
+        raise DataError(f"{requested}: holds part of MovieLens-1M but no {' and no '.join(missing)}. Add the "
+                        f"missing files, run `python -m autoint download --data-dir {requested}`, or point "
+                        f"AUTOINT_DATA_DIR elsewhere.")
     return DataSource(synthetic_folder().resolve(), True, requested, True)
 
 

@@ -48,6 +48,7 @@ if submitted:
         config = AutoIntConfig(embed_dim=embed_dim, attn_dim=attn_dim, heads=heads, layers=layers,
                                residual=residual, dropout=dropout, dnn_hidden=widths)
         job = queue.submit(config, TrainConfig(epochs=int(epochs)), source.folder, run_name=name.strip() or None)
+        st.session_state.setdefault("train_my_jobs", []).append(job.id)  # this session follows its own jobs
         st.success(f"Queued {job.run_name}.")
     except (ConfigError, CheckpointError) as exc:
         st.error(f"Not started: {exc}")
@@ -65,9 +66,14 @@ def jobs_panel() -> None:
     st.session_state["train_active_jobs"] = now
     if previously - now:
         st.rerun(scope="app")
+    # Each session follows (and may cancel) the jobs it started; other sessions' jobs are one line each,
+    # so a queued job's owner sees what runs ahead of it.
+    mine = set(st.session_state.get("train_my_jobs", []))
     if not active:
         st.caption("No training job is running.")
-    for job in active:
+    for job in [j for j in active if j.id not in mine]:
+        st.caption(f"{job.run_name}: {job.status} on {job.spec['device']}, started by another session.")
+    for job in [j for j in active if j.id in mine]:
         with st.container(border=True):
             top, button = st.columns([5, 1])
             top.markdown(f"**{job.run_name}** · {job.status}")
@@ -78,7 +84,7 @@ def jobs_panel() -> None:
                 st.plotly_chart(training_curves({job.run_name: job.history}, steps={job.run_name: job.steps},
                                                 title="Live: loss and validation AUC"),
                                 key=f"live_{job.id}", config=state.chart_config(job.run_name))
-    ended = [j for j in jobs if j.status not in ACTIVE][:5]
+    ended = [j for j in jobs if j.status not in ACTIVE and j.id in mine][:5]
     if ended:
         with st.expander("Recent jobs"):
             for job in ended:

@@ -418,7 +418,11 @@ class Catalog:
         self._movie_row = {m: i for i, m in enumerate(self.movies["movie_id"].to_list())}
         self._ratings = {(u, m): (r, t) for u, m, r, t in ml.ratings.select(
             "user_id", "movie_id", "rating", "timestamp").iter_rows()}
-        self.first_time, self.last_time = int(ml.ratings["timestamp"].min()), int(ml.ratings["timestamp"].max())
+        # The times of labelled ratings (not 3 stars): the range RequestTime is scaled over (build_schema), so
+        # any time in it is one a model trained on this data takes. 3-star ratings may lie outside it.
+        labelled = ml.ratings.filter(pl.col("rating") != 3)["timestamp"]
+        times = labelled if len(labelled) else ml.ratings["timestamp"]
+        self.first_time, self.last_time = int(times.min()), int(times.max())
 
     def check_user(self, user_id: int) -> int:
         if user_id not in self._user_row:
@@ -471,7 +475,7 @@ class Catalog:
         """Raw field values of one request. Without a time: the real rating's time, else the latest time."""
         if timestamp is None:
             known = self.rating(user_id, movie_id)
-            timestamp = known[1] if known else self.last_time
+            timestamp = min(max(known[1], self.first_time), self.last_time) if known else self.last_time
         return {**self.user_values(user_id), **self.movie_values(movie_id),
                 "RequestTime": float(self.check_time(timestamp))}
 

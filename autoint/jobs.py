@@ -256,9 +256,17 @@ def _write_json(path: Path, obj) -> None:
     os.replace(staging, path)
 
 
+TRAINER_NICE = 10  # a background trainer yields the CPU to the app's sessions when they want it
+
+
 def _die_with_parent() -> None:
     """Linux: the trainer gets SIGTERM when the worker dies, even by SIGKILL, so a killed job
-    never finishes behind the queue's back and writes a run nobody asked to keep."""
+    never finishes behind the queue's back and writes a run nobody asked to keep. It also runs
+    at a lower priority (nice), so that exploring stays responsive on a machine with few cores."""
+    try:
+        os.nice(TRAINER_NICE)
+    except OSError:
+        pass
     if sys.platform.startswith("linux"):
         import ctypes
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG

@@ -9,6 +9,7 @@ describes, and refuses anything that is not safetensors and JSON.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -106,15 +108,16 @@ def save_run(path: str | os.PathLike, model: AutoInt, *, metrics: dict, train_co
             json.dump(_json_safe(manifest), fh, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
-        if path.exists():
-            # Replace an old run. A kill between the two renames leaves only `.NAME.old-*`, which
-            # `clean_staging` renames back, so the old run is never lost.
-            trash = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(path, trash)
-            os.rename(staging, path)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(staging, path)
+        with registry_lock(path.parent):  # other writers and listers wait for the swap
+            if path.exists():
+                # Replace an old run. A kill between the two renames leaves only `.NAME.old-*`, which
+                # `clean_staging` renames back, so the old run is never lost.
+                trash = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+                os.rename(path, trash)
+                os.rename(staging, path)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.rename(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -264,17 +267,41 @@ def _check_tensors(weights_path: Path, expected: dict, found: dict) -> None:
 
 # ----------------------------------------------------------------------------- registry
 
+def registry_lock(root: str | os.PathLike, timeout: float = 60.0) -> FileLock:
+    """The registry's file lock, shared by every process on this machine that writes runs under `root`.
+
+    `save_run` holds it across its renames and `clean_staging` while it tidies, so two writers of
+    one name never interleave, and a lister that holds it sees no run half-way through a
+    replacement. The lock file lives in the temporary folder, named after the registry's path,
+    so the registry holds run folders only (and a read-only registry can still be listed).
+    """
+    key = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
+    return FileLock(str(Path(tempfile.gettempdir()) / f"autoint-registry-{key}.lock"), timeout=timeout, mode=0o666)
+
+
 def list_runs(root: str | os.PathLike) -> list[dict]:
     """Finished runs under `root`, newest first: {name, path, model, metrics, config, created}.
 
     Only complete folders count (staging folders start with '.'); an unreadable one is
-    reported with its error rather than hidden.
+    reported with its error rather than hidden. Listing takes no lock, so many sessions list
+    at once; when it may have raced a writer (a run replaced meanwhile: a `.NAME.old-*` folder,
+    or an entry that failed to read), it lists again holding the registry lock.
     """
     root = Path(root)
     if not root.is_dir():
         return []
-    out = []
+    out, raced = _list_runs(root)
+    if raced:
+        with registry_lock(root):
+            out, _ = _list_runs(root)
+    return out
+
+
+def _list_runs(root: Path) -> tuple[list[dict], bool]:
+    out, raced = [], False
     for path in sorted(root.iterdir()):
+        if re.match(r"^\..+\.old-[A-Za-z0-9_]+$", path.name):
+            raced = True
         if path.name.startswith(".") or not path.is_dir():
             continue
         try:
@@ -285,7 +312,8 @@ def list_runs(root: str | os.PathLike) -> list[dict]:
                         "data_dir": manifest.get("data_dir", ""), "error": None})
         except (CheckpointError, OSError) as exc:
             out.append({"name": path.name, "path": str(path), "error": str(exc)})
-    return sorted(out, key=lambda r: str(r.get("created", "")), reverse=True)
+            raced = True
+    return sorted(out, key=lambda r: str(r.get("created", "")), reverse=True), raced
 
 
 def clean_staging(root: str | os.PathLike, older_than_s: float = 0.0) -> list[str]:
@@ -298,9 +326,14 @@ def clean_staging(root: str | os.PathLike, older_than_s: float = 0.0) -> list[st
     save that may still be running in another process.
     """
     root = Path(root)
-    removed = []
     if not root.is_dir():
-        return removed
+        return []
+    with registry_lock(root):
+        return _clean_staging(root, older_than_s)
+
+
+def _clean_staging(root: Path, older_than_s: float) -> list[str]:
+    removed = []
     now = time.time()
     for path in sorted(root.iterdir()):
         staged = re.match(r"^\.(.+)\.(tmp|old)-[A-Za-z0-9_]+$", path.name)
