@@ -367,7 +367,7 @@ def parse_where(schema: Schema, clauses: Sequence[str]) -> dict:
 @torch.no_grad()
 def dataset_correlations(model: AutoInt, inputs: FieldTensors, labels: torch.Tensor | None = None, *,
                          where: dict | None = None, label: int | None = None,
-                         ctr_band: tuple[float, float] | None = None, batch_size: int = 16384) -> Correlations:
+                         ctr_band: tuple[float, float] | None = None, batch_size: int = 4096) -> Correlations:
     """Mean attention over the samples that pass every filter, streamed in batches.
 
     where: {field: value} keeps samples with that value (a genre keeps movies that have it);
@@ -424,7 +424,12 @@ def dataset_correlations(model: AutoInt, inputs: FieldTensors, labels: torch.Ten
 # ----------------------------------------------------------------------------- recommendations
 
 class MovieScorer:
-    """Scores every movie for a user in one batch. The movie side is encoded once per model."""
+    """Scores every movie for a user in one batch. The movie side is encoded once per model.
+
+    For one user and time a movie enters the model only through its fields (Genre, ReleaseTime,
+    MovieID with --with-ids), and many movies share them (3,883 ML-1M movies have 1,322 distinct
+    genre-set and release-bucket pairs), so each distinct input is run once and fanned out.
+    """
 
     def __init__(self, model: AutoInt, catalog: Catalog):
         self.model, self.catalog = model, catalog
@@ -438,7 +443,13 @@ class MovieScorer:
             movie = catalog.movie_values(mid)
             for f in schema.fields:
                 columns[f.name].append(movie.get(f.name, placeholder[f.name]))
-        self.movie_inputs = encode_values(schema, columns).to(_device(model))  # user fields filled per call
+        every_movie = encode_values(schema, columns)  # user fields and time are filled per call
+        rows = torch.cat([every_movie.categorical, every_movie.multivalued.flatten(1),
+                          every_movie.numeric.view(torch.int32).long()], dim=1)  # exact, bit for bit
+        _, self._inverse = torch.unique(rows, dim=0, return_inverse=True)  # movie -> its distinct input
+        first = torch.full((int(self._inverse.max()) + 1,), len(rows), dtype=torch.long)
+        first = first.scatter_reduce(0, self._inverse, torch.arange(len(rows)), reduce="amin")
+        self.movie_inputs = every_movie.index(first).to(_device(model))  # (distinct, ...) one row each
         self._user_columns = [i for i, f in enumerate(schema.of_kind("categorical"))
                               if f.name in ("Gender", "Age", "Occupation", "Zipcode", "UserID")]
         self._time_column = [f.name for f in schema.of_kind("numeric")].index("RequestTime") \
@@ -462,8 +473,8 @@ class MovieScorer:
         self.model.eval()
         if with_attention:
             logit, attention = self.model(batch, return_attention=True)
-            return torch.sigmoid(logit).cpu(), attention.cpu()
-        return torch.sigmoid(self.model(batch)).cpu(), None
+            return torch.sigmoid(logit).cpu()[self._inverse], attention.cpu()[self._inverse]
+        return torch.sigmoid(self.model(batch)).cpu()[self._inverse], None
 
 
 def recommend(model: AutoInt, catalog: Catalog, user_id: int, timestamp: float | None = None, top: int = 10,

@@ -208,3 +208,21 @@ def test_correlations_and_recommend_cli(trained_run, synth_dir):
                          cwd=REPO, check=True)
     recs = json.loads(out.stdout.strip().splitlines()[-1])["recommendations"]
     assert len(recs) == 4 and all("why" in r for r in recs)
+
+
+def test_movie_scorer_runs_each_distinct_input_once_and_fans_out(trained_run, catalog):
+    """Movies with the same fields share one forward; every movie still gets exactly its own CTR."""
+    from autoint.explain import MovieScorer
+    scorer = MovieScorer(trained_run.model, catalog)
+    assert len(scorer.movie_inputs) <= catalog.movies.height
+    ctr, attention = scorer.score(9, catalog.last_time)
+    columns = {f.name: [] for f in trained_run.schema.fields}
+    for movie_id in catalog.movies["movie_id"].to_list():
+        for name, value in catalog.sample(9, movie_id, catalog.last_time).items():
+            if name in columns:
+                columns[name].append(value)
+    from autoint.data import encode_values
+    logit, full_attention = trained_run.model(encode_values(trained_run.schema, columns), return_attention=True)
+    assert ctr.shape == (catalog.movies.height,)
+    assert torch.allclose(ctr, torch.sigmoid(logit).detach(), atol=1e-6)
+    assert torch.allclose(attention, full_attention.detach(), atol=1e-6)
