@@ -200,3 +200,17 @@ def test_cli_bad_folder_exits_nonzero_with_message(tmp_path):
     out = subprocess.run([sys.executable, "-m", "autoint", "describe", "--data-dir", str(tmp_path / "none")],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 2 and "no such folder" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_both_encoders_agree(synth_dataset):
+    """`encode_values` (a few samples) and `encode_frame` (whole data sets) give the same tensors."""
+    from autoint.data import encode_frame, encode_values
+    schema, frame = synth_dataset.schema, synth_dataset.frame.head(50)
+    columns = {f.name: frame[f.name].to_list() for f in schema.fields}
+    columns["Genre"][0] = []  # no value at all: the <unknown> slot, in both
+    few = encode_values(schema, columns)
+    edited = frame.with_columns(pl.Series("Genre", columns["Genre"], dtype=pl.List(pl.String)))
+    whole = encode_frame(schema, edited)
+    assert all(torch.equal(a, b) for a, b in zip(few, whole))
+    assert few.multivalued[0, 0].tolist()[:2] == [0, -1]
+    assert all(torch.equal(a, b[:50]) for a, b in zip(encode_frame(schema, frame), synth_dataset.inputs))
