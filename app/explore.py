@@ -12,10 +12,7 @@ from autoint.figures import attention_grid, attention_heatmap, attribution_bars
 
 DEFAULT_METHODS = ["integrated_gradients", "feature_ablation"]  # Shapley sampling costs ~0.4 s more per sample
 
-source = state.data_source()
-cat = state.catalog(str(source.folder))
-run_path, model = state.require_model()
-sample = state.current_sample(cat)
+folder, cat, run_path, model, sample = state.exploring()
 
 st.title("Explore a prediction")
 st.caption("Pick a user, a movie and when the request happens. The model predicts the click-through rate (CTR); "
@@ -59,7 +56,7 @@ methods = st.multiselect("Attribution methods", list(METHOD_NAMES), default=DEFA
                          format_func=METHOD_NAMES.get,
                          help="Shapley Value Sampling is the slowest (64 permutations); the others are quick.")
 explanation = explain_sample(model, values, attributions=methods,
-                             baseline=state.baseline(run_path, str(source.folder)) if methods else None)
+                             baseline=state.baseline(run_path, folder) if methods else None)
 
 ctr_column, rating_column, fields_column = st.columns([1, 1, 3])
 ctr_column.metric("Predicted CTR", f"{explanation.ctr:.1%}",

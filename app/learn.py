@@ -8,10 +8,7 @@ from app import state
 from autoint.figures import matrix_heatmap
 from autoint.steps import layer_steps
 
-source = state.data_source()
-cat = state.catalog(str(source.folder))
-run_path, model = state.require_model()
-sample = state.current_sample(cat)
+folder, cat, run_path, model, sample = state.exploring()
 
 st.title("Learn: inside one interacting layer")
 st.caption(f"The current sample (user {sample['user']}, *{cat.movie(sample['movie'])['title']}*; change it on "

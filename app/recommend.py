@@ -6,10 +6,7 @@ import streamlit as st
 from app import state
 from autoint.explain import recommend
 
-source = state.data_source()
-cat = state.catalog(str(source.folder))
-run_path, model = state.require_model()
-sample = state.current_sample(cat)
+folder, cat, run_path, model, sample = state.exploring()
 
 st.title("Recommend")
 st.caption("Every movie is scored for the user at the request time in one batch; the reason is the strongest "
@@ -30,7 +27,7 @@ exclude = c4.toggle("Leave out movies the user rated", True, key="recommend_excl
 timestamp = state.request_time(cat, state.from_date_time(day, clock))
 
 picks = recommend(model, cat, user, timestamp, top=top, exclude_rated=exclude,
-                  scorer=state.movie_scorer(run_path, str(source.folder)))
+                  scorer=state.movie_scorer(run_path, folder))
 st.dataframe([{"rank": i + 1, "movie": p["title"], "genres": ", ".join(p["genres"]), "CTR": p["ctr"],
                "strongest combination": " × ".join(p["combination"])} for i, p in enumerate(picks)],
              hide_index=True, key="recommend_table",

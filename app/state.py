@@ -157,6 +157,14 @@ def require_model():
     return path, load_model(path)
 
 
+def exploring() -> tuple[str, Catalog, str, object, dict]:
+    """What every per-sample page starts from: (data folder, catalog, run path, model, current sample)."""
+    folder = str(data_source().folder)
+    cat = catalog(folder)
+    run_path, model = require_model()
+    return folder, cat, run_path, model, current_sample(cat)
+
+
 def first_run_training() -> None:
     """Train the default model in the background and show its progress; rerun when it is ready."""
     queue = job_queue(str(runs_root()))

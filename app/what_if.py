@@ -9,11 +9,8 @@ from autoint.explain import METHOD_NAMES, what_if
 from autoint.figures import attention_heatmap, attribution_bars, difference_heatmap, transition_labels
 from autoint.schema import UNKNOWN
 
-source = state.data_source()
-cat = state.catalog(str(source.folder))
-run_path, model = state.require_model()
+folder, cat, run_path, model, sample = state.exploring()
 schema = model.schema
-sample = state.current_sample(cat)
 values = state.sample_values(cat, sample)
 # Edits belong to one base sample: exploring another sample (or another model) starts afresh.
 base = (run_path, sample["user"], sample["movie"], sample["time"])
@@ -79,7 +76,7 @@ if edits.get("Genre") == []:
     st.stop()
 
 result = what_if(model, values, edits, attributions=["integrated_gradients"],
-                 baseline=state.baseline(run_path, str(source.folder)))
+                 baseline=state.baseline(run_path, folder))
 before, after = result.before, result.after
 
 old, new, change = st.columns(3)
