@@ -237,7 +237,10 @@ async def explore(index: int, browser, url: str, seconds: float, max_steps: int,
                     movie = rng.choice([m for m in titles if m != movie])
                     label, typed, option = "Movie", f"#{movie}", f"{titles[movie]} · #{movie}"
                 box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label)
-                if option in await box.inner_text():
+                # The chosen option sits in the box's <input>, which innerText leaves out.
+                shown = await box.evaluate("e => e.innerText + ' ' + [...e.querySelectorAll('input')]"
+                                           ".map(i => i.value).join(' ')")
+                if option in shown:
                     continue  # already chosen: no rerun would follow
                 await box.locator("input").click()
                 await page.get_by_role("option").first.wait_for(timeout=step_timeout_s * 1000)  # the list is open
