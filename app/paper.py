@@ -30,13 +30,15 @@ meta, summary = results["meta"], results["summary"]
 st.warning(f"**Data: {meta['data_note']}.** The paper used the full MovieLens-1M; compare the ordering and the "
            "gaps between models, not the absolute numbers.", icon=":material/info:")
 st.markdown(f"Device: {meta['device']} · {meta['seeds']} seeds · tuned extras chosen on validation: "
-            f"`{meta.get('tuned') or 'none'}` · command: `{meta['command']}`")
+            f"`{meta.get('tuned') or 'none'}` · command: `{meta['command']}`"
+            + (f" · rows not rerun by it come from `{meta['merged_from']}` (the table's device column says where "
+               "each row ran)" if meta.get("merged_from") else ""))
 
 st.subheader("Tables 2, 4 and 5")
 rows = paper.comparison_rows(summary)
 st.dataframe(pl.DataFrame(rows), hide_index=True, key="paper_table",
-             column_config={c: st.column_config.NumberColumn(format="%.4f") for c in rows[0] if c != "model"
-                            and c != "seeds"} if rows else None)
+             column_config={c: st.column_config.NumberColumn(format="%.4f") for c in rows[0]
+                            if c not in ("model", "seeds", "device")} if rows else None)
 if len(rows) == len(paper.PAPER_ML1M):
     ours = [r["AUC (ours)"] for r in rows]
     holds = all(a < b for a, b in zip(ours[:3], ours[1:4])) and ours[3] <= ours[4]

@@ -39,7 +39,7 @@ def comparison_rows(summary: dict) -> list[dict]:
             rows.append({"model": model, "AUC (ours)": ours["test_auc_mean"], "AUC std": ours["test_auc_std"],
                          "AUC (paper)": paper_auc, "logloss (ours)": ours["test_logloss_mean"],
                          "logloss std": ours["test_logloss_std"], "logloss (paper)": paper_loss,
-                         "seeds": ours["seeds"]})
+                         "seeds": ours["seeds"], "device": ours.get("device", "")})
     return rows
 
 

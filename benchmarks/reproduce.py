@@ -6,8 +6,11 @@ Trains every model over several seeds on one fixed 80/10/10 split, writes
 `results.json` (every run), `results.md` (mean +- std of test AUC and logloss beside the
 paper's numbers) and Plotly figures (`depth.html`, `embedding.html`) into --out. Each
 model is picked at its best validation epoch (early stopping on validation AUC); the test
-split is only ever read for the final figures. `--tune` first picks the dropout / layer norm /
-weight decay setting on validation (seed 0), then uses it for every AutoInt variant.
+split is only ever read for the final figures. `--tune` first picks each model's extras on
+validation (seed 0) from that model's grid (dropout / layer norm / scaling / weight decay for the
+AutoInt variants, weight decay for LR and FM); the sweeps use AutoInt's. `--seeds 0` stops after
+tuning. `--models` reruns some of Table 2's rows and `--merge-from` takes the others from an earlier
+results folder, saying per row where and how it ran.
 """
 from __future__ import annotations
 
@@ -28,7 +31,19 @@ TUNING_GRID = [  # candidates the issue names; chosen on validation AUC only
     {}, {"dropout": 0.1}, {"dropout": 0.2}, {"layer_norm": True}, {"scaled_attention": True},
     {"weight_decay": 1e-6}, {"dropout": 0.1, "weight_decay": 1e-6},
 ]
+LINEAR_GRID = [{}, {"weight_decay": 1e-6}]  # LR and FM have no attention and no dropout: only regularisation
+TABLE_MODELS = {  # Tables 2, 4 and 5, before any tuned extras
+    "LR": {"kind": "lr"},
+    "FM": {"kind": "fm", "embed_dim": 16},
+    "AutoInt w/o residual": {"residual": False},
+    "AutoInt": {},
+    "AutoInt+": {"dnn_hidden": (400, 400)},
+}
 TRAIN_KEYS = {"weight_decay", "lr"}
+
+
+def grid_for(model: str) -> list[dict]:
+    return LINEAR_GRID if TABLE_MODELS[model].get("kind") in ("lr", "fm") else TUNING_GRID
 
 _dataset = None
 
@@ -68,19 +83,26 @@ def run_one(job: dict) -> dict:
             "device": m["device"], "seconds": round(time.perf_counter() - started, 1)}
 
 
-def experiments(tuned: dict) -> list[tuple[str, str, dict]]:
-    """(experiment, label, settings). The default AutoInt is d=16, d'=32, H=2, L=3 plus the tuned extras."""
-    autoint = {**tuned}
-    rows = [
-        ("table", "LR", {"kind": "lr"}),
-        ("table", "FM", {"kind": "fm", "embed_dim": 16}),
-        ("table", "AutoInt w/o residual", {**autoint, "residual": False}),
-        ("table", "AutoInt", autoint),
-        ("table", "AutoInt+", {**autoint, "dnn_hidden": (400, 400)}),
-    ]
+def experiments(tuned: dict[str, dict], models: list[str]) -> list[tuple[str, str, dict]]:
+    """(experiment, label, settings). Each model of the table gets its own tuned extras; the sweeps vary the
+    default AutoInt (d=16, d'=32, H=2, L=3 plus AutoInt's extras)."""
+    rows = [("table", model, {**TABLE_MODELS[model], **tuned.get(model, {})}) for model in models]
+    autoint = tuned.get("AutoInt", {})
     rows += [("depth", f"L={layers}", {**autoint, "layers": layers}) for layers in (0, 1, 2, 4)]
     rows += [("embedding", f"d={d}", {**autoint, "embed_dim": d}) for d in (8, 24, 32)]
     return rows
+
+
+def earlier_results(folder: str) -> tuple[dict, list[dict]]:
+    """An earlier results folder's per-model tuned extras and runs. Folders written before per-model tuning
+    hold one `tuned` dict that every AutoInt variant used."""
+    saved = json.loads((Path(folder) / "results.json").read_text())
+    tuned = saved["meta"].get("tuned") or {}
+    if not set(tuned) <= set(TABLE_MODELS):
+        tuned = {model: tuned for model in TABLE_MODELS if model not in ("LR", "FM")}
+    for run in saved["runs"]:
+        run.setdefault("command", saved["meta"]["command"])
+    return tuned, saved["runs"]
 
 
 def run_jobs(jobs: list[dict], workers: int, log) -> list[dict]:
@@ -115,6 +137,8 @@ def summarise(results: list[dict]) -> dict:
             "test_logloss_mean": statistics.mean(loss), "test_logloss_std": sd(loss),
             "val_auc_mean": statistics.mean(r["val_auc"] for r in runs), "seeds": len(runs),
             "best_epochs": [r["best_epoch"] for r in runs],
+            "device": " / ".join(sorted({r["device"] for r in runs})),
+            "command": " / ".join(sorted({r["command"] for r in runs if r.get("command")})),
         }
     return out
 
@@ -122,15 +146,20 @@ def summarise(results: list[dict]) -> dict:
 def write_report(out: Path, summary: dict, meta: dict) -> None:
     lines = [f"# Reproduction on {meta['data_note']}", "",
              f"Command: `{meta['command']}`  ", f"Device: {meta['device']}; {meta['seeds']} seeds; "
-             f"{meta['wall_seconds']:.0f} s wall. Tuned extras (chosen on validation): `{json.dumps(meta['tuned'])}`.",
-             "", "## Tables 2, 4 and 5 (test AUC / logloss, mean +- std over seeds)", "",
-             "| model | AUC (ours) | logloss (ours) | AUC (paper, full ML-1M) | logloss (paper) |",
-             "| --- | --- | --- | --- | --- |"]
+             f"{meta['wall_seconds']:.0f} s wall. Tuned extras per model (chosen on validation, seed 0): "
+             f"`{json.dumps(meta['tuned'])}`."]
+    if meta.get("merged_from"):
+        lines.append(f"Rows not rerun by this command come from `{meta['merged_from']}`; the table says where "
+                     "each row ran.")
+    lines += ["", "## Tables 2, 4 and 5 (test AUC / logloss, mean +- std over seeds)", "",
+              "| model | AUC (ours) | logloss (ours) | AUC (paper, full ML-1M) | logloss (paper) | device |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for label, (paper_auc, paper_loss) in PAPER.items():
         s = summary.get("table", {}).get(label)
         if s:
             lines.append(f"| {label} | {s['test_auc_mean']:.4f} +- {s['test_auc_std']:.4f} | "
-                         f"{s['test_logloss_mean']:.4f} +- {s['test_logloss_std']:.4f} | {paper_auc} | {paper_loss} |")
+                         f"{s['test_logloss_mean']:.4f} +- {s['test_logloss_std']:.4f} | {paper_auc} | {paper_loss} | "
+                         f"{s.get('device', meta['device'])} |")
     for experiment, title in (("depth", "Figure 5: interacting layers"), ("embedding", "Figure 6: embedding size")):
         rows = summary.get(experiment, {})
         if not rows:
@@ -190,8 +219,11 @@ def main(argv=None) -> int:
     parser.add_argument("--patience", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1, help="parallel training processes")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
-    parser.add_argument("--tune", action="store_true", help="pick the AutoInt extras on validation first")
+    parser.add_argument("--tune", action="store_true", help="pick each model's extras on validation first")
     parser.add_argument("--only", default="table,depth,embedding", help="experiments to run")
+    parser.add_argument("--models", default=",".join(TABLE_MODELS), help="Table 2 rows to (re)run, comma-separated")
+    parser.add_argument("--merge-from", help="an earlier results folder: rows not rerun here, and AutoInt's tuned "
+                                             "extras for the sweeps if AutoInt is not retuned here")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--report-only", action="store_true", help="redraw results.md and figures from results.json")
     args = parser.parse_args(argv)
@@ -217,19 +249,36 @@ def main(argv=None) -> int:
               f"{result['test_auc']:.4f}  logloss {result['test_logloss']:.4f}  val AUC {result['val_auc']:.4f}  "
               f"best epoch {result['best_epoch']}  {result['seconds']} s", flush=True)
 
-    tuned = {}
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in TABLE_MODELS]
+    if unknown:
+        parser.error(f"--models: unknown {unknown}; choose from {list(TABLE_MODELS)}")
+    tuned, merged_runs = earlier_results(args.merge_from) if args.merge_from else ({}, [])
     if args.tune:
-        jobs = [{**base, "experiment": "tune", "label": json.dumps(s), "settings": s, "seed": 0} for s in TUNING_GRID]
+        jobs = [{**base, "experiment": "tune", "label": f"{model} {json.dumps(s)}", "model": model, "settings":
+                 {**TABLE_MODELS[model], **s}, "extras": s, "seed": 0} for model in models for s in grid_for(model)]
         tuning = run_jobs(jobs, args.workers, log)
-        best = max(tuning, key=lambda r: r["val_auc"])
-        tuned = best["settings"]
-        print(f"tuned on validation: {json.dumps(tuned)} (val AUC {best['val_auc']:.4f})", flush=True)
-        (out / "tuning.json").write_text(json.dumps(
-            [{k: r[k] for k in ("settings", "val_auc", "best_epoch")} for r in tuning], indent=1))
+        report = {}
+        for model in models:
+            tried = sorted((r for r in tuning if r["model"] == model), key=lambda r: -r["val_auc"])
+            tuned[model] = tried[0]["extras"]
+            report[model] = [{"extras": r["extras"], "val_auc": r["val_auc"], "best_epoch": r["best_epoch"]}
+                             for r in tried]
+            print(f"{model}: tuned on validation: {json.dumps(tuned[model])} (val AUC {tried[0]['val_auc']:.4f})",
+                  flush=True)
+        (out / "tuning.json").write_text(json.dumps(report, indent=1))
+    if args.seeds == 0:
+        return 0
     wanted = set(args.only.split(","))
     jobs = [{**base, "experiment": e, "label": label, "settings": settings, "seed": seed}
-            for seed in range(args.seeds) for e, label, settings in experiments(tuned) if e in wanted]
+            for seed in range(args.seeds) for e, label, settings in experiments(tuned, models) if e in wanted]
     results = run_jobs(jobs, args.workers, log)
+    command = "python " + " ".join(["benchmarks/reproduce.py", *sys.argv[1:]]) if argv is None else \
+        "python " + " ".join(["benchmarks/reproduce.py", *argv])
+    for r in results:
+        r["command"] = command
+    rerun = {(r["experiment"], r["label"]) for r in results}
+    results += [r for r in merged_runs if (r["experiment"], r["label"]) not in rerun and r["experiment"] in wanted]
     summary = summarise(results)
     from autoint.data import load_dataset
     info = _load(args.data_dir).describe()
@@ -237,10 +286,9 @@ def main(argv=None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
         device += f" ({torch.cuda.get_device_name(0)})"
-    meta = {"command": "python " + " ".join([Path(sys.argv[0]).name and "benchmarks/reproduce.py", *sys.argv[1:]]),
-            "data_dir": args.data_dir, "data_note": data_note(args.data_dir, info),
+    meta = {"command": command, "data_dir": args.data_dir, "data_note": data_note(args.data_dir, info),
             "device": device, "seeds": args.seeds, "tuned": tuned, "wall_seconds": time.perf_counter() - started,
-            "paper": PAPER}
+            "paper": PAPER, "merged_from": args.merge_from}
     (out / "results.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": results}, indent=1,
                                                  default=list))
     write_report(out, summary, meta)

@@ -34,3 +34,34 @@ def test_paper_page_shows_committed_results_beside_the_paper():
         assert row["AUC (paper)"] == paper.PAPER_ML1M[row["model"]][0]
     assert len(at.get("plotly_chart")) == 2
     assert any("not the full ML-1M" in w.value for w in at.warning)
+
+
+def test_reproduce_tunes_each_model_on_validation_and_merges_earlier_rows(synth_dir, tmp_path):
+    """`--tune` picks each rerun model's extras from its own grid by validation AUC; `--merge-from` fills the rows
+    not rerun from an earlier folder and the report says where each row ran."""
+    run = lambda *extra: subprocess.run(
+        [sys.executable, "benchmarks/reproduce.py", "--data-dir", str(synth_dir), "--epochs", "1", "--only", "table",
+         "--device", "cpu", *extra], cwd=REPO, check=True, capture_output=True, text=True, timeout=600)
+    earlier, later = tmp_path / "earlier", tmp_path / "later"
+    run("--seeds", "1", "--out", str(earlier))
+    run("--seeds", "1", "--tune", "--models", "FM,AutoInt w/o residual", "--merge-from", str(earlier),
+        "--out", str(later))
+    tuning = json.loads((later / "tuning.json").read_text())
+    assert set(tuning) == {"FM", "AutoInt w/o residual"}
+    assert [t["extras"] for t in tuning["FM"]] and len(tuning["FM"]) == 2  # {} and weight decay
+    assert len(tuning["AutoInt w/o residual"]) == 7
+    for model, tried in tuning.items():
+        assert tried[0]["val_auc"] == max(t["val_auc"] for t in tried)  # the best on validation comes first
+    results = paper.load_reproduction(later)
+    assert results["meta"]["tuned"]["FM"] == tuning["FM"][0]["extras"]
+    assert results["meta"]["tuned"]["AutoInt w/o residual"] == tuning["AutoInt w/o residual"][0]["extras"]
+    by_label = {r["label"]: r for r in results["runs"]}
+    assert set(by_label) == set(paper.PAPER_ML1M)
+    old = {r["label"]: r for r in paper.load_reproduction(earlier)["runs"]}
+    for label in ("LR", "AutoInt", "AutoInt+"):  # taken over unchanged, with the command that produced them
+        assert by_label[label]["test_auc"] == old[label]["test_auc"]
+        assert "--tune" not in by_label[label]["command"]
+    assert "--tune" in by_label["FM"]["command"]
+    w_o = results["summary"]["table"]["AutoInt w/o residual"]
+    assert w_o["device"] == "cpu" and "--merge-from" in w_o["command"]
+    assert f"come from `{earlier}`" in (later / "results.md").read_text()
