@@ -45,22 +45,29 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-renderer-backgrounding", "--disable-background-timer-throttling",
                  "--disable-backgrounding-occluded-windows",
                  "--disable-features=CalculateNativeWinOcclusion,IntensiveWakeUpThrottling"]
-# Counts the app's finished script runs: stApp's data-test-script-state goes running -> notRunning.
-COUNT_RUNS = """
-window.__runsDone = 0;
-new MutationObserver(records => {
-  for (const r of records) {
-    if (r.target.getAttribute('data-test-script-state') === 'notRunning' && r.oldValue !== 'notRunning')
-      window.__runsDone += 1;
-  }
-}).observe(document, {subtree: true, attributes: true, attributeOldValue: true,
-                      attributeFilter: ['data-test-script-state']});
-"""
+# What the page shows for the current sample: the attention grid's values (the first Plotly chart) and the
+# predicted CTR. A pick is done when the script run has ended and this has changed, i.e. the new sample's
+# charts are drawn. (Counting the run-state attribute's flips instead missed runs under load: React batches
+# the "running" and "not running" updates into one render when both messages arrive in one task.)
+SIGNATURE = """() => {
+  const grid = document.querySelector('.js-plotly-plot');
+  const ctr = document.querySelector('[data-testid="stMetricValue"]');
+  return JSON.stringify([grid && grid.data ? grid.data.map(t => t.z) : null, ctr ? ctr.innerText : null]);
+}"""
 READY = """charts => {
   const app = document.querySelector('[data-testid="stApp"]');
   return app && app.getAttribute('data-test-script-state') === 'notRunning'
     && !document.querySelector('[data-testid="stSkeleton"]')
     && document.querySelectorAll('.js-plotly-plot .main-svg').length >= charts;
+}"""
+PAGE_STATE = """([label, before]) => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  const box = [...document.querySelectorAll('[data-testid="stSelectbox"]')].find(e => e.innerText.includes(label));
+  return {script_state: app && app.getAttribute('data-test-script-state'),
+          sample_changed: before !== null && (""" + SIGNATURE + """)() !== before,
+          selected: box ? [...box.querySelectorAll('input')].map(i => i.value).join(' ') : null,
+          charts: document.querySelectorAll('.js-plotly-plot .main-svg').length,
+          skeletons: document.querySelectorAll('[data-testid="stSkeleton"]').length};
 }"""
 CHARTS = 3  # the Explore page: attention grid, enlarged head, attributions
 
@@ -156,18 +163,63 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu() -> dict[int, tuple[str, float]]:
+    """Every process's name (/proc/PID/comm) and CPU seconds so far."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as fh:
+                    out[int(entry)] = (fh.read().strip(), cpu_seconds(int(entry)))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
 class MemorySampler(threading.Thread):
+    """The server's RSS every `every` s; and, once a second, the CPU seconds of every process (by name), so the
+    run can say where the cores went: the server, chromium (browser, renderers, GPU and utility processes), the
+    Playwright driver, this harness, or something else on the machine. A process's last reading is kept after
+    it exits; `mark()` sets the zero."""
+
     def __init__(self, pid: int, every: float = 0.25):
         super().__init__(daemon=True)
         self.pid, self.every, self.peak, self.samples = pid, every, 0.0, []
+        self.zero, self.latest = {}, {}
         self.halt = threading.Event()
 
+    def sample_cpu(self) -> None:
+        self.latest.update(process_cpu())
+
+    def mark(self) -> None:
+        self.zero = process_cpu()
+
+    def cpu_by_name(self) -> dict[str, float]:
+        totals = {}
+        for pid, (name, seconds) in self.latest.items():
+            before = self.zero.get(pid)
+            used = seconds - before[1] if before and before[0] == name else seconds
+            label = "server (streamlit)" if pid == self.pid else "harness (python)" if pid == os.getpid() else name
+            totals[label] = totals.get(label, 0.0) + used
+        return {k: round(v, 1) for k, v in sorted(totals.items(), key=lambda kv: -kv[1]) if v >= 0.1}
+
     def run(self) -> None:
+        ticks = 0
         while not self.halt.is_set():
             try:
                 value = rss_mib(self.pid)
+                if ticks % max(1, round(1 / self.every)) == 0:
+                    self.sample_cpu()
             except OSError:
                 return
+            ticks += 1
             self.peak = max(self.peak, value)
             self.samples.append((time.monotonic(), value))
             self.halt.wait(self.every)
@@ -193,11 +245,11 @@ def cache_entries(url: str) -> dict:
 
 # ----------------------------------------------------------------------------- one session
 
-async def settle(page, before: int | None, timeout_ms: float) -> None:
-    """Wait for a script run that ended after `before` runs had (None: the first load), with charts drawn."""
-    if before is not None:
-        await page.wait_for_function(f"() => window.__runsDone > {before}", timeout=timeout_ms, polling=100)
-    await page.wait_for_function(f"({READY})({CHARTS})", timeout=timeout_ms, polling=100)
+async def settle(page, before: str | None, timeout_ms: float) -> None:
+    """Wait for the end of a script run with the charts drawn; after a pick (`before`: the page's SIGNATURE at the
+    click), charts that show the new sample."""
+    await page.wait_for_function(f"([charts, before]) => ({READY})(charts) && (before === null || ({SIGNATURE})() "
+                                 "!== before)", arg=[CHARTS, before], timeout=timeout_ms, polling=100)
 
 
 async def page_errors(page) -> list[str]:
@@ -214,7 +266,6 @@ async def explore(index: int, browser, url: str, seconds: float, max_steps: int,
     result["sessions"].append(record)
     try:
         page = await context.new_page()
-        await page.add_init_script(COUNT_RUNS)
         started = time.perf_counter()
         await page.goto(url, timeout=step_timeout_s * 1000)
         await settle(page, None, step_timeout_s * 1000)
@@ -228,8 +279,9 @@ async def explore(index: int, browser, url: str, seconds: float, max_steps: int,
         user, movie = None, None
         while time.monotonic() < end and record["steps"] < max_steps:
             record["steps"] += 1
+            label, before, option = "", None, ""
             try:
-                before = await page.evaluate("() => window.__runsDone")
+                before = await page.evaluate(SIGNATURE)
                 if record["steps"] % 2:
                     user = rng.choice([u for u in users if u != user])
                     label, typed, option = "User", str(user), f"user {user}"
@@ -267,6 +319,12 @@ async def explore(index: int, browser, url: str, seconds: float, max_steps: int,
                 record["errors"] += [f"step {record['steps']}: {e}" for e in errors]
             except Exception as exc:  # a timeout or a lost page: counted, then the session starts over
                 record["errors"].append(f"step {record['steps']}: {type(exc).__name__}: {str(exc)[:300]}")
+                try:  # what the page showed when the step gave up: did the pick take, did a run end, any charts?
+                    shown_state = await page.evaluate(PAGE_STATE, [label, before])
+                    record["errors"].append(f"step {record['steps']} (page state): "
+                                            + json.dumps({"wanted": option, **shown_state}))
+                except Exception:
+                    pass
                 try:
                     shown = await page_errors(page)
                     record["errors"] += [f"step {record['steps']} (on the page): {e}" for e in shown]
@@ -297,8 +355,10 @@ async def drive(url: str, server_pid: int, sessions: int, seconds: float, max_st
                 titles: dict[int, str], step_timeout_s: float, sampler: MemorySampler, ramp_s: float) -> dict:
     from playwright.async_api import async_playwright
     result = {"sessions": [], "rss_mib": {"idle": rss_mib(server_pid)}}
+    sampler.mark()
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser_started = time.monotonic()
         try:
             go, first_ready = asyncio.Event(), asyncio.Event()
             # One session first, to measure the server with one session; then the rest join it.
@@ -323,6 +383,8 @@ async def drive(url: str, server_pid: int, sessions: int, seconds: float, max_st
             await asyncio.wait_for(asyncio.gather(*tasks), seconds + 4 * step_timeout_s)
             result["explore_wall_s"] = time.monotonic() - started
             result["rss_mib"]["after"] = rss_mib(server_pid)
+            sampler.sample_cpu()
+            result["browser_wall_s"] = time.monotonic() - browser_started
         finally:
             await browser.close()
     result["rss_mib"]["peak"] = sampler.peak
@@ -369,7 +431,7 @@ def run(sessions: int = 20, seconds: float = 60.0, max_steps: int = 400, step_ti
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "cpus": os.cpu_count(),
-            "steps": len(times), "errors": len(errors), "harness_retries": sum(r["retries"] for r in result["sessions"]), "error_samples": errors[:10],
+            "steps": len(times), "errors": len(errors), "harness_retries": sum(r["retries"] for r in result["sessions"]), "error_samples": errors[:40],
             "sessions_with_charts": sum(r["charts"] > 0 for r in result["sessions"]),
             "picks_per_session": [len(r["times"]) for r in sorted(result["sessions"], key=lambda r: r["session"])],
             "charts_per_session": [r["charts"] for r in sorted(result["sessions"], key=lambda r: r["session"])],
@@ -385,6 +447,8 @@ def run(sessions: int = 20, seconds: float = 60.0, max_steps: int = 400, step_ti
             "rss_growth_vs_cached_state": round((rss["all_sessions_loaded"] - rss["one_session"])
                                                 / max(sessions - 1, 1) / setup["cached_state_mib"], 3)
             if setup["cached_state_mib"] else None,
+            "browser_part_wall_s": round(result.get("browser_wall_s", 0), 1),
+            "cpu_seconds_while_browsing": sampler.cpu_by_name(),
             "cache_entries_one_session": result.get("cache_one_session"),
             "cache_entries_all_sessions": result.get("cache_all_sessions"),
         }
