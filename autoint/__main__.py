@@ -69,7 +69,8 @@ def cmd_train(args) -> int:
     model_config = model_config_from(args)  # refuse bad settings before reading any data
     clean_staging(Path(args.out).parent, older_than_s=STALE_STAGING_S)  # what a killed save left, if any
     train_config = TrainConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
-                               weight_decay=args.weight_decay, seed=args.seed, device=args.device)
+                               weight_decay=args.weight_decay, lr_decay=args.lr_decay, seed=args.seed,
+                               device=args.device)
     dataset = load_dataset(args.data_dir, with_ids=args.with_ids)
     callback = None
     if args.progress_jsonl:
@@ -223,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-decay", type=float, default=1.0,
+                   help="multiply the learning rate by this after each epoch without a better validation AUC")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=2019)
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")

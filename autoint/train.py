@@ -47,6 +47,7 @@ class TrainConfig:
     batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 0.0
+    lr_decay: float = 1.0  # the learning rate is multiplied by this after each epoch without a better val AUC
     seed: int = 2019
     device: str | None = None  # None: CUDA when present, else CPU
 
@@ -66,6 +67,10 @@ class TrainConfig:
         if not isinstance(self.weight_decay, (int, float)) or not math.isfinite(self.weight_decay) \
                 or not 0 <= self.weight_decay < 1:
             raise ConfigError(f"weight_decay={self.weight_decay!r} is out of range: choose a number in [0, 1).")
+        if isinstance(self.lr_decay, bool) or not isinstance(self.lr_decay, (int, float)) \
+                or not math.isfinite(self.lr_decay) or not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"lr_decay={self.lr_decay!r} is out of range: choose a factor in (0, 1], e.g. 0.5; "
+                              "1 keeps the learning rate constant.")
         if self.device is not None:
             pick_device(self.device)
 
@@ -159,6 +164,12 @@ class TrainStep:
         loss.backward()
         self.optimizer.step()
         return loss.detach()
+
+    def scale_lr(self, factor: float) -> None:
+        """Multiply the learning rate; a recorded graph holds the old rate, so it is recorded again."""
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+        self.graph, self.eager_full_steps = None, 0
 
     def __call__(self, x: FieldTensors, y: torch.Tensor) -> torch.Tensor:
         if not self.use_graph:
@@ -255,7 +266,7 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
             diverged = f"the validation logloss became {val['logloss']} after epoch {epoch}"
             break
         record = {"epoch": epoch, "train_loss": train_loss, "val_auc": val["auc"], "val_logloss": val["logloss"],
-                  "seconds": epoch_seconds[-1]}
+                  "seconds": epoch_seconds[-1], "lr": optimizer.param_groups[0]["lr"]}
         history.append(record)
         if progress:
             tqdm.write(f"epoch {epoch}: loss {train_loss:.4f}  val AUC {val['auc']:.4f}  "
@@ -265,6 +276,8 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
+            if train_config.lr_decay != 1.0:
+                train_step.scale_lr(train_config.lr_decay)
         if callback is not None and callback({"event": "epoch", **record, "epochs": train_config.epochs}) is False:
             _restore(model, best_state)
             raise TrainingCancelled(f"cancelled after epoch {epoch}")

@@ -29,9 +29,10 @@ from autoint.paper import PAPER_ML1M as PAPER  # noqa: E402  (the path must be s
 
 TUNING_GRID = [  # candidates the issue names; chosen on validation AUC only
     {}, {"dropout": 0.1}, {"dropout": 0.2}, {"layer_norm": True}, {"scaled_attention": True},
-    {"weight_decay": 1e-6}, {"dropout": 0.1, "weight_decay": 1e-6},
+    {"weight_decay": 1e-6}, {"dropout": 0.1, "weight_decay": 1e-6}, {"lr_decay": 0.5},
 ]
-LINEAR_GRID = [{}, {"weight_decay": 1e-6}]  # LR and FM have no attention and no dropout: only regularisation
+# LR and FM have no attention and no dropout: regularisation and the schedule only
+LINEAR_GRID = [{}, {"weight_decay": 1e-6}, {"lr_decay": 0.5}]
 TABLE_MODELS = {  # Tables 2, 4 and 5, before any tuned extras
     "LR": {"kind": "lr"},
     "FM": {"kind": "fm", "embed_dim": 16},
@@ -39,7 +40,7 @@ TABLE_MODELS = {  # Tables 2, 4 and 5, before any tuned extras
     "AutoInt": {},
     "AutoInt+": {"dnn_hidden": (400, 400)},
 }
-TRAIN_KEYS = {"weight_decay", "lr"}
+TRAIN_KEYS = {"weight_decay", "lr", "lr_decay"}
 
 
 def grid_for(model: str) -> list[dict]:
@@ -222,6 +223,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tune", action="store_true", help="pick each model's extras on validation first")
     parser.add_argument("--only", default="table,depth,embedding", help="experiments to run")
     parser.add_argument("--models", default=",".join(TABLE_MODELS), help="Table 2 rows to (re)run, comma-separated")
+    parser.add_argument("--reuse-tuning", help="a folder whose tuning.json holds candidates already trained (same "
+                                               "data, epochs and patience): only the others are trained")
     parser.add_argument("--merge-from", help="an earlier results folder: rows not rerun here, and AutoInt's tuned "
                                              "extras for the sweeps if AutoInt is not retuned here")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
@@ -255,15 +258,23 @@ def main(argv=None) -> int:
         parser.error(f"--models: unknown {unknown}; choose from {list(TABLE_MODELS)}")
     tuned, merged_runs = earlier_results(args.merge_from) if args.merge_from else ({}, [])
     if args.tune:
+        # Candidates an earlier tuning run (same data, epochs, patience, seed 0) already trained are not retrained.
+        earlier = json.loads((Path(args.reuse_tuning) / "tuning.json").read_text()) if args.reuse_tuning else {}
+        key = lambda extras: json.dumps(extras, sort_keys=True)
+        done = {(model, key(t["extras"])): {**t, "reused_from": t.get("reused_from", args.reuse_tuning)}
+                for model, tried in earlier.items() for t in tried}
         jobs = [{**base, "experiment": "tune", "label": f"{model} {json.dumps(s)}", "model": model, "settings":
-                 {**TABLE_MODELS[model], **s}, "extras": s, "seed": 0} for model in models for s in grid_for(model)]
+                 {**TABLE_MODELS[model], **s}, "extras": s, "seed": 0}
+                for model in models for s in grid_for(model) if (model, key(s)) not in done]
         tuning = run_jobs(jobs, args.workers, log)
         report = {}
         for model in models:
-            tried = sorted((r for r in tuning if r["model"] == model), key=lambda r: -r["val_auc"])
+            tried = [{"extras": r["extras"], "val_auc": r["val_auc"], "best_epoch": r["best_epoch"]}
+                     for r in tuning if r["model"] == model]
+            tried += [done[(model, key(s))] for s in grid_for(model) if (model, key(s)) in done]
+            tried.sort(key=lambda r: -r["val_auc"])
             tuned[model] = tried[0]["extras"]
-            report[model] = [{"extras": r["extras"], "val_auc": r["val_auc"], "best_epoch": r["best_epoch"]}
-                             for r in tried]
+            report[model] = tried
             print(f"{model}: tuned on validation: {json.dumps(tuned[model])} (val AUC {tried[0]['val_auc']:.4f})",
                   flush=True)
         (out / "tuning.json").write_text(json.dumps(report, indent=1))

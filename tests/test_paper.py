@@ -48,8 +48,9 @@ def test_reproduce_tunes_each_model_on_validation_and_merges_earlier_rows(synth_
         "--out", str(later))
     tuning = json.loads((later / "tuning.json").read_text())
     assert set(tuning) == {"FM", "AutoInt w/o residual"}
-    assert [t["extras"] for t in tuning["FM"]] and len(tuning["FM"]) == 2  # {} and weight decay
-    assert len(tuning["AutoInt w/o residual"]) == 7
+    grids = reproduce_module()
+    assert len(tuning["FM"]) == len(grids.LINEAR_GRID) == 3  # {}, weight decay, the schedule
+    assert len(tuning["AutoInt w/o residual"]) == len(grids.TUNING_GRID) == 8
     for model, tried in tuning.items():
         assert tried[0]["val_auc"] == max(t["val_auc"] for t in tried)  # the best on validation comes first
     results = paper.load_reproduction(later)
@@ -65,3 +66,18 @@ def test_reproduce_tunes_each_model_on_validation_and_merges_earlier_rows(synth_
     w_o = results["summary"]["table"]["AutoInt w/o residual"]
     assert w_o["device"] == "cpu" and "--merge-from" in w_o["command"]
     assert f"come from `{earlier}`" in (later / "results.md").read_text()
+    # Tuning again with the earlier candidates reused trains nothing new and picks the same extras.
+    third = tmp_path / "third"
+    run("--seeds", "0", "--tune", "--models", "FM", "--reuse-tuning", str(later), "--out", str(third))
+    assert (third / "runs.jsonl").read_text() == ""
+    again = json.loads((third / "tuning.json").read_text())["FM"]
+    assert [t["extras"] for t in again] == [t["extras"] for t in tuning["FM"]]
+    assert all(t["reused_from"] == str(later) for t in again)
+
+
+def reproduce_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("reproduce", REPO / "benchmarks" / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

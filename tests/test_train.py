@@ -50,6 +50,25 @@ def test_early_stopping_restores_best_epoch(synth_dataset):
     assert r.metrics["val_auc"] == pytest.approx(best["val_auc"], abs=1e-9)
 
 
+def test_lr_decay_halves_the_rate_after_each_epoch_without_a_better_validation_auc(synth_dataset, monkeypatch):
+    import autoint.train as training
+    real_evaluate, val_aucs = training.evaluate, iter([0.60, 0.70, 0.65, 0.66, 0.80, 0.79])
+
+    def scripted(model, x, y):  # validation AUCs as scripted (the test split is evaluated for real at the end)
+        metrics = real_evaluate(model, x, y)
+        return {**metrics, "auc": next(val_aucs, metrics["auc"])}
+
+    monkeypatch.setattr(training, "evaluate", scripted)
+    r = train(synth_dataset, AutoIntConfig(embed_dim=4, attn_dim=4, layers=1),
+              TrainConfig(epochs=6, patience=6, lr=0.01, lr_decay=0.5, seed=3, device="cpu"), progress=False)
+    # epochs 3 and 4 do not beat 0.70 and epoch 6 does not beat 0.80: the rate halves after each of them
+    assert [h["lr"] for h in r.history] == pytest.approx([0.01, 0.01, 0.01, 0.005, 0.0025, 0.0025])
+    assert r.metrics["best_epoch"] == 5
+    constant = train(synth_dataset, AutoIntConfig(embed_dim=4, attn_dim=4, layers=1),
+                     TrainConfig(epochs=3, patience=3, lr=0.01, seed=3, device="cpu"), progress=False)
+    assert [h["lr"] for h in constant.history] == [0.01] * 3
+
+
 def test_callback_sees_progress_and_can_cancel(synth_dataset):
     from autoint.train import TrainingCancelled
     events = []
@@ -126,7 +145,8 @@ def test_registry_lists_only_complete_runs(trained_run, tmp_path):
 
 def test_impossible_training_settings():
     for kwargs, message in [({"lr": float("nan")}, "lr=nan"), ({"batch_size": 0}, "batch_size=0"),
-                            ({"epochs": 0}, "epochs=0")]:
+                            ({"epochs": 0}, "epochs=0"), ({"lr_decay": 0.0}, "lr_decay=0.0"),
+                            ({"lr_decay": 1.5}, "lr_decay=1.5")]:
         with pytest.raises(ConfigError, match=message):
             TrainConfig(**kwargs)
 
