@@ -262,7 +262,8 @@ async def explore(index: int, browser, url: str, seconds: float, max_steps: int,
                   go: asyncio.Event) -> None:
     rng = random.Random(index)
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    record = {"session": index, "first_load_s": None, "steps": 0, "charts": 0, "times": [], "errors": [], "retries": 0}
+    record = {"session": index, "first_load_s": None, "steps": 0, "charts": 0, "times": [], "errors": [], "retries": 0,
+              "page_states": []}
     result["sessions"].append(record)
     try:
         page = await context.new_page()
@@ -321,8 +322,7 @@ async def explore(index: int, browser, url: str, seconds: float, max_steps: int,
                 record["errors"].append(f"step {record['steps']}: {type(exc).__name__}: {str(exc)[:300]}")
                 try:  # what the page showed when the step gave up: did the pick take, did a run end, any charts?
                     shown_state = await page.evaluate(PAGE_STATE, [label, before])
-                    record["errors"].append(f"step {record['steps']} (page state): "
-                                            + json.dumps({"wanted": option, **shown_state}))
+                    record["page_states"].append({"step": record["steps"], "wanted": option, **shown_state})
                 except Exception:
                     pass
                 try:
@@ -432,6 +432,8 @@ def run(sessions: int = 20, seconds: float = 60.0, max_steps: int = 400, step_ti
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "cpus": os.cpu_count(),
             "steps": len(times), "errors": len(errors), "harness_retries": sum(r["retries"] for r in result["sessions"]), "error_samples": errors[:40],
+            "page_state_at_errors": [{"session": r["session"], **state} for r in result["sessions"]
+                                     for state in r["page_states"]][:20],
             "sessions_with_charts": sum(r["charts"] > 0 for r in result["sessions"]),
             "picks_per_session": [len(r["times"]) for r in sorted(result["sessions"], key=lambda r: r["session"])],
             "charts_per_session": [r["charts"] for r in sorted(result["sessions"], key=lambda r: r["session"])],
