@@ -7,10 +7,11 @@ Trains every model over several seeds on one fixed 80/10/10 split, writes
 paper's numbers) and Plotly figures (`depth.html`, `embedding.html`) into --out. Each
 model is picked at its best validation epoch (early stopping on validation AUC); the test
 split is only ever read for the final figures. `--tune` first picks each model's extras on
-validation (seed 0) from that model's grid (dropout / layer norm / scaling / weight decay for the
-AutoInt variants, weight decay for LR and FM); the sweeps use AutoInt's. `--seeds 0` stops after
-tuning. `--models` reruns some of Table 2's rows and `--merge-from` takes the others from an earlier
-results folder, saying per row where and how it ran.
+validation (seed 0) from that model's grid (dropout / layer norm / scaling for the AutoInt variants;
+weight decay, a learning-rate schedule and two other rates for all); the sweeps use AutoInt's. `--seeds 0`
+stops after tuning, `--reuse-tuning` skips candidates an earlier tuning run trained. `--models` reruns some
+of Table 2's rows and `--merge-from` takes every other row from an earlier results folder, saying per row
+where and how it ran.
 """
 from __future__ import annotations
 
@@ -29,10 +30,10 @@ from autoint.paper import PAPER_ML1M as PAPER  # noqa: E402  (the path must be s
 
 TUNING_GRID = [  # candidates the issue names; chosen on validation AUC only
     {}, {"dropout": 0.1}, {"dropout": 0.2}, {"layer_norm": True}, {"scaled_attention": True},
-    {"weight_decay": 1e-6}, {"dropout": 0.1, "weight_decay": 1e-6}, {"lr_decay": 0.5},
+    {"weight_decay": 1e-6}, {"dropout": 0.1, "weight_decay": 1e-6}, {"lr_decay": 0.5}, {"lr": 2e-3}, {"lr": 5e-4},
 ]
-# LR and FM have no attention and no dropout: regularisation and the schedule only
-LINEAR_GRID = [{}, {"weight_decay": 1e-6}, {"lr_decay": 0.5}]
+# LR and FM have no attention and no dropout: regularisation and the learning rate only
+LINEAR_GRID = [{}, {"weight_decay": 1e-6}, {"lr_decay": 0.5}, {"lr": 2e-3}, {"lr": 5e-4}]
 TABLE_MODELS = {  # Tables 2, 4 and 5, before any tuned extras
     "LR": {"kind": "lr"},
     "FM": {"kind": "fm", "embed_dim": 16},
@@ -225,8 +226,9 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default=",".join(TABLE_MODELS), help="Table 2 rows to (re)run, comma-separated")
     parser.add_argument("--reuse-tuning", help="a folder whose tuning.json holds candidates already trained (same "
                                                "data, epochs and patience): only the others are trained")
-    parser.add_argument("--merge-from", help="an earlier results folder: rows not rerun here, and AutoInt's tuned "
-                                             "extras for the sweeps if AutoInt is not retuned here")
+    parser.add_argument("--merge-from", help="an earlier results folder: every row (table or sweep) not rerun here "
+                                             "comes from it, and AutoInt's tuned extras for the sweeps unless "
+                                             "AutoInt is retuned here")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--report-only", action="store_true", help="redraw results.md and figures from results.json")
     args = parser.parse_args(argv)
@@ -289,7 +291,7 @@ def main(argv=None) -> int:
     for r in results:
         r["command"] = command
     rerun = {(r["experiment"], r["label"]) for r in results}
-    results += [r for r in merged_runs if (r["experiment"], r["label"]) not in rerun and r["experiment"] in wanted]
+    results += [r for r in merged_runs if (r["experiment"], r["label"]) not in rerun]
     summary = summarise(results)
     from autoint.data import load_dataset
     info = _load(args.data_dir).describe()

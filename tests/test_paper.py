@@ -49,8 +49,8 @@ def test_reproduce_tunes_each_model_on_validation_and_merges_earlier_rows(synth_
     tuning = json.loads((later / "tuning.json").read_text())
     assert set(tuning) == {"FM", "AutoInt w/o residual"}
     grids = reproduce_module()
-    assert len(tuning["FM"]) == len(grids.LINEAR_GRID) == 3  # {}, weight decay, the schedule
-    assert len(tuning["AutoInt w/o residual"]) == len(grids.TUNING_GRID) == 8
+    assert len(tuning["FM"]) == len(grids.LINEAR_GRID) == 5  # {}, weight decay, the schedule, two rates
+    assert len(tuning["AutoInt w/o residual"]) == len(grids.TUNING_GRID) == 10
     for model, tried in tuning.items():
         assert tried[0]["val_auc"] == max(t["val_auc"] for t in tried)  # the best on validation comes first
     results = paper.load_reproduction(later)
