@@ -100,7 +100,7 @@ def earlier_results(folder: str) -> tuple[dict, list[dict]]:
     hold one `tuned` dict that every AutoInt variant used."""
     saved = json.loads((Path(folder) / "results.json").read_text())
     tuned = saved["meta"].get("tuned") or {}
-    if not set(tuned) <= set(TABLE_MODELS):
+    if not tuned or not set(tuned) <= set(TABLE_MODELS):
         tuned = {model: tuned for model in TABLE_MODELS if model not in ("LR", "FM")}
     for run in saved["runs"]:
         run.setdefault("command", saved["meta"]["command"])
