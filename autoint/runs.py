@@ -38,6 +38,8 @@ MAX_HEADER_BYTES = 1 << 20  # a safetensors header lists a few dozen tensors
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STALE_STAGING_S = 300.0  # a staging folder untouched this long belongs to a killed save, not a running one
 FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+# What `save_run` leaves while it works: `.NAME.tmp-*` (being written) and `.NAME.old-*` (being replaced).
+STAGED = re.compile(r"^\.(.+)\.(tmp|old)-[A-Za-z0-9_]+$")
 MAX_FIELD_VALUES = 64  # slots of a multi-valued field (MovieLens has at most 6 genres)
 SAFETENSORS_DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16,
                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
@@ -300,7 +302,8 @@ def list_runs(root: str | os.PathLike) -> list[dict]:
 def _list_runs(root: Path) -> tuple[list[dict], bool]:
     out, raced = [], False
     for path in sorted(root.iterdir()):
-        if re.match(r"^\..+\.old-[A-Za-z0-9_]+$", path.name):
+        staged = STAGED.match(path.name)
+        if staged and staged.group(2) == "old":
             raced = True
         if path.name.startswith(".") or not path.is_dir():
             continue
@@ -336,7 +339,7 @@ def _clean_staging(root: Path, older_than_s: float) -> list[str]:
     removed = []
     now = time.time()
     for path in sorted(root.iterdir()):
-        staged = re.match(r"^\.(.+)\.(tmp|old)-[A-Za-z0-9_]+$", path.name)
+        staged = STAGED.match(path.name)
         if not staged or not path.is_dir() or path.is_symlink():
             continue
         try:
