@@ -29,7 +29,8 @@ results = load(folder)
 meta, summary = results["meta"], results["summary"]
 st.warning(f"**Data: {meta['data_note']}.** The paper used the full MovieLens-1M; compare the ordering and the "
            "gaps between models, not the absolute numbers.", icon=":material/info:")
-st.markdown(f"Device: {meta['device']} · {meta['seeds']} seeds · tuned extras chosen on validation: "
+device_label = "Device of this command" if meta.get("merged_from") else "Device"
+st.markdown(f"{device_label}: {meta['device']} · {meta['seeds']} seeds · tuned extras chosen on validation: "
             f"`{meta.get('tuned') or 'none'}` · command: `{meta['command']}`"
             + (f" · rows not rerun by it come from `{meta['merged_from']}` (the table's device column says where "
                "each row ran)" if meta.get("merged_from") else ""))

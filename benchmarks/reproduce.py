@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -286,8 +287,7 @@ def main(argv=None) -> int:
     jobs = [{**base, "experiment": e, "label": label, "settings": settings, "seed": seed}
             for seed in range(args.seeds) for e, label, settings in experiments(tuned, models) if e in wanted]
     results = run_jobs(jobs, args.workers, log)
-    command = "python " + " ".join(["benchmarks/reproduce.py", *sys.argv[1:]]) if argv is None else \
-        "python " + " ".join(["benchmarks/reproduce.py", *argv])
+    command = shlex.join(["python", "benchmarks/reproduce.py", *(sys.argv[1:] if argv is None else argv)])
     for r in results:
         r["command"] = command
     rerun = {(r["experiment"], r["label"]) for r in results}
