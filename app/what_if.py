@@ -6,7 +6,7 @@ import streamlit as st
 
 from app import state
 from autoint.explain import METHOD_NAMES, what_if
-from autoint.figures import attention_heatmap, attribution_bars, difference_heatmap, transition_labels
+from autoint.figures import attention_before_after, attribution_bars, difference_heatmap, transition_labels
 from autoint.schema import UNKNOWN
 
 folder, cat, run_path, model, sample = state.exploring()
@@ -96,15 +96,11 @@ if model.config.layers:
         return chosen.mean(axis=0) if head == "mean of heads" else chosen[head - 1]
 
     where = f"layer {layer}, {head if head == 'mean of heads' else f'head {head}'}"
-    zmax = float(max(view(before.attention).max(), view(after.attention).max()))
-    left, right = st.columns(2)
-    with left:
-        state.show_figure(attention_heatmap(view(before.attention), before.labels, title=f"Before · {where}",
-                                            zmax=zmax), "attention-before", "whatif_before")
-    with right:
-        state.show_figure(attention_heatmap(view(after.attention), after.labels, title=f"After · {where}",
-                                            zmax=zmax), "attention-after", "whatif_after")
-    state.show_figure(difference_heatmap(view(result.attention_change), transition_labels(before.labels, after.labels),
+    labels = transition_labels(before.labels, after.labels)
+    state.show_figure(attention_before_after(view(before.attention), view(after.attention), labels,
+                                             title=f"Attention before and after · {where}"),
+                      "attention-before-after", "whatif_before_after")
+    state.show_figure(difference_heatmap(view(result.attention_change), labels,
                                          title=f"Change in attention (after − before) · {where}"),
                       "attention-change", "whatif_difference")
 

@@ -137,6 +137,23 @@ def attention_grid(attention, labels: Sequence[str], *, title: str = "Attention 
     return fig
 
 
+def attention_before_after(before, after, labels: Sequence[str], *, title: str = "Attention before and after"
+                           ) -> go.Figure:
+    """Two (fields, fields) attention maps side by side on ONE colour scale, the row labels written once (use
+    `transition_labels` so an edited field reads `Genre=Action → Comedy`), so a what-if compares like with like."""
+    before, labels = _square("before", before, labels)
+    after, _ = _square("after", after, labels)
+    traces = [_heatmap_trace(matrix, labels, field_names(labels), f"{name}<br>{QUERY_AXIS}: %{{y}}<br>{KEY_AXIS}: %{{x}}",
+                             value_format=".2f", show_values=True, coloraxis="coloraxis")
+              for name, matrix in (("before", before), ("after", after))]
+    fig = go.Figure(traces, _grid_layout(1, 2, ["Before", "After"], traces))
+    fig.update_layout(title=title, coloraxis=dict(colorscale=ATTENTION_SCALE, cmin=0.0,
+                                                  cmax=max(float(before.max()), float(after.max()), 1e-6),
+                                                  colorbar=dict(title="weight")),
+                      height=max(360, 200 + CELL_PX * len(labels)), margin=dict(l=10, r=10, t=80, b=10))
+    return fig
+
+
 def _grid_layout(rows: int, cols: int, titles: Sequence[str], traces: Sequence[go.Heatmap]) -> dict:
     """Axes for a rows x cols grid of heatmaps that share their field axes, and assign `traces` to them
     in row-major order. Built by hand: plotly's make_subplots costs ~80 ms, most of a rerun's budget."""

@@ -145,8 +145,10 @@ def test_what_if_edit_changes_ctr_and_attention_as_the_library_says(app_env, tra
     assert exact(metric(at, "CTR before")) == pytest.approx(expected.before.ctr, abs=1e-6)
     assert exact(metric(at, "CTR after")) == pytest.approx(expected.after.ctr, abs=1e-6)
     assert abs(expected.ctr_change) > 1e-4  # the edit matters, so the test can see it
-    after = chart(at, "After · layer 1")
-    np.testing.assert_allclose(array(after["data"][0]["z"]), expected.after.attention[0].mean(0), atol=1e-6)
+    both = chart(at, "Attention before and after · layer 1")
+    np.testing.assert_allclose(array(both["data"][0]["z"]), expected.before.attention[0].mean(0), atol=1e-6)
+    np.testing.assert_allclose(array(both["data"][1]["z"]), expected.after.attention[0].mean(0), atol=1e-6)
+    assert both["data"][1]["y"] == chart(at, "Change in attention")["data"][0]["y"]  # one set of row labels
     difference = chart(at, "Change in attention")
     np.testing.assert_allclose(array(difference["data"][0]["z"]), expected.attention_change[0].mean(0), atol=1e-6)
     assert any(label.startswith("Gender=") and label.endswith(f"→ {other}") for label in difference["data"][0]["y"])

@@ -22,7 +22,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 PAGES = [  # (sidebar link, url path, charts and tables the page draws when ready)
     ("Explore", "", 3, 0),
-    ("What-if", "what-if", 4, 0),
+    ("What-if", "what-if", 3, 0),
     ("Dataset correlations", "correlations", 1, 1),
     ("Train", "train", 0, 1),
     ("Recommend", "recommend", 0, 1),

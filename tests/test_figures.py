@@ -40,6 +40,25 @@ def test_grid_has_one_trace_per_head_and_one_shared_colour_scale():
     assert [a.text for a in fig.layout.annotations][:2] == ["layer 1, head 1", "layer 1, head 2"]
 
 
+def test_before_after_shares_one_colour_scale_and_writes_row_labels_once():
+    weights = attention(layers=1, heads=2)
+    before, after = weights[0, 0], weights[0, 1] * 1.5
+    labels = figures.transition_labels(LABELS, ["Gender=F", *LABELS[1:]])
+    fig = figures.attention_before_after(before, after, labels)
+    assert len(fig.data) == 2
+    for trace, matrix in zip(fig.data, (before, after)):
+        np.testing.assert_allclose(np.asarray(trace.z), matrix)
+        assert trace.coloraxis == "coloraxis" and list(trace.y) == labels and "%{z:.2f}" in trace.texttemplate
+    assert labels[0] == "Gender=M → F"
+    assert fig.layout.coloraxis.cmax == pytest.approx(max(before.max(), after.max()))
+    assert fig.layout.yaxis.showticklabels and not fig.layout.yaxis2.showticklabels
+    assert [a.text for a in fig.layout.annotations] == ["Before", "After"]
+    with pytest.raises(FigureError, match="after must be square"):
+        figures.attention_before_after(before, np.ones((3, 2)), labels)
+    with pytest.raises(FigureError, match="2 labels"):
+        figures.attention_before_after(before, after, labels[:2])
+
+
 def test_difference_heatmap_is_centred_on_zero_and_symmetric():
     difference = np.array([[0.3, -0.1, 0.0], [0.0, 0.05, -0.2], [0.1, 0.0, 0.0]])
     (trace,) = figures.difference_heatmap(difference, LABELS).data
