@@ -7,6 +7,7 @@ import polars as pl
 import streamlit as st
 
 from autoint import figures, paper
+from autoint.train import TrainConfig
 
 st.title("Reproducing the paper")
 st.caption("Song et al., *AutoInt*, CIKM 2019, MovieLens-1M. Our numbers come from `benchmarks/reproduce.py` "
@@ -30,16 +31,25 @@ meta, summary = results["meta"], results["summary"]
 st.warning(f"**Data: {meta['data_note']}.** The paper used the full MovieLens-1M; compare the ordering and the "
            "gaps between models, not the absolute numbers.", icon=":material/info:")
 device_label = "Device of this command" if meta.get("merged_from") else "Device"
-st.markdown(f"{device_label}: {meta['device']} · {meta['seeds']} seeds · tuned extras chosen on validation: "
-            f"`{meta.get('tuned') or 'none'}` · command: `{meta['command']}`"
+shared = TrainConfig()
+first = results["runs"][0] if results["runs"] else {}
+st.markdown(f"{device_label}: {meta['device']} · {meta['seeds']} seeds · Adam, batch {shared.batch_size}, "
+            f"lr {shared.lr:g}, at most {first.get('epochs', shared.epochs)} epochs, early stopping on validation AUC "
+            f"(patience {first.get('patience', shared.patience)}), except where a row's settings say otherwise "
+            "(chosen on validation, never on test) · command: "
+            f"`{meta['command']}`"
             + (f" · rows not rerun by it come from `{meta['merged_from']}` (the table's device column says where "
                "each row ran)" if meta.get("merged_from") else ""))
 
 st.subheader("Tables 2, 4 and 5")
-rows = paper.comparison_rows(summary)
-st.dataframe(pl.DataFrame(rows), hide_index=True, key="paper_table",
-             column_config={c: st.column_config.NumberColumn(format="%.4f") for c in rows[0]
-                            if c not in ("model", "seeds", "device")} if rows else None)
+rows = paper.comparison_rows(summary, results["runs"])
+settings = {r["model"]: r.get("settings") for r in rows}
+st.dataframe(pl.DataFrame([{k: v for k, v in r.items() if k != "settings"} for r in rows]), hide_index=True,
+             key="paper_table", column_config={c: st.column_config.NumberColumn(format="%.4f") for c in rows[0]
+                                               if c not in ("model", "seeds", "device", "settings")} if rows else None)
+if any(settings.values()):
+    st.markdown("**What each row trained with**, beyond the shared setup above:  \n"
+                + "  \n".join(f"{model}: {text}" for model, text in settings.items() if text))
 if len(rows) == len(paper.PAPER_ML1M):
     ours = [r["AUC (ours)"] for r in rows]
     holds = all(a < b for a, b in zip(ours[:3], ours[1:4])) and ours[3] <= ours[4]

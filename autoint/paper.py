@@ -30,8 +30,31 @@ def load_reproduction(folder: str | Path) -> dict:
     return data
 
 
-def comparison_rows(summary: dict) -> list[dict]:
-    """One row per model of Tables 2/4/5: ours (mean, std over seeds) beside the paper's."""
+SETTING_NAMES = {"lr": "lr", "lr_decay": "lr schedule", "weight_decay": "weight decay", "dropout": "dropout",
+                 "layer_norm": "layer norm", "scaled_attention": "scaled attention", "residual": "residual",
+                 "embed_dim": "d", "layers": "L", "dnn_hidden": "DNN"}
+
+
+def settings_text(settings: dict) -> str:
+    """A run's settings beyond the model's defaults, for people: `no residual, lr 0.004, lr schedule 0.5`."""
+    parts = []
+    for key, value in settings.items():
+        name = SETTING_NAMES.get(key, key)
+        if key == "kind":
+            continue
+        if isinstance(value, bool):
+            parts.append(name if value else f"no {name}")
+        elif isinstance(value, (list, tuple)):
+            parts.append(f"{name} " + "×".join(str(v) for v in value))
+        else:
+            parts.append(f"{name} {value:g}" if isinstance(value, (int, float)) else f"{name} {value}")
+    return ", ".join(parts) or "defaults"
+
+
+def comparison_rows(summary: dict, runs: list[dict] = ()) -> list[dict]:
+    """One row per model of Tables 2/4/5: ours (mean, std over seeds) beside the paper's, with the settings the
+    model's runs trained with (from `runs`, results.json's list)."""
+    settings = {r["label"]: settings_text(r["settings"]) for r in runs if r.get("experiment") == "table"}
     rows = []
     for model, (paper_auc, paper_loss) in PAPER_ML1M.items():
         ours = summary.get("table", {}).get(model)
@@ -39,7 +62,8 @@ def comparison_rows(summary: dict) -> list[dict]:
             rows.append({"model": model, "AUC (ours)": ours["test_auc_mean"], "AUC std": ours["test_auc_std"],
                          "AUC (paper)": paper_auc, "logloss (ours)": ours["test_logloss_mean"],
                          "logloss std": ours["test_logloss_std"], "logloss (paper)": paper_loss,
-                         "seeds": ours["seeds"], "device": ours.get("device", "")})
+                         "seeds": ours["seeds"], "device": ours.get("device", ""),
+                         **({"settings": settings[model]} if model in settings else {})})
     return rows
 
 

@@ -37,6 +37,8 @@ def test_paper_page_shows_committed_results_beside_the_paper():
     for row in shown.to_dicts() if hasattr(shown, "to_dicts") else shown.to_dict("records"):
         assert row["AUC (ours)"] == pytest.approx(summary[row["model"]]["test_auc_mean"])
         assert row["AUC (paper)"] == paper.PAPER_ML1M[row["model"]][0]
+    trained_with = next(m.value for m in at.markdown if m.value.startswith("**What each row trained with**"))
+    assert "AutoInt w/o residual: no residual, lr" in trained_with  # each row's settings, readable
     assert len(at.get("plotly_chart")) == 2
     assert any("not the full ML-1M" in w.value for w in at.warning)
 
@@ -117,6 +119,18 @@ def test_greedy_tuning_adds_one_change_per_round_and_stops_when_validation_stops
     assert [json.loads(k) for m, r, k in trained if m == "FM" and r == 3] == [
         {"lr": 2e-3, "lr_decay": 0.5, "weight_decay": 1e-6}]
     assert max(r for m, r, _ in trained if m == "FM") == 3
+
+
+def test_settings_text_names_each_setting_for_people():
+    assert paper.settings_text({"kind": "fm", "embed_dim": 16, "lr": 2e-3, "weight_decay": 1e-6}) == \
+        "d 16, lr 0.002, weight decay 1e-06"
+    assert paper.settings_text({"residual": False, "layer_norm": True, "dnn_hidden": [400, 400]}) == \
+        "no residual, layer norm, DNN 400×400"
+    assert paper.settings_text({}) == paper.settings_text({"kind": "lr"}) == "defaults"
+    rows = paper.comparison_rows({"table": {"LR": {"test_auc_mean": 0.77, "test_auc_std": 0.0, "seeds": 1,
+                                                   "test_logloss_mean": 0.44, "test_logloss_std": 0.0}}},
+                                 [{"experiment": "table", "label": "LR", "settings": {"kind": "lr", "lr": 4e-3}}])
+    assert rows[0]["settings"] == "lr 0.004"
 
 
 def test_documented_defaults_are_the_committed_validation_choices():
