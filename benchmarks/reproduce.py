@@ -320,6 +320,8 @@ def main(argv=None) -> int:
               f"best epoch {result['best_epoch']}  {result['seconds']} s", flush=True)
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.tune_rounds < 1:
+        parser.error(f"--tune-rounds {args.tune_rounds}: give 1 (each change alone) or more")
     unknown = [m for m in models if m not in TABLE_MODELS]
     if unknown:
         parser.error(f"--models: unknown {unknown}; choose from {list(TABLE_MODELS)}")

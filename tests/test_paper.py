@@ -121,6 +121,13 @@ def test_greedy_tuning_adds_one_change_per_round_and_stops_when_validation_stops
     assert max(r for m, r, _ in trained if m == "FM") == 3
 
 
+def test_impossible_tuning_rounds_are_refused_with_the_fix(tmp_path):
+    done = subprocess.run([sys.executable, "benchmarks/reproduce.py", "--data-dir", str(tmp_path), "--tune",
+                           "--tune-rounds", "0", "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "--tune-rounds 0: give 1 (each change alone) or more" in done.stderr
+
+
 def test_settings_text_names_each_setting_for_people():
     assert paper.settings_text({"kind": "fm", "embed_dim": 16, "lr": 2e-3, "weight_decay": 1e-6}) == \
         "d 16, lr 0.002, weight decay 1e-06"
