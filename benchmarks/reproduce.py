@@ -10,7 +10,8 @@ split is only ever read for the final figures. Each model trains with its docume
 (`TUNED_DEFAULTS`, chosen on ml-1m-u2999's validation split), unless `--tune` first picks each model's extras on
 validation (seed 0) from that model's grid (dropout / layer norm / scaling for the AutoInt variants;
 weight decay, a learning-rate schedule and four other rates for all), by greedy forward selection: the
-best single change, then the best second change on top of it (`--tune-rounds`); the sweeps use AutoInt's. `--seeds 0`
+best single change, then the best change to add to it, and so on until none helps (`--tune-rounds` caps the
+rounds); the sweeps use AutoInt's. `--seeds 0`
 stops after tuning, `--reuse-tuning` skips candidates an earlier tuning run trained. `--models` reruns some
 of Table 2's rows and `--merge-from` takes every other row from an earlier results folder, saying per row
 where and how it ran.
@@ -49,8 +50,8 @@ TABLE_MODELS = {  # Tables 2, 4 and 5, before any tuned extras
 # AutoInt w/o residual in benchmarks/results/u2999-tuning-cpu/, for AutoInt and AutoInt+ in u2999-h100/. A run
 # without --tune trains with these; --tune chooses afresh on the data it is given.
 TUNED_DEFAULTS = {
-    "LR": {"lr": 4e-3, "lr_decay": 0.5},
-    "FM": {"lr": 2e-3, "weight_decay": 1e-6},
+    "LR": {"lr": 4e-3, "lr_decay": 0.5, "weight_decay": 1e-6},
+    "FM": {"lr": 2e-3, "weight_decay": 1e-6, "lr_decay": 0.5},
     "AutoInt w/o residual": {"lr": 4e-3, "lr_decay": 0.5},
     "AutoInt": {},
     "AutoInt+": {},
@@ -136,16 +137,19 @@ def run_jobs(jobs: list[dict], workers: int, log) -> list[dict]:
     return results
 
 
-def tune(models: list[str], base: dict, workers: int, rounds: int, done: dict, log) -> dict[str, list[dict]]:
+def tune(models: list[str], base: dict, workers: int, rounds: int | None, done: dict, log
+         ) -> dict[str, list[dict]]:
     """Greedy forward selection on validation AUC, seed 0. Round 1 tries each change of the model's grid alone.
     Each later round adds one more change to the best so far (a change whose keys the best does not already set,
-    so the learning rate is never set twice) and a model stops once a round finds nothing better on validation.
+    so the learning rate is never set twice) and a model stops once a round finds nothing better on validation,
+    which also ends it once its grid is used up; `rounds` caps the rounds (None: no cap).
     `done` maps (model, extras key) to a candidate trained earlier, which is reused instead of trained again.
     Returns, per model, every candidate tried, best first."""
     tried: dict[str, dict[str, dict]] = {model: {} for model in models}
     best: dict[str, dict | None] = {model: None for model in models}
-    active = list(models)
-    for round_ in range(1, rounds + 1):
+    active, round_ = list(models), 0
+    while active and (rounds is None or round_ < rounds):
+        round_ += 1
         jobs = []
         for model in active:
             if best[model] is None:
@@ -285,8 +289,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="parallel training processes")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
     parser.add_argument("--tune", action="store_true", help="pick each model's extras on validation first")
-    parser.add_argument("--tune-rounds", type=int, default=2,
-                        help="greedy rounds: 1 tries each grid change alone, each further round adds one more change")
+    parser.add_argument("--tune-rounds", type=int, default=None,
+                        help="cap on the greedy rounds (1 tries each grid change alone, each further round adds one "
+                             "more change); by default tuning goes on until no change improves validation AUC")
     parser.add_argument("--only", default="table,depth,embedding", help="experiments to run")
     parser.add_argument("--models", default=",".join(TABLE_MODELS), help="Table 2 rows to (re)run, comma-separated")
     parser.add_argument("--reuse-tuning", help="a folder whose tuning.json holds candidates already trained (same "
@@ -320,7 +325,7 @@ def main(argv=None) -> int:
               f"best epoch {result['best_epoch']}  {result['seconds']} s", flush=True)
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    if args.tune_rounds < 1:
+    if args.tune_rounds is not None and args.tune_rounds < 1:
         parser.error(f"--tune-rounds {args.tune_rounds}: give 1 (each change alone) or more")
     unknown = [m for m in models if m not in TABLE_MODELS]
     if unknown:

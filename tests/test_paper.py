@@ -119,6 +119,16 @@ def test_greedy_tuning_adds_one_change_per_round_and_stops_when_validation_stops
     assert [json.loads(k) for m, r, k in trained if m == "FM" and r == 3] == [
         {"lr": 2e-3, "lr_decay": 0.5, "weight_decay": 1e-6}]
     assert max(r for m, r, _ in trained if m == "FM") == 3
+    # Without a cap the search goes on until nothing helps: AutoInt w/o residual tries a 4th round, FM does not.
+    trained.clear()
+    uncapped = reproduce.tune(["FM", "AutoInt w/o residual"], {}, 1, None, {}, lambda r: None)
+    assert uncapped["AutoInt w/o residual"][0]["extras"] == {"lr": 2e-3, "lr_decay": 0.5, "dropout": 0.1}
+    assert max(r for m, r, _ in trained if m == "AutoInt w/o residual") == 4
+    assert max(r for m, r, _ in trained if m == "FM") == 3
+    # Round 4 trains only what round 3 did not (+ weight decay came in round 3 with the grid's "dropout + wd").
+    fourth = [json.loads(k) for m, r, k in trained if m == "AutoInt w/o residual" and r == 4]
+    assert fourth == [{"lr": 2e-3, "lr_decay": 0.5, "dropout": 0.1, "layer_norm": True},
+                      {"lr": 2e-3, "lr_decay": 0.5, "dropout": 0.1, "scaled_attention": True}]
 
 
 def test_impossible_tuning_rounds_are_refused_with_the_fix(tmp_path):
