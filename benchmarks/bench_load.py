@@ -252,6 +252,38 @@ async def settle(page, before: str | None, timeout_ms: float) -> None:
                                  "!== before)", arg=[CHARTS, before], timeout=timeout_ms, polling=100)
 
 
+async def choose(page, label: str, typed: str, option: str, timeout_ms: float, shot: str = "retry"
+                 ) -> tuple[float | None, bool]:
+    """Choose `option` in the selectbox labelled `label` by typing `typed` into it. Returns the perf_counter time of
+    the click and whether the typing had to be retried; (None, False) when `option` is already chosen, since no
+    rerun would follow. With BENCH_LOAD_SHOTS set, a retry leaves a screenshot named `shot` there."""
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label)
+    # The chosen option sits in the box's <input>, which innerText leaves out.
+    shown = await box.evaluate("e => e.innerText + ' ' + [...e.querySelectorAll('input')].map(i => i.value).join(' ')")
+    if option in shown:
+        return None, False
+    await box.locator("input").click()
+    await page.get_by_role("option").first.wait_for(timeout=timeout_ms)  # the list is open
+    await page.keyboard.type(typed)
+    choice = page.get_by_role("option", name=option, exact=True).first
+    retried = False
+    try:
+        await choice.wait_for(timeout=15_000)
+    except Exception:  # the dropdown missed the typing (a harness hiccup, not the app's): once more
+        retried = True
+        if os.environ.get("BENCH_LOAD_SHOTS"):
+            await page.screenshot(path=f"{os.environ['BENCH_LOAD_SHOTS']}/{shot}.png")
+        await page.keyboard.press("Escape")
+        await box.locator("input").click()
+        await page.get_by_role("option").first.wait_for(timeout=timeout_ms)
+        await page.keyboard.press("Control+A")
+        await page.keyboard.type(typed)
+        await choice.wait_for(timeout=timeout_ms)
+    clicked = time.perf_counter()
+    await choice.click()
+    return clicked, retried
+
+
 async def page_errors(page) -> list[str]:
     found = await page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]').all_inner_texts()
     return [text[:300] for text in found]
@@ -289,30 +321,11 @@ async def explore(index: int, browser, url: str, seconds: float, max_steps: int,
                 else:
                     movie = rng.choice([m for m in titles if m != movie])
                     label, typed, option = "Movie", f"#{movie}", f"{titles[movie]} · #{movie}"
-                box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label)
-                # The chosen option sits in the box's <input>, which innerText leaves out.
-                shown = await box.evaluate("e => e.innerText + ' ' + [...e.querySelectorAll('input')]"
-                                           ".map(i => i.value).join(' ')")
-                if option in shown:
+                clicked, retried = await choose(page, label, typed, option, step_timeout_s * 1000,
+                                                shot=f"retry-{index}-{record['steps']}")
+                record["retries"] += retried
+                if clicked is None:
                     continue  # already chosen: no rerun would follow
-                await box.locator("input").click()
-                await page.get_by_role("option").first.wait_for(timeout=step_timeout_s * 1000)  # the list is open
-                await page.keyboard.type(typed)
-                choice = page.get_by_role("option", name=option, exact=True).first
-                try:
-                    await choice.wait_for(timeout=15_000)
-                except Exception:  # the dropdown missed the typing (a harness hiccup, not the app's): once more
-                    record["retries"] += 1
-                    if os.environ.get("BENCH_LOAD_SHOTS"):
-                        await page.screenshot(path=f"{os.environ['BENCH_LOAD_SHOTS']}/retry-{index}-{record['steps']}.png")
-                    await page.keyboard.press("Escape")
-                    await box.locator("input").click()
-                    await page.get_by_role("option").first.wait_for(timeout=step_timeout_s * 1000)
-                    await page.keyboard.press("Control+A")
-                    await page.keyboard.type(typed)
-                    await choice.wait_for(timeout=step_timeout_s * 1000)
-                clicked = time.perf_counter()
-                await choice.click()
                 await settle(page, before, step_timeout_s * 1000)
                 record["times"].append(time.perf_counter() - clicked)
                 record["charts"] += 1
