@@ -42,14 +42,14 @@ st.markdown(f"{device_label}: {meta['device']} · {meta['seeds']} seeds · Adam,
                "each row ran)" if meta.get("merged_from") else ""))
 
 st.subheader("Tables 2, 4 and 5")
-rows = paper.comparison_rows(summary, results["runs"])
-settings = {r["model"]: r.get("settings") for r in rows}
-st.dataframe(pl.DataFrame([{k: v for k, v in r.items() if k != "settings"} for r in rows]), hide_index=True,
-             key="paper_table", column_config={c: st.column_config.NumberColumn(format="%.4f") for c in rows[0]
-                                               if c not in ("model", "seeds", "device", "settings")} if rows else None)
-if any(settings.values()):
+rows = paper.comparison_rows(summary)
+st.dataframe(pl.DataFrame(rows), hide_index=True, key="paper_table",
+             column_config={c: st.column_config.NumberColumn(format="%.4f") for c in rows[0]
+                            if c not in ("model", "seeds", "device")} if rows else None)
+settings = paper.table_settings(results["runs"])
+if settings:
     st.markdown("**What each row trained with**, beyond the shared setup above:  \n"
-                + "  \n".join(f"{model}: {text}" for model, text in settings.items() if text))
+                + "  \n".join(f"{model}: {text}" for model, text in settings.items()))
 if len(rows) == len(paper.PAPER_ML1M):
     ours = [r["AUC (ours)"] for r in rows]
     holds = all(a < b for a, b in zip(ours[:3], ours[1:4])) and ours[3] <= ours[4]

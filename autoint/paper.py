@@ -39,9 +39,9 @@ def settings_text(settings: dict) -> str:
     """A run's settings beyond the model's defaults, for people: `no residual, lr 0.004, lr schedule 0.5`."""
     parts = []
     for key, value in settings.items():
-        name = SETTING_NAMES.get(key, key)
         if key == "kind":
             continue
+        name = SETTING_NAMES.get(key, key)
         if isinstance(value, bool):
             parts.append(name if value else f"no {name}")
         elif isinstance(value, (list, tuple)):
@@ -51,10 +51,14 @@ def settings_text(settings: dict) -> str:
     return ", ".join(parts) or "defaults"
 
 
-def comparison_rows(summary: dict, runs: list[dict] = ()) -> list[dict]:
-    """One row per model of Tables 2/4/5: ours (mean, std over seeds) beside the paper's, with the settings the
-    model's runs trained with (from `runs`, results.json's list)."""
+def table_settings(runs: list[dict]) -> dict[str, str]:
+    """What each model of Tables 2/4/5 trained with, in words, from results.json's runs, in the table's order."""
     settings = {r["label"]: settings_text(r["settings"]) for r in runs if r.get("experiment") == "table"}
+    return {model: settings[model] for model in PAPER_ML1M if model in settings}
+
+
+def comparison_rows(summary: dict) -> list[dict]:
+    """One row per model of Tables 2/4/5: ours (mean, std over seeds) beside the paper's."""
     rows = []
     for model, (paper_auc, paper_loss) in PAPER_ML1M.items():
         ours = summary.get("table", {}).get(model)
@@ -62,8 +66,7 @@ def comparison_rows(summary: dict, runs: list[dict] = ()) -> list[dict]:
             rows.append({"model": model, "AUC (ours)": ours["test_auc_mean"], "AUC std": ours["test_auc_std"],
                          "AUC (paper)": paper_auc, "logloss (ours)": ours["test_logloss_mean"],
                          "logloss std": ours["test_logloss_std"], "logloss (paper)": paper_loss,
-                         "seeds": ours["seeds"], "device": ours.get("device", ""),
-                         **({"settings": settings[model]} if model in settings else {})})
+                         "seeds": ours["seeds"], "device": ours.get("device", "")})
     return rows
 
 

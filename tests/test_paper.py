@@ -144,10 +144,11 @@ def test_settings_text_names_each_setting_for_people():
     assert paper.settings_text({"residual": False, "layer_norm": True, "dnn_hidden": [400, 400]}) == \
         "no residual, layer norm, DNN 400×400"
     assert paper.settings_text({}) == paper.settings_text({"kind": "lr"}) == "defaults"
-    rows = paper.comparison_rows({"table": {"LR": {"test_auc_mean": 0.77, "test_auc_std": 0.0, "seeds": 1,
-                                                   "test_logloss_mean": 0.44, "test_logloss_std": 0.0}}},
-                                 [{"experiment": "table", "label": "LR", "settings": {"kind": "lr", "lr": 4e-3}}])
-    assert rows[0]["settings"] == "lr 0.004"
+    runs = [{"experiment": "table", "label": "FM", "settings": {"kind": "fm", "embed_dim": 16}},
+            {"experiment": "table", "label": "LR", "settings": {"kind": "lr", "lr": 4e-3}},
+            {"experiment": "depth", "label": "L=0", "settings": {"layers": 0}}]
+    assert paper.table_settings(runs) == {"LR": "lr 0.004", "FM": "d 16"}  # the table's order, table rows only
+    assert list(paper.table_settings(runs)) == ["LR", "FM"]
 
 
 def test_documented_defaults_are_the_committed_validation_choices():
