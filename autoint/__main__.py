@@ -55,10 +55,19 @@ def cmd_synth(args) -> int:
 
 
 def model_config_from(args):
-    from .model import AutoIntConfig
-    return AutoIntConfig(embed_dim=args.embed_dim, attn_dim=args.attn_dim, heads=args.heads, layers=args.layers,
-                         residual=not args.no_residual, dropout=args.dropout, scaled_attention=args.scaled,
-                         layer_norm=args.layer_norm, dnn_hidden=args.dnn, dnn_dropout=args.dnn_dropout)
+    """`train`'s model: the --preset's settings (default "paper", the paper's model), then each flag given."""
+    from .model import preset_config
+    given = {"embed_dim": args.embed_dim, "attn_dim": args.attn_dim, "heads": args.heads, "layers": args.layers,
+             "residual": args.residual, "dropout": args.dropout, "scaled_attention": args.scaled,
+             "layer_norm": args.layer_norm, "qkv_relu": args.qkv_relu, "projection_bias": args.projection_bias,
+             "attention_dropout": args.attention_dropout, "dnn_hidden": args.dnn, "dnn_dropout": args.dnn_dropout}
+    return preset_config(args.preset, **{name: value for name, value in given.items() if value is not None})
+
+
+def train_config_from(args):
+    from .train import TrainConfig
+    return TrainConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
+                       weight_decay=args.weight_decay, lr_decay=args.lr_decay, seed=args.seed, device=args.device)
 
 
 def cmd_train(args) -> int:
@@ -68,9 +77,7 @@ def cmd_train(args) -> int:
     from .train import TrainConfig, TrainingDiverged, train
     model_config = model_config_from(args)  # refuse bad settings before reading any data
     clean_staging(Path(args.out).parent, older_than_s=STALE_STAGING_S)  # what a killed save left, if any
-    train_config = TrainConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
-                               weight_decay=args.weight_decay, lr_decay=args.lr_decay, seed=args.seed,
-                               device=args.device)
+    train_config = train_config_from(args)
     dataset = load_dataset(args.data_dir, with_ids=args.with_ids)
     callback = None
     if args.progress_jsonl:
@@ -209,16 +216,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model and save a run folder")
     data_arg(p)
-    p.add_argument("--layers", type=int, default=3)
-    p.add_argument("--heads", type=int, default=2)
-    p.add_argument("--embed-dim", type=int, default=16)
-    p.add_argument("--attn-dim", type=int, default=32)
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--no-residual", action="store_true")
-    p.add_argument("--scaled", action="store_true", help="scale attention scores by 1/sqrt(d')")
-    p.add_argument("--layer-norm", action="store_true")
-    p.add_argument("--dnn", type=_hidden, default=(), help="hidden widths for AutoInt+, e.g. 400,400")
-    p.add_argument("--dnn-dropout", type=float, default=0.0)
+    # Model flags default to None: unset, they keep the --preset's value (the paper's, for the default preset).
+    p.add_argument("--preset", default="paper", help="named model settings (autoint.model.PRESETS); the flags "
+                                                     "below override it. Default: paper")
+    p.add_argument("--layers", type=int, help="interacting layers (paper: 3)")
+    p.add_argument("--heads", type=int, help="attention heads (paper: 2)")
+    p.add_argument("--embed-dim", type=int, help="embedding size d (paper: 16)")
+    p.add_argument("--attn-dim", type=int, help="attention size d' per head (paper: 32)")
+    p.add_argument("--dropout", type=float, help="dropout on each head's Eq. 6 output (paper: 0)")
+    p.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
+                   help="Eq. 8's W_Res e term (paper: on; --no-residual is Table 4's variant)")
+    p.add_argument("--scaled", action=argparse.BooleanOptionalAction, default=None,
+                   help="scale attention scores by 1/sqrt(d') (authors' code; paper: off)")
+    p.add_argument("--layer-norm", action=argparse.BooleanOptionalAction, default=None,
+                   help="layer norm of each layer's output (authors' code; paper: off)")
+    p.add_argument("--qkv-relu", action=argparse.BooleanOptionalAction, default=None,
+                   help="ReLU on the query, key, value and residual projections (authors' code; paper: off)")
+    p.add_argument("--projection-bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="a bias in those projections (authors' code; paper: off)")
+    p.add_argument("--attention-dropout", type=float, metavar="P",
+                   help="dropout on the attention weights before Eq. 6, in training only (authors' code; paper: 0)")
+    p.add_argument("--dnn", type=_hidden, help="hidden widths for AutoInt+, e.g. 400,400 (none: AutoInt)")
+    p.add_argument("--dnn-dropout", type=float, help="dropout in AutoInt+'s DNN (default 0)")
     p.add_argument("--with-ids", action="store_true")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--patience", type=int, default=2)

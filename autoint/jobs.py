@@ -97,10 +97,13 @@ def train_arguments(model_config: AutoIntConfig, train_config: TrainConfig) -> l
             "--dnn", ",".join(map(str, model_config.dnn_hidden)) or "none", "--dnn-dropout", model_config.dnn_dropout,
             "--epochs", train_config.epochs, "--patience", train_config.patience,
             "--batch-size", train_config.batch_size, "--lr", train_config.lr,
-            "--weight-decay", train_config.weight_decay, "--seed", train_config.seed]
-    flags = [("--no-residual", not model_config.residual), ("--scaled", model_config.scaled_attention),
-             ("--layer-norm", model_config.layer_norm)]
-    return [str(a) for a in args] + [flag for flag, on in flags if on]
+            "--weight-decay", train_config.weight_decay, "--lr-decay", train_config.lr_decay,
+            "--seed", train_config.seed, "--attention-dropout", model_config.attention_dropout]
+    # Every switch is written on or off, so the run does not depend on the CLI's defaults or a preset.
+    flags = [("residual", model_config.residual), ("scaled", model_config.scaled_attention),
+             ("layer-norm", model_config.layer_norm), ("qkv-relu", model_config.qkv_relu),
+             ("projection-bias", model_config.projection_bias)]
+    return [str(a) for a in args] + [f"--{name}" if on else f"--no-{name}" for name, on in flags]
 
 
 class JobQueue:

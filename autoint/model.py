@@ -10,6 +10,15 @@ Equations 2-9 of the paper appear below as named lines:
   Eq. 8  e^Res_m = ReLU(e~_m + W_Res e_m)
   Eq. 9  y^ = sigmoid(w^T (e^Res_1 (+) ... (+) e^Res_M) + b)
 Shapes: B batch, F fields, d embed_dim, H heads, d' attn_dim.
+
+Options beyond the paper's equations, all off by default (the default is the paper's model, bit for bit), taken
+from the authors' TensorFlow code (github.com/shichence/AutoInt, model.py, `multihead_attention`):
+  qkv_relu           ReLU(W_Query e), ReLU(W_Key e), ReLU(W_Value e) and ReLU(W_Res e): the code builds each of the
+                     four with `tf.layers.dense(..., activation=tf.nn.relu)`
+  projection_bias    a bias in those four projections (`tf.layers.dense` has one by default)
+  scaled_attention   Eq. 5's scores divided by sqrt(d') (the code divides by the per-head width)
+  attention_dropout  dropout on alpha after the softmax, before Eq. 6 (the code's `dropout_keep_prob[0]`)
+  layer_norm         layer norm of each layer's output after Eq. 8's ReLU (the code's `normalize`)
 """
 from __future__ import annotations
 
@@ -37,9 +46,12 @@ class AutoIntConfig:
     heads: int = 2  # H
     layers: int = 3  # L interacting layers; 0 leaves Eq. 9 as a weighted sum of the raw embeddings
     residual: bool = True  # Eq. 8's W_Res e term (Table 4 turns it off)
-    dropout: float = 0.0  # on each interacting layer's output, as the authors' code did
-    scaled_attention: bool = False  # divide Eq. 5's scores by sqrt(d') (authors' option)
-    layer_norm: bool = False  # normalise each layer's output (authors' option)
+    dropout: float = 0.0  # on Eq. 6's output (each head's e~), in training only
+    scaled_attention: bool = False  # divide Eq. 5's scores by sqrt(d') (authors' code)
+    layer_norm: bool = False  # normalise each layer's output (authors' code)
+    qkv_relu: bool = False  # ReLU on W_Query e, W_Key e, W_Value e and W_Res e (authors' code)
+    projection_bias: bool = False  # a bias in those projections (authors' code: tf.layers.dense)
+    attention_dropout: float = 0.0  # dropout on alpha before Eq. 6, in training only (authors' code)
     dnn_hidden: tuple[int, ...] = ()  # empty: AutoInt; e.g. (400, 400): AutoInt+
     dnn_dropout: float = 0.0
 
@@ -52,10 +64,14 @@ class AutoIntConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ConfigError(f"{name}={value!r} is out of range: choose an integer from {low} to {high}.")
-        for name in ("dropout", "dnn_dropout"):
+        for name in ("dropout", "dnn_dropout", "attention_dropout"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value < 1.0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not 0.0 <= value < 1.0:
                 raise ConfigError(f"{name}={value!r} is out of range: choose a number in [0, 1).")
+        for name in ("residual", "scaled_attention", "layer_norm", "qkv_relu", "projection_bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r}: choose true or false.")
         if len(self.dnn_hidden) > 8 or any(isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= 4096
                                            for h in self.dnn_hidden):
             raise ConfigError(f"dnn_hidden={self.dnn_hidden!r}: give up to 8 layer widths, each from 1 to 4096 "
@@ -77,6 +93,25 @@ class AutoIntConfig:
         if unknown:
             raise ConfigError(f"unknown model settings {sorted(unknown)}; known: {sorted(known)}")
         return AutoIntConfig(**obj)
+
+
+# Named settings for the Train page and `train --preset`: overrides of AutoIntConfig's defaults. "paper" is the
+# default model. A variant joins only if benchmarks/attention_faithfulness.py shows it explains itself better
+# (attention ranks field pairs as the measured interactions do, Spearman >= 0.5) at the paper's test AUC (within
+# 0.002); benchmarks/results/attention-faithfulness/ holds the measurements.
+PRESETS: dict[str, dict] = {
+    "paper": {},
+}
+PRESET_DESCRIPTIONS: dict[str, str] = {
+    "paper": "The paper's AutoInt, Eqs. 5-9 as written (the default).",
+}
+
+
+def preset_config(name: str, **overrides) -> AutoIntConfig:
+    """The preset's settings, then `overrides` on top (explicit settings win)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.")
+    return AutoIntConfig(**{**PRESETS[name], **overrides})
 
 
 class FieldEmbedding(nn.Module):
@@ -110,16 +145,23 @@ class FieldEmbedding(nn.Module):
 
 
 class InteractingLayer(nn.Module):
-    """Eqs. 5-8: multi-head self-attention over fields with a residual connection."""
+    """Eqs. 5-8: multi-head self-attention over fields with a residual connection.
+
+    The authors' code options (module docstring) change it so: `qkv_relu` applies ReLU to the whole fused
+    projection, i.e. to W_Query e, W_Key e, W_Value e and W_Res e alike, before Eq. 5; `projection_bias` adds a
+    bias to that projection; `attention_dropout` drops entries of alpha (and rescales the rest by 1/(1-p)) for
+    Eq. 6 in training mode only. The attention returned is always the softmax's alpha, never the dropped one.
+    """
 
     def __init__(self, in_dim: int, config: AutoIntConfig):
         super().__init__()
         self.heads, self.attn_dim = config.heads, config.attn_dim
-        self.residual, self.scaled = config.residual, config.scaled_attention
+        self.residual, self.scaled, self.qkv_relu = config.residual, config.scaled_attention, config.qkv_relu
         width = config.heads * config.attn_dim
         # W_Query, W_Key, W_Value of every head (each d' x d) and W_Res, fused into one matmul.
-        self.projection = nn.Linear(in_dim, (4 if config.residual else 3) * width, bias=False)
+        self.projection = nn.Linear(in_dim, (4 if config.residual else 3) * width, bias=config.projection_bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.attention_dropout = nn.Dropout(config.attention_dropout) if config.attention_dropout else None
         self.norm = nn.LayerNorm(width) if config.layer_norm else nn.Identity()
 
     def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,6 +172,8 @@ class InteractingLayer(nn.Module):
         # are ONE batched matmul each over (head, sample); the softmax runs over a k-outermost copy of the
         # scores (vectorised over the batch, not over 7 fields); W_Res e stays where the matmul wrote it.
         projected = self.projection(e).view(B, F, -1, H, dh)  # (B, F, 3 or 4, H, d')
+        if self.qkv_relu:
+            projected = F_.relu(projected)  # (B, F, 3 or 4, H, d')  authors' code: ReLU(W e) for Q, K, V and Res
         qkv, res = projected.split([3, projected.shape[2] - 3], dim=2)  # split: its backward is one cat
         query, key, value = qkv.permute(2, 3, 0, 1, 4).reshape(3, H * B, F, dh).unbind(0)  # each (H*B, F, d')
         scores = torch.bmm(query, key.transpose(1, 2))  # (H*B, F, F)  Eq. 5: psi = inner product
@@ -137,7 +181,10 @@ class InteractingLayer(nn.Module):
             scores = scores / math.sqrt(dh)
         alpha = scores.permute(2, 0, 1).contiguous().softmax(dim=0)  # (F_k, H*B, F_m)  Eq. 5: softmax over k
         attention = alpha.permute(1, 2, 0)  # (H*B, F, F) a view: alpha[(h, b), m, k]
-        combined = torch.bmm(attention, value)  # (H*B, F, d')  Eq. 6: sum_k alpha_{m,k} W_Value e_k
+        weights = attention  # what Eq. 6 sums with; `attention`, returned for explanations, is never dropped
+        if self.attention_dropout is not None and self.training:
+            weights = self.attention_dropout(attention)  # (H*B, F, F) authors' code: dropout on alpha
+        combined = torch.bmm(weights, value)  # (H*B, F, d')  Eq. 6: sum_k alpha_{m,k} W_Value e_k
         combined = self.dropout(combined).view(H, B, F, dh).permute(1, 2, 0, 3)  # (B, F, H, d')  Eq. 7 (a view)
         if self.residual:
             combined = res.squeeze(2) + combined  # (B, F, H, d')  Eq. 8: + W_Res e_m; res first keeps its order

@@ -125,3 +125,149 @@ def test_scaled_attention_option(synth_dataset):
 def test_impossible_hyperparameters(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         AutoIntConfig(**kwargs)
+
+
+# ----------------------------------------------------------------------------- the authors' code options
+
+
+def test_new_options_are_off_by_default_and_old_run_configs_still_load(trained_run, synth_dataset, tmp_path):
+    import json
+    import shutil
+    from autoint.runs import load_run
+    config = AutoIntConfig()
+    assert (config.qkv_relu, config.projection_bias, config.attention_dropout) == (False, False, 0.0)
+    # A run.json written before these options existed has none of their keys.
+    folder = tmp_path / "old"
+    shutil.copytree(trained_run.path, folder)
+    manifest = json.loads((folder / "run.json").read_text())
+    for key in ("qkv_relu", "projection_bias", "attention_dropout"):
+        manifest["config"].pop(key, None)
+    (folder / "run.json").write_text(json.dumps(manifest))
+    old = load_run(folder)
+    assert old.model.config == trained_run.model.config
+    assert all(layer.projection.bias is None for layer in old.model.interacting)  # the paper's W have no bias
+    x = batch(synth_dataset, 16)
+    assert torch.equal(old.model(x), trained_run.model(x))
+
+
+def test_qkv_relu_and_bias_follow_the_authors_code(synth_dataset):
+    """ReLU(W e + b) for query, key, value and W_Res alike, then Eqs. 5-8 unchanged."""
+    model = model_for(synth_dataset, layers=1, heads=1, attn_dim=4, qkv_relu=True, projection_bias=True)
+    layer = model.interacting[0]
+    assert layer.projection.bias is not None and layer.projection.bias.shape == (16,)
+    with torch.no_grad():
+        layer.projection.bias.normal_()
+    e = model.embed(batch(synth_dataset, 8))
+    out, attention = layer(e)
+    W, b = layer.projection.weight, layer.projection.bias
+    q, k, v, res = (F_.relu(e @ W[i * 4:(i + 1) * 4].T + b[i * 4:(i + 1) * 4]) for i in range(4))
+    alpha = torch.softmax(q @ k.transpose(1, 2), -1)
+    assert torch.allclose(attention[:, 0], alpha, atol=1e-6)
+    assert torch.allclose(out, F_.relu(alpha @ v + res), atol=1e-5)
+
+
+def test_qkv_relu_without_residual_has_three_projections(synth_dataset):
+    model = model_for(synth_dataset, layers=1, heads=2, attn_dim=4, qkv_relu=True, residual=False)
+    layer = model.interacting[0]
+    e = model.embed(batch(synth_dataset, 8))
+    out, attention = layer(e)
+    W = layer.projection.weight
+    q, k, v = (F_.relu(e @ W[i * 8:(i + 1) * 8].T) for i in range(3))
+    for h in range(2):
+        qh, kh = q[..., h * 4:(h + 1) * 4], k[..., h * 4:(h + 1) * 4]
+        assert torch.allclose(attention[:, h], torch.softmax(qh @ kh.transpose(1, 2), -1), atol=1e-6)
+
+
+def test_attention_dropout_drops_alpha_in_training_only_and_returns_it_undropped(synth_dataset):
+    plain = model_for(synth_dataset, layers=1, heads=2, attn_dim=4)
+    dropped = model_for(synth_dataset, layers=1, heads=2, attn_dim=4, attention_dropout=0.5)
+    dropped.load_state_dict(plain.state_dict())  # same weights: only the dropout differs
+    x = batch(synth_dataset, 32)
+    # Eval: no dropout at all, so the two models agree exactly.
+    assert torch.equal(plain(x), dropped(x))
+    plain.train(), dropped.train()
+    torch.manual_seed(1)
+    logits, attention = dropped(x, return_attention=True)
+    reference_logits, reference_attention = plain(x, return_attention=True)
+    assert torch.equal(attention, reference_attention)  # explanations see the softmax's alpha
+    assert torch.allclose(attention.sum(-1), torch.ones_like(attention.sum(-1)), atol=1e-6)
+    assert not torch.allclose(logits, reference_logits)  # Eq. 6 used the dropped weights
+    # Eq. 6 by hand, the dropout mask drawn from the same seed over alpha laid out as the layer holds it:
+    # (H*B, F_m, F_k) as a view of a k-outermost copy. Expected: ReLU(dropout(alpha) W_Value e + W_Res e).
+    layer = dropped.interacting[0]
+    e = dropped.embed(x)
+    torch.manual_seed(1)
+    out, alpha = layer(e)  # (B, F, H*d'), (B, H, F, F)
+    B, H, F, _ = alpha.shape
+    W = layer.projection.weight
+    q, k, v, res = (e @ W[i * 8:(i + 1) * 8].T for i in range(4))
+    torch.manual_seed(1)
+    k_outer = alpha.transpose(0, 1).reshape(H * B, F, F).permute(2, 0, 1).contiguous()  # (F_k, H*B, F_m)
+    kept = F_.dropout(k_outer.permute(1, 2, 0), 0.5, training=True)  # (H*B, F_m, F_k)
+    kept = kept.reshape(H, B, F, F).transpose(0, 1)  # (B, H, F, F)
+    assert ((kept == 0) | torch.isclose(kept, 2 * alpha)).all() and (kept == 0).any()
+    heads = [kept[:, h] @ v[..., h * 4:(h + 1) * 4] for h in range(H)]
+    assert torch.allclose(out, F_.relu(torch.cat(heads, -1) + res), atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"attention_dropout": 1.0}, "attention_dropout=1.0 is out of range"),
+    ({"attention_dropout": -0.1}, "attention_dropout=-0.1 is out of range"),
+    ({"qkv_relu": "yes"}, "qkv_relu='yes': choose true or false"),
+])
+def test_impossible_new_options(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        AutoIntConfig(**kwargs)
+
+
+# ----------------------------------------------------------------------------- presets and the CLI
+
+
+def test_paper_preset_is_the_default_and_unknown_presets_list_the_names():
+    from autoint.model import PRESET_DESCRIPTIONS, PRESETS, preset_config
+    assert PRESETS["paper"] == {} and preset_config("paper") == AutoIntConfig()
+    assert set(PRESET_DESCRIPTIONS) == set(PRESETS)
+    for name in PRESETS:
+        preset_config(name)  # every preset builds
+    with pytest.raises(ConfigError, match="unknown preset 'fast'; choose one of: paper"):
+        preset_config("fast")
+
+
+def test_cli_preset_then_explicit_flags(monkeypatch):
+    import autoint.model as model_module
+    from autoint.__main__ import build_parser, main, model_config_from
+    parse = lambda *flags: model_config_from(build_parser().parse_args(["train", "--out", "x", *flags]))
+    assert parse() == AutoIntConfig()
+    monkeypatch.setitem(model_module.PRESETS, "authors", {"qkv_relu": True, "scaled_attention": True})
+    assert parse("--preset", "authors") == AutoIntConfig(qkv_relu=True, scaled_attention=True)
+    assert parse("--preset", "authors", "--no-qkv-relu", "--layers", "2", "--attention-dropout", "0.1") == \
+        AutoIntConfig(scaled_attention=True, layers=2, attention_dropout=0.1)
+    assert parse("--no-residual").residual is False  # the flag Table 4's runs were trained with still works
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; choose one of: paper, authors"):
+        parse("--preset", "nope")
+    assert main(["train", "--out", "x", "--preset", "nope"]) == 2
+
+
+def test_every_setting_survives_train_arguments_and_the_cli(tmp_path):
+    """A job runs `python -m autoint train <train_arguments>`: every field of both configs must arrive,
+    each set to a value other than its default (lr_decay was once dropped on the way)."""
+    from dataclasses import fields
+    from autoint.__main__ import build_parser, model_config_from, train_config_from
+    from autoint.jobs import JobQueue, train_arguments
+    from autoint.train import TrainConfig
+    model = AutoIntConfig(embed_dim=8, attn_dim=4, heads=3, layers=2, residual=False, dropout=0.1,
+                          scaled_attention=True, layer_norm=True, qkv_relu=True, projection_bias=True,
+                          attention_dropout=0.3, dnn_hidden=(16, 8), dnn_dropout=0.2)
+    training = TrainConfig(epochs=3, patience=4, batch_size=512, lr=0.004, weight_decay=1e-6, lr_decay=0.5,
+                           seed=7, device="cpu")
+    for config, default in ((model, AutoIntConfig()), (training, TrainConfig())):
+        same = [f.name for f in fields(config) if getattr(config, f.name) == getattr(default, f.name)]
+        assert same == [], f"set {same} to a non-default value so this test checks them"
+    # The device travels as the job's own --device flag, before the settings.
+    args = build_parser().parse_args(["train", "--out", "x", "--device", "cpu", *train_arguments(model, training)])
+    assert model_config_from(args) == model
+    assert train_config_from(args) == training
+    # And the paper's defaults come back as themselves, whatever a preset would say.
+    args = build_parser().parse_args(["train", "--out", "x", "--device", "cpu",
+                                      *train_arguments(AutoIntConfig(), TrainConfig(device="cpu"))])
+    assert model_config_from(args) == AutoIntConfig() and train_config_from(args) == TrainConfig(device="cpu")
