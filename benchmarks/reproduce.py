@@ -122,16 +122,17 @@ def earlier_results(folder: str) -> tuple[dict, list[dict]]:
     return tuned, saved["runs"]
 
 
-def run_jobs(jobs: list[dict], workers: int, log) -> list[dict]:
+def run_jobs(jobs: list[dict], workers: int, log, worker=run_one) -> list[dict]:
+    """`worker(job)` for every job in `workers` processes (started in job order), logging each result."""
     results = []
     if workers <= 1:
         for job in jobs:
-            results.append(run_one(job))
+            results.append(worker(job))
             log(results[-1])
         return results
     import multiprocessing
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for future in as_completed([pool.submit(run_one, job) for job in jobs]):
+        for future in as_completed([pool.submit(worker, job) for job in jobs]):
             results.append(future.result())
             log(results[-1])
     return results
