@@ -1,15 +1,25 @@
 """Train: new runs in the background, the registry of finished runs, and two runs side by side."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import streamlit as st
 
 from app import state
 from autoint.explain import explain_sample
 from autoint.figures import attention_grid, training_curves
 from autoint.jobs import ACTIVE
-from autoint.model import AutoIntConfig, ConfigError
+from autoint.model import PRESET_DESCRIPTIONS, PRESETS, AutoIntConfig, ConfigError
 from autoint.runs import CheckpointError, read_manifest
 from autoint.train import TrainConfig
+
+FAITHFULNESS_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "attention-faithfulness"
+# The form's widget for each model setting, so a preset can fill the form (AutoInt+'s widths are two widgets).
+SETTING_KEYS = {"layers": "train_layers", "embed_dim": "train_embed", "heads": "train_heads",
+                "attn_dim": "train_attn", "dropout": "train_dropout", "residual": "train_residual",
+                "scaled_attention": "train_scaled", "layer_norm": "train_layer_norm", "qkv_relu": "train_qkv_relu",
+                "projection_bias": "train_projection_bias", "attention_dropout": "train_attention_dropout"}
 
 source = state.data_source()
 queue = state.job_queue(str(state.runs_root()))
@@ -18,22 +28,72 @@ st.title("Train and compare")
 
 # ----------------------------------------------------------------------------- a new run
 
+
+def fill_form(preset: str) -> None:
+    """Put the preset's settings (over the paper's defaults) into the form, which can then be changed."""
+    config = AutoIntConfig(**PRESETS[preset])
+    for setting, key in SETTING_KEYS.items():
+        st.session_state[key] = getattr(config, setting)
+    st.session_state["train_plus"] = bool(config.dnn_hidden)
+    if config.dnn_hidden:
+        st.session_state["train_hidden"] = ",".join(map(str, config.dnn_hidden))
+
+
+def faithfulness_verdict() -> str:
+    """One line on why "paper" is the only preset, from benchmarks/attention_faithfulness.py's results."""
+    try:
+        verdict = json.loads((FAITHFULNESS_RESULTS / "results.json").read_text())["verdict"]
+        best = max(verdict["candidates"].items(), key=lambda item: item[1]["agreement"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "Only the paper's model is offered as a preset."
+    name, row = best
+    return (f"Only the paper's model is offered as a preset: no training variant measured made attention rank field "
+            f"pairs like the model's interactions (Spearman ρ ≥ 0.5) within 0.002 test AUC of it. Closest: {name}, "
+            f"ρ = {row['agreement']:+.2f} at {row['auc_change']:+.4f} AUC (paper: ρ = "
+            f"{verdict['baseline_agreement']:+.2f}); see benchmarks/results/attention-faithfulness.")
+
+
+defaults = AutoIntConfig()
+for setting, key in SETTING_KEYS.items():  # starting values through session state, so presets can replace them
+    state.keep(key, getattr(defaults, setting))
+state.keep("train_plus", False)
+state.keep("train_hidden", "400,400")
+if len(PRESETS) > 1:
+    state.keep("train_preset", "paper")
+    st.selectbox("Preset", list(PRESETS), key="train_preset", on_change=lambda: fill_form(
+        st.session_state["train_preset"]), format_func=lambda name: f"{name}: {PRESET_DESCRIPTIONS[name]}",
+        help="fills the form below with named settings; change any of them before starting")
+else:  # a selector with one choice would say nothing: say why there is one
+    st.caption(faithfulness_verdict())
+
 with st.form("train_form"):
     st.markdown(f"**A new run** on `{source.folder.name}`. It trains in a separate process "
                 f"({state.JOB_THREADS} thread(s)), so the other pages stay usable meanwhile.")
     c1, c2, c3, c4 = st.columns(4)
-    layers = c1.slider("Interacting layers", 0, 6, 3, key="train_layers")
-    embed_dim = c2.slider("Embedding size d", 4, 64, 16, key="train_embed")
-    heads = c3.slider("Heads H", 1, 8, 2, key="train_heads")
-    attn_dim = c4.slider("Attention size d' (per head)", 4, 64, 32, key="train_attn")
+    layers = c1.slider("Interacting layers", 0, 6, key="train_layers")
+    embed_dim = c2.slider("Embedding size d", 4, 64, key="train_embed")
+    heads = c3.slider("Heads H", 1, 8, key="train_heads")
+    attn_dim = c4.slider("Attention size d' (per head)", 4, 64, key="train_attn")
     c1, c2, c3, c4 = st.columns(4)
-    dropout = c1.slider("Dropout", 0.0, 0.9, 0.0, 0.05, key="train_dropout")
+    dropout = c1.slider("Dropout", 0.0, 0.9, step=0.05, key="train_dropout",
+                        help="on each head's output of Eq. 6, in training only")
     epochs = c2.number_input("Epochs", 1, 100, 5, key="train_epochs")
-    residual = c3.toggle("Residual connection (Eq. 8's W_Res)", True, key="train_residual")
-    plus = c3.toggle("AutoInt+ (add a DNN)", False, key="train_plus")
-    hidden = c4.text_input("AutoInt+ hidden widths", "400,400", key="train_hidden",
+    residual = c3.toggle("Residual connection (Eq. 8's W_Res)", key="train_residual")
+    plus = c3.toggle("AutoInt+ (add a DNN)", key="train_plus")
+    hidden = c4.text_input("AutoInt+ hidden widths", key="train_hidden",
                            help="comma-separated layer widths, used when AutoInt+ is on")
     name = c4.text_input("Run name (optional)", key="train_name", placeholder="e.g. deep-narrow")
+    with st.expander("Advanced: options from the authors' TensorFlow code (all off in the paper's model)"):
+        a1, a2, a3 = st.columns(3)
+        scaled = a1.checkbox("Scaled attention (scores ÷ √d')", key="train_scaled")
+        layer_norm = a1.checkbox("Layer norm after each layer", key="train_layer_norm")
+        qkv_relu = a2.checkbox("ReLU on query, key, value and W_Res", key="train_qkv_relu",
+                               help="ReLU(W e) for all four projections, as the authors' tf.layers.dense(..., "
+                                    "activation=relu) did")
+        projection_bias = a2.checkbox("Bias in those projections", key="train_projection_bias")
+        attention_dropout = a3.slider("Attention dropout", 0.0, 0.9, step=0.05, key="train_attention_dropout",
+                                      help="dropout on the attention weights before Eq. 6, in training only; "
+                                           "explanations always show the undropped weights")
     submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
 
 if submitted:
@@ -46,7 +106,9 @@ if submitted:
         if plus and not widths:
             raise ConfigError("AutoInt+ needs at least one hidden width, e.g. 400,400.")
         config = AutoIntConfig(embed_dim=embed_dim, attn_dim=attn_dim, heads=heads, layers=layers,
-                               residual=residual, dropout=dropout, dnn_hidden=widths)
+                               residual=residual, dropout=dropout, scaled_attention=scaled, layer_norm=layer_norm,
+                               qkv_relu=qkv_relu, projection_bias=projection_bias,
+                               attention_dropout=attention_dropout, dnn_hidden=widths)
         job = queue.submit(config, TrainConfig(epochs=int(epochs)), source.folder, run_name=name.strip() or None)
         st.session_state.setdefault("train_my_jobs", []).append(job.id)  # this session follows its own jobs
         st.success(f"Queued {job.run_name}.")
@@ -141,10 +203,12 @@ if len(chosen) != 2:
     st.stop()
 manifests = {path: read_manifest(path) for path in chosen}
 metric_rows = ["model", "test_auc", "test_logloss", "val_auc", "val_logloss", "best_epoch", "epochs_run", "params"]
-st.dataframe({"metric": metric_rows + ["layers", "heads", "embed_dim", "attn_dim", "residual", "dropout"],
+setting_rows = ["layers", "heads", "embed_dim", "attn_dim", "residual", "dropout", "scaled_attention", "layer_norm",
+                "qkv_relu", "projection_bias", "attention_dropout"]
+paper = AutoIntConfig().to_json()  # a run saved before an option existed trained with the paper's value of it
+st.dataframe({"metric": metric_rows + setting_rows,
               **{names[p]: [str(m["metrics"].get(k, "")) for k in metric_rows]
-                 + [str(m["config"].get(k, "")) for k in ("layers", "heads", "embed_dim", "attn_dim", "residual",
-                                                         "dropout")]
+                 + [str(m["config"].get(k, paper[k])) for k in setting_rows]
                  for p, m in manifests.items()}}, hide_index=True, key="train_compare_table")
 state.show_figure(training_curves({names[p]: m.get("history", []) for p, m in manifests.items()},
                                   title="Loss and validation AUC per epoch"), "compare-curves", "train_curves")

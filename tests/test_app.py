@@ -297,3 +297,42 @@ def test_offline_start_uses_synthetic_data_with_a_banner_and_a_failed_download_s
     assert any("download failed" in e.value and "offline" in e.value for e in at.error)
     assert not at.exception
     state.synthetic_folder.clear()
+
+
+def test_train_page_presets_fill_the_form_and_the_authors_options_reach_the_job(app_env, monkeypatch):
+    from autoint import model as model_module
+    from autoint.model import AutoIntConfig
+    at = start("app/train_page.py")
+    # Only the paper's preset exists: no one-choice selector, a caption saying why instead.
+    assert not [s for s in at.selectbox if s.key == "train_preset"]
+    assert any(c.value.startswith("Only the paper's model is offered as a preset") for c in at.caption)
+
+    # With a second preset the page offers a selector that fills the form; the form can then be changed.
+    monkeypatch.setitem(model_module.PRESETS, "authors", {"qkv_relu": True, "projection_bias": True,
+                                                          "scaled_attention": True, "layer_norm": True})
+    monkeypatch.setitem(model_module.PRESET_DESCRIPTIONS, "authors", "the authors' TensorFlow layer")
+    at = start("app/train_page.py")
+    assert at.selectbox(key="train_preset").options == ["paper: The paper's AutoInt, Eqs. 5-9 as written (the "
+                                                        "default).", "authors: the authors' TensorFlow layer"]
+    at.selectbox(key="train_preset").set_value("authors").run()
+    assert [at.checkbox(key=k).value for k in ("train_qkv_relu", "train_projection_bias", "train_scaled",
+                                               "train_layer_norm")] == [True, True, True, True]
+    at.checkbox(key="train_layer_norm").uncheck()
+    at.slider(key="train_attention_dropout").set_value(0.2)
+    for key, value in [("train_layers", 1), ("train_embed", 4), ("train_attn", 4)]:
+        at.slider(key=key).set_value(value)
+    at.number_input(key="train_epochs").set_value(1)
+    at.text_input(key="train_name").set_value("authors-one")
+    at.button[0].click().run()
+    assert any("Queued authors-one" in s.value for s in at.success), [e.value for e in at.error]
+
+    from app.state import job_queue
+    queue = job_queue(str(app_env))
+    (job,) = [j for j in queue.jobs() if j.run_name == "authors-one"]
+    queue.cancel(job.id)  # what was asked for is in the job; training it would only cost time here
+    assert AutoIntConfig.from_json(job.spec["model_config"]) == AutoIntConfig(
+        layers=1, embed_dim=4, attn_dim=4, qkv_relu=True, projection_bias=True, scaled_attention=True,
+        layer_norm=False, attention_dropout=0.2)
+    command = job.spec["command"]
+    assert {"--qkv-relu", "--projection-bias", "--scaled", "--no-layer-norm"} <= set(command)
+    assert command[command.index("--attention-dropout") + 1] == "0.2"
