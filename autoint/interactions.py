@@ -1,0 +1,492 @@
+"""The field interactions a model really uses, and how far its attention agrees with them.
+
+The game. For one sample, v(S) is the model's logit when every field outside the coalition S is
+replaced by a baseline embedding (the training-mean embedding by default, or the `<unknown>` slot):
+v(all fields) is the prediction, v(no field) the baseline's. The index is the pairwise Shapley
+interaction of order 2, k-SII (Bordt & von Luxburg 2023; Lundberg et al. 2020's SHAP interaction
+values are its pairwise part): first-order values phi_i and pair values phi_ij that add up exactly to
+v(all) - v(none) (efficiency). In terms of the Moebius transform m(T) of v:
+
+    phi_ij = sum_{T >= {i,j}} m(T) / (|T| - 1)
+    phi_i  = m({i}) + sum_{T > {i}} m(T) (1/|T| - 1/2)
+
+Exact where cheap: up to EXACT_MAX_FIELDS fields every one of the 2^F coalitions is evaluated, in large
+batched forwards, and the index is a fixed linear map of those 2^F values (`ksii_map`), so a data set's
+worth is one matrix product. Above that, shapiq's KernelSHAP-IQ estimates it from a budget of sampled
+coalitions, with a seed, and the error is estimated from two independent half-budget runs.
+
+Agreement: the Spearman rank correlation, over the F(F-1)/2 field pairs, between attention
+(symmetrised per pair, as `Correlations.strongest_pairs` does) and interaction strength |phi_ij|.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .data import FieldTensors
+from .model import AutoInt
+
+EXACT_MAX_FIELDS = 12  # 2^12 = 4,096 coalitions a sample
+DEFAULT_BUDGET = 2000  # coalitions a sample for the sampling estimator
+BASELINES = ("mean", "unknown")
+UNIFORM_TOLERANCE = 0.02  # a head whose every weight is within this of 1/F is "close to uniform"
+CACHE_VERSION = 1
+
+
+class InteractionError(ValueError):
+    """A request the interaction engine cannot serve; the message names the argument and the fix."""
+
+
+# ----------------------------------------------------------------------------- the exact linear map
+
+def pair_index(n_fields: int) -> list[tuple[int, int]]:
+    """Field pairs (i < j) in row-major order: the order of every `pairs` array here."""
+    return [(i, j) for i in range(n_fields) for j in range(i + 1, n_fields)]
+
+
+def coalitions(n_fields: int) -> torch.Tensor:
+    """(2^F, F) bool: row c holds field f iff bit f of c is set (row 0 is the empty coalition)."""
+    codes = torch.arange(2 ** n_fields).unsqueeze(1)  # (C, 1)
+    return (codes >> torch.arange(n_fields)) & 1 == 1  # (C, F)
+
+
+@lru_cache(maxsize=16)
+def ksii_map(n_fields: int) -> np.ndarray:
+    """(F + P, 2^F) float64 A such that [phi_1..phi_F, phi_pairs...] = A @ v, v indexed as `coalitions`.
+
+    A = W M, with M the Moebius transform (m = M v) and W the weights above. A's rows are built as
+    M^T w: a signed superset sum, one butterfly pass per field (F * 2^F work a row, not 4^F).
+    """
+    if not 1 <= n_fields <= EXACT_MAX_FIELDS:
+        raise InteractionError(f"exact interactions take 1 to {EXACT_MAX_FIELDS} fields, not {n_fields}; "
+                               f"use the sampling estimator above that.")
+    F, C = n_fields, 2 ** n_fields
+    members = coalitions(F).numpy()  # (C, F)
+    size = members.sum(1)  # (C,) |T|
+    rows = []
+    for i in range(F):  # phi_i: m({i}) + sum over larger T holding i of m(T) (1/|T| - 1/2)
+        w = np.where(members[:, i] & (size >= 2), 1.0 / np.maximum(size, 1) - 0.5, 0.0)
+        w[1 << i] = 1.0
+        rows.append(w)
+    for i, j in pair_index(F):  # phi_ij: sum over T holding i and j of m(T) / (|T| - 1)
+        rows.append(np.where(members[:, i] & members[:, j], 1.0 / np.maximum(size - 1, 1), 0.0))
+    weights = np.stack(rows)  # (F + P, C) w(T)
+    # (M^T w)[L] = sum_{T >= L} (-1)^{|T| - |L|} w[T]: for each field f, g[L] -= g[L + f] where f is not in L.
+    out = weights.reshape((len(rows),) + (2,) * F).copy()  # axis 1 + (F - 1 - f) is bit f
+    for f in range(F):
+        axis = 1 + (F - 1 - f)
+        without, with_ = np.take(out, 0, axis=axis), np.take(out, 1, axis=axis)
+        out = np.stack([without - with_, with_], axis=axis)
+    return out.reshape(len(rows), C)
+
+
+def pairs_to_matrix(pairs: np.ndarray, n_fields: int) -> np.ndarray:
+    """(..., P) pair values -> (..., F, F) symmetric matrices with a zero diagonal."""
+    pairs = np.asarray(pairs)
+    out = np.zeros(pairs.shape[:-1] + (n_fields, n_fields), dtype=pairs.dtype)
+    for p, (i, j) in enumerate(pair_index(n_fields)):
+        out[..., i, j] = out[..., j, i] = pairs[..., p]
+    return out
+
+
+def matrix_to_pairs(matrix: np.ndarray) -> np.ndarray:
+    """(..., F, F) -> (..., P): each pair's mean of both directions (attention is not symmetric)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    F = matrix.shape[-1]
+    return np.stack([(matrix[..., i, j] + matrix[..., j, i]) / 2 for i, j in pair_index(F)], axis=-1)
+
+
+# ----------------------------------------------------------------------------- the game
+
+def _device(model: AutoInt) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def baseline_embedding(model: AutoInt, kind: str, train_inputs: FieldTensors | None = None) -> torch.Tensor:
+    """(1, F, d): "mean" is the training-mean embedding of each field (Integrated Gradients' baseline too);
+    "unknown" is every field at its `<unknown>` slot (a numeric field at mid-range)."""
+    from .explain import encode_sample, mean_embedding, unknown_values
+    if kind == "mean":
+        if train_inputs is None:
+            raise InteractionError("the mean baseline needs the training split's inputs.")
+        return mean_embedding(model, train_inputs)
+    if kind == "unknown":
+        model.eval()
+        return model.embed(encode_sample(model.schema, unknown_values(model.schema, {})).to(_device(model))).cpu()
+    raise InteractionError(f"baseline {kind!r}: choose one of {', '.join(BASELINES)}.")
+
+
+@torch.no_grad()
+def game_values(model: AutoInt, embedded: torch.Tensor, baseline: torch.Tensor, masks: torch.Tensor,
+                rows: int = 1024) -> torch.Tensor:
+    """v(S) for every sample and coalition: (N, F, d) embeddings, (1, F, d) baseline, (C, F) bool masks
+    -> (N, C) float64 logits, evaluated `rows` sample-coalitions a forward."""
+    N, F, d = embedded.shape
+    C = masks.shape[0]
+    device = embedded.device
+    masks = masks.to(device).view(1, C, F, 1)  # (1, C, F, 1)
+    base = baseline.to(device).view(1, 1, F, d)  # (1, 1, F, d)
+    per_chunk = max(1, rows // C)
+    out = torch.empty(N, C, dtype=torch.float64)
+    for start in range(0, N, per_chunk):
+        e = embedded[start:start + per_chunk].unsqueeze(1)  # (n, 1, F, d)
+        mixed = torch.where(masks, e, base)  # (n, C, F, d) fields outside S at the baseline
+        logits = model.forward_embedded(mixed.reshape(-1, F, d))  # (n * C,)
+        out[start:start + per_chunk] = logits.view(-1, C).double().cpu()
+    return out
+
+
+# ----------------------------------------------------------------------------- one sample
+
+@dataclass
+class SampleInteractions:
+    """One sample's k-SII: signed values in logit units."""
+
+    fields: list[str]
+    main: np.ndarray  # (F,) first-order values
+    pairs: np.ndarray  # (P,) pair values, `pair_index` order
+    full: float  # v(all fields): the model's logit
+    empty: float  # v(no field): the baseline's logit
+    method: str = "exact"  # or "KernelSHAPIQ"
+    budget: int | None = None  # coalitions evaluated
+    seed: int | None = None
+    error: np.ndarray | None = None  # (F + P,) estimated standard error of each value (sampling only)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return pairs_to_matrix(self.pairs, len(self.fields))  # (F, F) signed, zero diagonal
+
+    @property
+    def efficiency_gap(self) -> float:
+        """|sum of all values - (v(all) - v(none))|: 0 up to rounding for the exact index."""
+        return float(abs(self.main.sum() + self.pairs.sum() - (self.full - self.empty)))
+
+    def ranked_pairs(self, labels: Sequence[str] | None = None) -> list[dict]:
+        return _ranked(self.pairs, labels or self.fields, signed=True)
+
+    def to_json(self, labels: Sequence[str] | None = None) -> dict:
+        out = {"fields": self.fields, "labels": list(labels or self.fields), "matrix": self.matrix.tolist(),
+               "main": self.main.tolist(), "pairs": self.ranked_pairs(labels), "logit": self.full,
+               "baseline_logit": self.empty, "efficiency_gap": self.efficiency_gap,
+               "method": self.method, "units": "logit"}
+        if self.method != "exact":
+            out.update(budget=self.budget, seed=self.seed,
+                       standard_error={"mean": float(self.error.mean()), "max": float(self.error.max())})
+        return out
+
+
+def _ranked(pairs: np.ndarray, labels: Sequence[str], signed: bool) -> list[dict]:
+    F = len(labels)
+    rows = []
+    for p, (i, j) in enumerate(pair_index(F)):
+        row = {"fields": [labels[i], labels[j]], "strength": float(abs(pairs[p]))}
+        if signed:
+            row["value"] = float(pairs[p])
+        rows.append(row)
+    return sorted(rows, key=lambda r: -r["strength"])
+
+
+@torch.no_grad()
+def sample_interactions(model: AutoInt, x: FieldTensors, baseline: torch.Tensor, *, budget: int = DEFAULT_BUDGET,
+                        seed: int = 0) -> SampleInteractions:
+    """k-SII of one sample (x holds one row): exact up to EXACT_MAX_FIELDS fields, sampled above."""
+    if len(x) != 1:
+        raise InteractionError(f"sample_interactions explains one sample; got {len(x)}.")
+    model.eval()
+    F = len(model.schema.fields)
+    embedded = model.embed(x.to(_device(model)))  # (1, F, d)
+    if F <= EXACT_MAX_FIELDS:
+        values = game_values(model, embedded, baseline, coalitions(F))[0].numpy()  # (C,)
+        phi = ksii_map(F) @ values  # (F + P,)
+        return SampleInteractions(model.schema.names, phi[:F], phi[F:], float(values[-1]), float(values[0]))
+    return _sampled(model, embedded, baseline, budget, seed)
+
+
+def _sampled(model: AutoInt, embedded: torch.Tensor, baseline: torch.Tensor, budget: int,
+             seed: int) -> SampleInteractions:
+    """KernelSHAP-IQ (shapiq) for k-SII, as the mean of two independent half-budget runs, whose
+    difference gives each value's standard error."""
+    try:
+        from shapiq.approximator import KernelSHAPIQ
+    except ImportError as exc:  # pragma: no cover - shapiq is in requirements.txt
+        raise InteractionError(f"more than {EXACT_MAX_FIELDS} fields need the shapiq package "
+                               f"(pip install shapiq): {exc}") from exc
+    F = embedded.shape[1]
+    if budget < 4 * (F + 1):
+        raise InteractionError(f"a budget of {budget} coalitions is too small for {F} fields; give at least "
+                               f"{4 * (F + 1)} (the default is {DEFAULT_BUDGET}).")
+    index = pair_index(F)
+
+    def game(coalition_matrix: np.ndarray) -> np.ndarray:  # (n, F) bool -> (n,) logits
+        masks = torch.as_tensor(np.asarray(coalition_matrix, dtype=bool))
+        return game_values(model, embedded, baseline, masks)[0].numpy()
+
+    empty = game(np.zeros((1, F), dtype=bool))[0]  # v(no field)
+    full = game(np.ones((1, F), dtype=bool))[0]  # v(all fields)
+    runs = []
+    for half in range(2):
+        approximator = KernelSHAPIQ(n=F, max_order=2, index="k-SII", random_state=seed * 2 + half)
+        result = approximator.approximate(budget // 2, game)
+        lookup = result.interaction_lookup
+        runs.append(np.array([result.values[lookup[(i,)]] for i in range(F)]
+                             + [result.values[lookup[pair]] for pair in index]))
+    phi = (runs[0] + runs[1]) / 2  # (F + P,)
+    error = np.abs(runs[0] - runs[1]) / 2  # the standard error of a mean of two, from their spread
+    return SampleInteractions(model.schema.names, phi[:F], phi[F:], float(full), float(empty),
+                              method="KernelSHAPIQ", budget=budget, seed=seed, error=error)
+
+
+# ----------------------------------------------------------------------------- a split
+
+@dataclass
+class SplitInteractions:
+    """Every sample's exact k-SII over a split (or any set of inputs)."""
+
+    fields: list[str]
+    main: np.ndarray  # (N, F)
+    pairs: np.ndarray  # (N, P)
+    efficiency_gap: float  # the largest over the samples
+    baseline: str = "mean"
+
+    def __len__(self) -> int:
+        return len(self.main)
+
+    def matrix(self, keep: np.ndarray | None = None) -> np.ndarray:
+        """(F, F) mean |phi_ij| over the kept samples: how strongly the model combines each pair."""
+        pairs = self.pairs if keep is None else self.pairs[np.asarray(keep, dtype=bool)]
+        if len(pairs) == 0:
+            return np.zeros((len(self.fields),) * 2)
+        return pairs_to_matrix(np.abs(pairs).mean(0), len(self.fields))
+
+    def signed_matrix(self, keep: np.ndarray | None = None) -> np.ndarray:
+        """(F, F) mean signed phi_ij: whether a pair raises or lowers the CTR on average."""
+        pairs = self.pairs if keep is None else self.pairs[np.asarray(keep, dtype=bool)]
+        return pairs_to_matrix(pairs.mean(0) if len(pairs) else np.zeros(self.pairs.shape[1]), len(self.fields))
+
+    def main_strength(self, keep: np.ndarray | None = None) -> np.ndarray:
+        main = self.main if keep is None else self.main[np.asarray(keep, dtype=bool)]
+        return np.abs(main).mean(0) if len(main) else np.zeros(len(self.fields))
+
+    def ranked_pairs(self, keep: np.ndarray | None = None) -> list[dict]:
+        return _ranked(matrix_to_pairs(self.matrix(keep)), self.fields, signed=False)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """An .npz written to a temporary name and renamed, so a reader never sees half a file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, staging = tempfile.mkstemp(dir=path.parent, prefix=".staging-", suffix=".npz")
+        try:
+            with os.fdopen(handle, "wb") as fh:
+                np.savez(fh, main=self.main.astype(np.float32), pairs=self.pairs.astype(np.float32),
+                         meta=np.array(json.dumps({"fields": self.fields, "efficiency_gap": self.efficiency_gap,
+                                                   "baseline": self.baseline, "version": CACHE_VERSION})))
+            os.replace(staging, path)
+        except BaseException:
+            Path(staging).unlink(missing_ok=True)
+            raise
+        return path
+
+    @staticmethod
+    def load(path: str | os.PathLike) -> "SplitInteractions":
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if meta.get("version") != CACHE_VERSION:
+                raise InteractionError(f"{path}: cache version {meta.get('version')}, expected {CACHE_VERSION}")
+            return SplitInteractions(meta["fields"], data["main"].astype(np.float64),
+                                     data["pairs"].astype(np.float64), meta["efficiency_gap"], meta["baseline"])
+
+
+@torch.no_grad()
+def split_interactions(model: AutoInt, inputs: FieldTensors, baseline: torch.Tensor, *, baseline_name: str = "mean",
+                       samples_per_batch: int | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> SplitInteractions:
+    """Exact k-SII of every sample: (N * 2^F) forwards in large batches, then one matrix product.
+
+    progress(done, total) is called after each batch of samples."""
+    model.eval()
+    F = len(model.schema.fields)
+    if F > EXACT_MAX_FIELDS:
+        raise InteractionError(f"{F} fields: split-level interactions are exact only up to {EXACT_MAX_FIELDS} "
+                               f"fields; explain single samples with the sampling estimator instead.")
+    masks = coalitions(F)  # (C, F)
+    C = masks.shape[0]
+    A = torch.from_numpy(ksii_map(F)).T.contiguous()  # (C, F + P) float64
+    n = len(inputs)
+    step = samples_per_batch or max(1, 65536 // C)
+    device = _device(model)
+    phi = torch.empty(n, A.shape[1], dtype=torch.float64)
+    gap = 0.0
+    for start in range(0, n, step):
+        x = inputs.index(slice(start, start + step)).to(device)
+        values = game_values(model, model.embed(x), baseline, masks)  # (n, C)
+        chunk = values @ A  # (n, F + P)
+        phi[start:start + len(x)] = chunk
+        gap = max(gap, float((chunk.sum(1) - (values[:, -1] - values[:, 0])).abs().max()))
+        if progress is not None:
+            progress(min(start + step, n), n)
+    phi_np = phi.numpy()
+    return SplitInteractions(model.schema.names, phi_np[:, :F], phi_np[:, F:], gap, baseline_name)
+
+
+def cache_key(*parts) -> str:
+    """A short stable name for a cached split: hash of the run's weights, data fingerprint, split, baseline."""
+    return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
+
+
+def weights_digest(run_path: str | os.PathLike) -> str:
+    """The run's identity for caching: its weights file's SHA-256 (a retrained run under the same name differs)."""
+    digest = hashlib.sha256()
+    with open(Path(run_path) / "model.safetensors", "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cached_split_interactions(cache_dir: str | os.PathLike, key: str,
+                              compute: Callable[[], SplitInteractions]) -> SplitInteractions:
+    """Load `<cache_dir>/<key>.npz`, or compute and save it. A damaged cache file is recomputed."""
+    path = Path(cache_dir) / f"{key}.npz"
+    if path.is_file():
+        try:
+            return SplitInteractions.load(path)
+        except (OSError, ValueError, KeyError, InteractionError):
+            pass
+    result = compute()
+    try:
+        result.save(path)
+    except OSError:
+        pass  # a read-only cache folder costs the next request the computation, nothing else
+    return result
+
+
+# ----------------------------------------------------------------------------- attention, read honestly
+
+def head_entropy(attention: np.ndarray) -> np.ndarray:
+    """(..., F, F) attention -> (...): each head's mean row entropy as a fraction of log F
+    (1 = uniform over the fields, 0 = every row on one field)."""
+    attention = np.asarray(attention, dtype=np.float64)
+    F = attention.shape[-1]
+    if F < 2:
+        return np.zeros(attention.shape[:-2])
+    p = np.clip(attention, 1e-12, 1.0)
+    return (-(attention * np.log(p)).sum(-1)).mean(-1) / np.log(F)
+
+
+def near_uniform(attention: np.ndarray, tolerance: float = UNIFORM_TOLERANCE) -> np.ndarray:
+    """(..., F, F) -> (...) bool: every weight of the head lies within `tolerance` of 1/F."""
+    attention = np.asarray(attention, dtype=np.float64)
+    return (np.abs(attention - 1.0 / attention.shape[-1]) <= tolerance).all(axis=(-1, -2))
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation, ties given their average rank; NaN when either side is constant."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise InteractionError(f"spearman needs two equal-length vectors; got shapes {a.shape} and {b.shape}.")
+    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = np.sqrt((ra ** 2).sum() * (rb ** 2).sum())
+    return float((ra * rb).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    sorted_values = values[order]
+    start = 0
+    while start < len(values):  # ties share their average rank
+        end = start
+        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
+            end += 1
+        ranks[order[start:end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+@dataclass
+class Agreement:
+    """Spearman rho between attention and interaction strength over the field pairs."""
+
+    overall: float  # attention averaged over layers and heads
+    per_layer: list[float]  # attention averaged over each layer's heads
+    per_head: list[list[float]]  # [layer][head]
+    pairs: int
+
+    def views(self) -> dict[str, float]:
+        """{"overall": rho, "layer 1": rho, "layer 1 · head 1": rho, ...} for a bar chart."""
+        out = {"overall": self.overall}
+        for l, rho in enumerate(self.per_layer):
+            out[f"layer {l + 1}"] = rho
+        for l, heads in enumerate(self.per_head):
+            for h, rho in enumerate(heads):
+                out[f"layer {l + 1} · head {h + 1}"] = rho
+        return out
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.overall, self.pairs)
+
+    def to_json(self) -> dict:
+        return {"overall": _finite(self.overall), "per_layer": [_finite(r) for r in self.per_layer],
+                "per_head": [[_finite(r) for r in heads] for heads in self.per_head], "pairs": self.pairs,
+                "verdict": self.verdict, "method": "Spearman rank correlation over field pairs between attention "
+                "(both directions averaged) and |pairwise Shapley interaction|"}
+
+
+def _finite(value: float) -> float | None:
+    return None if not np.isfinite(value) else float(value)
+
+
+def agreement(attention: np.ndarray, interaction: np.ndarray) -> Agreement:
+    """attention (L, H, F, F), interaction strength (F, F) (|signed| for a sample, mean |.| for a split)."""
+    attention = np.asarray(attention, dtype=np.float64)
+    interaction = np.abs(np.asarray(interaction, dtype=np.float64))
+    if attention.ndim != 4 or attention.shape[-2:] != interaction.shape or interaction.shape[0] != interaction.shape[1]:
+        raise InteractionError(f"agreement needs attention (L, H, F, F) and interaction (F, F) over the same "
+                               f"fields; got {attention.shape} and {interaction.shape}.")
+    strength = matrix_to_pairs(interaction)  # (P,)
+    L, H = attention.shape[:2]
+    if L == 0:
+        return Agreement(float("nan"), [], [], len(strength))
+    overall = spearman(matrix_to_pairs(attention.mean(axis=(0, 1))), strength)
+    per_layer = [spearman(matrix_to_pairs(attention[l].mean(0)), strength) for l in range(L)]
+    per_head = [[spearman(matrix_to_pairs(attention[l, h]), strength) for h in range(H)] for l in range(L)]
+    return Agreement(overall, per_layer, per_head, len(strength))
+
+
+def verdict(rho: float, pairs: int) -> str:
+    """One plain sentence on how attention's ranking of field pairs compares with the model's interactions."""
+    if not np.isfinite(rho):
+        return "attention is the same for every pair here, so it ranks nothing (ρ undefined)"
+    if rho >= 0.5:
+        words = "attention ranks pairs much like the model's interactions"
+    elif rho >= 0.2:
+        words = "attention ranks pairs only loosely like the model's interactions"
+    elif rho > -0.2:
+        words = "attention's ranking of pairs is unrelated to the model's interactions"
+    else:
+        words = "attention ranks pairs unlike the model's interactions"
+    return f"{words} (ρ = {rho:+.2f} over {pairs} pairs)"
+
+
+def pair_ranks(strength_pairs: np.ndarray, fields: Sequence[str], wanted: Sequence[tuple[str, str]]) -> list[dict]:
+    """The rank (1 = strongest) of each wanted pair among all pairs by `strength_pairs` (P,)."""
+    index = {frozenset((fields[i], fields[j])): p for p, (i, j) in enumerate(pair_index(len(fields)))}
+    order = np.argsort(-np.asarray(strength_pairs), kind="stable")
+    rank_of = {int(p): r + 1 for r, p in enumerate(order)}
+    out = []
+    for a, b in wanted:
+        p = index.get(frozenset((a, b)))
+        out.append({"pair": [a, b], "rank": rank_of[p] if p is not None else None, "of": len(strength_pairs),
+                    "value": float(strength_pairs[p]) if p is not None else None})
+    return out
