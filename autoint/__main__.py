@@ -1,10 +1,12 @@
-"""Command line: python -m autoint {download,describe,synth,train,evaluate,explain,correlations,recommend}."""
+"""Command line: python -m autoint {download,describe,synth,train,evaluate,explain,correlations,interactions,recommend}."""
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import sys
+import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -78,23 +80,51 @@ def cmd_train(args) -> int:
     model_config = model_config_from(args)  # refuse bad settings before reading any data
     clean_staging(Path(args.out).parent, older_than_s=STALE_STAGING_S)  # what a killed save left, if any
     train_config = train_config_from(args)
+    if args.snapshot_out and (args.snapshot_epoch is None or args.snapshot_epoch < 1):
+        raise ValueError("--snapshot-out needs --snapshot-epoch N (N >= 1): after which epoch to save it.")
     dataset = load_dataset(args.data_dir, with_ids=args.with_ids)
-    callback = None
-    if args.progress_jsonl:
-        progress_file = open(args.progress_jsonl, "a", buffering=1, encoding="utf-8")
+    progress_file = open(args.progress_jsonl, "a", buffering=1, encoding="utf-8") if args.progress_jsonl else None
 
-        def callback(event):  # one JSON object a line, for a parent process (the app) to follow
+    def report(event):  # one JSON object a line, for a parent process (the app) to follow
+        if progress_file is not None:
             progress_file.write(_metrics_json(event) + "\n")
+
+    pacer = None
+    if args.activity_file:  # every core while nobody explores, this process's share otherwise
+        import torch
+        from .jobs import ThreadPacer
+        pacer = ThreadPacer(args.activity_file, busy=torch.get_num_threads(), idle=args.idle_threads or os.cpu_count())
+        pacer.check()
+        report({"event": "threads", "threads": torch.get_num_threads(), "time": time.time(), "epoch": 1, "step": 0})
+
+    def callback(event):
+        report(event)
+        if pacer is not None and event["event"] == "step":
+            switched = pacer.check()
+            if switched is not None:
+                report({**switched, "epoch": event["epoch"], "step": event["step"]})
+
+    def save(out, result):
+        save_run(out, result.model, metrics=result.metrics, train_config=asdict(train_config),
+                 history=result.history, data_fingerprint=dataset.fingerprint,
+                 data_dir=str(resolve_data_dir(args.data_dir)),
+                 extra={"snapshot_of": str(args.out)} if out == args.snapshot_out else None)
+        if out == args.snapshot_out:
+            report({"event": "snapshot", "run": str(out), "epoch": result.metrics["epochs_run"],
+                    **{k: result.metrics[k] for k in ("test_auc", "val_auc", "best_epoch")}})
+
+    snapshot = (args.snapshot_epoch, lambda result: save(args.snapshot_out, result)) if args.snapshot_out else None
     diverged = None
     try:
-        result = train(dataset, model_config, train_config, callback=callback, progress=not args.quiet)
+        result = train(dataset, model_config, train_config, callback=callback if progress_file or pacer else None,
+                       progress=not args.quiet, snapshot=snapshot)
     except TrainingDiverged as exc:
         if exc.result is None:
             raise  # no finished epoch to keep: a run already at --out stays as it was
         diverged, result = exc, exc.result
-    save_run(args.out, result.model, metrics=result.metrics, train_config=asdict(train_config),
-             history=result.history, data_fingerprint=dataset.fingerprint,
-             data_dir=str(resolve_data_dir(args.data_dir)))
+    if args.snapshot_out and len(result.history) < args.snapshot_epoch:  # training ended before that epoch
+        save(args.snapshot_out, result)
+    save(args.out, result)
     if diverged is not None:  # exit non-zero: the run stopped early, with its best weights saved
         raise TrainingDiverged(f"{diverged} Saved them to {args.out} (metrics: stopped=diverged).")
     print(f"run saved to {args.out}", file=sys.stderr)
@@ -136,18 +166,24 @@ def _run_and_data(args, need_dataset: bool):
     return run, Catalog(movielens), dataset
 
 
+def _interaction_baseline(args, run, dataset):
+    """The interactions' baseline embedding (1, F, d): the training mean, or the `<unknown>` slots."""
+    from .interactions import baseline_embedding
+    return baseline_embedding(run.model, args.baseline, dataset.split("train")[0] if dataset is not None else None)
+
+
 def cmd_explain(args) -> int:
     from .explain import ATTRIBUTION_METHODS, explain_sample, mean_embedding, parse_edit, parse_time, what_if
-    run, catalog, dataset = _run_and_data(args, need_dataset=not args.no_attributions)
+    run, catalog, dataset = _run_and_data(args, need_dataset=not args.no_attributions or args.baseline == "mean")
     timestamp = parse_time(args.time) if args.time else None
     values = catalog.sample(args.user, args.movie, timestamp)
     edits = dict(parse_edit(run.schema, text) for text in args.set)
     if "RequestTime" in edits:
         catalog.check_time(edits["RequestTime"])
-    kwargs = {}
+    kwargs = {"interaction_baseline": _interaction_baseline(args, run, dataset)}
     if not args.no_attributions:
         train_x, _ = dataset.split("train")
-        kwargs = {"attributions": ATTRIBUTION_METHODS, "baseline": mean_embedding(run.model, train_x)}
+        kwargs.update(attributions=ATTRIBUTION_METHODS, baseline=mean_embedding(run.model, train_x))
     if edits:
         result = what_if(run.model, values, edits, **kwargs)
         explanation, report = result.after, {**result.after.to_json(), "what_if": result.to_json()}
@@ -155,25 +191,102 @@ def cmd_explain(args) -> int:
         explanation = explain_sample(run.model, values, **kwargs)
         report = explanation.to_json()
     report.update(user=args.user, movie=args.movie, title=catalog.movie(args.movie)["title"],
-                  rating=(catalog.rating(args.user, args.movie) or [None])[0],
+                  rating=(catalog.rating(args.user, args.movie) or [None])[0], interaction_baseline=args.baseline,
                   attention_axes="[layers][heads][query field][attended field]")
     if not args.json:
         print(f"{report['title']}  CTR {explanation.ctr:.3f}", file=sys.stderr)
         for combination in explanation.combinations[:5]:
             print(f"  {combination.text}", file=sys.stderr)
+        if explanation.agreement is not None:
+            print(f"  {explanation.agreement.verdict}", file=sys.stderr)
     print(_metrics_json(report))
     return 0
 
 
+def _split_interactions(args, run, dataset):
+    """The split's interactions, cached; a tqdm bar while they are computed."""
+    from .interactions import interactions_of_split
+    bar = None
+
+    def progress(done, total):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="sample", desc=f"interactions of the {args.split} split", file=sys.stderr)
+        bar.update(done - bar.n)
+    try:
+        return interactions_of_split(args.run, run.model, dataset, args.split, baseline=args.baseline,
+                                     progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def cmd_correlations(args) -> int:
-    from .explain import dataset_correlations, parse_where
+    from .explain import dataset_correlations, parse_where, slice_mask
+    from .interactions import agreement
     run, _, dataset = _run_and_data(args, need_dataset=True)
     x, y = dataset.split(args.split)
-    result = dataset_correlations(run.model, x, y, where=parse_where(run.schema, args.where), label=args.label,
-                                  ctr_band=tuple(args.ctr_band) if args.ctr_band else None)
+    where, band = parse_where(run.schema, args.where), tuple(args.ctr_band) if args.ctr_band else None
+    result = dataset_correlations(run.model, x, y, where=where, label=args.label, ctr_band=band)
     if result.count == 0:
         print(f"warning: no {args.split} samples match {result.description}", file=sys.stderr)
-    print(_metrics_json({"split": args.split, **result.to_json()}))
+    report = {"split": args.split, **result.to_json()}
+    if not args.no_interactions and run.model.config.layers and result.count:
+        split = _split_interactions(args, run, dataset)
+        matrix = split.matrix(slice_mask(run.model, x, y, where=where, label=args.label, ctr_band=band))
+        report.update(interactions=matrix.tolist(), interaction_baseline=args.baseline,
+                      agreement=agreement(result.per_head, matrix).to_json())
+    print(_metrics_json(report))
+    return 0
+
+
+def cmd_interactions(args) -> int:
+    """Pairwise Shapley interactions (k-SII) of one sample, or mean |interaction| over a split or a slice of it,
+    beside the attention's agreement with them."""
+    from .explain import dataset_correlations, explain_sample, parse_time, parse_where, slice_mask
+    from .interactions import agreement
+    one_sample = args.user is not None or args.movie is not None
+    if one_sample and (args.user is None or args.movie is None):
+        raise ValueError("--user and --movie go together: give both to explain one sample, neither for a split.")
+    if one_sample and (args.where or args.label is not None):
+        raise ValueError("--where and --label slice a split; leave them out with --user/--movie (one sample).")
+    if not one_sample and args.time:
+        raise ValueError("--time sets one sample's request time; give --user and --movie with it.")
+    run, catalog, dataset = _run_and_data(args, need_dataset=not one_sample or args.baseline == "mean")
+    schema = run.model.schema
+    if one_sample:
+        values = catalog.sample(args.user, args.movie, parse_time(args.time) if args.time else None)
+        explanation = explain_sample(run.model, values, interaction_baseline=_interaction_baseline(args, run, dataset),
+                                     seed=args.seed)
+        measured = explanation.interactions
+        report = {"mode": "sample", "user": args.user, "movie": args.movie,
+                  "title": catalog.movie(args.movie)["title"], "fields": schema.names,
+                  "labels": explanation.labels, "ctr": explanation.ctr, **measured.to_json(explanation.labels),
+                  "agreement": explanation.agreement.to_json() if explanation.agreement is not None else None}
+        report["fields"] = schema.names
+    else:
+        x, y = dataset.split(args.split)
+        where = parse_where(schema, args.where)
+        split = _split_interactions(args, run, dataset)
+        keep = slice_mask(run.model, x, y, where=where, label=args.label)
+        matrix = split.matrix(keep)
+        attention = dataset_correlations(run.model, x, y, where=where, label=args.label)
+        if attention.count == 0:
+            print(f"warning: no {args.split} samples match {attention.description}", file=sys.stderr)
+        report = {"mode": "split", "split": args.split, "where": attention.description, "count": int(keep.sum()),
+                  "fields": schema.names, "matrix": matrix.tolist(), "signed_matrix": split.signed_matrix(keep).tolist(),
+                  "main": split.main_strength(keep).tolist(), "pairs": split.ranked_pairs(keep),
+                  "agreement": agreement(attention.per_head, matrix).to_json()
+                  if run.model.config.layers and attention.count else None,
+                  "efficiency_gap": split.efficiency_gap, "method": "exact", "units": "logit",
+                  "matrix_is": "mean |pairwise interaction| over the samples"}
+    report["baseline"] = args.baseline
+    if not args.json:
+        for pair in report["pairs"][:5]:
+            print(f"  {' × '.join(pair['fields'])}: {pair['strength']:.3f}", file=sys.stderr)
+        if report["agreement"]:
+            print(f"  {report['agreement']['verdict']}", file=sys.stderr)
+    print(_metrics_json(report))
     return 0
 
 
@@ -192,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m autoint", description="AutoInt on MovieLens-1M: train, "
                                      "evaluate and explain.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def baseline_arg(p):
+        p.add_argument("--baseline", default="mean", choices=["mean", "unknown"],
+                       help="interactions: an absent field takes its training-mean embedding (default) or its "
+                            "<unknown> slot")
 
     def data_arg(p):
         p.add_argument("--data-dir", help="MovieLens-1M folder (default: $AUTOINT_DATA_DIR, else data/ml-1m)")
@@ -251,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--progress-jsonl", help="append each progress event as a JSON line to this file")
     p.add_argument("--out", required=True, help="run folder to create")
+    p.add_argument("--snapshot-epoch", type=int, metavar="N",
+                   help="after epoch N, also save the best weights so far to --snapshot-out, then go on training")
+    p.add_argument("--snapshot-out", help="run folder for that quick model (written at the end if training "
+                                          "stops before epoch N)")
+    p.add_argument("--activity-file", help="a file the app touches while someone explores: while it is older "
+                                           "than 10 s, train with --idle-threads threads, else with OMP_NUM_THREADS")
+    p.add_argument("--idle-threads", type=int, help="threads while nobody explores (default: every core)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="print the metrics JSON of a saved run")
@@ -269,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="Field=value",
                    help="edit a field value (what-if); Genre takes A|B; repeatable")
     p.add_argument("--no-attributions", action="store_true", help="skip Captum attributions")
+    baseline_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON (the default prints a short report too)")
     p.set_defaults(func=cmd_explain)
 
@@ -279,8 +405,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--where", action="append", default=[], metavar="Field=value", help="keep only these samples")
     p.add_argument("--label", type=int, choices=[0, 1])
     p.add_argument("--ctr-band", type=float, nargs=2, metavar=("LOW", "HIGH"))
+    p.add_argument("--no-interactions", action="store_true",
+                   help="leave out the measured interactions and their agreement with attention")
+    baseline_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_correlations)
+
+    p = sub.add_parser("interactions", help="pairwise Shapley interactions (k-SII) of a sample or a split, "
+                                            "and attention's agreement with them")
+    p.add_argument("run")
+    data_arg(p)
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--where", action="append", default=[], metavar="Field=value", help="keep only these samples")
+    p.add_argument("--label", type=int, choices=[0, 1])
+    p.add_argument("--user", type=int, help="with --movie: one sample instead of a split")
+    p.add_argument("--movie", type=int)
+    p.add_argument("--time", help="the sample's request time, ISO 8601 or Unix seconds")
+    baseline_arg(p)
+    p.add_argument("--seed", type=int, default=0, help="the sampling estimator's seed (more than 12 fields)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_interactions)
 
     p = sub.add_parser("recommend", help="the top-N movies for a user, each with its CTR and why")
     p.add_argument("run")

@@ -7,7 +7,6 @@ that produced the prediction shown beside it.
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from .data import Catalog, FieldTensors, encode_values
+from .interactions import Agreement, SampleInteractions, agreement, head_entropy, near_uniform, sample_interactions
 from .model import AutoInt
 from .schema import UNKNOWN, Schema, SchemaError
 
@@ -148,16 +148,37 @@ class SampleExplanation:
     combinations: list[Combination] = field(default_factory=list)
     attributions: dict[str, np.ndarray] = field(default_factory=dict)  # method -> (F,) logit units
     completeness_gap: float | None = None
+    interactions: SampleInteractions | None = None  # the model's measured pairwise interactions (k-SII)
+
+    @property
+    def head_entropy(self) -> np.ndarray:
+        return head_entropy(self.attention)  # (L, H) fraction of log F
+
+    @property
+    def near_uniform(self) -> np.ndarray:
+        return near_uniform(self.attention)  # (L, H) every weight within 0.02 of 1/F
+
+    @property
+    def agreement(self) -> Agreement | None:
+        """Attention against the sample's |interaction| over field pairs; None without interactions."""
+        if self.interactions is None or self.attention.shape[0] == 0:
+            return None
+        return agreement(self.attention, self.interactions.matrix)
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "ctr": self.ctr, "logit": self.logit, "labels": self.labels,
             "attention": self.attention.tolist(),
+            "head_entropy": self.head_entropy.tolist(), "near_uniform_heads": self.near_uniform.tolist(),
             "combinations": [c.__dict__ for c in self.combinations],
             "attributions": {m: dict(zip(self.labels, map(float, v))) for m, v in self.attributions.items()},
             "attribution_units": "logit",
             "ig_completeness_gap": self.completeness_gap,
         }
+        if self.interactions is not None:
+            out["interactions"] = self.interactions.to_json(self.labels)
+            out["agreement"] = self.agreement.to_json() if self.agreement is not None else None
+        return out
 
 
 @torch.no_grad()
@@ -210,7 +231,9 @@ def top_combinations(attention: np.ndarray, labels: Sequence[str], k: int = 5) -
 
 def explain_sample(model: AutoInt, values: dict, *, attributions: Sequence[str] = (),
                    baseline: torch.Tensor | None = None, top: int = 5, shapley_samples: int = 64,
-                   seed: int = 0) -> SampleExplanation:
+                   seed: int = 0, interaction_baseline: torch.Tensor | None = None) -> SampleExplanation:
+    """The CTR, attention, combinations and (optionally) attributions of one sample; with
+    `interaction_baseline` (1, F, d) also its pairwise Shapley interactions and their agreement with attention."""
     schema = model.schema
     values = check_values(schema, values)
     x = encode_sample(schema, values)
@@ -223,6 +246,8 @@ def explain_sample(model: AutoInt, values: dict, *, attributions: Sequence[str] 
         scores, gap = attribute(model, x, methods=attributions, baseline=baseline, shapley_samples=shapley_samples,
                                 seed=seed)
         out.attributions, out.completeness_gap = scores, gap
+    if interaction_baseline is not None:
+        out.interactions = sample_interactions(model, x, interaction_baseline, seed=seed)
     return out
 
 
@@ -239,6 +264,20 @@ def mean_embedding(model: AutoInt, inputs: FieldTensors, batch_size: int = 65536
         total = e.sum(0) if total is None else total + e.sum(0)
         n += e.shape[0]
     return (total / max(n, 1)).unsqueeze(0).cpu()
+
+
+def seeded_permutations(seed: int):
+    """Captum's permutation source for Shapley Value Sampling, drawn from a generator of its own.
+
+    Captum draws with `torch.randperm` from torch's process-wide generator, so seeding it per request
+    (as this module once did) reseeded every other session of a shared server mid-computation. This
+    local generator makes one request's permutations depend on its seed alone."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def permutations(num_features: int, num_samples: int):
+        for _ in range(num_samples):
+            yield torch.randperm(num_features, generator=generator).tolist()
+    return permutations
 
 
 def attribute(model: AutoInt, x: FieldTensors, methods: Sequence[str] = ATTRIBUTION_METHODS,
@@ -278,10 +317,10 @@ def attribute(model: AutoInt, x: FieldTensors, methods: Sequence[str] = ATTRIBUT
                                                   perturbations_per_eval=F)
         out["feature_ablation"] = attr[0, :, 0].detach().cpu().numpy()
     if "shapley" in methods:
-        torch.manual_seed(seed)  # the permutations Captum samples come from torch's generator
-        random.seed(seed)
-        attr = ShapleyValueSampling(forward).attribute(embedded, baselines=unknown_embedded, feature_mask=mask,
-                                                       n_samples=shapley_samples, perturbations_per_eval=F)
+        sampler = ShapleyValueSampling(forward)
+        sampler.permutation_generator = seeded_permutations(seed)  # never the process-wide generators
+        attr = sampler.attribute(embedded, baselines=unknown_embedded, feature_mask=mask,
+                                 n_samples=shapley_samples, perturbations_per_eval=F)
         out["shapley"] = attr[0, :, 0].detach().cpu().numpy()
     return out, gap
 
@@ -303,6 +342,13 @@ class WhatIf:
         return self.after.attention - self.before.attention  # (L, H, F, F)
 
     @property
+    def interaction_change(self) -> np.ndarray | None:
+        """(F, F) signed after - before pairwise interactions, when both were measured."""
+        if self.before.interactions is None or self.after.interactions is None:
+            return None
+        return self.after.interactions.matrix - self.before.interactions.matrix
+
+    @property
     def attribution_change(self) -> dict[str, np.ndarray]:
         return {m: self.after.attributions[m] - self.before.attributions[m] for m in self.before.attributions}
 
@@ -310,7 +356,9 @@ class WhatIf:
         return {"edits": self.edits, "ctr_before": self.before.ctr, "ctr_after": self.after.ctr,
                 "ctr_change": self.ctr_change, "labels_before": self.before.labels, "labels_after": self.after.labels,
                 "attention_change": self.attention_change.tolist(),
-                "attribution_change": {m: v.tolist() for m, v in self.attribution_change.items()}}
+                "attribution_change": {m: v.tolist() for m, v in self.attribution_change.items()},
+                **({"interaction_change": self.interaction_change.tolist()}
+                   if self.interaction_change is not None else {})}
 
 
 def what_if(model: AutoInt, values: dict, edits: dict, **explain_kwargs) -> WhatIf:
@@ -364,6 +412,67 @@ def parse_where(schema: Schema, clauses: Sequence[str]) -> dict:
     return out
 
 
+def _slice_conditions(schema: Schema, where: dict | None) -> list[tuple]:
+    """{field: value} filters as (kind, column, slot(s)) on the encoded tensors."""
+    conditions = []
+    for name, value in (where or {}).items():
+        f = schema[name]
+        if f.kind == "numeric":
+            raise SchemaError(f"slicing by {name} needs a band, not a value; filter by ReleaseTime or ctr_band instead.")
+        column = [g.name for g in schema.of_kind(f.kind)].index(name)
+        if f.kind == "multivalued":
+            conditions.append(("multivalued", column, [f.index(v) for v in (value if isinstance(value, list) else [value])]))
+        else:
+            conditions.append(("categorical", column, f.index(value)))
+    return conditions
+
+
+def _keep(x: FieldTensors, conditions: list[tuple], labels: torch.Tensor | None, label: int | None,
+          logit: torch.Tensor | None, ctr_band: tuple[float, float] | None) -> torch.Tensor:
+    """(B,) bool: the batch's samples that pass every filter."""
+    keep = torch.ones(len(x), dtype=torch.bool, device=x.categorical.device)
+    for kind, column, slot in conditions:
+        if kind == "categorical":
+            keep &= x.categorical[:, column] == slot
+        else:
+            for s in slot:
+                keep &= (x.multivalued[:, column] == s).any(-1)
+    if label is not None:
+        keep &= labels.to(keep.device) == label
+    if ctr_band is not None:
+        ctr = torch.sigmoid(logit)
+        keep &= (ctr >= ctr_band[0]) & (ctr < ctr_band[1])
+    return keep
+
+
+def describe_slice(where: dict | None, label: int | None, ctr_band: tuple[float, float] | None) -> str:
+    described = [f"{k}={v}" for k, v in (where or {}).items()]
+    if label is not None:
+        described.append(f"label={label}")
+    if ctr_band is not None:
+        described.append(f"{ctr_band[0]:.2f}<=CTR<{ctr_band[1]:.2f}")
+    return " and ".join(described) or "all samples"
+
+
+@torch.no_grad()
+def slice_mask(model: AutoInt, inputs: FieldTensors, labels: torch.Tensor | None = None, *, where: dict | None = None,
+               label: int | None = None, ctr_band: tuple[float, float] | None = None,
+               batch_size: int = 65536) -> np.ndarray:
+    """(N,) bool: which samples pass the same filters as `dataset_correlations` (for interactions of a slice)."""
+    conditions = _slice_conditions(model.schema, where)
+    if label is not None and labels is None:
+        raise ValueError("slicing by label needs the labels")
+    device = _device(model)
+    model.eval()
+    out = []
+    for start in range(0, len(inputs), batch_size):
+        x = inputs.index(slice(start, start + batch_size)).to(device)
+        logit = model(x) if ctr_band is not None else None
+        out.append(_keep(x, conditions, labels[start:start + batch_size] if labels is not None else None, label,
+                         logit, ctr_band).cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=bool)
+
+
 @torch.no_grad()
 def dataset_correlations(model: AutoInt, inputs: FieldTensors, labels: torch.Tensor | None = None, *,
                          where: dict | None = None, label: int | None = None,
@@ -379,46 +488,20 @@ def dataset_correlations(model: AutoInt, inputs: FieldTensors, labels: torch.Ten
     L, H, F = model.config.layers, model.config.heads, len(schema.fields)
     total = torch.zeros(L, H, F, F, dtype=torch.float64, device=device)
     count = 0
-    conditions = []
-    for name, value in (where or {}).items():
-        f = schema[name]
-        if f.kind == "numeric":
-            raise SchemaError(f"slicing by {name} needs a band, not a value; filter by ReleaseTime or ctr_band instead.")
-        kind_fields = schema.of_kind(f.kind)
-        column = [g.name for g in kind_fields].index(name)
-        if f.kind == "multivalued":
-            slots = [f.index(v) for v in (value if isinstance(value, list) else [value])]
-            conditions.append(("multivalued", column, slots))
-        else:
-            conditions.append(("categorical", column, f.index(value)))
+    conditions = _slice_conditions(schema, where)
     if label is not None and labels is None:
         raise ValueError("slicing by label needs the labels")
     for start in range(0, len(inputs), batch_size):
         x = inputs.index(slice(start, start + batch_size)).to(device)
         logit, attention = model(x, return_attention=True)  # (B,), (B, L, H, F, F)
-        keep = torch.ones(len(x), dtype=torch.bool, device=device)
-        for kind, column, slot in conditions:
-            if kind == "categorical":
-                keep &= x.categorical[:, column] == slot
-            else:
-                for s in slot:
-                    keep &= (x.multivalued[:, column] == s).any(-1)
-        if label is not None:
-            keep &= labels[start:start + batch_size].to(device) == label
-        if ctr_band is not None:
-            ctr = torch.sigmoid(logit)
-            keep &= (ctr >= ctr_band[0]) & (ctr < ctr_band[1])
+        keep = _keep(x, conditions, labels[start:start + batch_size] if labels is not None else None, label,
+                     logit, ctr_band)
         n = int(keep.sum())
         if n:
             total += attention[keep].sum(0, dtype=torch.float64)
             count += n
-    described = [f"{k}={v}" for k, v in (where or {}).items()]
-    if label is not None:
-        described.append(f"label={label}")
-    if ctr_band is not None:
-        described.append(f"{ctr_band[0]:.2f}<=CTR<{ctr_band[1]:.2f}")
     per_head = (total / max(count, 1)).float().cpu().numpy()
-    return Correlations(per_head, count, schema.names, " and ".join(described) or "all samples")
+    return Correlations(per_head, count, schema.names, describe_slice(where, label, ctr_band))
 
 
 # ----------------------------------------------------------------------------- recommendations

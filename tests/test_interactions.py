@@ -223,3 +223,87 @@ def test_split_cache_round_trip_and_damage(tmp_path):
     (tmp_path / "k.npz").write_bytes(b"not an npz")
     I.cached_split_interactions(tmp_path, "k", compute)
     assert len(calls) == 2 and first is split
+
+
+# ----------------------------------------------------------------------------- the CLI and explain JSON
+
+def last_json(capsys) -> dict:
+    import json
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_cli_interactions_of_a_split_and_a_slice(trained_run, synth_dir, synth_dataset, capsys, tmp_path,
+                                                 monkeypatch):
+    from autoint.__main__ import main
+    from autoint.explain import slice_mask
+    monkeypatch.setenv("AUTOINT_CACHE_DIR", str(tmp_path))
+    args = ["interactions", str(trained_run.path), "--data-dir", str(synth_dir), "--json"]
+    assert main(args) == 0
+    report = last_json(capsys)
+    F = len(report["fields"])
+    matrix = np.array(report["matrix"])
+    assert report["mode"] == "split" and report["count"] == len(synth_dataset.split("test")[1])
+    assert matrix.shape == (F, F) and np.allclose(matrix, matrix.T) and (matrix >= 0).all()
+    strengths = [p["strength"] for p in report["pairs"]]
+    assert len(strengths) == 21 and strengths == sorted(strengths, reverse=True)
+    assert set(report["agreement"]) >= {"overall", "per_layer", "per_head", "verdict"}
+    assert len(report["agreement"]["per_head"]) == trained_run.model.config.layers
+    assert report["efficiency_gap"] < 1e-4 and len(report["main"]) == F
+    # The same numbers as the library, computed afresh (the CLI's came from its cache or its own pass).
+    model = trained_run.model
+    train_x, _ = synth_dataset.split("train")
+    x, y = synth_dataset.split("test")
+    fresh = I.split_interactions(model, x, mean_embedding(model, train_x))
+    np.testing.assert_allclose(matrix, fresh.matrix(), atol=1e-5)
+    assert len(list(tmp_path.glob("interactions/*.npz"))) == 1  # cached for the next request
+    # A slice: women who clicked.
+    assert main(args + ["--where", "Gender=F", "--label", "1"]) == 0
+    sliced = last_json(capsys)
+    keep = slice_mask(model, x, y, where={"Gender": "F"}, label=1)
+    assert sliced["count"] == int(keep.sum()) > 0 and sliced["where"] == "Gender=F and label=1"
+    np.testing.assert_allclose(np.array(sliced["matrix"]), fresh.matrix(keep), atol=1e-5)
+
+
+def test_cli_interactions_of_one_sample(trained_run, synth_dir, capsys):
+    from autoint.__main__ import main
+    base = ["interactions", str(trained_run.path), "--data-dir", str(synth_dir), "--json"]
+    assert main(base + ["--user", "1", "--movie", "5", "--baseline", "unknown"]) == 0
+    report = last_json(capsys)
+    matrix = np.array(report["matrix"])
+    assert report["mode"] == "sample" and report["baseline"] == "unknown"
+    assert np.allclose(matrix, matrix.T) and report["efficiency_gap"] < 1e-4
+    assert abs(sum(report["main"]) + matrix[np.triu_indices(len(matrix), 1)].sum()
+               - (report["logit"] - report["baseline_logit"])) < 1e-4
+    assert report["labels"][0].startswith("Gender=")
+    assert main(base + ["--user", "1"]) == 2
+    assert "--user and --movie go together" in capsys.readouterr().err
+    assert main(base + ["--user", "1", "--movie", "5", "--where", "Gender=F"]) == 2
+    assert "slice a split" in capsys.readouterr().err
+
+
+def test_explain_json_carries_interactions_and_agreement(trained_run, synth_dir, capsys):
+    from autoint.__main__ import main
+    assert main(["explain", str(trained_run.path), "--data-dir", str(synth_dir), "--user", "1", "--movie", "5",
+                 "--no-attributions", "--json"]) == 0
+    report = last_json(capsys)
+    L, H = trained_run.model.config.layers, trained_run.model.config.heads
+    assert np.array(report["head_entropy"]).shape == (L, H)
+    assert np.array(report["near_uniform_heads"]).shape == (L, H)
+    assert report["interactions"]["efficiency_gap"] < 1e-4
+    assert np.array(report["agreement"]["per_head"]).shape == (L, H)
+    assert report["agreement"]["verdict"].endswith("over 21 pairs)")
+
+
+def test_shapley_sampling_leaves_the_process_generators_alone(trained_run, synth_dataset):
+    """A shared server: one request's Shapley Value Sampling must not reseed torch's or Python's generators."""
+    import random
+    from autoint.explain import attribute
+    model = trained_run.model
+    x = synth_dataset.split("test")[0].index(slice(0, 1))
+    torch.manual_seed(1234)
+    random.seed(99)
+    torch_state, python_state = torch.get_rng_state(), random.getstate()
+    first, _ = attribute(model, x, methods=["shapley"], shapley_samples=8, seed=5)
+    assert torch.equal(torch.get_rng_state(), torch_state) and random.getstate() == python_state
+    second, _ = attribute(model, x, methods=["shapley"], shapley_samples=8, seed=5)
+    np.testing.assert_allclose(first["shapley"], second["shapley"])  # the seed alone decides
