@@ -1,11 +1,15 @@
-"""Dataset correlations: attention averaged over the test split, the paper's Fig. 7(b), sliced at will."""
+"""Dataset correlations: attention averaged over the test split (the paper's Fig. 7(b)) beside the interactions the
+model really uses, with their agreement, sliced at will."""
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 from app import state
 from autoint.explain import Correlations, dataset_correlations
-from autoint.figures import attention_grid, correlation_figure
+from autoint.figures import (agreement_bars, agreement_scatter, attention_grid, attention_interaction_side_by_side,
+                             correlation_figure)
+from autoint.interactions import agreement, head_entropy, matrix_to_pairs, near_uniform, pair_index
 from autoint.schema import UNKNOWN
 
 ANY = "(any)"
@@ -45,15 +49,64 @@ if result.count == 0:
     st.warning(f"No test sample has {result.description}; choose another slice.")
     st.stop()
 
-state.show_figure(correlation_figure(result.per_layer, result.fields, count=result.count,
-                                     description=result.description), "dataset-correlations", "corr_layers")
+fields = result.fields
+F = len(fields)
+layer_entropy = head_entropy(result.per_layer)  # (L,) of each layer's head-averaged mean
+overall_entropy = float(head_entropy(result.overall))
+flat = near_uniform(result.per_head)  # (L, H)
+if flat.all():
+    st.warning(f"Averaged over these {result.count:,} samples, every head is close to uniform: each weight lies "
+               f"within 0.02 of 1/{F} = {1 / F:.3f}. The colours below show small differences, not a pattern.",
+               icon=":material/blur_on:")
+state.show_figure(correlation_figure(result.per_layer, fields, count=result.count, description=result.description,
+                                     entropy=np.concatenate([[overall_entropy], layer_entropy]),
+                                     uniform=np.concatenate([[near_uniform(result.overall)],
+                                                             near_uniform(result.per_layer)])),
+                  "dataset-correlations", "corr_layers")
+st.caption(f"Colour: each weight against uniform attention (1/{F} = {1 / F:.3f}); the cells give the weight itself. "
+           "Titles give the entropy as a fraction of log F (1 = uniform).")
+
+st.subheader("Attention beside the interactions the model really uses")
+st.caption("Right: the mean |pairwise Shapley interaction| (k-SII) over the same samples: how much the prediction "
+           "depends on two fields together, beyond each alone, in logit units. An absent field takes its "
+           "training-mean embedding. Computed exactly for every test sample, once per model, then cached.")
+measured = state.split_interactions(run_path, str(source.folder), "test", "mean")
+keep = state.slice_keep(run_path, str(source.folder), "test", where, label)
+strength = measured.matrix(keep)  # (F, F) mean |phi_ij| over the slice
+match = agreement(result.per_head, strength)
+state.show_figure(attention_interaction_side_by_side(result.overall, strength, fields, signed=False,
+                                                     main=measured.main_strength(keep),
+                                                     title=f"Fig. 7(b) beside the measured interactions "
+                                                           f"({result.description}, {int(keep.sum()):,} samples)",
+                                                     interaction_title="Mean |interaction| (k-SII, logit)"),
+                  "attention-vs-interactions", "corr_side_by_side")
+(st.success if match.overall >= 0.5 else st.warning)(f"**Verdict:** {match.verdict}.", icon=":material/balance:")
+scatter_column, bars_column = st.columns(2)
+with scatter_column:
+    state.show_figure(agreement_scatter(matrix_to_pairs(result.overall), matrix_to_pairs(strength),
+                                        [f"{fields[i]} × {fields[j]}" for i, j in pair_index(F)], rho=match.overall,
+                                        uniform_weight=1 / F, title=f"The {F * (F - 1) // 2} field pairs"),
+                      "agreement-scatter", "corr_scatter")
+with bars_column:
+    state.show_figure(agreement_bars(match.views(), title="Agreement per layer and head (Spearman ρ)"),
+                      "agreement-bars", "corr_agreement")
 
 st.subheader("Strongest field pairs")
-st.caption("Mean attention in both directions, averaged over layers and heads (self-attention left out).")
-st.dataframe([{"pair": f"{p['fields'][0]} ↔ {p['fields'][1]}", "mean weight": round(p["weight"], 4),
-               "first attends to second": round(p["forward"], 4), "second attends to first": round(p["backward"], 4)}
-              for p in result.strongest_pairs(10)], hide_index=True, key="corr_pairs")
+st.caption("Attention: the mean weight in both directions, averaged over layers and heads (self-attention left out). "
+           "Interaction: the mean |k-SII| over the same samples. Rank 1 is the strongest of the "
+           f"{F * (F - 1) // 2} pairs.")
+attention_pairs, interaction_pairs = matrix_to_pairs(result.overall), matrix_to_pairs(strength)
+attention_rank = {p: r + 1 for r, p in enumerate(np.argsort(-attention_pairs, kind="stable"))}
+interaction_rank = {p: r + 1 for r, p in enumerate(np.argsort(-interaction_pairs, kind="stable"))}
+rows = [{"pair": f"{fields[i]} ↔ {fields[j]}", "mean attention": round(float(attention_pairs[p]), 4),
+         "rank by attention": attention_rank[p], "mean |interaction|": round(float(interaction_pairs[p]), 4),
+         "rank by interaction": interaction_rank[p],
+         "first attends to second": round(float(result.overall[i, j]), 4),
+         "second attends to first": round(float(result.overall[j, i]), 4)}
+        for p, (i, j) in enumerate(pair_index(F))]
+st.dataframe(sorted(rows, key=lambda r: r["rank by interaction"]), hide_index=True, key="corr_pairs")
 
 with st.expander("Every layer and head"):
     state.show_figure(attention_grid(result.per_head, result.fields, title="Mean attention per layer and head",
-                                     show_values=len(result.fields) <= 8), "dataset-correlations-heads", "corr_heads")
+                                     show_values=len(result.fields) <= 8, entropy=head_entropy(result.per_head),
+                                     uniform=flat), "dataset-correlations-heads", "corr_heads")

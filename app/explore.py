@@ -4,11 +4,14 @@ This reproduces the paper's Fig. 7(a) for any sample.
 """
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 from app import state
 from autoint.explain import METHOD_NAMES, explain_sample
-from autoint.figures import attention_grid, attention_heatmap, attribution_bars
+from autoint.figures import (agreement_bars, agreement_scatter, attention_grid, attention_heatmap,
+                             attention_interaction_side_by_side, attribution_bars)
+from autoint.interactions import matrix_to_pairs, pair_index
 
 DEFAULT_METHODS = ["integrated_gradients", "feature_ablation"]  # Shapley sampling costs ~0.4 s more per sample
 
@@ -55,8 +58,11 @@ values = state.sample_values(cat, sample)
 methods = st.multiselect("Attribution methods", list(METHOD_NAMES), default=DEFAULT_METHODS, key="explore_methods",
                          format_func=METHOD_NAMES.get,
                          help="Shapley Value Sampling is the slowest (64 permutations); the others are quick.")
+state.keep("explore_baseline", "mean")
+baseline_kind = st.session_state["explore_baseline"]
 explanation = explain_sample(model, values, attributions=methods,
-                             baseline=state.baseline(run_path, folder) if methods else None)
+                             baseline=state.baseline(run_path, folder) if methods else None,
+                             interaction_baseline=state.interaction_baseline(run_path, folder, baseline_kind))
 
 ctr_column, rating_column, fields_column = st.columns([1, 1, 3])
 ctr_column.metric("Predicted CTR", f"{explanation.ctr:.1%}",
@@ -76,21 +82,74 @@ fields_column.markdown("**The sample's fields** \n" + " · ".join(f"`{label}`" f
 if model.config.layers == 0:
     st.info("This model has no interacting layer (0 layers), so there is no attention to show.")
 else:
+    F = len(explanation.labels)
     st.subheader("Attention of every layer and head")
-    st.caption("Row m attends to column k: each row is one field's softmax over the fields (Eq. 5), so rows sum to 1. "
-               "All heads share one colour scale.")
-    state.show_figure(attention_grid(explanation.attention, explanation.labels), "attention-grid", "explore_grid")
+    st.caption(f"Row m attends to column k: each row is one field's softmax over the fields (Eq. 5), so rows sum to 1. "
+               f"Colour shows each weight against uniform attention (1/{F} = {1 / F:.3f}): red above, blue below, "
+               "white at uniform; the cells and the hover give the weight itself. Each title gives the head's entropy "
+               "as a fraction of log F (1 = uniform, 0 = every row on one field). All heads share one colour scale.")
+    flat = explanation.near_uniform
+    if flat.all():
+        st.warning(f"Every head is close to uniform here: each weight lies within 0.02 of 1/{F}. The colours show "
+                   "small differences, not a pattern; this attention says almost nothing about the sample.",
+                   icon=":material/blur_on:")
+    elif flat.any():
+        st.info(f"{int(flat.sum())} of {flat.size} heads are close to uniform (every weight within 0.02 of 1/{F}), "
+                "marked ≈ uniform: read no pattern into them.", icon=":material/blur_on:")
+    state.show_figure(attention_grid(explanation.attention, explanation.labels, entropy=explanation.head_entropy,
+                                     uniform=flat), "attention-grid", "explore_grid")
     layers, heads = explanation.attention.shape[:2]
     pick_layer, pick_head = st.columns(2)
     layer = pick_layer.selectbox("Enlarge layer", list(range(1, layers + 1)), key="explore_layer")
     head = pick_head.selectbox("Head", list(range(1, heads + 1)), key="explore_head")
     state.show_figure(attention_heatmap(explanation.attention[layer - 1, head - 1], explanation.labels,
-                                        title=f"Layer {layer}, head {head}"),
+                                        title=f"Layer {layer}, head {head}",
+                                        entropy=float(explanation.head_entropy[layer - 1, head - 1]),
+                                        uniform=bool(flat[layer - 1, head - 1])),
                       f"attention-layer{layer}-head{head}", "explore_enlarged")
 
-    st.subheader("Top combinatorial features")
-    for combination in explanation.combinations:
-        st.markdown(f"- **{combination.weight:.0%}** · {combination.text}")
+    measured = explanation.interactions
+    agreement = explanation.agreement
+    st.subheader("What the model really combines")
+    st.caption("Pairwise Shapley interactions (k-SII): how much the prediction depends on two fields *together*, "
+               "beyond each one alone, measured by setting fields absent in every combination (2^F forwards) and "
+               "asking the model again. Positive raises the CTR, negative lowers it, in logit units. Attention "
+               "(left, averaged over layers and heads) is what the paper reads as the explanation; the interactions "
+               "(right) are what the prediction actually depends on. Same fields, same order.")
+    st.radio("An absent field becomes", list(state.INTERACTION_BASELINES), key="explore_baseline", horizontal=True,
+             format_func=state.INTERACTION_BASELINES.get,
+             help="The training-mean embedding is the neutral default (Integrated Gradients uses it too); the "
+                  "<unknown> value is what the model gives a value it never saw.")
+    state.show_figure(attention_interaction_side_by_side(explanation.attention.mean(axis=(0, 1)), measured.matrix,
+                                                         explanation.labels, signed=True, main=measured.main,
+                                                         title="Attention beside the measured interactions"),
+                      "attention-vs-interactions", "explore_side_by_side")
+    (st.success if agreement.overall >= 0.5 else st.warning)(f"**Verdict:** {agreement.verdict}.",
+                                                             icon=":material/balance:")
+    st.caption(f"Check (efficiency): the {F} main effects and {F * (F - 1) // 2} pair interactions add up to "
+               f"{measured.main.sum() + measured.pairs.sum():+.4f} = logit {measured.full:+.4f} − baseline logit "
+               f"{measured.empty:+.4f}; gap {measured.efficiency_gap:.1e}.")
+    scatter_column, bars_column = st.columns(2)
+    pair_labels = [f"{explanation.labels[i].split('=')[0]} × {explanation.labels[j].split('=')[0]}"
+                   for i, j in pair_index(F)]
+    with scatter_column:
+        state.show_figure(agreement_scatter(matrix_to_pairs(explanation.attention.mean(axis=(0, 1))),
+                                            np.abs(measured.pairs), pair_labels, rho=agreement.overall,
+                                            uniform_weight=1 / F, title="Each field pair: attention vs interaction"),
+                          "agreement-scatter", "explore_scatter")
+    with bars_column:
+        state.show_figure(agreement_bars(agreement.views(), title="Agreement per layer and head (Spearman ρ)"),
+                          "agreement-bars", "explore_agreement")
+
+    by_attention, by_interaction = st.columns(2)
+    with by_attention:
+        st.markdown("**Top combinations by attention** (the paper's reading)")
+        for combination in explanation.combinations:
+            st.markdown(f"- **{combination.weight:.0%}** · {combination.text}")
+    with by_interaction:
+        st.markdown("**Top pairs by measured interaction**")
+        for pair in measured.ranked_pairs(explanation.labels)[:5]:
+            st.markdown(f"- **{pair['value']:+.3f}** logit · {pair['fields'][0]} × {pair['fields'][1]}")
 
 if explanation.attributions:
     st.subheader("Per-field attributions")

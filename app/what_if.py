@@ -6,7 +6,9 @@ import streamlit as st
 
 from app import state
 from autoint.explain import METHOD_NAMES, what_if
-from autoint.figures import attention_before_after, attribution_bars, difference_heatmap, transition_labels
+from autoint.figures import (attention_before_after, attribution_bars, difference_heatmap, interaction_change_heatmap,
+                             transition_labels)
+from autoint.interactions import near_uniform, pair_index
 from autoint.schema import UNKNOWN
 
 folder, cat, run_path, model, sample = state.exploring()
@@ -76,7 +78,8 @@ if edits.get("Genre") == []:
     st.stop()
 
 result = what_if(model, values, edits, attributions=["integrated_gradients"],
-                 baseline=state.baseline(run_path, folder))
+                 baseline=state.baseline(run_path, folder),
+                 interaction_baseline=state.interaction_baseline(run_path, folder, "mean"))
 before, after = result.before, result.after
 
 old, new, change = st.columns(3)
@@ -97,12 +100,30 @@ if model.config.layers:
 
     where = f"layer {layer}, {head if head == 'mean of heads' else f'head {head}'}"
     labels = transition_labels(before.labels, after.labels)
+    flat = lambda e: bool(near_uniform(view(e.attention)))  # every weight of the view within 0.02 of 1/F
     state.show_figure(attention_before_after(view(before.attention), view(after.attention), labels,
-                                             title=f"Attention before and after · {where}"),
+                                             title=f"Attention before and after · {where}",
+                                             uniform=(flat(before), flat(after))),
                       "attention-before-after", "whatif_before_after")
     state.show_figure(difference_heatmap(view(result.attention_change), labels,
                                          title=f"Change in attention (after − before) · {where}"),
                       "attention-change", "whatif_difference")
+
+st.subheader("What changed in the interactions the model uses")
+st.caption("Pairwise Shapley interactions (k-SII, logit units; an absent field takes its training-mean embedding) "
+           "after the edit minus before: red pairs now push the CTR up more (or down less), blue the reverse. Unlike "
+           "the attention above, these are what the prediction depends on.")
+labels = transition_labels(before.labels, after.labels)
+state.show_figure(interaction_change_heatmap(before.interactions.matrix, after.interactions.matrix, labels,
+                                             title="Change in pairwise interactions (after − before)"),
+                  "interaction-change", "whatif_interactions")
+if model.config.layers:
+    st.markdown(f"**Before:** {before.agreement.verdict}.  \n**After:** {after.agreement.verdict}.")
+strongest = sorted(zip(pair_index(len(labels)), result.interaction_change[np.triu_indices(len(labels), 1)]),
+                   key=lambda item: -abs(item[1]))[:3]
+if edits:
+    st.markdown("**Largest changes:** " + " · ".join(
+        f"{labels[i].split('=')[0]} × {labels[j].split('=')[0]} {change:+.3f}" for (i, j), change in strongest))
 
 state.show_figure(attribution_bars({"before": before.attributions["integrated_gradients"],
                                     "after": after.attributions["integrated_gradients"]},
