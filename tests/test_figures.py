@@ -17,46 +17,130 @@ def attention(layers=2, heads=3, fields=3, seed=0):
     return np.exp(scores) / np.exp(scores).sum(-1, keepdims=True)
 
 
+def weights(trace) -> np.ndarray:
+    """The raw attention an attention trace carries (its z is the colour value log2(alpha * F))."""
+    return np.asarray(trace.customdata)[..., 0]
+
+
 def test_attention_heatmap_shows_values_labels_and_axis_titles():
     matrix = attention()[0, 0]
     fig = figures.attention_heatmap(matrix, LABELS, title="Layer 1, head 1")
     (trace,) = fig.data
-    np.testing.assert_allclose(np.asarray(trace.z), matrix)
-    assert list(trace.y) == LABELS and list(trace.x) == ["Gender", "Age", "Genre"]
-    assert "%{z:.2f}" in trace.texttemplate  # the numbers are written in the cells
+    np.testing.assert_allclose(weights(trace), matrix)
+    np.testing.assert_allclose(np.asarray(trace.customdata)[..., 1], matrix * 3)  # alpha * F
+    np.testing.assert_allclose(np.asarray(trace.z), np.log2(np.maximum(matrix * 3, 1 / 3)))
+    assert trace.texttemplate == "%{text}" and trace.text[0][1] == f"{matrix[0, 1]:.2f}"  # the weight, not the colour
     assert "%{y}" in trace.hovertemplate and "%{x}" in trace.hovertemplate
+    assert "%{customdata[0]:.3f}" in trace.hovertemplate and "%{customdata[1]:.2f}× uniform" in trace.hovertemplate
     assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
     assert fig.layout.yaxis.autorange == "reversed"  # first field on top, as in a matrix
+    assert fig.layout.title.text == "Layer 1, head 1"
+
+
+def test_uniform_attention_is_white_with_its_weights_in_the_cells():
+    """The issue's case: a flat map is colour value 0 (r = 1) everywhere, on a pale range, and still says 0.14."""
+    fields = 7
+    labels = [f"f{i}=v" for i in range(fields)]
+    flat = np.full((fields, fields), 1 / fields)
+    fig = figures.attention_heatmap(flat, labels, entropy=1.0, uniform=True, title="Layer 1, head 1")
+    (trace,) = fig.data
+    np.testing.assert_allclose(np.asarray(trace.z), 0.0, atol=1e-12)  # log2(alpha * F) = log2(1)
+    np.testing.assert_allclose(np.asarray(trace.customdata)[..., 1], 1.0)
+    assert {cell for row in trace.text for cell in row} == {"0.14"}
+    axis = fig.layout.coloraxis
+    assert trace.coloraxis == "coloraxis" and axis.cmid == 0
+    assert axis.cmax == pytest.approx(np.log2(figures.SMALLEST_RATIO))  # pale, not stretched to full contrast
+    assert axis.cmin == -axis.cmax
+    assert "×1 (uniform)" in axis.colorbar.ticktext
+    assert axis.colorbar.tickvals[list(axis.colorbar.ticktext).index("×1 (uniform)")] == 0
+    assert fig.layout.title.text == "Layer 1, head 1 · entropy 1.00 · ≈ uniform"
+
+
+def test_near_uniform_attention_stays_pale_and_a_wider_map_sets_its_own_range():
+    """The issue's 0.11-0.16 with F = 7 (x0.77-x1.12) is drawn on the smallest range, x1/1.5-x1.5: coloured, but
+    not at full contrast; a map reaching x0.35 stretches the range to exactly x0.35 both ways."""
+    fields = 7
+    labels = [f"f{i}" for i in range(fields)]
+    row = np.array([0.11, 0.16, 0.15, 0.15, 0.15, 0.14, 0.14])
+    matrix = np.tile(row / row.sum(), (fields, 1))
+    fig = figures.attention_heatmap(matrix, labels)
+    assert fig.layout.coloraxis.cmax == pytest.approx(np.log2(1.5)) and fig.layout.coloraxis.cmin == -np.log2(1.5)
+    np.testing.assert_allclose(np.asarray(fig.data[0].z)[0], np.log2(row / row.sum() * fields))
+    assert -0.7 < np.asarray(fig.data[0].z).min() / np.log2(1.5) < -0.6  # 0.11 is ~2/3 of the way to full blue
+    wide = np.tile(np.array([0.05, 0.35, 0.15, 0.15, 0.1, 0.1, 0.1]), (fields, 1))
+    fig = figures.attention_heatmap(wide, labels)
+    bound = abs(np.log2(0.05 * fields))
+    assert fig.layout.coloraxis.cmax == pytest.approx(bound) and fig.layout.coloraxis.cmin == pytest.approx(-bound)
+    # a peaked weight is symmetric with a vanishing one: the floor is x1/F, the most a weight can exceed is xF
+    (trace,) = figures.attention_heatmap(np.eye(fields), labels).data
+    assert np.asarray(trace.z).max() == pytest.approx(np.log2(fields))
+    assert np.asarray(trace.z).min() == pytest.approx(-np.log2(fields))
+
+
+def test_colour_bar_ticks_are_multiples_of_uniform():
+    values, texts = figures._uniform_ticks(np.log2(4))
+    assert texts == ["×1/4", "×0.5", "×1 (uniform)", "×2", "×4"]
+    np.testing.assert_allclose(values, [-2, -1, 0, 1, 2])
+    values, texts = figures._uniform_ticks(np.log2(1.5))
+    assert texts == ["×0.67", "×0.8", "×1 (uniform)", "×1.2", "×1.5"]
+    np.testing.assert_allclose(values, np.log2([2 / 3, 0.8, 1, 1.25, 1.5]))
 
 
 def test_grid_has_one_trace_per_head_and_one_shared_colour_scale():
-    weights = attention(layers=2, heads=3)
-    fig = figures.attention_grid(weights, LABELS)
+    weights_ = attention(layers=2, heads=3)
+    fig = figures.attention_grid(weights_, LABELS)
     assert len(fig.data) == 6
     for index, trace in enumerate(fig.data):
-        np.testing.assert_allclose(np.asarray(trace.z), weights[index // 3, index % 3])
+        np.testing.assert_allclose(weights(trace), weights_[index // 3, index % 3])
         assert trace.coloraxis == "coloraxis"
-    assert fig.layout.coloraxis.cmin == 0 and fig.layout.coloraxis.cmax == pytest.approx(weights.max())
+    colours = np.log2(np.maximum(weights_ * 3, 1 / 3))  # every head's colour values, floored at x1/F
+    bound = max(np.abs(colours).max(), np.log2(figures.SMALLEST_RATIO))
+    assert fig.layout.coloraxis.cmax == pytest.approx(bound) and fig.layout.coloraxis.cmin == pytest.approx(-bound)
     assert [a.text for a in fig.layout.annotations][:2] == ["layer 1, head 1", "layer 1, head 2"]
 
 
+def test_grid_titles_carry_entropy_and_the_uniform_flag():
+    weights_ = attention(layers=2, heads=2)
+    entropy = np.array([[0.98, 0.5], [0.1234, 1.0]])
+    uniform = np.array([[True, False], [False, False]])
+    fig = figures.attention_grid(weights_, LABELS, entropy=entropy, uniform=uniform)
+    assert [a.text for a in fig.layout.annotations] == [
+        "layer 1, head 1 · entropy 0.98 · ≈ uniform", "layer 1, head 2 · entropy 0.50",
+        "layer 2, head 1 · entropy 0.12", "layer 2, head 2 · entropy 1.00"]
+    assert [t.name for t in fig.data] == ["layer 1, head 1", "layer 1, head 2", "layer 2, head 1", "layer 2, head 2"]
+    only_flags = figures.attention_grid(weights_, LABELS, uniform=uniform)
+    assert [a.text for a in only_flags.layout.annotations][:2] == ["layer 1, head 1 · ≈ uniform", "layer 1, head 2"]
+    with pytest.raises(FigureError, match=r"entropy must have one value per layer and head, shape \(2, 2\)"):
+        figures.attention_grid(weights_, LABELS, entropy=entropy[0])
+    with pytest.raises(FigureError, match="uniform must be a bool mask"):
+        figures.attention_grid(weights_, LABELS, uniform=entropy)
+    with pytest.raises(FigureError, match=r"uniform must have one flag per layer and head"):
+        figures.attention_grid(weights_, LABELS, uniform=uniform[:1])
+
+
 def test_before_after_shares_one_colour_scale_and_writes_row_labels_once():
-    weights = attention(layers=1, heads=2)
-    before, after = weights[0, 0], weights[0, 1] * 1.5
+    weights_ = attention(layers=1, heads=2)
+    before, after = weights_[0, 0], weights_[0, 1]
     labels = figures.transition_labels(LABELS, ["Gender=F", *LABELS[1:]])
-    fig = figures.attention_before_after(before, after, labels)
+    fig = figures.attention_before_after(before, after, labels, entropy=[0.9, 0.8], uniform=np.array([False, True]))
     assert len(fig.data) == 2
     for trace, matrix in zip(fig.data, (before, after)):
-        np.testing.assert_allclose(np.asarray(trace.z), matrix)
-        assert trace.coloraxis == "coloraxis" and list(trace.y) == labels and "%{z:.2f}" in trace.texttemplate
+        np.testing.assert_allclose(weights(trace), matrix)
+        assert trace.coloraxis == "coloraxis" and list(trace.y) == labels and trace.texttemplate == "%{text}"
     assert labels[0] == "Gender=M → F"
-    assert fig.layout.coloraxis.cmax == pytest.approx(max(before.max(), after.max()))
+    bound = np.abs(np.log2(np.maximum(np.stack([before, after]) * 3, 1 / 3))).max()
+    assert fig.layout.coloraxis.cmax == pytest.approx(max(bound, np.log2(figures.SMALLEST_RATIO)))
     assert fig.layout.yaxis.showticklabels and not fig.layout.yaxis2.showticklabels
-    assert [a.text for a in fig.layout.annotations] == ["Before", "After"]
+    assert [a.text for a in fig.layout.annotations] == ["Before · entropy 0.90",
+                                                        "After · entropy 0.80 · ≈ uniform"]
+    assert [a.text for a in figures.attention_before_after(before, after, labels).layout.annotations] == \
+        ["Before", "After"]
     with pytest.raises(FigureError, match="after must be square"):
         figures.attention_before_after(before, np.ones((3, 2)), labels)
     with pytest.raises(FigureError, match="2 labels"):
         figures.attention_before_after(before, after, labels[:2])
+    with pytest.raises(FigureError, match="after holds negative values"):
+        figures.attention_before_after(before, after - before, labels)
 
 
 def test_difference_heatmap_is_centred_on_zero_and_symmetric():
@@ -94,10 +178,14 @@ def test_attribution_bars_one_trace_per_method_with_readable_names():
 
 def test_correlation_figure_puts_the_overall_mean_first():
     per_layer = attention(layers=2, heads=1)[:, 0]
-    fig = figures.correlation_figure(per_layer, ["Gender", "Age", "Genre"], count=1234, description="label=1")
-    np.testing.assert_allclose(np.asarray(fig.data[0].z), per_layer.mean(0))
-    np.testing.assert_allclose(np.asarray(fig.data[2].z), per_layer[1])
+    fig = figures.correlation_figure(per_layer, ["Gender", "Age", "Genre"], count=1234, description="label=1",
+                                     entropy=[0.9, 0.95, 0.85], uniform=np.array([False, True, False]))
+    np.testing.assert_allclose(weights(fig.data[0]), per_layer.mean(0))
+    np.testing.assert_allclose(weights(fig.data[2]), per_layer[1])
+    assert all(trace.coloraxis == "coloraxis" for trace in fig.data) and fig.layout.coloraxis.cmid == 0
     assert "1,234 samples" in fig.layout.title.text and "label=1" in fig.layout.title.text
+    assert [a.text for a in fig.layout.annotations] == ["all layers · entropy 0.90",
+                                                        "layer 1 · entropy 0.95 · ≈ uniform", "layer 2 · entropy 0.85"]
 
 
 def test_training_curves_overlay_runs_and_running_loss():
@@ -128,6 +216,168 @@ def test_csv_export_holds_every_cell_and_html_is_standalone():
     assert [(r["y"], r["value"]) for r in bars] == list(zip(LABELS, ["1", "2", "3"]))
     html = figures.figure_html(fig)
     assert "<html>" in html and html.rstrip().endswith("</html>") and "layer 1, head 2" in html and "plotly" in html.lower()
+
+
+def interaction(fields=3, seed=1):
+    rng = np.random.default_rng(seed)
+    matrix = rng.normal(scale=0.2, size=(fields, fields))
+    return (matrix + matrix.T) / 2
+
+
+def test_signed_interaction_heatmap_has_a_blank_diagonal_and_a_symmetric_scale():
+    matrix = interaction()
+    matrix[0, 1] = matrix[1, 0] = -0.5  # the largest |value|, negative
+    fig = figures.interaction_heatmap(matrix, LABELS, signed=True, main=[0.1, -0.2, 0.3])
+    (trace,) = fig.data
+    z = np.asarray(trace.z, dtype=float)
+    assert np.isnan(np.diag(z)).all()
+    off = ~np.eye(3, dtype=bool)
+    np.testing.assert_allclose(z[off], matrix[off])
+    axis = fig.layout.coloraxis
+    assert axis.cmid == 0 and axis.cmin == pytest.approx(-0.5) and axis.cmax == pytest.approx(0.5)
+    assert trace.text[0][0] == "" and trace.text[0][1] == "-0.50" and trace.text[2][0] == f"{matrix[2, 0]:+.2f}"
+    assert trace.customdata[0][1] == "Gender=M × Age=18-24: -0.500 logit"
+    assert trace.customdata[1][1] == "Age=18-24: the diagonal is not an interaction<br>main effect -0.200 logit"
+    assert list(trace.y) == LABELS and list(trace.x) == ["Gender", "Age", "Genre"]  # as the attention heatmaps
+    assert fig.layout.yaxis.autorange == "reversed"
+    no_main = figures.interaction_heatmap(matrix, LABELS, signed=True).data[0]
+    assert no_main.customdata[1][1] == "Age=18-24: the diagonal is not an interaction"
+
+
+def test_unsigned_interaction_heatmap_runs_from_zero():
+    matrix = np.abs(interaction())
+    np.fill_diagonal(matrix, np.nan)  # a diagonal the caller left undefined is fine
+    fig = figures.interaction_heatmap(matrix, LABELS, signed=False)
+    axis = fig.layout.coloraxis
+    assert axis.cmin == 0 and axis.cmax == pytest.approx(np.nanmax(matrix)) and axis.cmid is None
+    assert fig.data[0].customdata[0][2] == \
+        f"Gender=M × Genre=Action|Thriller: mean |interaction| {matrix[0, 2]:.3f} logit"
+    assert fig.data[0].text[0][2] == f"{matrix[0, 2]:.2f}"
+    zero = figures.interaction_heatmap(np.zeros((3, 3)), LABELS, signed=False)
+    assert zero.layout.coloraxis.cmax == figures.SMALLEST_INTERACTION_SCALE
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: figures.interaction_heatmap(np.ones((3, 2)), LABELS, signed=True), "matrix must be a square"),
+    (lambda: figures.interaction_heatmap(np.ones((2, 2)), LABELS, signed=True), "labels has 3 labels"),
+    (lambda: figures.interaction_heatmap(np.triu(np.ones((3, 3))), LABELS, signed=True), "matrix must be symmetric"),
+    (lambda: figures.interaction_heatmap(-np.ones((3, 3)), LABELS, signed=False), "pass signed=True"),
+    (lambda: figures.interaction_heatmap(np.full((3, 3), np.nan), LABELS, signed=True), "NaN or infinite values off"),
+    (lambda: figures.interaction_heatmap(np.ones((3, 3)), LABELS, signed=True, main=[1, 2]), "main must hold one"),
+    (lambda: figures.attention_interaction_side_by_side(np.ones((3, 3)) / 3, np.ones((2, 2)), LABELS, signed=True),
+     r"interaction has shape \(2, 2\) but attention has \(3, 3\)"),
+    (lambda: figures.attention_interaction_side_by_side(np.ones((3, 4)), np.ones((3, 3)), LABELS, signed=True),
+     "attention must be square"),
+    (lambda: figures.interaction_change_heatmap(np.ones((3, 3)), np.ones((4, 4)), LABELS), "after has shape"),
+    (lambda: figures.agreement_scatter([0.1, 0.2], [0.3], ["a", "b"], rho=0.5), "interaction_pairs has 1"),
+    (lambda: figures.agreement_scatter([0.1, 0.2], [0.3, 0.4], ["a"], rho=0.5), "pair_labels has 1 labels"),
+    (lambda: figures.agreement_scatter([[0.1]], [0.3], ["a"], rho=0.5), "attention_pairs must have 1 dimensions"),
+    (lambda: figures.agreement_bars({}), "rho is empty"),
+    (lambda: figures.agreement_bars({"overall": 0.2, "layer 1": 1.5}), r"rho\['layer 1'\] is outside"),
+])
+def test_interaction_figures_name_the_bad_argument(call, message):
+    with pytest.raises(FigureError, match=message):
+        call()
+
+
+def test_side_by_side_shares_order_and_labels_with_two_colour_bars_apart():
+    weights_ = attention(layers=1, heads=1)[0, 0]
+    matrix = interaction()
+    fig = figures.attention_interaction_side_by_side(weights_, matrix, LABELS, signed=True)
+    left, right = fig.data
+    assert list(left.y) == list(right.y) == LABELS and list(left.x) == list(right.x) == ["Gender", "Age", "Genre"]
+    assert (left.coloraxis, right.coloraxis) == ("coloraxis", "coloraxis2")
+    np.testing.assert_allclose(weights(left), weights_)
+    assert fig.layout.coloraxis.cmid == 0 and fig.layout.coloraxis2.cmid == 0  # uniform-relative and signed
+    assert fig.layout.coloraxis2.cmax == pytest.approx(np.abs(matrix[~np.eye(3, dtype=bool)]).max())
+    assert fig.layout.yaxis.showticklabels and not fig.layout.yaxis2.showticklabels  # row labels written once
+    assert fig.layout.xaxis.domain[1] < fig.layout.xaxis2.domain[0]
+    top, bottom = fig.layout.coloraxis.colorbar, fig.layout.coloraxis2.colorbar
+    assert top.y - top.len >= bottom.y + bottom.len  # stacked, not overlapping
+    unsigned = figures.attention_interaction_side_by_side(weights_, np.abs(matrix), LABELS, signed=False)
+    assert unsigned.layout.coloraxis2.cmin == 0
+    assert unsigned.layout.coloraxis2.colorscale != fig.layout.coloraxis2.colorscale  # sequential, not diverging
+
+
+def test_interaction_change_is_after_minus_before_with_a_blank_diagonal():
+    before, after = interaction(seed=1), interaction(seed=2)
+    fig = figures.interaction_change_heatmap(before, after, LABELS)
+    z = np.asarray(fig.data[0].z, dtype=float)
+    off = ~np.eye(3, dtype=bool)
+    np.testing.assert_allclose(z[off], (after - before)[off])
+    assert np.isnan(np.diag(z)).all()
+    assert fig.layout.coloraxis.cmin == -fig.layout.coloraxis.cmax and fig.layout.coloraxis.cmid == 0
+    assert fig.data[0].customdata[0][1].endswith("logit (after − before)")
+    same = figures.interaction_change_heatmap(before, before, LABELS)
+    assert same.layout.coloraxis.cmax == figures.SMALLEST_CHANGE_SCALE
+
+
+def test_difference_heatmap_names_its_value():
+    fig = figures.difference_heatmap(np.zeros((3, 3)), LABELS, value_name="change in interaction",
+                                     axes=("field i", "field j"))
+    assert "change in interaction:" in fig.data[0].hovertemplate and "query" not in fig.data[0].hovertemplate
+    assert fig.layout.yaxis.title.text == "field i" and fig.layout.xaxis.title.text == "field j"
+    assert "change in attention:" in figures.difference_heatmap(np.zeros((3, 3)), LABELS).data[0].hovertemplate
+
+
+def test_agreement_scatter_labels_every_pair_and_states_rho():
+    x, y = np.array([0.14, 0.15, 0.13]), np.array([0.02, 0.30, 0.05])
+    labels = ["Gender × Age", "Gender × Genre", "Age × Genre"]
+    fig = figures.agreement_scatter(x, y, labels, rho=-0.1666, uniform_weight=1 / 7)
+    (trace,) = fig.data
+    assert list(trace.text) == labels and trace.mode == "markers+text"
+    np.testing.assert_allclose(trace.x, x)
+    np.testing.assert_allclose(trace.y, y)
+    texts = [a.text for a in fig.layout.annotations]
+    assert "Spearman ρ = -0.17 over 3 pairs" in texts and "uniform 1/F" in texts
+    assert fig.layout.shapes[0].x0 == pytest.approx(1 / 7)
+    undefined = figures.agreement_scatter(x, y, labels, rho=float("nan"))
+    assert "Spearman ρ undefined over 3 pairs (one side is constant)" in [a.text for a in undefined.layout.annotations]
+
+
+def test_scatter_labels_of_points_on_top_of_each_other_go_different_ways():
+    positions = figures._label_positions(np.array([0.0, 0.0, 1.0]), np.array([0.0, 0.0, 1.0]),
+                                         ["Zipcode × Genre", "Gender × Age", "Age × Genre"])
+    assert positions[0] != positions[1]
+    assert positions[2] == "top center"  # alone, the first choice
+
+
+def test_agreement_bars_fix_the_axis_colour_by_sign_and_keep_nan_visible():
+    rho = {"overall": 0.3, "layer 1": -0.5, "layer 1 head 1": float("nan"), "layer 1 head 2": 0.0}
+    fig = figures.agreement_bars(rho)
+    (bars,) = fig.data
+    assert list(bars.y) == list(rho) and list(bars.x) == [0.3, -0.5, None, 0.0]  # a gap, not a 0
+    assert list(bars.marker.color) == [figures.POSITIVE, figures.NEGATIVE, figures.POSITIVE, figures.POSITIVE]
+    assert list(fig.layout.xaxis.range) == [-1, 1]
+    assert fig.layout.shapes[0].x0 == 0 and fig.layout.shapes[0].x1 == 0  # the line at 0
+    (gap,) = fig.layout.annotations
+    assert gap.text == "undefined (constant)" and gap.y == "layer 1 head 1"
+    assert list(bars.text) == ["+0.30", "-0.50", "", "+0.00"]
+
+
+def test_csv_of_the_new_figures_holds_values_labels_and_blanks():
+    weights_ = attention(layers=1, heads=1)[0, 0]
+    matrix = interaction()
+    side = list(csv.DictReader(io.StringIO(figures.figure_csv(
+        figures.attention_interaction_side_by_side(weights_, matrix, LABELS, signed=True)))))
+    assert len(side) == 2 * 9
+    by_trace = {(r["trace"], r["y"], r["x"]): r["value"] for r in side}
+    assert float(by_trace[("attention", LABELS[0], "Age")]) == pytest.approx(weights_[0, 1], rel=1e-5)  # alpha itself
+    assert float(by_trace[("interaction", LABELS[2], "Gender")]) == pytest.approx(matrix[2, 0], rel=1e-5)
+    assert by_trace[("interaction", LABELS[1], "Age")] == ""  # the diagonal has no value
+    scatter = list(csv.DictReader(io.StringIO(figures.figure_csv(
+        figures.agreement_scatter([0.1, 0.2], [0.3, 0.4], ["Gender × Age", "Age × Genre"], rho=1.0)))))
+    assert [(r["y"], r["x"], r["value"]) for r in scatter] == [("Gender × Age", "0.1", "0.3"),
+                                                                ("Age × Genre", "0.2", "0.4")]
+    bars = list(csv.DictReader(io.StringIO(figures.figure_csv(figures.agreement_bars({"overall": 0.25,
+                                                                                      "layer 1": float("nan")})))))
+    assert [(r["y"], r["value"]) for r in bars] == [("overall", "0.25"), ("layer 1", "")]
+    change = list(csv.DictReader(io.StringIO(figures.figure_csv(
+        figures.interaction_change_heatmap(matrix, 2 * matrix, LABELS)))))
+    assert float(change[1]["value"]) == pytest.approx(matrix[0, 1], rel=1e-5) and change[0]["value"] == ""
+    single = list(csv.DictReader(io.StringIO(figures.figure_csv(figures.interaction_heatmap(matrix, LABELS,
+                                                                                            signed=True)))))
+    assert len(single) == 9 and single[0]["value"] == ""
 
 
 def test_plotly_config_offers_image_export_without_the_logo():
