@@ -70,3 +70,39 @@ for column, (experiment, axis, title) in zip(columns, (("depth", "interacting la
         st.plotly_chart(fig, config=config, key=f"paper_{experiment}")
         st.download_button("Download CSV", figures.figure_csv(fig), f"autoint-{experiment}.csv", "text/csv",
                            key=f"paper_{experiment}_csv", icon=":material/table:")
+
+faithfulness = paper.load_faithfulness()
+st.subheader("Fig. 7(b)'s claims, checked")
+if faithfulness is None:
+    st.info("No attention-faithfulness results yet. Run `python benchmarks/attention_faithfulness.py --data-dir DATA` "
+            "and they appear here.", icon=":material/info:")
+    st.stop()
+summary, meta = faithfulness["summary"], faithfulness["meta"]
+st.caption("The paper reads Gender × Genre, Age × Genre and RequestTime × ReleaseTime off Fig. 7(b) as the "
+           "combinations the model relies on. Here is each pair's rank among the 21 field pairs (1 = strongest) in "
+           "the test split's mean attention (both directions averaged) and in the model's measured mean "
+           "|pairwise Shapley interaction|, one number per seed. "
+           f"Data: {meta.get('data_note', meta.get('data_dir'))}. Command: `{meta['command']}`")
+claims = paper.fig7b_rows(summary, {"paper": "AutoInt", "autoint-plus": "AutoInt+"})
+if claims:
+    st.dataframe(claims, hide_index=True, key="paper_fig7b")
+    top = lambda column: sum(int(r) <= 3 for row in claims for r in row[column].split(", ") if r.isdigit())
+    total = sum(len(row["rank by attention"].split(", ")) for row in claims)
+    st.markdown(f"Of these {total} pair-and-seed cases, **{top('rank by attention')}** rank in the top 3 by "
+                f"attention and **{top('rank by interaction')}** by measured interaction.")
+
+st.subheader("Which training makes attention faithful?")
+st.caption("Agreement: the Spearman ρ between a model's mean attention over the test split and its mean "
+           "|interaction|, over the 21 field pairs. Head entropy: each head's attention entropy as a fraction of "
+           "log F, averaged over samples, layers and heads (1 = uniform). Mean ± std over seeds.")
+pm = lambda stat, digits=4: f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+st.dataframe([{"variant": variant, "what": meta.get("variants", {}).get(variant, {}).get("note", ""),
+               "seeds": len(row["seeds"]), "test AUC": pm(row["test_auc"]), "head entropy": pm(row["head_entropy"], 3),
+               "agreement ρ": pm(row["agreement"], 2)} for variant, row in summary.items()],
+             hide_index=True, key="paper_faithfulness")
+verdict = faithfulness.get("verdict")
+if verdict:
+    passing = verdict.get("passing", [])
+    st.markdown(f"**Preset rule:** {verdict['rule']}. "
+                + (f"Passing: {', '.join(passing)}; offered as a preset on the Train page." if passing else
+                   "No variant passes, so the paper's configuration stays the only preset."))

@@ -12,9 +12,62 @@ PAPER_ML1M = {
 RESULTS_ROOT = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
 
+FAITHFULNESS_RESULTS = RESULTS_ROOT / "attention-faithfulness"
+# The paper's Fig. 7(b) reads these three pairs off MovieLens-1M's averaged attention as the strong ones.
+FIG7B_PAIRS = (("Gender", "Genre"), ("Age", "Genre"), ("RequestTime", "ReleaseTime"))
+REPRODUCTION_EXPERIMENTS = ("table", "depth", "embedding")
+
+
 def reproduction_folders(root: str | Path = RESULTS_ROOT) -> list[Path]:
+    """Folders written by benchmarks/reproduce.py (other benchmarks' results.json are left out)."""
     root = Path(root)
-    return sorted(p.parent for p in root.glob("*/results.json")) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    out = []
+    for path in sorted(root.glob("*/results.json")):
+        try:
+            summary = json.loads(path.read_text()).get("summary", {})
+        except (OSError, json.JSONDecodeError, AttributeError):
+            out.append(path.parent)  # unreadable: listed, so that the page says what is wrong with it
+            continue
+        if any(experiment in summary for experiment in REPRODUCTION_EXPERIMENTS):
+            out.append(path.parent)
+    return out
+
+
+def load_faithfulness(folder: str | Path | None = None) -> dict | None:
+    """benchmarks/attention_faithfulness.py's results.json ({"meta", "summary", "verdict", "runs"}), or None."""
+    path = Path(folder if folder is not None else FAITHFULNESS_RESULTS) / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the faithfulness results ({exc}); rerun "
+                         f"benchmarks/attention_faithfulness.py.") from exc
+    for key in ("meta", "summary"):
+        if key not in data:
+            raise ValueError(f"{path}: the key {key!r} is missing; rerun benchmarks/attention_faithfulness.py.")
+    return data
+
+
+def fig7b_rows(summary: dict, variants: dict[str, str]) -> list[dict]:
+    """For each of Fig. 7(b)'s pairs and each model ({variant key: name}): its rank among the field pairs by
+    attention and by measured interaction, per seed, as the benchmark found them."""
+    rows = []
+    for a, b in FIG7B_PAIRS:
+        for variant, name in variants.items():
+            row = summary.get(variant)
+            if not row:
+                continue
+            attention, interaction = row.get("fig7b_attention_ranks", {}), row.get("fig7b_interaction_ranks", {})
+            key = next((k for k in (f"{a}-{b}", f"{b}-{a}") if k in attention), None)
+            if key is None:
+                continue
+            rows.append({"pair": f"{a} × {b}", "model": name,
+                         "rank by attention": ", ".join(str(r) for r in attention[key]),
+                         "rank by interaction": ", ".join(str(r) for r in interaction.get(key, []))})
+    return rows
 
 
 def load_reproduction(folder: str | Path) -> dict:

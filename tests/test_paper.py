@@ -169,3 +169,38 @@ def reproduce_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_paper_page_checks_fig7b_claims_from_the_faithfulness_results(tmp_path, monkeypatch):
+    """Fig. 7(b)'s three pairs with their ranks by attention and by interaction, per seed, as the benchmark found
+    them; other benchmarks' results.json files are not taken for reproductions."""
+    folder = tmp_path / "attention-faithfulness"
+    folder.mkdir()
+    ranks = lambda a, i: ({"Gender-Genre": a[0], "Age-Genre": a[1], "RequestTime-ReleaseTime": a[2]},
+                          {"Gender-Genre": i[0], "Age-Genre": i[1], "RequestTime-ReleaseTime": i[2]})
+    stat = lambda m: {"mean": m, "std": 0.001, "values": [m, m]}
+    summary = {}
+    for variant, (attention, interaction) in {"paper": ranks(([5, 6], [20, 21], [1, 2]), ([2, 3], [9, 8], [1, 1])),
+                                              "autoint-plus": ranks(([4, 4], [19, 18], [3, 1]),
+                                                                    ([1, 2], [7, 7], [2, 3]))}.items():
+        summary[variant] = {"seeds": [0, 1], "test_auc": stat(0.826), "head_entropy": stat(0.97),
+                            "agreement": stat(-0.2), "fig7b_attention_ranks": attention,
+                            "fig7b_interaction_ranks": interaction}
+    (folder / "results.json").write_text(json.dumps({
+        "meta": {"command": "python benchmarks/attention_faithfulness.py --data-dir X", "data_note": "u2999",
+                 "variants": {"paper": {"note": "the paper's default"}}},
+        "summary": summary, "runs": [],
+        "verdict": {"rule": "mean agreement >= 0.5 and ...", "passing": []}}))
+    assert paper.reproduction_folders(tmp_path) == []  # not a reproduction
+    monkeypatch.setattr(paper, "FAITHFULNESS_RESULTS", folder)
+    at = AppTest.from_file(str(REPO / "app" / "paper.py"), default_timeout=60).run()
+    assert not at.exception
+    claims = next(d.value for d in at.dataframe if "rank by attention" in list(d.value.columns))
+    rows = claims.to_dicts() if hasattr(claims, "to_dicts") else claims.to_dict("records")
+    assert {"pair": "Age × Genre", "model": "AutoInt", "rank by attention": "20, 21",
+            "rank by interaction": "9, 8"} in rows
+    assert len(rows) == 6
+    text = "\n".join(m.value for m in at.markdown)
+    assert "Of these 12 pair-and-seed cases, **4** rank in the top 3 by attention and **8** by measured interaction" \
+        in text
+    assert "No variant passes" in text
