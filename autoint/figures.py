@@ -507,7 +507,7 @@ def agreement_scatter(attention_pairs, interaction_pairs, pair_labels: Sequence[
                                hovertemplate="%{text}<br>attention %{x:.3f}<br>interaction %{y:.3f} logit"
                                              "<extra></extra>"))
     if uniform_weight is not None:
-        fig.add_vline(x=float(uniform_weight), line=dict(dash="dot", color="#888"),
+        fig.add_vline(x=float(uniform_weight), line=dict(dash="dot", color="#888"), annotation_position="bottom right",
                       annotation=dict(text="uniform 1/F", font=dict(size=10, color="#666")))
     statement = (f"Spearman ρ = {rho:.2f} over {len(x)} pairs" if np.isfinite(rho)
                  else f"Spearman ρ undefined over {len(x)} pairs (one side is constant)")
@@ -515,8 +515,12 @@ def agreement_scatter(attention_pairs, interaction_pairs, pair_labels: Sequence[
                       annotations=[*fig.layout.annotations,
                                    dict(text=statement, x=0, y=1.02, xref="paper", yref="paper", xanchor="left",
                                         yanchor="bottom", showarrow=False, font=dict(size=13))])
-    fig.update_xaxes(title=x_title)
-    fig.update_yaxes(title=y_title)
+    # Room around the points for their text labels (about a label's width each side), so none is cut off.
+    low, high = float(min(x.min(), uniform_weight or x.min())), float(max(x.max(), uniform_weight or x.max()))
+    pad = max(high - low, 1e-3) * 0.35
+    top = float(y.max()) if len(y) else 1.0
+    fig.update_xaxes(title=x_title, range=[low - pad, high + pad])
+    fig.update_yaxes(title=y_title, range=[min(0.0, float(y.min())) - 0.05 * max(top, 1e-6), top * 1.12 + 1e-6])
     return fig
 
 
