@@ -21,12 +21,12 @@ SHOTS = REPO / "test-output" / "screenshots"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 PAGES = [  # (sidebar link, url path, charts and tables the page draws when ready)
-    ("Explore", "", 3, 0),
-    ("What-if", "what-if", 3, 0),
-    ("Dataset correlations", "correlations", 1, 1),
+    ("Explore", "", 6, 0),  # attention grid, one head, attention beside interactions, pair scatter, agreement bars,
+    ("What-if", "what-if", 4, 0),  # attributions; what-if adds the change in interactions
+    ("Dataset correlations", "correlations", 4, 1),
     ("Train", "train", 0, 1),
     ("Recommend", "recommend", 0, 1),
-    ("Learn", "learn", 8, 0),
+    ("Learn", "learn", 9, 0),
     ("Paper", "paper", 2, 1),
 ]
 
