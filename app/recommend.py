@@ -9,8 +9,9 @@ from autoint.explain import recommend
 folder, cat, run_path, model, sample = state.exploring()
 
 st.title("Recommend")
-st.caption("Every movie is scored for the user at the request time in one batch; the reason is the strongest "
-           "pair (or chain) in that prediction's attention.")
+st.caption("Every movie is scored for the user at the request time in one batch. Beside each pick: the strongest "
+           "pair (or chain) in that prediction's attention, the paper's reading, and the strongest pairwise "
+           "interaction the model really uses for it (k-SII, measured; positive raises the CTR).")
 
 state.keep("recommend_user", sample["user"])
 state.keep("recommend_date", state.to_datetime(sample["time"]).date())
@@ -27,11 +28,16 @@ exclude = c4.toggle("Leave out movies the user rated", True, key="recommend_excl
 timestamp = state.request_time(cat, state.from_date_time(day, clock))
 
 picks = recommend(model, cat, user, timestamp, top=top, exclude_rated=exclude,
-                  scorer=state.movie_scorer(run_path, folder))
+                  scorer=state.movie_scorer(run_path, folder),
+                  interaction_baseline=state.interaction_baseline(run_path, folder, "mean"))
+interaction = lambda p: (f"{' × '.join(p['interaction']['fields'])} ({p['interaction']['value']:+.2f} logit)"
+                         if "interaction" in p else "")
 st.dataframe([{"rank": i + 1, "movie": p["title"], "genres": ", ".join(p["genres"]), "CTR": p["ctr"],
-               "strongest combination": " × ".join(p["combination"])} for i, p in enumerate(picks)],
+               "strongest attention combination": " × ".join(p["combination"]),
+               "strongest measured interaction": interaction(p)} for i, p in enumerate(picks)],
              hide_index=True, key="recommend_table",
              column_config={"CTR": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0)})
 st.subheader("Why, in words")
 for i, p in enumerate(picks):
-    st.markdown(f"{i + 1}. **{p['title']}** ({p['ctr']:.1%}): {p['why']}")
+    st.markdown(f"{i + 1}. **{p['title']}** ({p['ctr']:.1%}): by attention, {p['why']}"
+                + (f"; measured, the model leans most on {interaction(p)}" if "interaction" in p else ""))

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from .data import Catalog, FieldTensors, encode_values
-from .interactions import Agreement, SampleInteractions, agreement, head_entropy, near_uniform, sample_interactions
+from .interactions import (EXACT_MAX_FIELDS, Agreement, SampleInteractions, agreement, head_entropy, near_uniform,
+                           pair_index, sample_interactions, split_interactions)
 from .model import AutoInt
 from .schema import UNKNOWN, Schema, SchemaError
 
@@ -561,8 +562,10 @@ class MovieScorer:
 
 
 def recommend(model: AutoInt, catalog: Catalog, user_id: int, timestamp: float | None = None, top: int = 10,
-              exclude_rated: bool = False, scorer: MovieScorer | None = None) -> list[dict]:
-    """The top-N movies for a user at a time, each with its CTR and strongest combination."""
+              exclude_rated: bool = False, scorer: MovieScorer | None = None,
+              interaction_baseline: torch.Tensor | None = None) -> list[dict]:
+    """The top-N movies for a user at a time, each with its CTR and strongest attention combination; with
+    `interaction_baseline` (1, F, d) also each pick's strongest measured interaction (k-SII), all picks in one batch."""
     scorer = scorer or MovieScorer(model, catalog)
     ctr, attention = scorer.score(user_id, timestamp)
     order = torch.argsort(ctr, descending=True).tolist()
@@ -579,7 +582,21 @@ def recommend(model: AutoInt, catalog: Catalog, user_id: int, timestamp: float |
         movie = catalog.movie(movie_id)
         out.append({"movie_id": movie_id, "title": movie["title"], "genres": list(movie["genres"]),
                     "ctr": float(ctr[row]), "why": combos[0].text if combos else "no interacting layers",
-                    "combination": combos[0].fields if combos else []})
+                    "combination": combos[0].fields if combos else [], "_values": values, "labels": labels})
         if len(out) == top:
             break
+    if interaction_baseline is not None and out and len(model.schema.fields) <= EXACT_MAX_FIELDS:
+        columns = {f.name: [] for f in model.schema.fields}
+        for pick in out:
+            values = check_values(model.schema, pick.pop("_values"))
+            for name in columns:
+                columns[name].append(values[name])
+        measured = split_interactions(model, encode_values(model.schema, columns), interaction_baseline)
+        for pick, pairs in zip(out, measured.pairs):
+            strongest = int(np.argmax(np.abs(pairs)))
+            i, j = pair_index(len(model.schema.fields))[strongest]
+            pick["interaction"] = {"fields": [pick["labels"][i], pick["labels"][j]], "value": float(pairs[strongest])}
+    for pick in out:
+        pick.pop("_values", None)
+        pick.pop("labels", None)
     return out

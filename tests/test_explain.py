@@ -226,3 +226,17 @@ def test_movie_scorer_runs_each_distinct_input_once_and_fans_out(trained_run, ca
     assert ctr.shape == (catalog.movies.height,)
     assert torch.allclose(ctr, torch.sigmoid(logit).detach(), atol=1e-6)
     assert torch.allclose(attention, full_attention.detach(), atol=1e-6)
+
+
+def test_recommend_names_each_picks_strongest_measured_interaction(trained_run, catalog, synth_dataset):
+    from autoint.interactions import sample_interactions
+    model = trained_run.model
+    baseline = mean_embedding(model, synth_dataset.split("train")[0])
+    items = recommend(model, catalog, 7, top=4, interaction_baseline=baseline)
+    assert all("_values" not in item and "labels" not in item for item in items)
+    for item in items:
+        values = catalog.sample(7, item["movie_id"], catalog.last_time)
+        one = sample_interactions(model, encode_sample(model.schema, values), baseline)
+        strongest = max(one.ranked_pairs(explain_sample(model, values).labels), key=lambda p: p["strength"])
+        assert item["interaction"]["fields"] == strongest["fields"]
+        assert item["interaction"]["value"] == pytest.approx(strongest["value"], abs=1e-5)
