@@ -292,22 +292,23 @@ def sample_frame(ml: MovieLens) -> pl.DataFrame:
 def build_schema(train: pl.DataFrame, everything: pl.DataFrame, with_ids: bool = False) -> Schema:
     """Vocabularies come from the training split only; RequestTime scales over the whole data set."""
     fields = [
-        Field("Gender", "categorical", _vocab(train["Gender"], ["M", "F"])),
-        Field("Age", "categorical", _vocab(train["Age"], list(AGE_NAMES)), display=AGE_NAMES),
+        Field("Gender", "categorical", _vocab(train["Gender"], ["M", "F"]), role="user"),
+        Field("Age", "categorical", _vocab(train["Age"], list(AGE_NAMES)), display=AGE_NAMES, role="user"),
         Field("Occupation", "categorical", _vocab(train["Occupation"], list(OCCUPATION_NAMES)),
-              display=OCCUPATION_NAMES),
-        Field("Zipcode", "categorical", _vocab(train["Zipcode"])),
+              display=OCCUPATION_NAMES, role="user"),
+        Field("Zipcode", "categorical", _vocab(train["Zipcode"]), role="user"),
     ]
     if with_ids:
-        fields += [Field("UserID", "categorical", _vocab(train["UserID"])),
-                   Field("MovieID", "categorical", _vocab(train["MovieID"]))]
+        fields += [Field("UserID", "categorical", _vocab(train["UserID"]), role="user"),
+                   Field("MovieID", "categorical", _vocab(train["MovieID"]), role="item")]
     t_min, t_max = float(everything["RequestTime"].min()), float(everything["RequestTime"].max())
     if t_max <= t_min:
         t_max = t_min + 1.0
     fields += [
-        Field("Genre", "multivalued", _vocab(train["Genre"].explode().drop_nulls(), GENRES), max_len=MAX_GENRES),
-        Field("ReleaseTime", "categorical", _vocab(train["ReleaseTime"].drop_nulls(), RELEASE_BUCKETS)),
-        Field("RequestTime", "numeric", min_value=t_min, max_value=t_max),
+        Field("Genre", "multivalued", _vocab(train["Genre"].explode().drop_nulls(), GENRES), max_len=MAX_GENRES,
+              role="item"),
+        Field("ReleaseTime", "categorical", _vocab(train["ReleaseTime"].drop_nulls(), RELEASE_BUCKETS), role="item"),
+        Field("RequestTime", "numeric", min_value=t_min, max_value=t_max, role="context", format="timestamp"),
     ]
     return Schema(tuple(fields))
 
@@ -362,7 +363,8 @@ def encode_frame(schema: Schema, frame: pl.DataFrame) -> FieldTensors:
         multivalued[rows, j, cols] = flat
     numeric = np.zeros((n, len(schema.of_kind("numeric"))), dtype=np.float32)
     for j, f in enumerate(schema.of_kind("numeric")):
-        numeric[:, j] = (frame[f.name].cast(pl.Float64).to_numpy() - f.min_value) / (f.max_value - f.min_value)
+        numeric[:, j] = (f.transformed(frame[f.name].cast(pl.Float64).to_numpy()) - f.min_value) / (
+            f.max_value - f.min_value)
     return FieldTensors(torch.from_numpy(categorical), torch.from_numpy(multivalued), torch.from_numpy(numeric))
 
 

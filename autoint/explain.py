@@ -40,7 +40,13 @@ def check_values(schema: Schema, values: dict) -> dict:
                 raise SchemaError(f"{f.name}={value!r} is not a number.") from None
             if not math.isfinite(number):
                 raise SchemaError(f"{f.name}={value!r} is not a finite number.")
-            if not f.min_value <= number <= f.max_value:  # the model never saw values outside its scaling range
+            if f.transform != "minmax":  # the scaling range is of transformed values
+                t = f.transformed(number)
+                if not f.min_value <= t <= f.max_value:
+                    raise SchemaError(f"{f.name}={number:g} becomes {t:g} by the {f.transform} transform, outside "
+                                      f"the range the model was trained on ({f.min_value:g} to {f.max_value:g} "
+                                      f"after the transform); choose a value that maps into it.")
+            elif not f.min_value <= number <= f.max_value:  # the model never saw values outside its scaling range
                 raise SchemaError(f"{f.name}={_shown(f, number)} is outside the range the model was trained on: "
                                   f"choose from {_shown(f, f.min_value)} to {_shown(f, f.max_value)}.")
             out[f.name] = number
@@ -61,12 +67,12 @@ def check_values(schema: Schema, values: dict) -> dict:
 
 
 def _shown(f, number: float) -> str:
-    """A numeric value as a person reads it (RequestTime as a UTC time), whatever its size."""
+    """A numeric value as a person reads it (a timestamp as a UTC time), whatever its size."""
     try:
         shown = f.show(number).split("=", 1)[1]
     except (OverflowError, ValueError, OSError):
         return f"{number:g}"
-    return f"{shown} UTC ({number:.0f})" if f.name == "RequestTime" else shown
+    return f"{shown} UTC ({number:.0f})" if f.format == "timestamp" else shown
 
 
 def parse_edit(schema: Schema, text: str) -> tuple[str, object]:
