@@ -107,7 +107,8 @@ def test_explore_shows_the_librarys_ctr_attention_and_attributions(app_env, trai
     layers, heads = expected.attention.shape[:2]
     assert len(grid["data"]) == layers * heads == 4
     for index, trace in enumerate(grid["data"]):
-        np.testing.assert_allclose(array(trace["z"]), expected.attention[index // heads, index % heads], atol=1e-6)
+        np.testing.assert_allclose(array(trace["customdata"])[..., 0], expected.attention[index // heads, index % heads],
+                                   atol=1e-6)  # z is the colour, log2(alpha * F)
         assert trace["y"] == expected.labels  # readable labels such as Gender=M, not f0
         assert trace["x"] == [label.split("=")[0] for label in expected.labels]
     assert any(label.startswith("RequestTime=2000-11-20 18:45") for label in expected.labels)
@@ -116,7 +117,7 @@ def test_explore_shows_the_librarys_ctr_attention_and_attributions(app_env, trai
     at.selectbox(key="explore_head").set_value(2)
     at.run()
     enlarged = chart(at, "Layer 2, head 2")
-    np.testing.assert_allclose(array(enlarged["data"][0]["z"]), expected.attention[1, 1], atol=1e-6)
+    np.testing.assert_allclose(array(enlarged["data"][0]["customdata"])[..., 0], expected.attention[1, 1], atol=1e-6)
 
     bars = chart(at, "What each field contributes")
     by_name = {trace["name"]: array(trace["x"]) for trace in bars["data"]}
@@ -146,8 +147,9 @@ def test_what_if_edit_changes_ctr_and_attention_as_the_library_says(app_env, tra
     assert exact(metric(at, "CTR after")) == pytest.approx(expected.after.ctr, abs=1e-6)
     assert abs(expected.ctr_change) > 1e-4  # the edit matters, so the test can see it
     both = chart(at, "Attention before and after · layer 1")
-    np.testing.assert_allclose(array(both["data"][0]["z"]), expected.before.attention[0].mean(0), atol=1e-6)
-    np.testing.assert_allclose(array(both["data"][1]["z"]), expected.after.attention[0].mean(0), atol=1e-6)
+    np.testing.assert_allclose(array(both["data"][0]["customdata"])[..., 0], expected.before.attention[0].mean(0),
+                               atol=1e-6)
+    np.testing.assert_allclose(array(both["data"][1]["customdata"])[..., 0], expected.after.attention[0].mean(0), atol=1e-6)
     assert both["data"][1]["y"] == chart(at, "Change in attention")["data"][0]["y"]  # one set of row labels
     difference = chart(at, "Change in attention")
     np.testing.assert_allclose(array(difference["data"][0]["z"]), expected.attention_change[0].mean(0), atol=1e-6)
@@ -163,7 +165,7 @@ def test_correlations_page_matches_dataset_correlations(app_env, trained_run, sy
     inputs, labels = load_dataset(synth_dir, schema=trained_run.schema).split("test")
     overall = dataset_correlations(trained_run.model, inputs, labels)
     figure = chart(at, "Mean attention over")
-    np.testing.assert_allclose(array(figure["data"][0]["z"]), overall.per_layer.mean(0), atol=1e-5)
+    np.testing.assert_allclose(array(figure["data"][0]["customdata"])[..., 0], overall.per_layer.mean(0), atol=1e-5)
     assert f"{overall.count:,} samples" in figure["layout"]["title"]["text"]
 
     at.radio(key="corr_label").set_value(1).run()
@@ -172,13 +174,14 @@ def test_correlations_page_matches_dataset_correlations(app_env, trained_run, sy
     at.selectbox(key="corr_field").set_value("Gender").run()
     at.selectbox(key="corr_value_Gender").set_value("F").run()
     sliced = dataset_correlations(trained_run.model, inputs, labels, label=1, where={"Gender": "F"})
-    np.testing.assert_allclose(array(chart(at, "Mean attention over")["data"][1]["z"]), sliced.per_layer[0], atol=1e-5)
+    np.testing.assert_allclose(array(chart(at, "Mean attention over")["data"][1]["customdata"])[..., 0],
+                               sliced.per_layer[0], atol=1e-5)
     pairs = at.dataframe[0].value
     top = sliced.strongest_pairs(1)[0]
     assert pairs.iloc[0]["pair"] == f"{top['fields'][0]} ↔ {top['fields'][1]}"
 
 
-def test_recommend_page_lists_the_librarys_top_movies(app_env, trained_run, catalog):
+def test_recommend_page_lists_the_librarys_top_movies(app_env, trained_run, catalog, synth_dataset):
     at = start("app/recommend.py")
     user = catalog.users["user_id"][2]
     at.selectbox(key="recommend_user").set_value(user)
@@ -190,7 +193,11 @@ def test_recommend_page_lists_the_librarys_top_movies(app_env, trained_run, cata
     table = at.dataframe[0].value
     assert table["movie"].tolist() == [p["title"] for p in expected]
     np.testing.assert_allclose(table["CTR"].to_numpy(), [p["ctr"] for p in expected], atol=1e-6)
-    assert table["strongest combination"].tolist() == [" × ".join(p["combination"]) for p in expected]
+    assert table["strongest attention combination"].tolist() == [" × ".join(p["combination"]) for p in expected]
+    measured = recommend(trained_run.model, catalog, user, timestamp, top=5, exclude_rated=True,
+                         interaction_baseline=mean_embedding(trained_run.model, synth_dataset.split("train")[0]))
+    assert table["strongest measured interaction"].tolist() == [
+        f"{' × '.join(p['interaction']['fields'])} ({p['interaction']['value']:+.2f} logit)" for p in measured]
     reasons = [m.value for m in at.markdown]
     assert all(any(p["why"] in text and p["title"] in text for text in reasons) for p in expected)
 
@@ -249,8 +256,8 @@ def test_first_run_without_a_model_trains_the_default_with_progress(monkeypatch,
     assert not at.exception, at.exception
     assert any("No trained model yet" in i.value for i in at.info)
     queue = state.job_queue(str(tmp_path / "runs"))
-    (job,) = queue.jobs()
-    assert job.run_name == state.FIRST_RUN_NAME
+    (job,) = queue.jobs()  # one job: the quick run on the way (here at its end: 1 epoch), the converged one last
+    assert job.run_name == state.CONVERGED_RUN_NAME and job.spec["snapshot"]["run_name"] == state.FIRST_RUN_NAME
     assert queue.wait(job.id, timeout=180).status == "finished"
     at.run()
     assert not at.exception and not at.error
