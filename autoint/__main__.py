@@ -43,9 +43,14 @@ def cmd_download(args) -> int:
     return 0
 
 
+def _load_any_dataset(args, schema=None):
+    """--dataset NAME (default movielens-1m) or --spec FILE, read from --data-dir (autoint.datasets)."""
+    from .datasets import load_dataset
+    return load_dataset(args.dataset, spec=args.spec, data_dir=args.data_dir, with_ids=args.with_ids, schema=schema)
+
+
 def cmd_describe(args) -> int:
-    from .data import load_dataset
-    print(json.dumps(load_dataset(args.data_dir, with_ids=args.with_ids).describe()))
+    print(json.dumps(_load_any_dataset(args).describe()))
     return 0
 
 
@@ -74,7 +79,6 @@ def train_config_from(args):
 
 def cmd_train(args) -> int:
     from dataclasses import asdict
-    from .data import load_dataset, resolve_data_dir
     from .runs import STALE_STAGING_S, clean_staging, save_run
     from .train import TrainConfig, TrainingDiverged, train
     model_config = model_config_from(args)  # refuse bad settings before reading any data
@@ -82,7 +86,7 @@ def cmd_train(args) -> int:
     train_config = train_config_from(args)
     if args.snapshot_out and (args.snapshot_epoch is None or args.snapshot_epoch < 1):
         raise ValueError("--snapshot-out needs --snapshot-epoch N (N >= 1): after which epoch to save it.")
-    dataset = load_dataset(args.data_dir, with_ids=args.with_ids)
+    dataset = _load_any_dataset(args)
     progress_file = open(args.progress_jsonl, "a", buffering=1, encoding="utf-8") if args.progress_jsonl else None
 
     def report(event):  # one JSON object a line, for a parent process (the app) to follow
@@ -107,7 +111,7 @@ def cmd_train(args) -> int:
     def save(out, result):
         save_run(out, result.model, metrics=result.metrics, train_config=asdict(train_config),
                  history=result.history, data_fingerprint=dataset.fingerprint,
-                 data_dir=str(resolve_data_dir(args.data_dir)),
+                 data_dir=str(dataset.data_dir),
                  extra={"snapshot_of": str(args.out)} if out == args.snapshot_out else None)
         if out == args.snapshot_out:
             report({"event": "snapshot", "run": str(out), "epoch": result.metrics["epochs_run"],
@@ -314,13 +318,23 @@ def build_parser() -> argparse.ArgumentParser:
     def data_arg(p):
         p.add_argument("--data-dir", help="MovieLens-1M folder (default: $AUTOINT_DATA_DIR, else data/ml-1m)")
 
+    def dataset_args(p):
+        from .datasets import DATASETS
+        which = p.add_mutually_exclusive_group()
+        which.add_argument("--dataset", choices=DATASETS, help="a built-in data set (default: movielens-1m)")
+        which.add_argument("--spec", metavar="FILE", help="a TOML data set spec for your own CSV, TSV or Parquet "
+                                                          "files (see autoint/datasets/spec.py)")
+        p.add_argument("--data-dir", help="the folder of the raw files as distributed (default: MovieLens: "
+                                          "$AUTOINT_DATA_DIR, else data/ml-1m; criteo, avazu, kdd12: data/NAME; "
+                                          "--spec: the spec's folder)")
+
     p = sub.add_parser("download", help="fetch and verify the GroupLens ml-1m.zip")
     data_arg(p)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server")
     p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("describe", help="print sample counts, fields and split sizes as JSON")
-    data_arg(p)
+    dataset_args(p)
     p.add_argument("--with-ids", action="store_true", help="add UserID and MovieID fields")
     p.set_defaults(func=cmd_describe)
 
@@ -333,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("train", help="train a model and save a run folder")
-    data_arg(p)
+    dataset_args(p)
     # Model flags default to None: unset, they keep the --preset's value (the paper's, for the default preset).
     p.add_argument("--preset", default="paper", help="named model settings (autoint.model.PRESETS); the flags "
                                                      "below override it. Default: paper")

@@ -370,7 +370,11 @@ def encode_frame(schema: Schema, frame: pl.DataFrame) -> FieldTensors:
 
 @dataclass
 class Dataset:
-    """Encoded samples with their split; `frame` keeps the raw values for display."""
+    """Encoded samples with their split; `frame` keeps the raw values for display.
+
+    `movielens` is set for MovieLens-1M (its catalogue of users and movies); a data set read from a spec
+    (autoint.datasets) has none and says where it came from in `source` instead.
+    """
 
     schema: Schema
     frame: pl.DataFrame
@@ -378,7 +382,12 @@ class Dataset:
     labels: torch.Tensor  # (N,) float32
     splits: dict[str, np.ndarray]
     fingerprint: str
-    movielens: MovieLens
+    movielens: MovieLens | None = None
+    source: dict | None = None  # dataset, spec, data_dir, files, split, about
+
+    @property
+    def data_dir(self) -> Path:
+        return self.movielens.folder if self.movielens is not None else Path(self.source["data_dir"])
 
     def split(self, name: str) -> tuple[FieldTensors, torch.Tensor]:
         if name not in self.splits:
@@ -387,6 +396,8 @@ class Dataset:
         return self.inputs.index(rows), self.labels[rows]
 
     def describe(self) -> dict:
+        if self.movielens is None:
+            return self._describe_spec()
         return {
             "data_dir": str(self.movielens.folder),
             "samples": int(self.frame.height),
@@ -395,6 +406,23 @@ class Dataset:
             "splits": {k: int(len(v)) for k, v in self.splits.items()},
             "fingerprint": self.fingerprint,
         }
+
+
+    def _describe_spec(self) -> dict:
+        fields, columns = [], {kind: 0 for kind in ("categorical", "multivalued", "numeric")}
+        for f in self.schema.fields:
+            entry = {"name": f.name, "kind": f.kind, "vocabulary": f.size, "role": f.role}
+            j = columns[f.kind]
+            columns[f.kind] += 1
+            if f.kind == "numeric":
+                entry.update(transform=f.transform, range=[f.min_value, f.max_value])
+            else:  # the share of samples whose value is `<unknown>` (missing, rare or unseen in training)
+                slots = self.inputs.categorical[:, j] if f.kind == "categorical" else self.inputs.multivalued[:, j, 0]
+                entry["unknown_share"] = round(float((slots == 0).float().mean()), 6) if len(slots) else 0.0
+            fields.append(entry)
+        return {**self.source, "samples": int(self.frame.height), "positives": int(self.labels.sum().item()),
+                "fields": fields, "splits": {k: int(len(v)) for k, v in self.splits.items()},
+                "fingerprint": self.fingerprint}
 
 
 def build_dataset(ml: MovieLens, with_ids: bool = False, seed: int = SPLIT_SEED, schema: Schema | None = None) -> Dataset:
