@@ -469,3 +469,82 @@ def test_a_small_model_finds_the_planted_pairs(name, request):
     model = _train(dataset)
     top = _top_pairs(model, dataset, len(planted), samples=12)
     assert sorted(map(sorted, top)) == sorted(map(sorted, planted)), (name, top)
+
+
+# ----------------------------------------------------------------------------- more of what a spec can say
+
+def test_parquet_bucket_missing_display_several_columns_and_a_join_with_a_header(tmp_path):
+    import polars as pl
+    folder = tmp_path / "own"
+    folder.mkdir()
+    pl.DataFrame({
+        "clicks": [0, 3, 1, 0, 0, 2, 0, 1, 0, 5, 0, 0],
+        "age": [15.0, 22.0, None, 40.0, 67.0, 33.0, 18.0, 25.0, 51.0, 29.0, 70.0, 12.0],
+        "tag1": ["a", "b", None, "a", "c", "a", "b", "b", "a", "c", "a", "b"],
+        "tag2": ["b", None, None, "n/a", "a", "c", "a", "a", "b", "a", "c", "a"],
+        "shop": ["s1", "s2", "s1", "s3", "s2", "s1", "s9", "s2", "s1", "s3", "s2", "s1"],
+    }).write_parquet(folder / "log.parquet")
+    (folder / "shops.csv").write_text("shop,region\ns1,north\ns2,south\ns3,north\n")
+    (folder / "own.toml").write_text('''\
+name = "own"
+files = ["log.parquet"]
+label = "clicks >= 1"
+split = "random"
+seed = 3
+
+[[join]]
+file = "shops.csv"
+on = "shop"
+
+[[field]]
+name = "age"
+kind = "numeric"
+transform = "bucket"
+edges = [18, 30, 50]
+fill = 30
+
+[[field]]
+name = "tags"
+columns = ["tag1", "tag2"]
+kind = "multivalued"
+missing = ["n/a"]
+
+[[field]]
+name = "region"
+kind = "categorical"
+display = { north = "North", south = "South" }
+role = "item"
+''')
+    ds = load_dataset(spec=folder / "own.toml")
+    assert ds.labels.tolist() == [0, 1, 1, 0, 0, 1, 0, 1, 0, 1, 0, 0]
+    # Buckets: below 18 -> 0, [18, 30) -> 1, [30, 50) -> 2, 50 and above -> 3; missing -> fill 30 -> 2.
+    age = ds.schema["age"]
+    assert (age.transform, age.edges, age.min_value, age.max_value) == ("bucket", (18.0, 30.0, 50.0), 0.0, 3.0)
+    assert (ds.inputs.numeric[:, 0] * 3).round().tolist() == [0, 1, 2, 2, 3, 2, 1, 1, 3, 1, 3, 0]
+    assert ds.frame["tags"].to_list()[:4] == [["a", "b"], ["b"], [], ["a"]]  # nulls and "n/a" dropped
+    assert ds.frame["region"].to_list() == ["north", "south", "north", "north", "south", "north", None, "south",
+                                            "north", "north", "south", "north"]  # s9 is not in shops.csv
+    assert ds.schema["region"].show("north") == "region=North" and ds.schema["region"].role == "item"
+    assert ds.describe()["files"] == ["log.parquet", "shops.csv"]
+    assert ds.describe()["split"] == "random 80/10/10, seed 3"
+    (folder / "shops.csv").write_text("shop,region\ns1,north\ns2,south\ns1,east\n")
+    with pytest.raises(DataError, match=r"shops\.csv, line 4: shop 's1' appears again \(first on line 2\)"):
+        load_dataset(spec=folder / "own.toml")
+
+
+def test_train_from_the_command_line_on_a_builtin_format(tmp_path):
+    from autoint.__main__ import main
+    from autoint.runs import load_run
+    folder = synth.generate_kdd12(tmp_path / "kdd12", rows=1500, users=300, seed=4)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["train", "--dataset", "kdd12", "--data-dir", str(folder), "--epochs", "1", "--embed-dim", "4",
+                     "--attn-dim", "4", "--layers", "1", "--quiet", "--device", "cpu", "--out",
+                     str(tmp_path / "run")]) == 0
+    metrics = json.loads(out.getvalue().splitlines()[-1])
+    assert metrics["fields"] == [f.name for f in builtin_spec("kdd12").fields]
+    assert sum(metrics["samples"].values()) == 1500 and 0.0 <= metrics["test_auc"] <= 1.0
+    run = load_run(tmp_path / "run")
+    assert run.manifest["data_dir"] == str(folder)
+    assert run.schema["Position"].transform == "log2" and run.schema["UserID"].role == "user"
+    assert run.manifest["data_fingerprint"] == load_dataset("kdd12", data_dir=folder).fingerprint
