@@ -112,7 +112,9 @@ def cmd_train(args) -> int:
         save_run(out, result.model, metrics=result.metrics, train_config=asdict(train_config),
                  history=result.history, data_fingerprint=dataset.fingerprint,
                  data_dir=str(dataset.data_dir),
-                 extra={"snapshot_of": str(args.out)} if out == args.snapshot_out else None)
+                 extra={**({"snapshot_of": str(args.out)} if out == args.snapshot_out else {}),
+                        # which data set a spec-read run saw (for the record: never used to choose files)
+                        **({k: dataset.source[k] for k in ("dataset", "spec")} if dataset.source else {})} or None)
         if out == args.snapshot_out:
             report({"event": "snapshot", "run": str(out), "epoch": result.metrics["epochs_run"],
                     **{k: result.metrics[k] for k in ("test_auc", "val_auc", "best_epoch")}})

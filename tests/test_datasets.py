@@ -545,6 +545,6 @@ def test_train_from_the_command_line_on_a_builtin_format(tmp_path):
     assert metrics["fields"] == [f.name for f in builtin_spec("kdd12").fields]
     assert sum(metrics["samples"].values()) == 1500 and 0.0 <= metrics["test_auc"] <= 1.0
     run = load_run(tmp_path / "run")
-    assert run.manifest["data_dir"] == str(folder)
+    assert run.manifest["data_dir"] == str(folder) and run.manifest["dataset"] == "kdd12"
     assert run.schema["Position"].transform == "log2" and run.schema["UserID"].role == "user"
     assert run.manifest["data_fingerprint"] == load_dataset("kdd12", data_dir=folder).fingerprint
