@@ -84,6 +84,22 @@ def test_old_run_json_schema_loads_as_movielens_roles_and_timestamp():
     assert Schema.from_json(new)["RequestTime"].format is None
 
 
+def test_a_run_saved_before_roles_existed_still_loads(tmp_path, synth_dataset):
+    """run.json files from before this change have no role, format or transform keys."""
+    from autoint.model import AutoInt, AutoIntConfig
+    from autoint.runs import load_run, save_run
+    model = AutoInt(AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1), synth_dataset.schema)
+    path = save_run(tmp_path / "old", model, metrics={})
+    manifest = json.loads((path / "run.json").read_text())
+    for entry in manifest["schema"]:
+        for key in ("role", "format", "transform"):
+            entry.pop(key, None)
+    (path / "run.json").write_text(json.dumps(manifest))
+    run = load_run(path)
+    assert run.schema == synth_dataset.schema  # the MovieLens roles and RequestTime's format come back
+    assert run.schema["RequestTime"].show(978300760) == "RequestTime=2000-12-31 22:12"
+
+
 def test_movielens_fields_have_roles(synth_dataset):
     roles = {f.name: f.role for f in synth_dataset.schema.fields}
     assert roles == {"Gender": "user", "Age": "user", "Occupation": "user", "Zipcode": "user", "Genre": "item",
