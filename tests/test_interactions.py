@@ -307,3 +307,21 @@ def test_shapley_sampling_leaves_the_process_generators_alone(trained_run, synth
     assert torch.equal(torch.get_rng_state(), torch_state) and random.getstate() == python_state
     second, _ = attribute(model, x, methods=["shapley"], shapley_samples=8, seed=5)
     np.testing.assert_allclose(first["shapley"], second["shapley"])  # the seed alone decides
+
+
+def test_distinct_inputs_give_the_same_game_values(trained_run, synth_dataset):
+    """Running each distinct coalition input once must not change a single value."""
+    model = trained_run.model.eval()
+    x = synth_dataset.split("test")[0].index(slice(0, 300))
+    embedded = model.embed(x)
+    baseline = I.baseline_embedding(model, "unknown")
+    masks = I.coalitions(len(model.schema.fields))
+    codes = I.field_codes(model.schema, x)
+    assert codes.shape == (300, 7) and int(codes[:, 0].max()) == 1  # Gender: two values in the batch
+    # Same codes <=> same encoded field input.
+    for f, column in ((0, x.categorical[:, 0]), (6, x.numeric[:, 0])):
+        same = codes[:, f].unsqueeze(0) == codes[:, f].unsqueeze(1)
+        assert torch.equal(same, column.unsqueeze(0) == column.unsqueeze(1))
+    fast = I.distinct_game_values(model, embedded, baseline, masks, codes, rows=97)
+    plain = I.game_values(model, embedded, baseline, masks)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
