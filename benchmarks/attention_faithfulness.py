@@ -243,7 +243,7 @@ def write_report(results: Path, data: dict) -> None:
                      f"{s['agreement']['std']:.2f} | {per_layer} | {len(s['seeds'])} |")
     lines += ["", "What each variant is:", ""]
     lines += [f"- `{v}`: {VARIANTS[v]['note']}" for v in summary if v in VARIANTS]
-    shown = [v for v in ("paper", "autoint-plus") if v in summary]
+    shown = [v for v in ("paper", "authors-code", "autoint-plus") if v in summary]
     if shown:
         lines += ["", "## Fig. 7(b)'s pairs: rank among the 21 pairs (1 = strongest), per seed", "",
                   "| variant | pair | by mean attention | by mean \\|interaction\\| |", "| --- | --- | --- | --- |"]
