@@ -47,10 +47,13 @@ def faithfulness_verdict() -> str:
     except (OSError, ValueError, KeyError, TypeError):
         return "Only the paper's model is offered as a preset."
     name, row = best
+    measured = (f"{name}: ρ = {row['agreement']:+.2f} at {row['auc_change']:+.4f} test AUC (paper: ρ = "
+                f"{verdict['baseline_agreement']:+.2f}); see benchmarks/results/attention-faithfulness.")
+    if verdict.get("passing"):
+        return (f"Only the paper's model is offered as a preset here, though the benchmark found attention that ranks "
+                f"field pairs like the model's interactions (Spearman ρ ≥ 0.5) within 0.002 test AUC: {measured}")
     return (f"Only the paper's model is offered as a preset: no training variant measured made attention rank field "
-            f"pairs like the model's interactions (Spearman ρ ≥ 0.5) within 0.002 test AUC of it. Closest: {name}, "
-            f"ρ = {row['agreement']:+.2f} at {row['auc_change']:+.4f} AUC (paper: ρ = "
-            f"{verdict['baseline_agreement']:+.2f}); see benchmarks/results/attention-faithfulness.")
+            f"pairs like the model's interactions (Spearman ρ ≥ 0.5) within 0.002 test AUC of it. Closest: {measured}")
 
 
 defaults = AutoIntConfig()

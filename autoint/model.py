@@ -101,9 +101,13 @@ class AutoIntConfig:
 # 0.002); benchmarks/results/attention-faithfulness/ holds the measurements.
 PRESETS: dict[str, dict] = {
     "paper": {},
+    "authors-code": {"qkv_relu": True, "projection_bias": True, "scaled_attention": True, "layer_norm": True},
 }
 PRESET_DESCRIPTIONS: dict[str, str] = {
     "paper": "The paper's AutoInt, Eqs. 5-9 as written (the default).",
+    "authors-code": "The authors' TensorFlow layer (ReLU and bias on Q, K, V and W_Res, scaled scores, layer norm): "
+                    "on ml-1m-u2999 its attention ranks field pairs like the measured interactions (Spearman "
+                    "+0.68 vs -0.26) at +0.003 test AUC.",
 }
 
 

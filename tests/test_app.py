@@ -308,20 +308,13 @@ def test_offline_start_uses_synthetic_data_with_a_banner_and_a_failed_download_s
 
 def test_train_page_presets_fill_the_form_and_the_authors_options_reach_the_job(app_env, monkeypatch):
     from autoint import model as model_module
-    from autoint.model import AutoIntConfig
+    from autoint.model import PRESET_DESCRIPTIONS, PRESETS, AutoIntConfig
+    # The selector lists every preset with its description and fills the form; the form can then be changed.
     at = start("app/train_page.py")
-    # Only the paper's preset exists: no one-choice selector, a caption saying why instead.
-    assert not [s for s in at.selectbox if s.key == "train_preset"]
-    assert any(c.value.startswith("Only the paper's model is offered as a preset") for c in at.caption)
-
-    # With a second preset the page offers a selector that fills the form; the form can then be changed.
-    monkeypatch.setitem(model_module.PRESETS, "authors", {"qkv_relu": True, "projection_bias": True,
-                                                          "scaled_attention": True, "layer_norm": True})
-    monkeypatch.setitem(model_module.PRESET_DESCRIPTIONS, "authors", "the authors' TensorFlow layer")
-    at = start("app/train_page.py")
-    assert at.selectbox(key="train_preset").options == ["paper: The paper's AutoInt, Eqs. 5-9 as written (the "
-                                                        "default).", "authors: the authors' TensorFlow layer"]
-    at.selectbox(key="train_preset").set_value("authors").run()
+    selector = at.selectbox(key="train_preset")
+    assert selector.options == [f"{name}: {PRESET_DESCRIPTIONS[name]}" for name in PRESETS]
+    assert selector.value == "paper" and not at.checkbox(key="train_qkv_relu").value
+    selector.set_value("authors-code").run()
     assert [at.checkbox(key=k).value for k in ("train_qkv_relu", "train_projection_bias", "train_scaled",
                                                "train_layer_norm")] == [True, True, True, True]
     at.checkbox(key="train_layer_norm").uncheck()
@@ -343,3 +336,14 @@ def test_train_page_presets_fill_the_form_and_the_authors_options_reach_the_job(
     command = job.spec["command"]
     assert {"--qkv-relu", "--projection-bias", "--scaled", "--no-layer-norm"} <= set(command)
     assert command[command.index("--attention-dropout") + 1] == "0.2"
+    # Back to the paper's preset: the form is the paper's model again.
+    at.selectbox(key="train_preset").set_value("paper").run()
+    assert not any(at.checkbox(key=k).value for k in ("train_qkv_relu", "train_projection_bias", "train_scaled",
+                                                      "train_layer_norm"))
+    assert at.slider(key="train_attention_dropout").value == 0.0 and at.slider(key="train_layers").value == 3
+
+    # With only the paper's preset a one-choice selector would say nothing: a caption with the benchmark's verdict.
+    monkeypatch.setattr(model_module, "PRESETS", {"paper": {}})
+    at = start("app/train_page.py")
+    assert not [s for s in at.selectbox if s.key == "train_preset"]
+    assert any(c.value.startswith("Only the paper's model is offered as a preset") for c in at.caption)

@@ -229,21 +229,30 @@ def test_paper_preset_is_the_default_and_unknown_presets_list_the_names():
     assert set(PRESET_DESCRIPTIONS) == set(PRESETS)
     for name in PRESETS:
         preset_config(name)  # every preset builds
-    with pytest.raises(ConfigError, match="unknown preset 'fast'; choose one of: paper"):
+    with pytest.raises(ConfigError, match="unknown preset 'fast'; choose one of: paper, authors-code."):
         preset_config("fast")
 
 
-def test_cli_preset_then_explicit_flags(monkeypatch):
-    import autoint.model as model_module
+def test_authors_code_preset_is_the_benchmarked_variant():
+    """The preset exists because benchmarks/attention_faithfulness.py measured exactly these settings."""
+    import json
+    from conftest import REPO
+    from autoint.model import PRESETS
+    results = json.loads((REPO / "benchmarks" / "results" / "attention-faithfulness" / "results.json").read_text())
+    assert PRESETS["authors-code"] == results["meta"]["variants"]["authors-code"]["model"]
+    assert "authors-code" in results["verdict"]["passing"]
+
+
+def test_cli_preset_then_explicit_flags():
     from autoint.__main__ import build_parser, main, model_config_from
     parse = lambda *flags: model_config_from(build_parser().parse_args(["train", "--out", "x", *flags]))
     assert parse() == AutoIntConfig()
-    monkeypatch.setitem(model_module.PRESETS, "authors", {"qkv_relu": True, "scaled_attention": True})
-    assert parse("--preset", "authors") == AutoIntConfig(qkv_relu=True, scaled_attention=True)
-    assert parse("--preset", "authors", "--no-qkv-relu", "--layers", "2", "--attention-dropout", "0.1") == \
-        AutoIntConfig(scaled_attention=True, layers=2, attention_dropout=0.1)
+    authors = AutoIntConfig(qkv_relu=True, projection_bias=True, scaled_attention=True, layer_norm=True)
+    assert parse("--preset", "authors-code") == authors
+    assert parse("--preset", "authors-code", "--no-layer-norm", "--layers", "2", "--attention-dropout", "0.1") == \
+        AutoIntConfig(qkv_relu=True, projection_bias=True, scaled_attention=True, layers=2, attention_dropout=0.1)
     assert parse("--no-residual").residual is False  # the flag Table 4's runs were trained with still works
-    with pytest.raises(ConfigError, match="unknown preset 'nope'; choose one of: paper, authors"):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; choose one of: paper, authors-code."):
         parse("--preset", "nope")
     assert main(["train", "--out", "x", "--preset", "nope"]) == 2
 
