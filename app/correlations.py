@@ -81,6 +81,8 @@ state.show_figure(attention_interaction_side_by_side(result.overall, strength, f
                                                      interaction_title="Mean |interaction| (k-SII, logit)"),
                   "attention-vs-interactions", "corr_side_by_side")
 (st.success if match.overall >= 0.5 else st.warning)(f"**Verdict:** {match.verdict}.", icon=":material/balance:")
+if match.overall < 0.5 and (hint := state.faithful_preset_hint(model)):
+    st.caption(hint)
 scatter_column, bars_column = st.columns(2)
 with scatter_column:
     state.show_figure(agreement_scatter(matrix_to_pairs(result.overall), matrix_to_pairs(strength),

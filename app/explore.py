@@ -126,6 +126,8 @@ else:
                       "attention-vs-interactions", "explore_side_by_side")
     (st.success if agreement.overall >= 0.5 else st.warning)(f"**Verdict:** {agreement.verdict}.",
                                                              icon=":material/balance:")
+    if agreement.overall < 0.5 and (hint := state.faithful_preset_hint(model)):
+        st.caption(hint)
     st.caption(f"Check (efficiency): the {F} main effects and {F * (F - 1) // 2} pair interactions add up to "
                f"{measured.main.sum() + measured.pairs.sum():+.4f} = logit {measured.full:+.4f} − baseline logit "
                f"{measured.empty:+.4f}; gap {measured.efficiency_gap:.1e}.")
