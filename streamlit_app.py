@@ -12,6 +12,7 @@ import torch
 
 from app import state
 from autoint.download import DownloadError, download_ml1m
+from autoint.jobs import ACTIVE
 
 st.set_page_config(page_title="AutoInt Explorer", page_icon=":material/hub:", layout="wide")
 torch.set_num_threads(state.APP_THREADS)  # the other cores are for a background training job
@@ -75,15 +76,49 @@ def sidebar(source: state.DataSource) -> None:
                        + (f" · test AUC {auc:.4f}" if isinstance(auc, float) else ""))
         else:
             st.markdown("**Model in use** \nnone yet")
+        background_training(runs)
         st.radio("Chart export format", ["png", "svg"], key="image_format", horizontal=True,
                  format_func=str.upper, help="What the camera button in each chart's toolbar saves.")
 
 
+def background_training(runs: list[dict]) -> None:
+    """While the default model trains on to convergence, say so: a better model is coming."""
+    job = state.converging_default()
+    if job is None or not any(r["name"] == state.FIRST_RUN_NAME for r in runs):
+        return  # nothing converging, or still before the quick run (the page itself shows that progress)
+    if job.status in ACTIVE:
+        converging_progress(job.id)
+    else:
+        st.caption(f"The default model's training to convergence {job.description}; the quick model stays.")
+
+
+@st.fragment(run_every=5.0)  # an epoch takes 10 s or more; each fragment run costs a gc.collect (app/state.py)
+def converging_progress(job_id: str) -> None:
+    job = state.job_queue(str(state.runs_root())).job(job_id)
+    if job.status not in ACTIVE:
+        st.rerun(scope="app")  # the converged run landed (or the job ended): swap to it on a full run
+    epochs, quick = job.history, job.snapshot
+    text = f"epoch {epochs[-1]['epoch']} of up to {job.spec['epochs']}, validation AUC " \
+           f"{max(e['val_auc'] for e in epochs):.4f}" if epochs else job.description
+    if quick is not None:
+        text += f" (quick model: {quick['val_auc']:.4f})"
+    threads = job.thread_switches
+    if threads:
+        text += f" · {threads[-1]['threads']} thread(s)"
+    st.progress(job.progress, text=f"**A better model is coming.** The default model trains on in the background "
+                                   f"until validation AUC stops improving: {text}.")
+
+
 def main() -> None:
     navigation = st.navigation(PAGES)
+    state.mark_activity()  # someone is exploring: a background trainer leaves the app its cores
     try:
         source = state.data_source()
         sidebar(source)
+        swapped = state.take_swap_message()
+        if swapped:
+            st.toast(swapped, icon=":material/upgrade:")
+            st.success(swapped, icon=":material/upgrade:")
         if source.movielens_missing:
             offer_download(source)
         elif source.synthetic:
@@ -96,6 +131,8 @@ def main() -> None:
         logging.getLogger("autoint.app").error("unexpected error\n%s", traceback.format_exc())
         st.error(f"Something went wrong ({type(exc).__name__}: {exc}). The details are in the server log.",
                  icon=":material/bug_report:")
+    finally:
+        state.mark_activity()  # and the end of this run: a long computation counts as exploring too
 
 
 main()

@@ -123,7 +123,7 @@ def cmd_train(args) -> int:
     diverged = None
     try:
         result = train(dataset, model_config, train_config, callback=callback if progress_file or pacer else None,
-                       progress=not args.quiet, snapshot=snapshot)
+                       progress=not args.quiet, **({"snapshot": snapshot} if snapshot else {}))
     except TrainingDiverged as exc:
         if exc.result is None:
             raise  # no finished epoch to keep: a run already at --out stays as it was
@@ -390,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot-out", help="run folder for that quick model (written at the end if training "
                                           "stops before epoch N)")
     p.add_argument("--activity-file", help="a file the app touches while someone explores: while it is older "
-                                           "than 10 s, train with --idle-threads threads, else with OMP_NUM_THREADS")
+                                           "than 10 s, train with up to --idle-threads threads (as many as other "
+                                           "processes leave cores free), else with OMP_NUM_THREADS")
     p.add_argument("--idle-threads", type=int, help="threads while nobody explores (default: every core)")
     p.set_defaults(func=cmd_train)
 

@@ -6,6 +6,9 @@ A job lives in a folder under `<runs root>/.jobs/<id>/`:
   log.txt         the trainer's stderr, for the error message when it fails
   exit.json       written by the worker when the trainer ends: its return code
   cancelled       present when someone cancelled the job
+`<runs root>/.jobs/activity` is touched by the app on every script run of any session: a trainer
+started with an idle thread count uses every core while nobody explored for IDLE_AFTER_S seconds,
+and its own share of the cores otherwise (`ThreadPacer`, checked every 50 batches).
 The worker (`python -m autoint.jobs JOB_DIR`) holds a file lock per device while the trainer
 runs, so jobs queue: one trains on each device at a time, the rest wait for the lock. The
 trainer writes its run folder atomically only when training finished, so a job killed on
@@ -62,20 +65,37 @@ class Job:
         return [e for e in self.events if e.get("event") == "step"]
 
     @property
+    def snapshot(self) -> dict | None:
+        """The trainer's "snapshot" event: the quick run it saved on the way (`submit(snapshot=...)`), if yet."""
+        return next((e for e in self.events if e.get("event") == "snapshot"), None)
+
+    @property
+    def thread_switches(self) -> list[dict]:
+        """When the trainer changed its thread count (`ThreadPacer`): {"threads", "idle_s", "time", ...}."""
+        return [e for e in self.events if e.get("event") == "threads"]
+
+    @property
+    def latest(self) -> dict | None:
+        """The latest "step" or "epoch" event."""
+        return next((e for e in reversed(self.events) if e.get("event") in ("step", "epoch")), None)
+
+    @property
     def progress(self) -> float:
         """Fraction of the planned epochs done, from the latest event (early stopping may end it sooner)."""
-        if self.status == "finished":
-            return 1.0
-        if not self.events:
+        return 1.0 if self.status == "finished" else self.progress_to(self.spec["epochs"])
+
+    def progress_to(self, epochs: int) -> float:
+        """Fraction of the first `epochs` epochs done."""
+        last = self.latest
+        if last is None:
             return 0.0
-        last, epochs = self.events[-1], self.spec["epochs"]
         if last.get("event") == "epoch":
             return min(last["epoch"] / epochs, 1.0)
         return min((last["epoch"] - 1 + last["step"] / last["steps"]) / epochs, 1.0)
 
     @property
     def description(self) -> str:
-        last = self.events[-1] if self.events else None
+        last = self.latest
         if self.status == "queued":
             return "waiting for the device"
         if self.status == "running" and last is None:
@@ -109,34 +129,51 @@ def train_arguments(model_config: AutoIntConfig, train_config: TrainConfig) -> l
 class JobQueue:
     """Submit, follow and cancel training jobs whose runs land in `runs_root`."""
 
-    def __init__(self, runs_root: str | os.PathLike, threads: int = 1, python: str = sys.executable):
+    def __init__(self, runs_root: str | os.PathLike, threads: int = 1, python: str = sys.executable,
+                 idle_threads: int | None = None):
         self.runs_root = Path(runs_root)
         self.folder = self.runs_root / JOBS_DIR
         self.threads = threads  # torch threads of each trainer, so it leaves the app its own core
+        # ... and while nobody explores (the activity file is old), this many: None keeps `threads` throughout.
+        self.idle_threads = idle_threads
         self.python = python
         self._children: dict[str, subprocess.Popen] = {}  # reaped here; a restarted app checks pids instead
 
     def submit(self, model_config: AutoIntConfig, train_config: TrainConfig, data_dir: str | os.PathLike,
-               run_name: str | None = None) -> Job:
-        """Queue a training job; bad settings raise ConfigError here, before any process starts."""
+               run_name: str | None = None, snapshot: tuple[int, str] | None = None) -> Job:
+        """Queue a training job; bad settings raise ConfigError here, before any process starts.
+
+        `snapshot=(epoch, name)` also saves the best weights after that epoch as the run `name` while
+        training goes on to `run_name` (a quick model to use now, a converged one later)."""
         arguments = train_arguments(model_config, train_config)
         device = str(pick_device(train_config.device))
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         run_name = run_name or f"{model_config.name.replace('+', 'plus')}-L{model_config.layers}-" \
                                f"H{model_config.heads}-d{model_config.embed_dim}-{job_id}"
-        if not RUN_NAME.match(run_name):
-            raise CheckpointError(f"run name {run_name!r}: use letters, digits, '.', '_' and '-' only.")
-        run_path = self.runs_root / run_name
-        if run_path.exists() or any(j.run_name == run_name and j.status in ACTIVE for j in self.jobs()):
-            raise CheckpointError(f"a run named {run_name!r} exists or is being trained; choose another name.")
+        names = [run_name] + ([snapshot[1]] if snapshot else [])
+        busy = {name for j in self.active() for name in (j.run_name, (j.spec.get("snapshot") or {}).get("run_name"))}
+        for name in names:
+            if not RUN_NAME.match(name):
+                raise CheckpointError(f"run name {name!r}: use letters, digits, '.', '_' and '-' only.")
+            if (self.runs_root / name).exists() or name in busy:
+                raise CheckpointError(f"a run named {name!r} exists or is being trained; choose another name.")
+        run_path, extra = self.runs_root / run_name, []
+        if snapshot is not None:
+            snapshot = {"epoch": int(snapshot[0]), "run_name": snapshot[1],
+                        "run_path": str((self.runs_root / snapshot[1]).resolve())}
+            extra += ["--snapshot-epoch", str(snapshot["epoch"]), "--snapshot-out", snapshot["run_path"]]
+        if self.idle_threads is not None and self.idle_threads != self.threads:
+            extra += ["--activity-file", str(activity_file(self.runs_root).resolve()),
+                      "--idle-threads", str(self.idle_threads)]
         folder = self.folder / job_id
         folder.mkdir(parents=True)
         spec = {"id": job_id, "run_name": run_name, "run_path": str(run_path.resolve()), "device": device,
                 "data_dir": str(Path(data_dir).resolve()), "epochs": train_config.epochs,
-                "model_config": model_config.to_json(), "threads": self.threads,
+                "model_config": model_config.to_json(), "threads": self.threads, "idle_threads": self.idle_threads,
+                "snapshot": snapshot,
                 "command": [self.python, "-m", "autoint", "train", "--data-dir", str(Path(data_dir).resolve()),
                             "--device", device, "--quiet", "--progress-jsonl", str(folder / "progress.jsonl"),
-                            "--out", str(run_path.resolve()), *arguments],
+                            "--out", str(run_path.resolve()), *extra, *arguments],
                 "submitted": time.time()}
         _write_json(folder / "job.json", spec)
         environment = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
@@ -261,6 +298,90 @@ def _write_json(path: Path, obj) -> None:
 
 TRAINER_NICE = 10  # a background trainer yields the CPU to the app's sessions when they want it
 
+# ----------------------------------------------------------------------------- every core while nobody explores
+
+ACTIVITY_FILE = "activity"
+IDLE_AFTER_S = 10.0  # nobody explored for this long: a trainer may take every core
+
+
+def activity_file(runs_root: str | os.PathLike) -> Path:
+    return Path(runs_root) / JOBS_DIR / ACTIVITY_FILE
+
+
+def mark_activity(runs_root: str | os.PathLike) -> None:
+    """Someone is exploring now (the app calls this on each script run of any session)."""
+    path = activity_file(runs_root)
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+
+def trainer_threads(last_activity: float | None, now: float, busy: int, idle: int,
+                    idle_after: float = IDLE_AFTER_S, free_cores: float | None = None) -> int:
+    """A trainer's thread count: `busy` (its share, leaving the app the rest) when someone explored in the
+    last `idle_after` seconds; otherwise `idle` (every core), or as many as `free_cores` says are not used by
+    other processes, if fewer, but never below `busy`. A nice-10 trainer with more threads than free cores
+    gets slower, not faster: its threads wait for each other at every parallel op."""
+    if last_activity is not None and now - last_activity < idle_after:
+        return busy
+    if free_cores is None:
+        return idle
+    return max(busy, min(idle, int(free_cores + 0.5)))
+
+
+def cpu_seconds_now() -> tuple[float, float] | None:
+    """(busy CPU seconds of the whole machine, of this process) since boot, from /proc; None elsewhere."""
+    try:
+        with open("/proc/stat") as fh:
+            user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fh.readline().split()[1:9])
+        with open("/proc/self/stat") as fh:
+            mine = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / tick, (int(mine[11]) + int(mine[12])) / tick
+
+
+class ThreadPacer:
+    """Switches the trainer's torch threads between its share and every core as the activity file ages and
+    as other processes leave cores free (`trainer_threads`).
+
+    `check()` is cheap (a stat and two reads of /proc); the trainer calls it every 50 batches. It returns a
+    "threads" event when it switched, for the progress file, else None."""
+
+    def __init__(self, path: str | os.PathLike, busy: int, idle: int, idle_after: float = IDLE_AFTER_S,
+                 clock=time.time, cpu=cpu_seconds_now, cores: int | None = None):
+        self.path, self.busy, self.idle, self.idle_after, self.clock = Path(path), busy, idle, idle_after, clock
+        self.cpu, self.cores = cpu, cores or os.cpu_count() or 1
+        self.last_cpu = (clock(), cpu())
+
+    def free_cores(self, now: float) -> float | None:
+        """Cores that other processes left unused since the last check (None: not measurable here)."""
+        (then, before), after = self.last_cpu, self.cpu()
+        self.last_cpu = (now, after)
+        if before is None or after is None or now - then < 0.2:
+            return None
+        others = ((after[0] - before[0]) - (after[1] - before[1])) / (now - then)
+        return self.cores - max(others, 0.0)
+
+    def check(self) -> dict | None:
+        import torch
+        now = self.clock()
+        try:
+            last = self.path.stat().st_mtime
+        except FileNotFoundError:
+            last = None
+        free = self.free_cores(now)
+        threads = trainer_threads(last, now, self.busy, self.idle, self.idle_after, free)
+        if threads == torch.get_num_threads():
+            return None
+        torch.set_num_threads(threads)
+        return {"event": "threads", "threads": threads, "time": now,
+                "idle_s": None if last is None else round(now - last, 1),
+                "free_cores": None if free is None else round(free, 2)}
+
 
 def _die_with_parent() -> None:
     """Linux: the trainer gets SIGTERM when the worker dies, even by SIGKILL, so a killed job
@@ -286,9 +407,14 @@ def run_worker(folder: Path) -> int:
         with open(folder / "log.txt", "w") as log:
             trainer = subprocess.Popen(spec["command"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                        preexec_fn=_die_with_parent)
-            # SIGTERM (cancel) reaches the whole process group; wait for the trainer before letting go of the lock.
-            signal.signal(signal.SIGTERM, lambda *_: (trainer.terminate(), trainer.wait(), sys.exit(143)))
+            # SIGTERM (cancel) reaches the whole process group; the trainer ends before the lock is let go. The
+            # handler only passes the signal on: waiting in it would deadlock on Popen.wait's lock, held by
+            # the wait below.
+            stopped = []
+            signal.signal(signal.SIGTERM, lambda *_: (stopped.append(True), trainer.terminate()))
             code = trainer.wait()
+        if stopped:
+            return 143  # no exit.json: cancelled (its marker) or stopped, never finished
         _write_json(folder / "exit.json", {"returncode": code})
     return code
 

@@ -209,12 +209,14 @@ class TrainStep:
 
 
 def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConfig,
-          callback: Callable[[dict], bool | None] | None = None, progress: bool = True) -> TrainResult:
+          callback: Callable[[dict], bool | None] | None = None, progress: bool = True,
+          snapshot: tuple[int, Callable[[TrainResult], None]] | None = None) -> TrainResult:
     """Train one model; returns it with the best validation weights and its test metrics.
 
     `callback(event)` gets {"event": "step" | "epoch", ...}; returning False cancels
     (TrainingCancelled is raised). A NaN or infinite loss raises TrainingDiverged after restoring the best
-    weights; its `result` carries them.
+    weights; its `result` carries them. `snapshot=(epoch, save)` calls `save(result)` once, after that
+    epoch, with a copy of the best weights so far and their metrics (a quick model while training goes on).
     """
     model_config.validate()
     train_config.validate()
@@ -232,6 +234,19 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
 
     best_auc, best_epoch, best_state, stale = -1.0, 0, None, 0
     history, epoch_seconds, diverged = [], [], None
+
+    def summary(net: AutoInt, best_epoch: int) -> dict:
+        """A run's metrics: these weights on validation and test, and how training went so far."""
+        val, test = evaluate(net, val_x, val_y), evaluate(net, test_x, test_y)
+        return {
+            "model": model_config.name, "test_auc": test["auc"], "test_logloss": test["logloss"],
+            "val_auc": val["auc"], "val_logloss": val["logloss"], "best_epoch": best_epoch,
+            "epochs_run": len(history), "epoch_seconds": list(epoch_seconds),
+            "samples": {k: int(len(v)) for k, v in dataset.splits.items()},
+            "fields": dataset.schema.names, "params": sum(p.numel() for p in net.parameters()),
+            "device": str(device), "threads": torch.get_num_threads(),
+        }
+
     for epoch in range(1, train_config.epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -281,6 +296,10 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
         if callback is not None and callback({"event": "epoch", **record, "epochs": train_config.epochs}) is False:
             _restore(model, best_state)
             raise TrainingCancelled(f"cancelled after epoch {epoch}")
+        if snapshot is not None and epoch == snapshot[0]:
+            quick = copy.deepcopy(model).eval()
+            _restore(quick, best_state)
+            snapshot[1](TrainResult(quick, summary(quick, best_epoch), list(history)))
         if stale >= train_config.patience:
             break
     _restore(model, best_state)
@@ -288,16 +307,7 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
     if diverged is not None and best_state is None:
         raise TrainingDiverged(f"{diverged}; stopped before any epoch finished with finite numbers, so there "
                                f"are no weights to keep. Lower the learning rate (now {train_config.lr}).")
-    val = evaluate(model, val_x, val_y)
-    test = evaluate(model, test_x, test_y)
-    metrics = {
-        "model": model_config.name, "test_auc": test["auc"], "test_logloss": test["logloss"],
-        "val_auc": val["auc"], "val_logloss": val["logloss"], "best_epoch": best_epoch,
-        "epochs_run": len(history), "epoch_seconds": epoch_seconds,
-        "samples": {k: int(len(v)) for k, v in dataset.splits.items()},
-        "fields": dataset.schema.names, "params": sum(p.numel() for p in model.parameters()),
-        "device": str(device), "threads": torch.get_num_threads(),
-    }
+    metrics = summary(model, best_epoch)
     if diverged is not None:
         metrics["stopped"] = "diverged"
         raise TrainingDiverged(f"{diverged}; stopped and kept the best weights so far (epoch {best_epoch}, "
