@@ -201,8 +201,8 @@ def require_model():
 def exploring() -> tuple[str, Catalog, str, object, dict]:
     """What every per-sample page starts from: (data folder, catalog, run path, model, current sample)."""
     folder = str(data_source().folder)
-    run_path, model = require_model()  # first, so that a first-run training starts before the catalog loads
     cat = catalog(folder)
+    run_path, model = require_model()
     return folder, cat, run_path, model, current_sample(cat)
 
 

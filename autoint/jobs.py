@@ -6,7 +6,7 @@ A job lives in a folder under `<runs root>/.jobs/<id>/`:
   log.txt         the trainer's stderr, for the error message when it fails
   exit.json       written by the worker when the trainer ends: its return code
   cancelled       present when someone cancelled the job
-`<runs root>/.jobs/activity` is touched by the app on every script run of any session: a trainer
+`<runs root>/.activity` is touched by the app on every script run of any session: a trainer
 started with an idle thread count uses every core while nobody explored for IDLE_AFTER_S seconds,
 and its own share of the cores otherwise (`ThreadPacer`, checked every 50 batches).
 The worker (`python -m autoint.jobs JOB_DIR`) holds a file lock per device while the trainer
@@ -300,12 +300,12 @@ TRAINER_NICE = 10  # a background trainer yields the CPU to the app's sessions w
 
 # ----------------------------------------------------------------------------- every core while nobody explores
 
-ACTIVITY_FILE = "activity"
+ACTIVITY_FILE = ".activity"  # a dot name: the registry skips it
 IDLE_AFTER_S = 10.0  # nobody explored for this long: a trainer may take every core
 
 
 def activity_file(runs_root: str | os.PathLike) -> Path:
-    return Path(runs_root) / JOBS_DIR / ACTIVITY_FILE
+    return Path(runs_root) / ACTIVITY_FILE
 
 
 def mark_activity(runs_root: str | os.PathLike) -> None:
