@@ -15,9 +15,12 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
+# No file watcher: Streamlit would watch the checkout recursively, .venv included (~4,900 folders), and
+# watchdog's inotify queue then overflows over and over, a core busy for as long as the app runs
+# (benchmarks/first_run.md). Restart the app after editing its code.
 run: $(VENV)/.installed
 	$(PY) -m streamlit run streamlit_app.py --server.address $(HOST) --server.port $(PORT) \
-		--server.headless true --browser.gatherUsageStats false
+		--server.headless true --browser.gatherUsageStats false --server.fileWatcherType none
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -ra tests
