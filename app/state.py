@@ -342,3 +342,64 @@ def show_figure(fig, name: str, key: str) -> None:
                          key=f"html_{key}", type="tertiary", icon=":material/download:")
     csv.download_button("Download CSV", data=lambda: figure_csv(fig), file_name=f"{name}.csv", mime="text/csv",
                         key=f"csv_{key}", type="tertiary", icon=":material/table:")
+
+
+# ----------------------------------------------------------------------------- interactions
+
+INTERACTION_BASELINES = {"mean": "training-mean embedding", "unknown": "the <unknown> value"}
+
+
+@st.cache_resource(max_entries=8)
+def interaction_baseline(run_path: str, folder: str, kind: str) -> torch.Tensor:
+    """(1, F, d): what an absent field becomes in the interaction game (the IG baseline for "mean")."""
+    from autoint.interactions import baseline_embedding
+    return baseline(run_path, folder) if kind == "mean" else baseline_embedding(load_model(run_path), kind)
+
+
+@st.cache_resource
+def _split_interactions_memory() -> dict:
+    """Split interactions already computed or loaded by this server, with a lock so that two sessions
+    asking at once compute them once."""
+    import threading
+    return {"lock": threading.Lock(), "results": {}}
+
+
+def split_interactions(run_path: str, folder: str, split: str = "test", baseline_kind: str = "mean"):
+    """Every sample's exact interactions over a split, computed once per model (about a minute on the u2999 test
+    split, with a progress bar), then from memory or the disk cache (data/cache) in milliseconds."""
+    from autoint.interactions import interactions_of_split
+    memory = _split_interactions_memory()
+    key = (run_path, folder, split, baseline_kind)
+    if key in memory["results"]:
+        return memory["results"][key]
+    bar = st.progress(0.0, text=f"Measuring the model's interactions on the {split} split ...")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"Measuring the model's interactions on the {split} split: "
+                                                f"{done:,} of {total:,} samples (once per model; then cached)")
+    with memory["lock"]:
+        if key not in memory["results"]:
+            memory["results"][key] = interactions_of_split(run_path, load_model(run_path), dataset(folder, run_path),
+                                                           split, baseline=baseline_kind, progress=progress)
+    bar.empty()
+    return memory["results"][key]
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def slice_keep(run_path: str, folder: str, split: str, where: tuple, label: int | None):
+    """(N,) bool: the split's samples in a slice (the same filters as the attention averages)."""
+    from autoint.explain import slice_mask
+    inputs, labels = dataset(folder, run_path).split(split)
+    return slice_mask(load_model(run_path), inputs, labels, where=dict(where), label=label)
+
+
+def faithful_preset_hint(model) -> str | None:
+    """When attention disagrees with the interactions: which preset trains attention that agrees (from the
+    faithfulness benchmark), unless this model already is one."""
+    from autoint.model import PRESET_DESCRIPTIONS, PRESETS
+    others = {name: overrides for name, overrides in PRESETS.items() if overrides}
+    if not others or any(all(getattr(model.config, k) == v for k, v in overrides.items())
+                         for overrides in others.values()):
+        return None
+    return "A model whose attention you can read: " + " ".join(
+        f"the `{name}` preset on the Train page. {PRESET_DESCRIPTIONS.get(name, '')}" for name in others)
