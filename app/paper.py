@@ -96,9 +96,9 @@ st.caption("Agreement: the Spearman ρ between a model's mean attention over the
            "|interaction|, over the 21 field pairs. Head entropy: each head's attention entropy as a fraction of "
            "log F, averaged over samples, layers and heads (1 = uniform). Mean ± std over seeds.")
 pm = lambda stat, digits=4: f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
-st.dataframe([{"variant": variant, "what": meta.get("variants", {}).get(variant, {}).get("note", ""),
-               "seeds": len(row["seeds"]), "test AUC": pm(row["test_auc"]), "head entropy": pm(row["head_entropy"], 3),
-               "agreement ρ": pm(row["agreement"], 2)} for variant, row in summary.items()],
+st.dataframe([{"variant": variant, "test AUC": pm(row["test_auc"]), "head entropy": pm(row["head_entropy"], 3),
+               "agreement ρ": pm(row["agreement"], 2), "seeds": len(row["seeds"]),
+               "what": meta.get("variants", {}).get(variant, {}).get("note", "")} for variant, row in summary.items()],
              hide_index=True, key="paper_faithfulness")
 verdict = faithfulness.get("verdict")
 if verdict:
