@@ -216,6 +216,20 @@ def test_learn_page_shows_the_layers_real_numbers(app_env, trained_run, catalog)
     assert len(at.get("latex")) >= 7  # every step has the paper's equation beside it
 
 
+def queue_small_run(at, runs, name: str):
+    """Submit a 1-layer, d=4, 1-epoch run named `name` from the Train page; (its job, the queue)."""
+    for key, value in [("train_layers", 1), ("train_embed", 4), ("train_attn", 4)]:
+        at.slider(key=key).set_value(value)
+    at.number_input(key="train_epochs").set_value(1)
+    at.text_input(key="train_name").set_value(name)
+    at.button[0].click().run()
+    assert any(f"Queued {name}" in s.value for s in at.success), [e.value for e in at.error]
+    from app.state import job_queue
+    queue = job_queue(str(runs))
+    (job,) = [j for j in queue.jobs() if j.run_name == name]
+    return job, queue
+
+
 def test_train_page_refuses_bad_settings_and_a_one_epoch_run_joins_the_registry(app_env):
     at = start("app/train_page.py")
     at.toggle(key="train_plus").set_value(True)
@@ -225,16 +239,7 @@ def test_train_page_refuses_bad_settings_and_a_one_epoch_run_joins_the_registry(
     assert not (app_env / ".jobs").exists() or not any((app_env / ".jobs").iterdir())
 
     at.toggle(key="train_plus").set_value(False)
-    for key, value in [("train_layers", 1), ("train_embed", 4), ("train_attn", 4)]:
-        at.slider(key=key).set_value(value)
-    at.number_input(key="train_epochs").set_value(1)
-    at.text_input(key="train_name").set_value("one-epoch")
-    at.button[0].click().run()
-    assert any("Queued one-epoch" in s.value for s in at.success), [e.value for e in at.error]
-
-    from app.state import job_queue
-    queue = job_queue(str(app_env))
-    (job,) = [j for j in queue.jobs() if j.run_name == "one-epoch"]
+    job, queue = queue_small_run(at, app_env, "one-epoch")
     assert queue.wait(job.id, timeout=180).status == "finished"
     at.run()
     registry = at.dataframe[0].value
@@ -319,16 +324,7 @@ def test_train_page_presets_fill_the_form_and_the_authors_options_reach_the_job(
                                                "train_layer_norm")] == [True, True, True, True]
     at.checkbox(key="train_layer_norm").uncheck()
     at.slider(key="train_attention_dropout").set_value(0.2)
-    for key, value in [("train_layers", 1), ("train_embed", 4), ("train_attn", 4)]:
-        at.slider(key=key).set_value(value)
-    at.number_input(key="train_epochs").set_value(1)
-    at.text_input(key="train_name").set_value("authors-one")
-    at.button[0].click().run()
-    assert any("Queued authors-one" in s.value for s in at.success), [e.value for e in at.error]
-
-    from app.state import job_queue
-    queue = job_queue(str(app_env))
-    (job,) = [j for j in queue.jobs() if j.run_name == "authors-one"]
+    job, queue = queue_small_run(at, app_env, "authors-one")
     queue.cancel(job.id)  # what was asked for is in the job; training it would only cost time here
     assert AutoIntConfig.from_json(job.spec["model_config"]) == AutoIntConfig(
         layers=1, embed_dim=4, attn_dim=4, qkv_relu=True, projection_bias=True, scaled_attention=True,
