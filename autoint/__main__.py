@@ -187,9 +187,10 @@ def cmd_explain(args) -> int:
     if "RequestTime" in edits:
         catalog.check_time(edits["RequestTime"])
     kwargs = {"interaction_baseline": _interaction_baseline(args, run, dataset)}
-    if not args.no_attributions:
-        train_x, _ = dataset.split("train")
-        kwargs.update(attributions=ATTRIBUTION_METHODS, baseline=mean_embedding(run.model, train_x))
+    if not args.no_attributions:  # IG's baseline is the training-mean embedding: computed once when both use it
+        kwargs.update(attributions=ATTRIBUTION_METHODS,
+                      baseline=kwargs["interaction_baseline"] if args.baseline == "mean"
+                      else mean_embedding(run.model, dataset.split("train")[0]))
     if edits:
         result = what_if(run.model, values, edits, **kwargs)
         explanation, report = result.after, {**result.after.to_json(), "what_if": result.to_json()}
@@ -269,7 +270,6 @@ def cmd_interactions(args) -> int:
                   "title": catalog.movie(args.movie)["title"], "fields": schema.names,
                   "labels": explanation.labels, "ctr": explanation.ctr, **measured.to_json(explanation.labels),
                   "agreement": explanation.agreement.to_json() if explanation.agreement is not None else None}
-        report["fields"] = schema.names
     else:
         x, y = dataset.split(args.split)
         where = parse_where(schema, args.where)

@@ -575,7 +575,7 @@ def recommend(model: AutoInt, catalog: Catalog, user_id: int, timestamp: float |
     scorer = scorer or MovieScorer(model, catalog)
     ctr, attention = scorer.score(user_id, timestamp)
     order = torch.argsort(ctr, descending=True).tolist()
-    out = []
+    out, picked = [], []  # picked: each pick's raw values and labels, for the interactions below
     user = catalog.user_values(user_id)
     for row in order:
         movie_id = int(scorer.movie_ids[row])
@@ -588,21 +588,16 @@ def recommend(model: AutoInt, catalog: Catalog, user_id: int, timestamp: float |
         movie = catalog.movie(movie_id)
         out.append({"movie_id": movie_id, "title": movie["title"], "genres": list(movie["genres"]),
                     "ctr": float(ctr[row]), "why": combos[0].text if combos else "no interacting layers",
-                    "combination": combos[0].fields if combos else [], "_values": values, "labels": labels})
+                    "combination": combos[0].fields if combos else []})
+        picked.append((values, labels))
         if len(out) == top:
             break
     if interaction_baseline is not None and out and len(model.schema.fields) <= EXACT_MAX_FIELDS:
-        columns = {f.name: [] for f in model.schema.fields}
-        for pick in out:
-            values = check_values(model.schema, pick.pop("_values"))
-            for name in columns:
-                columns[name].append(values[name])
+        checked = [check_values(model.schema, values) for values, _ in picked]
+        columns = {f.name: [values[f.name] for values in checked] for f in model.schema.fields}
         measured = split_interactions(model, encode_values(model.schema, columns), interaction_baseline)
-        for pick, pairs in zip(out, measured.pairs):
+        for pick, (_, labels), pairs in zip(out, picked, measured.pairs):
             strongest = int(np.argmax(np.abs(pairs)))
             i, j = pair_index(len(model.schema.fields))[strongest]
-            pick["interaction"] = {"fields": [pick["labels"][i], pick["labels"][j]], "value": float(pairs[strongest])}
-    for pick in out:
-        pick.pop("_values", None)
-        pick.pop("labels", None)
+            pick["interaction"] = {"fields": [labels[i], labels[j]], "value": float(pairs[strongest])}
     return out
