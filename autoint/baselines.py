@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
-from .data import FieldTensors
+from .encoding import FieldTensors
 from .model import LIMITS, AutoInt, AutoIntConfig, ConfigError, FieldEmbedding
 from .schema import Schema
 

@@ -13,7 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data import Catalog, FieldTensors, encode_values
+from .data import Catalog
+from .encoding import FieldTensors, encode_values
 from .interactions import (EXACT_MAX_FIELDS, Agreement, SampleInteractions, agreement, head_entropy, near_uniform,
                            pair_index, sample_interactions, split_interactions)
 from .model import AutoInt

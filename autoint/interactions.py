@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .data import FieldTensors
+from .encoding import FieldTensors
 from .model import AutoInt
 
 EXACT_MAX_FIELDS = 12  # 2^12 = 4,096 coalitions a sample

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F_
 from tqdm.auto import tqdm
 
-from .data import Dataset, FieldTensors
+from .data import Dataset
+from .encoding import FieldTensors
 from .baselines import build_model
 from .model import AutoInt, AutoIntConfig, ConfigError
 

@@ -49,7 +49,7 @@ def bucketed(dataset):
     """The dataset with RequestTime as a categorical field of BUCKETS quantile buckets (edges from train)."""
     import numpy as np
     import torch
-    from autoint.data import FieldTensors
+    from autoint.encoding import FieldTensors
     from autoint.schema import UNKNOWN, Field, Schema
     schema = dataset.schema
     raw = dataset.frame["RequestTime"].to_numpy()

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F_
 
-from autoint.data import FieldTensors
+from autoint.encoding import FieldTensors
 from autoint.model import AutoInt, AutoIntConfig, ConfigError
 
 
