@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from .errors import AutoIntError
 from .encoding import FieldTensors, encode_frame, encode_values  # noqa: F401 (re-exported)
 from .schema import (AGE_NAMES, GENRES, MAX_GENRES, OCCUPATION_NAMES, RELEASE_BUCKETS, UNKNOWN, Field, Schema,
                      release_bucket)
@@ -29,7 +30,7 @@ YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
 LAST_TIMESTAMP = 4102444799  # 2099-12-31 23:59:59 UTC
 
 
-class DataError(ValueError):
+class DataError(AutoIntError, ValueError):
     """A data file that cannot be used; the message names the file, the line and the fix."""
 
 

@@ -8,6 +8,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from .errors import AutoIntError
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +22,7 @@ ML1M_BLOBS = {"ratings.dat": "77a7c4b150f588c23bb9e1f068aa996c0b413695",
               "movies.dat": "9a735435722829dad68446ef1c30d001d5d00c1d"}
 
 
-class DownloadError(RuntimeError):
+class DownloadError(AutoIntError, RuntimeError):
     """The archive could not be fetched or verified; the message says what to do instead."""
 
 

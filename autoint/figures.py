@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+from .errors import AutoIntError
 from plotly.subplots import make_subplots
 
 ATTENTION_SCALE = "Blues"
@@ -31,7 +32,7 @@ POSITIVE, NEGATIVE = "#2c7fb8", "#d95f0e"  # bars coloured by sign
 BLANK = "#e8e8e8"  # behind an interaction map: its blank diagonal reads as "no value", not as a white 0
 
 
-class FigureError(ValueError):
+class FigureError(AutoIntError, ValueError):
     """Arrays that do not fit the labels or each other; the message names the argument and the shapes."""
 
 

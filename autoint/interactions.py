@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .errors import AutoIntError
 from .encoding import FieldTensors
 from .model import AutoInt
 
@@ -43,7 +44,7 @@ UNIFORM_TOLERANCE = 0.02  # a head whose every weight is within this of 1/F is "
 CACHE_VERSION = 1
 
 
-class InteractionError(ValueError):
+class InteractionError(AutoIntError, ValueError):
     """A request the interaction engine cannot serve; the message names the argument and the fix."""
 
 

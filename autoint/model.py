@@ -29,13 +29,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F_
 
+from .errors import AutoIntError
 from .encoding import FieldTensors
 from .schema import Schema
 
 LIMITS = {"embed_dim": (1, 256), "attn_dim": (1, 256), "heads": (1, 16), "layers": (0, 12)}
 
 
-class ConfigError(ValueError):
+class ConfigError(AutoIntError, ValueError):
     """A hyperparameter outside what the model can be built with; the message names it and its range."""
 
 

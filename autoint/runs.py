@@ -26,6 +26,7 @@ from filelock import FileLock
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .errors import AutoIntError
 from .model import AutoInt, AutoIntConfig, ConfigError
 from .schema import Schema, SchemaError
 
@@ -46,7 +47,7 @@ SAFETENSORS_DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.f
                       "U8": torch.uint8, "BOOL": torch.bool}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AutoIntError, ValueError):
     """A run folder that cannot be loaded; the message names the file and what is wrong."""
 
 

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Literal, Sequence
 
 import numpy as np
+from .errors import AutoIntError
 
 FieldKind = Literal["categorical", "multivalued", "numeric"]
 FieldRole = Literal["user", "item", "context"]
@@ -35,7 +36,7 @@ GENRES = (
 MAX_GENRES = 6  # the most genres any ML-1M movie has
 
 
-class SchemaError(ValueError):
+class SchemaError(AutoIntError, ValueError):
     """A value or a schema that does not fit; the message names the field and the fix."""
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F_
 
+from .errors import AutoIntError
 from .explain import encode_sample, field_labels
 from .model import AutoInt
 
@@ -37,7 +38,7 @@ class LayerSteps:
     layer_norm: bool
 
 
-class StepsError(ValueError):
+class StepsError(AutoIntError, ValueError):
     """A layer the model does not have; the message says which layers it has."""
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F_
 from tqdm.auto import tqdm
 
+from .errors import AutoIntError
 from .data import Dataset
 from .encoding import FieldTensors
 from .baselines import build_model
@@ -29,7 +30,7 @@ class TrainingCancelled(Exception):
     """Raised when the progress callback asks training to stop."""
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(AutoIntError, RuntimeError):
     """The loss became NaN or infinite; the best weights so far are kept.
 
     `result` holds the model with the best weights so far and their metrics (`stopped`:

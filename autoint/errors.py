@@ -1,0 +1,12 @@
+"""The one error base class. Everything a person can act on (a bad file, field, setting, checkpoint or
+request) raises a subclass of `AutoIntError`, whose message names the file, line or field and the fix.
+The CLI prints it and exits 2; the app shows it as an error box. Anything else is a bug.
+
+Subclasses also derive from the built-in class they replace (`ValueError`, `RuntimeError`), so code that
+caught those keeps working.
+"""
+from __future__ import annotations
+
+
+class AutoIntError(Exception):
+    """A problem with the user's input, data, settings or files, explained in its message."""
