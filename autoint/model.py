@@ -29,8 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F_
 
-from .errors import AutoIntError
 from .encoding import FieldTensors
+from .errors import AutoIntError
 from .schema import Schema
 
 LIMITS = {"embed_dim": (1, 256), "attn_dim": (1, 256), "heads": (1, 16), "layers": (0, 12)}
