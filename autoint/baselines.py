@@ -5,7 +5,7 @@ the comparison in Tables 2, 4 and 5 is about the interaction part alone.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -13,6 +13,12 @@ import torch.nn as nn
 from .encoding import FieldTensors
 from .model import LIMITS, AutoInt, AutoIntConfig, ConfigError, FieldEmbedding
 from .schema import Schema
+
+
+def _check_keys(model: str, obj: dict, known: set[str]) -> None:
+    unknown = set(obj) - known - {"model"}
+    if unknown:
+        raise ConfigError(f"unknown {model} settings {sorted(unknown)}; known: {sorted(known) or 'none'}")
 
 
 @dataclass
@@ -26,6 +32,11 @@ class LRConfig:
 
     def to_json(self) -> dict:
         return {"model": "LR"}
+
+    @staticmethod
+    def from_json(obj: dict) -> "LRConfig":
+        _check_keys("LR", obj, set())
+        return LRConfig()
 
     def build(self, schema: Schema) -> "LogisticRegression":
         return LogisticRegression(self, schema)
@@ -48,6 +59,11 @@ class FMConfig:
 
     def to_json(self) -> dict:
         return {"model": "FM", **asdict(self)}
+
+    @staticmethod
+    def from_json(obj: dict) -> "FMConfig":
+        _check_keys("FM", obj, {f.name for f in fields(FMConfig)})
+        return FMConfig(**{k: v for k, v in obj.items() if k != "model"})
 
     def build(self, schema: Schema) -> "FactorizationMachine":
         return FactorizationMachine(self, schema)
@@ -84,6 +100,21 @@ class FactorizationMachine(_FieldModel):
         # sum_{i<j} <e_i, e_j> = 1/2 ((sum_i e_i)^2 - sum_i e_i^2), summed over d
         pairwise = 0.5 * (e.sum(1).pow(2) - e.pow(2).sum(1)).sum(-1)  # (B,)
         return self.linear(x) + pairwise
+
+
+# The model registry: every model a run can hold, by the name its config saves under "model". AutoInt+ is
+# AutoInt with DNN widths (one config class); LR and FM are the paper's baselines on the same embedding.
+MODEL_CONFIGS = {"AutoInt": AutoIntConfig, "AutoInt+": AutoIntConfig, "LR": LRConfig, "FM": FMConfig}
+
+
+def config_from_json(obj: dict):
+    """The model config a run or a job saved (`config.to_json()`), for any model of the registry."""
+    if not isinstance(obj, dict):
+        raise ConfigError(f"a model config must be a JSON object, not {type(obj).__name__}.")
+    name = obj.get("model", "AutoInt")  # AutoInt configs saved before the registry carry no "model" key
+    if name not in MODEL_CONFIGS:
+        raise ConfigError(f"model {name!r} is unknown; known models: {', '.join(MODEL_CONFIGS)}.")
+    return MODEL_CONFIGS[name].from_json(obj)
 
 
 def build_model(config, schema: Schema) -> nn.Module:

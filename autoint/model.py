@@ -83,16 +83,19 @@ class AutoIntConfig:
         return "AutoInt+" if self.dnn_hidden else "AutoInt"
 
     def to_json(self) -> dict:
-        out = asdict(self)
+        out = {"model": self.name, **asdict(self)}
         out["dnn_hidden"] = list(self.dnn_hidden)
         return out
 
     @staticmethod
     def from_json(obj: dict) -> "AutoIntConfig":
+        obj = {k: v for k, v in obj.items() if k != "model"}  # the name follows from dnn_hidden
         known = {f.name for f in fields(AutoIntConfig)}
         unknown = set(obj) - known
         if unknown:
             raise ConfigError(f"unknown model settings {sorted(unknown)}; known: {sorted(known)}")
+        if isinstance(obj.get("dnn_hidden"), list):
+            obj["dnn_hidden"] = tuple(obj["dnn_hidden"])
         return AutoIntConfig(**obj)
 
 

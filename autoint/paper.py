@@ -92,7 +92,7 @@ def settings_text(settings: dict) -> str:
     """A run's settings beyond the model's defaults, for people: `no residual, lr 0.004, lr schedule 0.5`."""
     parts = []
     for key, value in settings.items():
-        if key == "kind":
+        if key in ("kind", "model"):  # which model: the row says it ("kind" in results before the registry)
             continue
         name = SETTING_NAMES.get(key, key)
         if isinstance(value, bool):

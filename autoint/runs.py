@@ -27,7 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import AutoIntError
-from .model import AutoInt, AutoIntConfig, ConfigError
+from .baselines import build_model, config_from_json
+from .model import ConfigError
 from .schema import Schema, SchemaError
 
 FORMAT_VERSION = 1
@@ -54,7 +55,7 @@ class CheckpointError(AutoIntError, ValueError):
 @dataclass
 class Run:
     path: Path
-    model: AutoInt
+    model: torch.nn.Module  # any model of the registry (baselines.MODEL_CONFIGS)
     manifest: dict
 
     @property
@@ -80,7 +81,7 @@ def _json_safe(value):
     return value
 
 
-def save_run(path: str | os.PathLike, model: AutoInt, *, metrics: dict, train_config: dict | None = None,
+def save_run(path: str | os.PathLike, model: torch.nn.Module, *, metrics: dict, train_config: dict | None = None,
              history: list | None = None, data_fingerprint: str = "", data_dir: str = "",
              extra: dict | None = None) -> Path:
     """Write a run folder atomically: build it beside `path`, then rename it into place."""
@@ -232,14 +233,14 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
     manifest = read_manifest(path)
     manifest_path = path / MANIFEST
     try:
-        config = AutoIntConfig.from_json(manifest["config"])
+        config = config_from_json({"model": manifest.get("model", "AutoInt"), **manifest["config"]})
         schema = Schema.from_json(manifest["schema"])
     except (ConfigError, SchemaError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{manifest_path}: {exc}") from exc
     weights_path = path / WEIGHTS
     declared = read_safetensors_header(weights_path)
     with torch.device("meta"):  # the model's shapes without allocating it: a tampered JSON cannot claim memory
-        expected = AutoInt(config, schema).state_dict()
+        expected = build_model(config, schema).state_dict()
     _check_tensors(weights_path, {k: (tuple(v.shape), v.dtype) for k, v in expected.items()}, declared)
     try:
         state = load_file(str(weights_path))  # safetensors: raw tensors, never code
@@ -247,7 +248,7 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({exc}).") from exc
     _check_tensors(weights_path, {k: (tuple(v.shape), v.dtype) for k, v in expected.items()},
                    {k: (tuple(v.shape), v.dtype) for k, v in state.items()})
-    model = AutoInt(config, schema)
+    model = build_model(config, schema)
     for name, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{weights_path}: tensor {name} holds NaN or infinite values.")

@@ -40,8 +40,8 @@ TUNING_GRID = [  # candidates the issue names; chosen on validation AUC only
 # LR and FM have no attention and no dropout: regularisation and the learning rate only
 LINEAR_GRID = [{}, {"weight_decay": 1e-6}, {"lr_decay": 0.5}, {"lr": 5e-4}, {"lr": 2e-3}, {"lr": 4e-3}, {"lr": 8e-3}]
 TABLE_MODELS = {  # Tables 2, 4 and 5, before any tuned extras
-    "LR": {"kind": "lr"},
-    "FM": {"kind": "fm", "embed_dim": 16},
+    "LR": {"model": "LR"},
+    "FM": {"model": "FM", "embed_dim": 16},
     "AutoInt w/o residual": {"residual": False},
     "AutoInt": {},
     "AutoInt+": {"dnn_hidden": (400, 400)},
@@ -56,11 +56,10 @@ TUNED_DEFAULTS = {
     "AutoInt": {},
     "AutoInt+": {},
 }
-TRAIN_KEYS = {"weight_decay", "lr", "lr_decay"}
 
 
 def grid_for(model: str) -> list[dict]:
-    return LINEAR_GRID if TABLE_MODELS[model].get("kind") in ("lr", "fm") else TUNING_GRID
+    return LINEAR_GRID if TABLE_MODELS[model].get("model") in ("LR", "FM") else TUNING_GRID
 
 _dataset = None
 
@@ -76,20 +75,17 @@ def _load(data_dir: str):
 def run_one(job: dict) -> dict:
     """Train one (model, seed) in this process; returns the job with its metrics."""
     import torch
-    from autoint.baselines import FMConfig, LRConfig
-    from autoint.model import AutoIntConfig
+    from dataclasses import fields
+    from autoint.baselines import config_from_json
     from autoint.train import TrainConfig, train
     torch.set_num_threads(job["threads"])
     dataset = _load(job["data_dir"])
     settings = dict(job["settings"])
-    train_settings = {k: settings.pop(k) for k in list(settings) if k in TRAIN_KEYS}
-    kind = settings.pop("kind", "autoint")
-    if kind == "lr":
-        config = LRConfig()
-    elif kind == "fm":
-        config = FMConfig(embed_dim=settings.get("embed_dim", 16))
-    else:
-        config = AutoIntConfig(**settings)
+    train_settings = {k: settings.pop(k) for k in list(settings) if k in {f.name for f in fields(TrainConfig)}}
+    kind = settings.pop("kind", None)  # results written before the model registry: "lr", "fm" or "autoint"
+    if kind is not None:
+        settings["model"] = {"lr": "LR", "fm": "FM"}.get(kind, "AutoInt")
+    config = config_from_json(settings)  # the model registry: LR, FM, AutoInt, AutoInt+
     tc = TrainConfig(epochs=job["epochs"], patience=job["patience"], seed=job["seed"], device=job["device"],
                      **train_settings)
     started = time.perf_counter()

@@ -143,7 +143,8 @@ def test_settings_text_names_each_setting_for_people():
         "d 16, lr 0.002, weight decay 1e-06"
     assert paper.settings_text({"residual": False, "layer_norm": True, "dnn_hidden": [400, 400]}) == \
         "no residual, layer norm, DNN 400×400"
-    assert paper.settings_text({}) == paper.settings_text({"kind": "lr"}) == "defaults"
+    assert paper.settings_text({}) == paper.settings_text({"kind": "lr"}) == paper.settings_text({"model": "LR"}) \
+        == "defaults"
     runs = [{"experiment": "table", "label": "FM", "settings": {"kind": "fm", "embed_dim": 16}},
             {"experiment": "table", "label": "LR", "settings": {"kind": "lr", "lr": 4e-3}},
             {"experiment": "depth", "label": "L=0", "settings": {"layers": 0}}]
