@@ -11,7 +11,7 @@ import streamlit as st
 import torch
 
 from app import state
-from autoint.download import DownloadError, download_ml1m
+from autoint.datasets.download import DownloadError, download_ml1m
 from autoint.jobs import ACTIVE
 
 st.set_page_config(page_title="AutoInt Explorer", page_icon=":material/hub:", layout="wide")

@@ -15,16 +15,19 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from autoint.data import Catalog, DataError, load_dataset, read_movielens, resolve_data_dir
-from autoint.explain import MovieScorer, mean_embedding
+from autoint.data import DataError
+from autoint.datasets import resolve_data_dir
+from autoint.datasets.movielens import AGE_NAMES, OCCUPATION_NAMES, Catalog, load_dataset, read_movielens
+from autoint.datasets.synth import GROUND_TRUTH, generate_movielens
+from autoint.explain import mean_embedding
 from autoint.figures import FigureError, figure_csv, figure_html, plotly_config
 from autoint import jobs
 from autoint.jobs import ACTIVE, Job, JobQueue
 from autoint.model import AutoIntConfig, ConfigError
+from autoint.recommend import ItemScorer
 from autoint.runs import CheckpointError, clean_staging, list_runs, load_run
 from autoint.schema import SchemaError
 from autoint.steps import StepsError
-from autoint.synth import GROUND_TRUTH, generate
 from autoint.train import TrainConfig, pick_device
 
 SYNTHETIC_DIR = Path("data/synthetic")
@@ -90,7 +93,7 @@ def data_source() -> DataSource:
 @st.cache_resource(show_spinner="Generating the synthetic data set ...")
 def synthetic_folder() -> Path:
     if not has_movielens(SYNTHETIC_DIR):
-        generate(SYNTHETIC_DIR, **SYNTHETIC_SIZE)
+        generate_movielens(SYNTHETIC_DIR, **SYNTHETIC_SIZE)
     return SYNTHETIC_DIR
 
 
@@ -123,8 +126,8 @@ def baseline(run_path: str, folder: str) -> torch.Tensor:
 
 
 @st.cache_resource(show_spinner="Encoding every movie ...", max_entries=4)
-def movie_scorer(run_path: str, folder: str) -> MovieScorer:
-    return MovieScorer(load_model(run_path), catalog(folder))
+def movie_scorer(run_path: str, folder: str) -> ItemScorer:
+    return ItemScorer(load_model(run_path), catalog(folder))
 
 
 @st.cache_resource
@@ -315,7 +318,6 @@ def keep(key: str, initial) -> None:
 
 
 def user_caption(cat: Catalog, user_id: int) -> str:
-    from autoint.schema import AGE_NAMES, OCCUPATION_NAMES
     u = cat.user(user_id)
     gender = {"M": "male", "F": "female"}.get(u["gender"], u["gender"])
     return (f"{gender}, age {AGE_NAMES.get(str(u['age']), u['age'])}, "

@@ -27,9 +27,9 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 
 def cmd_download(args) -> int:
-    from .data import resolve_data_dir
-    from .download import download_ml1m
-    target = resolve_data_dir(args.data_dir)
+    from .datasets import resolve_data_dir
+    from .datasets.download import download_ml1m
+    target = resolve_data_dir(data_dir=args.data_dir)
     bar = tqdm(unit="B", unit_scale=True, desc="ml-1m.zip")
 
     def progress(received, total):
@@ -55,8 +55,8 @@ def cmd_describe(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from .synth import generate
-    path = generate(args.out, users=args.users, movies=args.movies, ratings=args.ratings, seed=args.seed)
+    from .datasets.synth import generate_movielens
+    path = generate_movielens(args.out, users=args.users, movies=args.movies, ratings=args.ratings, seed=args.seed)
     print(json.dumps({"data_dir": str(path)}))
     return 0
 
@@ -139,13 +139,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import DataError, load_dataset
+    from .data import DataError
+    from .datasets.movielens import load_dataset
     from .runs import load_run
     from .train import evaluate, pick_device
     run = load_run(args.run, device=pick_device(args.device))
     dataset = load_dataset(args.data_dir, schema=run.schema)
     if dataset.fingerprint != run.manifest.get("data_fingerprint") and not args.any_data:
-        raise DataError(f"{dataset.movielens.folder}: data fingerprint {dataset.fingerprint} differs from the one "
+        raise DataError(f"{dataset.data_dir}: data fingerprint {dataset.fingerprint} differs from the one "
                         f"{args.run} was trained on ({run.manifest.get('data_fingerprint')}), so its test split "
                         f"would differ. Point --data-dir at the training data, or pass --any-data.")
     metrics = dict(run.metrics)
@@ -161,13 +162,14 @@ def cmd_evaluate(args) -> int:
 
 def _run_and_data(args, need_dataset: bool):
     """Load a run and the data it explains, encoded with the run's own vocabularies."""
-    from .data import Catalog, build_dataset, read_movielens, resolve_data_dir
+    from .datasets import resolve_data_dir
+    from .datasets.movielens import Catalog, build_dataset, read_movielens
     from .runs import load_run
     from .train import pick_device
     run = load_run(args.run, device=pick_device(getattr(args, "device", None) or "cpu"))
     # The data folder comes from the command line or the environment, never from run.json:
     # a run folder from elsewhere must not choose which files get read.
-    movielens = read_movielens(resolve_data_dir(args.data_dir))
+    movielens = read_movielens(resolve_data_dir(data_dir=args.data_dir))
     dataset = build_dataset(movielens, schema=run.schema) if need_dataset else None
     return run, Catalog(movielens), dataset
 
@@ -179,13 +181,15 @@ def _interaction_baseline(args, run, dataset):
 
 
 def cmd_explain(args) -> int:
-    from .explain import ATTRIBUTION_METHODS, explain_sample, mean_embedding, parse_edit, parse_time, what_if
+    from .encoding import parse_edit, parse_time
+    from .explain import ATTRIBUTION_METHODS, explain_sample, mean_embedding, what_if
     run, catalog, dataset = _run_and_data(args, need_dataset=not args.no_attributions or args.baseline == "mean")
     timestamp = parse_time(args.time) if args.time else None
     values = catalog.sample(args.user, args.movie, timestamp)
     edits = dict(parse_edit(run.schema, text) for text in args.set)
-    if "RequestTime" in edits:
-        catalog.check_time(edits["RequestTime"])
+    for name, value in edits.items():  # a request time outside the data's range: refused, as --time is
+        if run.schema[name].format == "timestamp":
+            catalog.check_time(value)
     kwargs = {"interaction_baseline": _interaction_baseline(args, run, dataset)}
     if not args.no_attributions:  # IG's baseline is the training-mean embedding: computed once when both use it
         kwargs.update(attributions=ATTRIBUTION_METHODS,
@@ -229,7 +233,8 @@ def _split_interactions(args, run, dataset):
 
 
 def cmd_correlations(args) -> int:
-    from .explain import dataset_correlations, parse_where, slice_mask
+    from .encoding import parse_where
+    from .explain import dataset_correlations, slice_mask
     from .interactions import agreement
     run, _, dataset = _run_and_data(args, need_dataset=True)
     x, y = dataset.split(args.split)
@@ -250,7 +255,8 @@ def cmd_correlations(args) -> int:
 def cmd_interactions(args) -> int:
     """Pairwise Shapley interactions (k-SII) of one sample, or mean |interaction| over a split or a slice of it,
     beside the attention's agreement with them."""
-    from .explain import dataset_correlations, explain_sample, parse_time, parse_where, slice_mask
+    from .encoding import parse_time, parse_where
+    from .explain import dataset_correlations, explain_sample, slice_mask
     from .interactions import agreement
     one_sample = args.user is not None or args.movie is not None
     if one_sample and (args.user is None or args.movie is None):
@@ -297,7 +303,8 @@ def cmd_interactions(args) -> int:
 
 
 def cmd_recommend(args) -> int:
-    from .explain import parse_time, recommend
+    from .encoding import parse_time
+    from .recommend import recommend
     run, catalog, _ = _run_and_data(args, need_dataset=False)
     if not 1 <= args.top <= 10000:
         raise ValueError(f"--top {args.top}: choose from 1 to 10000.")
@@ -457,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from .data import DataError
-    from .download import DownloadError
+    from .datasets.download import DownloadError
     from .model import ConfigError
     from .runs import CheckpointError
     from .schema import SchemaError

@@ -1,18 +1,22 @@
-"""Raw field values <-> tensors: the one place where samples are encoded.
+"""Raw field values <-> tensors: the one place where samples are checked, parsed and encoded.
 
 `FieldTensors` is what the model, the trainer and the explanation engine take; `encode_values` encodes
 a few samples from plain lists (explanations, what-if), `encode_frame` a whole polars frame (data sets).
-Imports only the schema: no data set reader, no model.
+`check_values` refuses raw values a model cannot take, `parse_edit`/`parse_where` read `Field=value` from the
+command line, `encode_sample` checks and encodes one sample. Imports only the schema: no data set reader,
+no model.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from datetime import datetime, timezone
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import polars as pl
 import torch
 
-from .schema import UNKNOWN, Schema
+from .schema import UNKNOWN, Schema, SchemaError
 
 
 class FieldTensors(NamedTuple):
@@ -86,3 +90,134 @@ def encode_frame(schema: Schema, frame: pl.DataFrame) -> FieldTensors:
         numeric[:, j] = (f.transformed(frame[f.name].cast(pl.Float64).to_numpy()) - f.min_value) / (
             f.max_value - f.min_value)
     return FieldTensors(torch.from_numpy(categorical), torch.from_numpy(multivalued), torch.from_numpy(numeric))
+
+
+# ----------------------------------------------------------------------------- one sample's raw values
+
+def check_values(schema: Schema, values: dict) -> dict:
+    """Refuse values the model cannot take, naming the field and what it accepts."""
+    out = {}
+    for f in schema.fields:
+        if f.name not in values:
+            raise SchemaError(f"no value for field {f.name}; the model needs {', '.join(schema.names)}.")
+        value = values[f.name]
+        if f.kind == "numeric":
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise SchemaError(f"{f.name}={value!r} is not a number.") from None
+            if not math.isfinite(number):
+                raise SchemaError(f"{f.name}={value!r} is not a finite number.")
+            if f.transform != "minmax":  # the scaling range is of transformed values
+                t = f.transformed(number)
+                if not f.min_value <= t <= f.max_value:
+                    raise SchemaError(f"{f.name}={number:g} becomes {t:g} by the {f.transform} transform, outside "
+                                      f"the range the model was trained on ({f.min_value:g} to {f.max_value:g} "
+                                      f"after the transform); choose a value that maps into it.")
+            elif not f.min_value <= number <= f.max_value:  # the model never saw values outside its scaling range
+                raise SchemaError(f"{f.name}={_shown(f, number)} is outside the range the model was trained on: "
+                                  f"choose from {_shown(f, f.min_value)} to {_shown(f, f.max_value)}.")
+            out[f.name] = number
+        elif f.kind == "multivalued":
+            items = [value] if isinstance(value, str) else list(value)
+            if not items:
+                raise SchemaError(f"{f.name} needs at least one value; choose from {', '.join(f.vocab[1:])}.")
+            if len(items) > f.max_len:
+                raise SchemaError(f"{f.name} takes at most {f.max_len} values, got {len(items)}.")
+            unknown = [v for v in items if v != UNKNOWN and v not in f.vocab]
+            if unknown:
+                raise SchemaError(f"{f.name}: {', '.join(map(repr, unknown))} not in the vocabulary; choose from "
+                                  f"{', '.join(f.vocab[1:])}.")
+            out[f.name] = items
+        else:
+            out[f.name] = str(value)
+    return out
+
+
+def _shown(f, number: float) -> str:
+    """A numeric value as a person reads it (a timestamp as a UTC time), whatever its size."""
+    try:
+        shown = f.show(number).split("=", 1)[1]
+    except (OverflowError, ValueError, OSError):
+        return f"{number:g}"
+    return f"{shown} UTC ({number:.0f})" if f.format == "timestamp" else shown
+
+
+def parse_edit(schema: Schema, text: str) -> tuple[str, object]:
+    """`Field=value` from the command line: a multi-valued field takes `A|B`, a timestamp field an ISO 8601
+    time or Unix seconds, another numeric field a number, a categorical field a value or its display name."""
+    if "=" not in text:
+        raise SchemaError(f"--set {text!r}: write Field=value, with Field one of {', '.join(schema.names)}.")
+    name, raw = text.split("=", 1)
+    f = schema[name.strip()]
+    if f.kind == "multivalued":
+        return f.name, [v.strip() for v in raw.split("|") if v.strip()]
+    if f.kind == "numeric":
+        return f.name, parse_time(raw) if f.format == "timestamp" else parse_number(f.name, raw)
+    reverse = {shown: code for code, shown in f.display.items()}
+    value = reverse.get(raw, raw)  # accept `Age=18-24` as well as `Age=18`
+    if value not in f.vocab:
+        shown = [f.display.get(v, v) for v in f.vocab[1:]]
+        raise SchemaError(f"{f.name}={raw!r} is not a value the model knows; choose from "
+                          f"{', '.join(shown[:40])}{' ...' if len(shown) > 40 else ''}.")
+    return f.name, value
+
+
+def parse_number(name: str, text: str | float) -> float:
+    """A plain numeric field's value from the command line."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise SchemaError(f"{name}={text!r} is not a number.") from None
+
+
+def parse_time(text: str | float) -> float:
+    """A time as ISO 8601 (UTC unless it says otherwise) or Unix seconds, as Unix seconds."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        pass
+    try:
+        stamp = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        raise SchemaError(f"time {text!r}: give ISO 8601 (2000-12-31T22:12) or Unix seconds.") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return stamp.timestamp()
+
+
+def encode_sample(schema: Schema, values: dict) -> FieldTensors:
+    """Check one sample's raw values (`check_values`) and encode them: a batch of one."""
+    return encode_checked(schema, check_values(schema, values))
+
+
+def encode_checked(schema: Schema, checked: dict) -> FieldTensors:
+    """Encode one sample's values that `check_values` returned (so they are checked once, not again)."""
+    return encode_values(schema, {f.name: [checked[f.name]] for f in schema.fields})
+
+
+def field_labels(schema: Schema, values: dict) -> list[str]:
+    """`Field=value` for each field, as a person reads it (`Field.show`)."""
+    return [f.show(values[f.name]) for f in schema.fields]
+
+
+def unknown_values(schema: Schema, values: dict | None = None) -> dict:
+    """The `<unknown>` slot for every field; a numeric field gets its mid-range value."""
+    out = {}
+    for f in schema.fields:
+        if f.kind == "numeric":
+            out[f.name] = f.unscale(0.5)
+        elif f.kind == "multivalued":
+            out[f.name] = [UNKNOWN]
+        else:
+            out[f.name] = UNKNOWN
+    return out
+
+
+def parse_where(schema: Schema, clauses: Sequence[str]) -> dict:
+    """`Field=value` filters (`--where`) as {field: value}."""
+    out = {}
+    for clause in clauses:
+        name, value = parse_edit(schema, clause)
+        out[name] = value
+    return out

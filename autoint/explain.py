@@ -6,130 +6,20 @@ that produced the prediction shown beside it.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from .data import Catalog
-from .encoding import FieldTensors, encode_values
-from .interactions import (EXACT_MAX_FIELDS, Agreement, SampleInteractions, agreement, head_entropy, near_uniform,
-                           pair_index, sample_interactions, split_interactions)
+from .encoding import FieldTensors, check_values, encode_checked, encode_sample, field_labels, unknown_values
+from .interactions import Agreement, SampleInteractions, agreement, head_entropy, near_uniform, sample_interactions
 from .model import AutoInt
-from .schema import UNKNOWN, Schema, SchemaError
+from .schema import Schema, SchemaError
 
 ATTRIBUTION_METHODS = ("integrated_gradients", "feature_ablation", "shapley")
 METHOD_NAMES = {"integrated_gradients": "Integrated Gradients", "feature_ablation": "Feature Ablation",
                 "shapley": "Shapley Value Sampling"}
-
-
-# ----------------------------------------------------------------------------- raw values <-> tensors
-
-def check_values(schema: Schema, values: dict) -> dict:
-    """Refuse values the model cannot take, naming the field and what it accepts."""
-    out = {}
-    for f in schema.fields:
-        if f.name not in values:
-            raise SchemaError(f"no value for field {f.name}; the model needs {', '.join(schema.names)}.")
-        value = values[f.name]
-        if f.kind == "numeric":
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise SchemaError(f"{f.name}={value!r} is not a number.") from None
-            if not math.isfinite(number):
-                raise SchemaError(f"{f.name}={value!r} is not a finite number.")
-            if f.transform != "minmax":  # the scaling range is of transformed values
-                t = f.transformed(number)
-                if not f.min_value <= t <= f.max_value:
-                    raise SchemaError(f"{f.name}={number:g} becomes {t:g} by the {f.transform} transform, outside "
-                                      f"the range the model was trained on ({f.min_value:g} to {f.max_value:g} "
-                                      f"after the transform); choose a value that maps into it.")
-            elif not f.min_value <= number <= f.max_value:  # the model never saw values outside its scaling range
-                raise SchemaError(f"{f.name}={_shown(f, number)} is outside the range the model was trained on: "
-                                  f"choose from {_shown(f, f.min_value)} to {_shown(f, f.max_value)}.")
-            out[f.name] = number
-        elif f.kind == "multivalued":
-            items = [value] if isinstance(value, str) else list(value)
-            if not items:
-                raise SchemaError(f"{f.name} needs at least one value; choose from {', '.join(f.vocab[1:])}.")
-            if len(items) > f.max_len:
-                raise SchemaError(f"{f.name} takes at most {f.max_len} values, got {len(items)}.")
-            unknown = [v for v in items if v != UNKNOWN and v not in f.vocab]
-            if unknown:
-                raise SchemaError(f"{f.name}: {', '.join(map(repr, unknown))} not in the vocabulary; choose from "
-                                  f"{', '.join(f.vocab[1:])}.")
-            out[f.name] = items
-        else:
-            out[f.name] = str(value)
-    return out
-
-
-def _shown(f, number: float) -> str:
-    """A numeric value as a person reads it (a timestamp as a UTC time), whatever its size."""
-    try:
-        shown = f.show(number).split("=", 1)[1]
-    except (OverflowError, ValueError, OSError):
-        return f"{number:g}"
-    return f"{shown} UTC ({number:.0f})" if f.format == "timestamp" else shown
-
-
-def parse_edit(schema: Schema, text: str) -> tuple[str, object]:
-    """`Field=value` from the command line; Genre takes `A|B`, RequestTime an ISO 8601 time or seconds."""
-    if "=" not in text:
-        raise SchemaError(f"--set {text!r}: write Field=value, e.g. Gender=F or Genre=Action|Comedy.")
-    name, raw = text.split("=", 1)
-    f = schema[name.strip()]
-    if f.kind == "multivalued":
-        return f.name, [v.strip() for v in raw.split("|") if v.strip()]
-    if f.kind == "numeric":
-        return f.name, parse_time(raw)
-    reverse = {shown: code for code, shown in f.display.items()}
-    value = reverse.get(raw, raw)  # accept `Age=18-24` as well as `Age=18`
-    if value not in f.vocab:
-        shown = [f.display.get(v, v) for v in f.vocab[1:]]
-        raise SchemaError(f"{f.name}={raw!r} is not a value the model knows; choose from "
-                          f"{', '.join(shown[:40])}{' ...' if len(shown) > 40 else ''}.")
-    return f.name, value
-
-
-def parse_time(text: str | float) -> float:
-    from datetime import datetime, timezone
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        pass
-    try:
-        stamp = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        raise SchemaError(f"time {text!r}: give ISO 8601 (2000-12-31T22:12) or Unix seconds.") from None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
-    return stamp.timestamp()
-
-
-def encode_sample(schema: Schema, values: dict) -> FieldTensors:
-    checked = check_values(schema, values)
-    return encode_values(schema, {k: [v] for k, v in checked.items()})
-
-
-def field_labels(schema: Schema, values: dict) -> list[str]:
-    return [f.show(values[f.name]) for f in schema.fields]
-
-
-def unknown_values(schema: Schema, values: dict) -> dict:
-    """The `<unknown>` slot for every field; a numeric field gets its mid-range value."""
-    out = {}
-    for f in schema.fields:
-        if f.kind == "numeric":
-            out[f.name] = f.unscale(0.5)
-        elif f.kind == "multivalued":
-            out[f.name] = [UNKNOWN]
-        else:
-            out[f.name] = UNKNOWN
-    return out
 
 
 def _device(model: AutoInt) -> torch.device:
@@ -243,8 +133,8 @@ def explain_sample(model: AutoInt, values: dict, *, attributions: Sequence[str] 
     """The CTR, attention, combinations and (optionally) attributions of one sample; with
     `interaction_baseline` (1, F, d) also its pairwise Shapley interactions and their agreement with attention."""
     schema = model.schema
-    values = check_values(schema, values)
-    x = encode_sample(schema, values)
+    values = check_values(schema, values)  # once: the encoding and the labels take the checked values
+    x = encode_checked(schema, values)
     ctr, logit, attention = predict_with_attention(model, x)
     labels = field_labels(schema, values)
     attention_np = attention[0].numpy()
@@ -412,21 +302,14 @@ class Correlations:
                 "overall": self.overall.tolist(), "strongest_pairs": self.strongest_pairs()}
 
 
-def parse_where(schema: Schema, clauses: Sequence[str]) -> dict:
-    out = {}
-    for clause in clauses:
-        name, value = parse_edit(schema, clause)
-        out[name] = value
-    return out
-
-
 def _slice_conditions(schema: Schema, where: dict | None) -> list[tuple]:
     """{field: value} filters as (kind, column, slot(s)) on the encoded tensors."""
     conditions = []
     for name, value in (where or {}).items():
         f = schema[name]
         if f.kind == "numeric":
-            raise SchemaError(f"slicing by {name} needs a band, not a value; filter by ReleaseTime or ctr_band instead.")
+            raise SchemaError(f"slicing by {name} needs a band, not a value: filter by a categorical or multi-valued "
+                              f"field, or by a CTR band, instead.")
         column = [g.name for g in schema.of_kind(f.kind)].index(name)
         if f.kind == "multivalued":
             conditions.append(("multivalued", column, [f.index(v) for v in (value if isinstance(value, list) else [value])]))
@@ -510,95 +393,3 @@ def dataset_correlations(model: AutoInt, inputs: FieldTensors, labels: torch.Ten
             count += n
     per_head = (total / max(count, 1)).float().cpu().numpy()
     return Correlations(per_head, count, schema.names, describe_slice(where, label, ctr_band))
-
-
-# ----------------------------------------------------------------------------- recommendations
-
-class MovieScorer:
-    """Scores every movie for a user in one batch. The movie side is encoded once per model.
-
-    For one user and time a movie enters the model only through its fields (Genre, ReleaseTime,
-    MovieID with --with-ids), and many movies share them (3,883 ML-1M movies have 1,322 distinct
-    genre-set and release-bucket pairs), so each distinct input is run once and fanned out.
-    """
-
-    def __init__(self, model: AutoInt, catalog: Catalog):
-        self.model, self.catalog = model, catalog
-        schema = model.schema
-        movie_ids = catalog.movies["movie_id"].to_list()
-        self.movie_ids = np.array(movie_ids)
-        template = {f.name: None for f in schema.fields}
-        columns = {name: [] for name in template}
-        placeholder = unknown_values(schema, {})
-        for mid in movie_ids:
-            movie = catalog.movie_values(mid)
-            for f in schema.fields:
-                columns[f.name].append(movie.get(f.name, placeholder[f.name]))
-        every_movie = encode_values(schema, columns)  # user fields and time are filled per call
-        rows = torch.cat([every_movie.categorical, every_movie.multivalued.flatten(1),
-                          every_movie.numeric.view(torch.int32).long()], dim=1)  # exact, bit for bit
-        _, self._inverse = torch.unique(rows, dim=0, return_inverse=True)  # movie -> its distinct input
-        first = torch.full((int(self._inverse.max()) + 1,), len(rows), dtype=torch.long)
-        first = first.scatter_reduce(0, self._inverse, torch.arange(len(rows)), reduce="amin")
-        self.movie_inputs = every_movie.index(first).to(_device(model))  # (distinct, ...) one row each
-        self._user_columns = [i for i, f in enumerate(schema.of_kind("categorical"))
-                              if f.name in ("Gender", "Age", "Occupation", "Zipcode", "UserID")]
-        self._time_column = [f.name for f in schema.of_kind("numeric")].index("RequestTime") \
-            if "RequestTime" in schema.names else None
-
-    @torch.no_grad()
-    def score(self, user_id: int, timestamp: float | None = None, with_attention: bool = True):
-        catalog, schema = self.catalog, self.model.schema
-        timestamp = catalog.last_time if timestamp is None else catalog.check_time(timestamp)
-        user = catalog.user_values(user_id)
-        one = encode_sample(schema, {**unknown_values(schema, {}), **{k: v for k, v in user.items()
-                                                                      if k in schema.names},
-                                     "RequestTime": timestamp})
-        x = self.movie_inputs
-        categorical = x.categorical.clone()
-        categorical[:, self._user_columns] = one.categorical[0, self._user_columns].to(categorical.device)
-        numeric = x.numeric.clone()
-        if self._time_column is not None:
-            numeric[:, self._time_column] = one.numeric[0, self._time_column]
-        batch = FieldTensors(categorical, x.multivalued, numeric)
-        self.model.eval()
-        if with_attention:
-            logit, attention = self.model(batch, return_attention=True)
-            return torch.sigmoid(logit).cpu()[self._inverse], attention.cpu()[self._inverse]
-        return torch.sigmoid(self.model(batch)).cpu()[self._inverse], None
-
-
-def recommend(model: AutoInt, catalog: Catalog, user_id: int, timestamp: float | None = None, top: int = 10,
-              exclude_rated: bool = False, scorer: MovieScorer | None = None,
-              interaction_baseline: torch.Tensor | None = None) -> list[dict]:
-    """The top-N movies for a user at a time, each with its CTR and strongest attention combination; with
-    `interaction_baseline` (1, F, d) also each pick's strongest measured interaction (k-SII), all picks in one batch."""
-    scorer = scorer or MovieScorer(model, catalog)
-    ctr, attention = scorer.score(user_id, timestamp)
-    order = torch.argsort(ctr, descending=True).tolist()
-    out, picked = [], []  # picked: each pick's raw values and labels, for the interactions below
-    user = catalog.user_values(user_id)
-    for row in order:
-        movie_id = int(scorer.movie_ids[row])
-        if exclude_rated and catalog.rating(user_id, movie_id):
-            continue
-        values = {**user, **catalog.movie_values(movie_id),
-                  "RequestTime": float(timestamp if timestamp is not None else catalog.last_time)}
-        labels = field_labels(model.schema, values)
-        combos = top_combinations(attention[row].numpy(), labels, 1)
-        movie = catalog.movie(movie_id)
-        out.append({"movie_id": movie_id, "title": movie["title"], "genres": list(movie["genres"]),
-                    "ctr": float(ctr[row]), "why": combos[0].text if combos else "no interacting layers",
-                    "combination": combos[0].fields if combos else []})
-        picked.append((values, labels))
-        if len(out) == top:
-            break
-    if interaction_baseline is not None and out and len(model.schema.fields) <= EXACT_MAX_FIELDS:
-        checked = [check_values(model.schema, values) for values, _ in picked]
-        columns = {f.name: [values[f.name] for values in checked] for f in model.schema.fields}
-        measured = split_interactions(model, encode_values(model.schema, columns), interaction_baseline)
-        for pick, (_, labels), pairs in zip(out, picked, measured.pairs):
-            strongest = int(np.argmax(np.abs(pairs)))
-            i, j = pair_index(len(model.schema.fields))[strongest]
-            pick["interaction"] = {"fields": [labels[i], labels[j]], "value": float(pairs[strongest])}
-    return out

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .errors import AutoIntError
-from .encoding import FieldTensors
+from .encoding import FieldTensors, encode_sample, unknown_values
 from .model import AutoInt
 
 EXACT_MAX_FIELDS = 12  # 2^12 = 4,096 coalitions a sample
@@ -117,7 +117,7 @@ def _device(model: AutoInt) -> torch.device:
 def baseline_embedding(model: AutoInt, kind: str, train_inputs: FieldTensors | None = None) -> torch.Tensor:
     """(1, F, d): "mean" is the training-mean embedding of each field (Integrated Gradients' baseline too);
     "unknown" is every field at its `<unknown>` slot (a numeric field at mid-range)."""
-    from .explain import encode_sample, mean_embedding, unknown_values
+    from .explain import mean_embedding
     if kind == "mean":
         if train_inputs is None:
             raise InteractionError("the mean baseline needs the training split's inputs.")

@@ -21,40 +21,9 @@ FORMATS = ("timestamp",)  # how a numeric value is shown: "timestamp" = Unix sec
 TRANSFORMS = ("minmax", "log2", "bucket")  # applied to a numeric value before Eq. 4's min-max scaling
 UNKNOWN = "<unknown>"  # index 0 of every vocabulary: values unseen in training land here
 
-AGE_NAMES = {"1": "Under 18", "18": "18-24", "25": "25-34", "35": "35-44", "45": "45-49", "50": "50-55", "56": "56+"}
-OCCUPATION_NAMES = {
-    "0": "other", "1": "academic/educator", "2": "artist", "3": "clerical/admin", "4": "college/grad student",
-    "5": "customer service", "6": "doctor/health care", "7": "executive/managerial", "8": "farmer",
-    "9": "homemaker", "10": "K-12 student", "11": "lawyer", "12": "programmer", "13": "retired",
-    "14": "sales/marketing", "15": "scientist", "16": "self-employed", "17": "technician/engineer",
-    "18": "tradesman/craftsman", "19": "unemployed", "20": "writer",
-}
-GENRES = (
-    "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-    "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
-)
-MAX_GENRES = 6  # the most genres any ML-1M movie has
-
 
 class SchemaError(AutoIntError, ValueError):
     """A value or a schema that does not fit; the message names the field and the fix."""
-
-
-def release_bucket(year: int) -> str:
-    """ReleaseTime as the authors bucketed it: decades up to 1969, then one bucket per year."""
-    if 1919 <= year <= 1929:
-        return "1919-1929"
-    if 1930 <= year <= 1969:
-        decade = year - year % 10
-        return f"{decade}-{decade + 9}"
-    if 1970 <= year <= 2000:
-        return str(year)
-    return UNKNOWN
-
-
-RELEASE_BUCKETS = ("1919-1929", "1930-1939", "1940-1949", "1950-1959", "1960-1969") + tuple(
-    str(y) for y in range(1970, 2001)
-)
 
 
 def log2_transform(value):

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F_
 
+from .encoding import encode_sample, field_labels
 from .errors import AutoIntError
-from .explain import encode_sample, field_labels
 from .model import AutoInt
 
 

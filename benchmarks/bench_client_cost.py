@@ -69,7 +69,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--picks", type=int, default=8)
     args = parser.parse_args()
-    from autoint.data import read_movielens
+    from autoint.datasets.movielens import read_movielens
     with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp:
         work = Path(tmp)
         data, runs, _ = load.prepare(work, 200, 100, 6000, footprint=False)

@@ -117,7 +117,7 @@ def inside(args) -> int:
     import torch
     sys.path.insert(0, str(REPO))
     torch.set_num_threads(args.threads)
-    from autoint.data import load_dataset
+    from autoint.datasets.movielens import load_dataset
     dataset = bucketed(load_dataset(args.data_dir))
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
                       "load_avg_1m": round(os.getloadavg()[0], 2), "fields": dataset.schema.names,

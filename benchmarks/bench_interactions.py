@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from autoint import interactions as I
-from autoint.data import load_dataset
-from autoint.explain import encode_sample, mean_embedding
+from autoint.datasets.movielens import load_dataset
+from autoint.encoding import encode_sample
+from autoint.explain import mean_embedding
 from autoint.model import AutoInt, AutoIntConfig
 from autoint.schema import UNKNOWN, Field, Schema
 

@@ -84,12 +84,12 @@ def prepare(workdir: Path, users: int, movies: int, ratings: int, footprint: boo
     """Synthetic data and a small AutoInt trained on it, saved as the only run."""
     import torch
     torch.set_num_threads(1)
-    from autoint.data import load_dataset
+    from autoint.datasets.movielens import load_dataset
     from autoint.model import AutoIntConfig
     from autoint.runs import save_run
-    from autoint.synth import generate
+    from autoint.datasets.synth import generate_movielens
     from autoint.train import TrainConfig, train
-    data = generate(workdir / "ml", users=users, movies=movies, ratings=ratings, seed=5)
+    data = generate_movielens(workdir / "ml", users=users, movies=movies, ratings=ratings, seed=5)
     dataset = load_dataset(data)
     result = train(dataset, AutoIntConfig(embed_dim=16, attn_dim=16, heads=2, layers=2),
                    TrainConfig(epochs=1, batch_size=256, lr=0.005, seed=1), progress=False)
@@ -105,8 +105,9 @@ FOOTPRINT = """
 import sys, torch
 torch.set_num_threads(1)
 from app import state
-from autoint.data import Catalog, load_dataset, read_movielens
-from autoint.explain import MovieScorer, mean_embedding
+from autoint.datasets.movielens import Catalog, load_dataset, read_movielens
+from autoint.explain import mean_embedding
+from autoint.recommend import ItemScorer
 from autoint.runs import load_run
 def rss():
     return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS:')) / 1024
@@ -115,7 +116,7 @@ def load():
     model = load_run(run).model
     cat = Catalog(read_movielens(folder))
     data = load_dataset(folder, schema=model.schema)
-    return model, cat, data, mean_embedding(model, data.split('train')[0]), MovieScorer(model, cat)
+    return model, cat, data, mean_embedding(model, data.split('train')[0]), ItemScorer(model, cat)
 first = load()  # the libraries' one-off start-up costs
 before = rss()
 second = load()  # what each further copy would cost
@@ -409,7 +410,7 @@ async def drive(url: str, server_pid: int, sessions: int, seconds: float, max_st
 def run(sessions: int = 20, seconds: float = 60.0, max_steps: int = 400, step_timeout_s: float = 60.0,
         users: int = 200, movies: int = 100, ratings: int = 6000, workdir: Path | None = None,
         footprint: bool = True, ramp_s: float = 2.0) -> dict:
-    from autoint.data import read_movielens
+    from autoint.datasets.movielens import read_movielens
     own = tempfile.TemporaryDirectory(prefix="bench-load-") if workdir is None else None
     workdir = Path(own.name) if own else Path(workdir)
     try:

@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F_
 
 import autoint.train as train_module
-from autoint.data import Catalog, load_dataset
-from autoint.explain import MovieScorer, dataset_correlations, explain_sample
+from autoint.datasets.movielens import Catalog, load_dataset
+from autoint.explain import dataset_correlations, explain_sample
+from autoint.recommend import ItemScorer
 from autoint.model import AutoInt, AutoIntConfig, InteractingLayer
 from autoint.train import TrainConfig, train
 
@@ -190,7 +191,7 @@ def main(argv=None) -> int:
     catalog = Catalog(dataset.movielens)
     values = catalog.sample(int(catalog.users["user_id"][0]), int(catalog.movies["movie_id"][0]))
     corr_x = x.index(slice(0, CORRELATION_ROWS))
-    scorer = MovieScorer(model, catalog)
+    scorer = ItemScorer(model, catalog)
     user = int(catalog.users["user_id"][10])
 
     def per_version(fn, reps, warmup=1):
@@ -205,7 +206,7 @@ def main(argv=None) -> int:
     corr = per_version(lambda: dataset_correlations(model, corr_x), 3)
     rows.append((f"correlations over {CORRELATION_ROWS:,} samples (s)", corr["naive"], corr["ours"], 3.0))
     movies = per_version(lambda: scorer.score(user), 20, warmup=3)
-    rows.append((f"all {len(scorer.movie_ids):,} movies scored for a user, with attention (ms)",
+    rows.append((f"all {len(scorer.item_ids):,} movies scored for a user, with attention (ms)",
                  ms(movies["naive"]), ms(movies["ours"]), 50))
 
     print(f"\n{command}\nmachine: {info}")

@@ -82,7 +82,7 @@ def curve(args) -> dict:
     """Train the default model (the app's, with these Adam settings); each epoch's val and test AUC and time."""
     import torch
     import autoint.train as trainer
-    from autoint.data import load_dataset
+    from autoint.datasets.movielens import load_dataset
     from autoint.model import AutoIntConfig
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

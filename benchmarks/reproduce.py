@@ -67,7 +67,7 @@ _dataset = None
 def _load(data_dir: str):
     global _dataset
     if _dataset is None:
-        from autoint.data import load_dataset
+        from autoint.datasets.movielens import load_dataset
         _dataset = load_dataset(data_dir)
     return _dataset
 
@@ -350,7 +350,7 @@ def main(argv=None) -> int:
     rerun = {(r["experiment"], r["label"]) for r in results}
     results += [r for r in merged_runs if (r["experiment"], r["label"]) not in rerun]
     summary = summarise(results)
-    from autoint.data import load_dataset
+    from autoint.datasets.movielens import load_dataset
     info = _load(args.data_dir).describe()
     import torch
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -23,13 +23,13 @@ def need_shared(path: Path):
 
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory):
-    from autoint.synth import generate
-    return generate(tmp_path_factory.mktemp("synth") / "ml", users=300, movies=150, ratings=12000, seed=3)
+    from autoint.datasets.synth import generate_movielens
+    return generate_movielens(tmp_path_factory.mktemp("synth") / "ml", users=300, movies=150, ratings=12000, seed=3)
 
 
 @pytest.fixture(scope="session")
 def synth_dataset(synth_dir):
-    from autoint.data import load_dataset
+    from autoint.datasets.movielens import load_dataset
     return load_dataset(synth_dir)
 
 

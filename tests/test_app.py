@@ -9,8 +9,9 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from autoint.data import Catalog, read_movielens
-from autoint.explain import (dataset_correlations, explain_sample, mean_embedding, recommend, what_if)
+from autoint.datasets.movielens import Catalog, read_movielens
+from autoint.explain import dataset_correlations, explain_sample, mean_embedding, what_if
+from autoint.recommend import recommend
 from autoint.steps import layer_steps
 from conftest import REPO
 
@@ -161,7 +162,7 @@ def test_what_if_edit_changes_ctr_and_attention_as_the_library_says(app_env, tra
 
 def test_correlations_page_matches_dataset_correlations(app_env, trained_run, synth_dir):
     at = start("app/correlations.py")
-    from autoint.data import load_dataset
+    from autoint.datasets.movielens import load_dataset
     inputs, labels = load_dataset(synth_dir, schema=trained_run.schema).split("test")
     overall = dataset_correlations(trained_run.model, inputs, labels)
     figure = chart(at, "Mean attention over")
@@ -285,8 +286,8 @@ def test_a_broken_data_folder_is_an_error_message_not_a_traceback(monkeypatch, t
 def test_offline_start_uses_synthetic_data_with_a_banner_and_a_failed_download_says_why(
         monkeypatch, tmp_path, trained_run):
     import app.state as state
-    import autoint.download
-    from autoint.download import DownloadError
+    import autoint.datasets.download
+    from autoint.datasets.download import DownloadError
     monkeypatch.setenv("AUTOINT_DATA_DIR", str(tmp_path / "no-ml-1m-here"))
     runs = tmp_path / "runs"
     shutil.copytree(trained_run.path, runs / "small")
@@ -298,7 +299,7 @@ def test_offline_start_uses_synthetic_data_with_a_banner_and_a_failed_download_s
     def offline(target, progress=None, **kwargs):
         progress(1000, 6_000_000)
         raise DownloadError("could not reach files.grouplens.org (offline).")
-    monkeypatch.setattr(autoint.download, "download_ml1m", offline)
+    monkeypatch.setattr(autoint.datasets.download, "download_ml1m", offline)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("Synthetic data" in w.value and "no-ml-1m-here" in w.value for w in at.warning)

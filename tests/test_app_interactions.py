@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from autoint.data import Catalog, read_movielens
+from autoint.datasets.movielens import Catalog, read_movielens
 from autoint.explain import dataset_correlations, explain_sample, mean_embedding, what_if
 from autoint.interactions import agreement, matrix_to_pairs, split_interactions
 from test_app import app_env, array, chart, start  # noqa: F401  (app_env is a fixture)

@@ -35,13 +35,13 @@ LAG_BOUND = 3.0  # median explore rerun with a job training / with it paused (me
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from autoint.synth import generate
-    return generate(tmp_path_factory.mktemp("tiny") / "ml", users=200, movies=100, ratings=6000, seed=11)
+    from autoint.datasets.synth import generate_movielens
+    return generate_movielens(tmp_path_factory.mktemp("tiny") / "ml", users=200, movies=100, ratings=6000, seed=11)
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_data, tmp_path_factory):
-    from autoint.data import load_dataset
+    from autoint.datasets.movielens import load_dataset
     from autoint.runs import save_run
     from autoint.train import train
     dataset = load_dataset(tiny_data)

@@ -8,8 +8,9 @@ import polars as pl
 import pytest
 import torch
 
-from autoint.data import DataError, build_dataset, load_dataset, read_movielens, split_indices, label_ratings
-from autoint.schema import UNKNOWN, release_bucket
+from autoint.data import DataError, split_indices
+from autoint.datasets.movielens import build_dataset, label_ratings, load_dataset, read_movielens, release_bucket
+from autoint.schema import UNKNOWN
 from conftest import RECOVERED, REPO, U2999, need_shared
 
 
@@ -56,7 +57,7 @@ def test_release_buckets(year, bucket):
 
 def test_buckets_from_titles(tmp_path):
     ml = read_movielens(write_ml(tmp_path / "ml"))
-    from autoint.data import sample_frame
+    from autoint.datasets.movielens import sample_frame
     frame = sample_frame(ml)
     by_movie = dict(zip(frame["movie_id"], frame["ReleaseTime"]))
     assert by_movie[2] == "1919-1929" and by_movie[3] == "1930-1939" and by_movie[4] == "1960-1969"
@@ -77,7 +78,7 @@ def test_split_is_80_10_10_fixed_and_disjoint():
 
 
 def test_unseen_value_maps_to_unknown(synth_dataset):
-    from autoint.data import encode_values
+    from autoint.encoding import encode_values
     schema = synth_dataset.schema
     columns = {f.name: ["never-seen"] for f in schema.fields if f.kind == "categorical"}
     columns["Genre"] = [["Action", "NotAGenre"]]
@@ -204,7 +205,7 @@ def test_cli_bad_folder_exits_nonzero_with_message(tmp_path):
 
 def test_both_encoders_agree(synth_dataset):
     """`encode_values` (a few samples) and `encode_frame` (whole data sets) give the same tensors."""
-    from autoint.data import encode_frame, encode_values
+    from autoint.encoding import encode_frame, encode_values
     schema, frame = synth_dataset.schema, synth_dataset.frame.head(50)
     columns = {f.name: frame[f.name].to_list() for f in schema.fields}
     columns["Genre"][0] = []  # no value at all: the <unknown> slot, in both

@@ -51,7 +51,7 @@ def test_timestamp_format_shows_a_utc_time_and_any_other_numeric_a_number():
     t = Field("When", "numeric", min_value=0.0, max_value=2e9, format="timestamp", role="context")
     assert t.show(978300760) == "When=2000-12-31 22:12"
     assert Field("RequestTime", "numeric", min_value=0.0, max_value=2e9).show(978300760) == "RequestTime=9.78301e+08"  # no name check: a number
-    from autoint.explain import _shown
+    from autoint.encoding import _shown
     assert _shown(t, 978300760.0) == "2000-12-31 22:12 UTC (978300760)"
     assert _shown(Field("I1", "numeric", max_value=50.0, transform="log2"), 12.0) == "12"
 
@@ -108,7 +108,7 @@ def test_movielens_fields_have_roles(synth_dataset):
 
 
 def test_check_values_refuses_a_log2_value_outside_the_transformed_range():
-    from autoint.explain import check_values
+    from autoint.encoding import check_values
     schema = Schema((Field("I1", "numeric", min_value=0.0, max_value=21.0, transform="log2"),))
     assert check_values(schema, {"I1": 100}) == {"I1": 100.0}  # 100 -> 21
     with pytest.raises(SchemaError, match=r"I1=1000 becomes 47 by the log2 transform.*0 to 21"):

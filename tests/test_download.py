@@ -4,7 +4,7 @@ import zipfile
 
 import pytest
 
-from autoint.download import DownloadError, download_ml1m, git_blob_id, verify_and_unpack
+from autoint.datasets.download import DownloadError, download_ml1m, git_blob_id, verify_and_unpack
 
 
 def make_zip(tmp_path, files):

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from autoint.data import Catalog, read_movielens
-from autoint.explain import (ATTRIBUTION_METHODS, attribute, dataset_correlations, encode_sample, explain_sample,
-                             mean_embedding, parse_edit, recommend, top_combinations, unknown_values, what_if)
+from autoint.datasets.movielens import Catalog, read_movielens
+from autoint.encoding import encode_sample, parse_edit, unknown_values
+from autoint.explain import (ATTRIBUTION_METHODS, attribute, dataset_correlations, explain_sample, mean_embedding,
+                             top_combinations, what_if)
+from autoint.recommend import recommend
 from autoint.schema import SchemaError
 from conftest import REPO
 
@@ -155,11 +157,11 @@ def test_correlations_equal_mean_of_masked_attention(trained_run, synth_dataset)
 
 def test_planted_pairs_lead_dataset_attention(tmp_path):
     """Labels that depend only on three planted field pairs: averaged first-layer attention ranks them first."""
-    from autoint.data import load_dataset
+    from autoint.datasets.movielens import load_dataset
     from autoint.model import AutoIntConfig
-    from autoint.synth import generate, planted_pairs
+    from autoint.datasets.synth import generate_movielens, planted_pairs
     from autoint.train import TrainConfig, train
-    folder = generate(tmp_path / "planted", users=400, movies=200, ratings=40000, seed=5)
+    folder = generate_movielens(tmp_path / "planted", users=400, movies=200, ratings=40000, seed=5)
     dataset = load_dataset(folder)
     result = train(dataset, AutoIntConfig(embed_dim=16, attn_dim=16, heads=2, layers=2),
                    TrainConfig(epochs=15, patience=3, batch_size=256, lr=0.005, seed=1), progress=False)
@@ -210,18 +212,18 @@ def test_correlations_and_recommend_cli(trained_run, synth_dir):
     assert len(recs) == 4 and all("why" in r for r in recs)
 
 
-def test_movie_scorer_runs_each_distinct_input_once_and_fans_out(trained_run, catalog):
+def test_item_scorer_runs_each_distinct_input_once_and_fans_out(trained_run, catalog):
     """Movies with the same fields share one forward; every movie still gets exactly its own CTR."""
-    from autoint.explain import MovieScorer
-    scorer = MovieScorer(trained_run.model, catalog)
-    assert len(scorer.movie_inputs) <= catalog.movies.height
+    from autoint.recommend import ItemScorer
+    scorer = ItemScorer(trained_run.model, catalog)
+    assert len(scorer.item_inputs) <= catalog.movies.height
     ctr, attention = scorer.score(9, catalog.last_time)
     columns = {f.name: [] for f in trained_run.schema.fields}
     for movie_id in catalog.movies["movie_id"].to_list():
         for name, value in catalog.sample(9, movie_id, catalog.last_time).items():
             if name in columns:
                 columns[name].append(value)
-    from autoint.data import encode_values
+    from autoint.encoding import encode_values
     logit, full_attention = trained_run.model(encode_values(trained_run.schema, columns), return_attention=True)
     assert ctr.shape == (catalog.movies.height,)
     assert torch.allclose(ctr, torch.sigmoid(logit).detach(), atol=1e-6)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from autoint.data import load_dataset
+from autoint.datasets.movielens import load_dataset
 from autoint.jobs import ACTIVE, JobQueue, ThreadPacer, activity_file, mark_activity, trainer_threads
 from autoint.model import AutoIntConfig
 from autoint.runs import list_runs, load_run, save_run

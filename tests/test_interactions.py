@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from autoint import interactions as I
-from autoint.explain import encode_sample, mean_embedding
+from autoint.encoding import encode_sample
+from autoint.explain import mean_embedding
 
 shapiq = pytest.importorskip("shapiq", reason="shapiq is in requirements.txt; it is the reference for k-SII")
 
@@ -119,11 +120,11 @@ def test_efficiency_on_random_inputs(trained_run):
 def planted_model(tmp_path_factory):
     """AutoInt trained on synthetic data whose labels follow three planted field pairs (about 10 s).
     The conftest's smaller `trained_run` learns Age x Genre too weakly to rank it above the rest."""
-    from autoint.data import load_dataset
+    from autoint.datasets.movielens import load_dataset
     from autoint.model import AutoIntConfig
-    from autoint.synth import generate
+    from autoint.datasets.synth import generate_movielens
     from autoint.train import TrainConfig, train
-    folder = generate(tmp_path_factory.mktemp("planted") / "ml", users=1500, movies=300, ratings=60000, seed=3)
+    folder = generate_movielens(tmp_path_factory.mktemp("planted") / "ml", users=1500, movies=300, ratings=60000, seed=3)
     dataset = load_dataset(folder)
     result = train(dataset, AutoIntConfig(embed_dim=16, attn_dim=8, heads=2, layers=2),
                    TrainConfig(epochs=10, patience=3, batch_size=512, lr=0.005, seed=1), progress=False)
@@ -133,7 +134,7 @@ def planted_model(tmp_path_factory):
 def test_planted_pairs_rank_first(planted_model):
     """The synthetic labels depend only on three planted field pairs: the model's measured
     interactions must rank exactly those three first."""
-    from autoint.synth import planted_pairs
+    from autoint.datasets.synth import planted_pairs
     folder, dataset, model = planted_model
     planted = {frozenset(p) for p in planted_pairs(folder)}
     train_x, _ = dataset.split("train")

@@ -23,9 +23,9 @@ SMALL = AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1)
 
 @pytest.fixture(scope="module")
 def schema(tmp_path_factory):
-    from autoint.data import load_dataset
-    from autoint.synth import generate
-    return load_dataset(generate(tmp_path_factory.mktemp("tiny") / "ml", users=30, movies=20, ratings=300,
+    from autoint.datasets.movielens import load_dataset
+    from autoint.datasets.synth import generate_movielens
+    return load_dataset(generate_movielens(tmp_path_factory.mktemp("tiny") / "ml", users=30, movies=20, ratings=300,
                                  seed=2)).schema
 
 

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from autoint.__main__ import main
-from autoint.data import DataError, load_dataset, read_movielens
+from autoint.data import DataError
+from autoint.datasets.movielens import load_dataset, read_movielens
 from conftest import REPO
 
 USERS = ["1::F::1::10::48067", "2::M::25::12::70072", "3::M::56::16::55117"]

@@ -8,17 +8,18 @@ import math
 import pytest
 
 from autoint.__main__ import build_parser, main
-from autoint.data import Catalog, DataError, read_movielens
+from autoint.data import DataError
+from autoint.datasets.movielens import Catalog, read_movielens
 from autoint.model import AutoIntConfig, ConfigError
 from autoint.schema import SchemaError
-from autoint.synth import FIRST_TIMESTAMP, LAST_TIMESTAMP
+from autoint.datasets.synth import FIRST_TIMESTAMP, LAST_TIMESTAMP
 from autoint.train import TrainConfig
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from autoint.synth import generate
-    return generate(tmp_path_factory.mktemp("tiny") / "ml", users=60, movies=40, ratings=1500, seed=5)
+    from autoint.datasets.synth import generate_movielens
+    return generate_movielens(tmp_path_factory.mktemp("tiny") / "ml", users=60, movies=40, ratings=1500, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +105,13 @@ def test_too_many_or_no_genres(tiny_run, catalog):
     ("RequestTime=yesterday", r"give ISO 8601 .* or Unix seconds"),
 ])
 def test_what_if_edits(tiny_run, text, pattern):
-    from autoint.explain import parse_edit
+    from autoint.encoding import parse_edit
     with pytest.raises(SchemaError, match=pattern):
         parse_edit(tiny_run.schema, text)
 
 
 def test_recommend_for_unknown_user(tiny_run, catalog):
-    from autoint.explain import recommend
+    from autoint.recommend import recommend
     with pytest.raises(DataError, match=r"unknown user 999: .* has users 1-60"):
         recommend(tiny_run.model, catalog, 999)
     with pytest.raises(DataError, match=r"outside the data's range"):

@@ -30,13 +30,13 @@ SMALL = AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1)
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from autoint.synth import generate
-    return generate(tmp_path_factory.mktemp("tiny") / "ml", users=60, movies=40, ratings=1500, seed=5)
+    from autoint.datasets.synth import generate_movielens
+    return generate_movielens(tmp_path_factory.mktemp("tiny") / "ml", users=60, movies=40, ratings=1500, seed=5)
 
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tiny):
-    from autoint.data import load_dataset
+    from autoint.datasets.movielens import load_dataset
     return load_dataset(tiny)
 
 

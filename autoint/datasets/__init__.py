@@ -1,11 +1,14 @@
-"""Data sets: MovieLens-1M (autoint.data), the paper's Criteo, Avazu and KDD12, and any CSV/TSV/Parquet by spec.
+"""Data sets: MovieLens-1M, the paper's Criteo, Avazu and KDD12, and any CSV/TSV/Parquet by spec.
 
     load_dataset("criteo", data_dir="data/criteo")        # a built-in spec: criteo.toml beside this file
     load_dataset(spec="my.toml")                          # the user's own; files are read from its folder
-    load_dataset()                                        # MovieLens-1M, as autoint.data.load_dataset
+    load_dataset()                                        # MovieLens-1M (movielens.load_dataset)
 
 Every built-in except MovieLens is a spec file here (its comments say where the files come from, their size,
-row count and licence); MovieLens keeps its own reader for its `::` files, joins and release buckets.
+row count and licence). One module per reader: `generic` (any spec), `movielens` (its `::` files, joins,
+release buckets and catalogue of users and movies) with `dat` (the `::` reader) and `download` (the GroupLens
+archive); `synth` writes small files of each format with planted interactions. Every reader returns an
+`autoint.data.Dataset`.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ if TYPE_CHECKING:  # importing the readers pulls in polars and torch: the CLI's 
     from .spec import DatasetSpec
 
 MOVIELENS = "movielens-1m"
+MOVIELENS_DIR = Path("data/ml-1m")  # MovieLens-1M's folder without --data-dir or $AUTOINT_DATA_DIR
 SPEC_DIR = Path(__file__).resolve().parent
 BUILTIN_SPECS = {"criteo": "criteo.toml", "avazu": "avazu.toml", "kdd12": "kdd12.toml"}
 DATASETS = (MOVIELENS,) + tuple(BUILTIN_SPECS)
@@ -51,8 +55,7 @@ def resolve_data_dir(dataset: str = MOVIELENS, spec: str | os.PathLike | None = 
     if spec is not None:
         return Path(spec).resolve().parent
     if dataset == MOVIELENS:
-        from ..data import resolve_data_dir as movielens_dir
-        return movielens_dir(None)
+        return Path(os.environ["AUTOINT_DATA_DIR"]) if os.environ.get("AUTOINT_DATA_DIR") else MOVIELENS_DIR
     return Path("data") / dataset
 
 
@@ -67,7 +70,7 @@ def load_dataset(dataset: str | None = None, *, spec: str | os.PathLike | None =
     dataset = dataset or MOVIELENS
     folder = resolve_data_dir(dataset, spec, data_dir)
     if spec is None and dataset == MOVIELENS:
-        from ..data import load_dataset as load_movielens
+        from .movielens import load_dataset as load_movielens
         return load_movielens(folder, with_ids=with_ids, schema=schema)
     if with_ids:
         raise DataError("--with-ids adds MovieLens's UserID and MovieID; a spec declares its own fields.")

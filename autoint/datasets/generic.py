@@ -22,7 +22,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from ..data import DataError, Dataset, encode_frame, file_fingerprint, split_indices
+from ..data import DataError, Dataset, file_fingerprint, split_indices
+from ..encoding import encode_frame
 from ..schema import UNKNOWN, Field, Schema
 from .spec import MAX_VALUES, DatasetSpec, FieldSpec, SpecError
 
@@ -344,4 +345,4 @@ def load_spec_dataset(spec: DatasetSpec, data_dir: str | Path, schema: Schema | 
                        f"training",
               **({"about": spec.about} if spec.about else {})}
     return Dataset(schema, frame, inputs, torch.from_numpy(labels.astype(np.float32)), splits,
-                   spec_fingerprint(spec, files), movielens=None, source=source)
+                   spec_fingerprint(spec, files), source=source)
