@@ -13,7 +13,9 @@ v(all) - v(none) (efficiency). In terms of the Moebius transform m(T) of v:
 Exact where cheap: up to EXACT_MAX_FIELDS fields every one of the 2^F coalitions is evaluated, in large
 batched forwards, and the index is a fixed linear map of those 2^F values (`ksii_map`), so a data set's
 worth is one matrix product. Above that, shapiq's KernelSHAP-IQ estimates it from a budget of sampled
-coalitions, with a seed, and the error is estimated from two independent half-budget runs.
+coalitions, with a seed, and the error is estimated from two independent half-budget runs. A split of such
+a data set is measured on a seeded subsample of its rows (`sampled_split_interactions`), with the standard
+error of each mean.
 
 Agreement: the Spearman rank correlation, over the F(F-1)/2 field pairs, between attention
 (symmetrised per pair, as `Correlations.strongest_pairs` does) and interaction strength |phi_ij|.
@@ -39,6 +41,7 @@ from .model import AutoInt
 
 EXACT_MAX_FIELDS = 12  # 2^12 = 4,096 coalitions a sample
 DEFAULT_BUDGET = 2000  # coalitions a sample for the sampling estimator
+SAMPLED_ROWS = 64  # samples of a split measured by the estimator when exact values of every one are out of reach
 BASELINES = ("mean", "unknown")
 UNIFORM_TOLERANCE = 0.02  # a head whose every weight is within this of 1/F is "close to uniform"
 CACHE_VERSION = 1
@@ -284,9 +287,8 @@ def _sampled(model: AutoInt, embedded: torch.Tensor, baseline: torch.Tensor, bud
     for half in range(2):
         approximator = KernelSHAPIQ(n=F, max_order=2, index="k-SII", random_state=seed * 2 + half)
         result = approximator.approximate(budget // 2, game)
-        lookup = result.interaction_lookup
-        runs.append(np.array([result.values[lookup[(i,)]] for i in range(F)]
-                             + [result.values[lookup[pair]] for pair in index]))
+        lookup, found = result.interaction_lookup, result.values  # `values` copies the array on every access
+        runs.append(np.array([found[lookup[(i,)]] for i in range(F)] + [found[lookup[pair]] for pair in index]))
     phi = (runs[0] + runs[1]) / 2  # (F + P,)
     error = np.abs(runs[0] - runs[1]) / 2  # the standard error of a mean of two, from their spread
     return SampleInteractions(model.schema.names, phi[:F], phi[F:], float(full), float(empty),
@@ -297,32 +299,73 @@ def _sampled(model: AutoInt, embedded: torch.Tensor, baseline: torch.Tensor, bud
 
 @dataclass
 class SplitInteractions:
-    """Every sample's exact k-SII over a split (or any set of inputs)."""
+    """k-SII over a split (or any set of inputs): every sample's exact values, or, for many fields, the sampling
+    estimator's on a seeded subsample of the rows (`rows`: their indices in the split; `method` "KernelSHAPIQ").
+
+    `keep` masks passed to the methods below are over the whole split either way; a subsample keeps its rows
+    that the mask keeps, and `standard_error` says how far the mean over them may be from the split's."""
 
     fields: list[str]
-    main: np.ndarray  # (N, F)
-    pairs: np.ndarray  # (N, P)
+    main: np.ndarray  # (N, F), or (n, F) for a subsample
+    pairs: np.ndarray  # (N, P), or (n, P)
     efficiency_gap: float  # the largest over the samples
     baseline: str = "mean"
+    method: str = "exact"  # or "KernelSHAPIQ": a subsample of rows, each estimated from `budget` coalitions
+    rows: np.ndarray | None = None  # (n,) the subsample's indices in the split; None: every sample
+    total: int | None = None  # samples in the split (a subsample's population)
+    budget: int | None = None
+    seed: int | None = None
 
     def __len__(self) -> int:
         return len(self.main)
 
+    @property
+    def sampled(self) -> bool:
+        return self.rows is not None
+
+    def _kept(self, values: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+        if keep is None:
+            return values
+        keep = np.asarray(keep, dtype=bool)
+        return values[keep[self.rows] if self.rows is not None else keep]
+
+    def count(self, keep: np.ndarray | None = None) -> int:
+        """How many samples the means below average over (a subsample's rows that `keep` keeps)."""
+        return len(self._kept(self.pairs, keep))
+
     def matrix(self, keep: np.ndarray | None = None) -> np.ndarray:
         """(F, F) mean |phi_ij| over the kept samples: how strongly the model combines each pair."""
-        pairs = self.pairs if keep is None else self.pairs[np.asarray(keep, dtype=bool)]
+        pairs = self._kept(self.pairs, keep)
         if len(pairs) == 0:
             return np.zeros((len(self.fields),) * 2)
         return pairs_to_matrix(np.abs(pairs).mean(0), len(self.fields))
 
+    def standard_error(self, keep: np.ndarray | None = None) -> np.ndarray:
+        """(F, F) the standard error of `matrix(keep)`: 0 for exact values of every sample; for a subsample, the
+        spread of |phi_ij| over its rows / sqrt(rows), which holds both the choice of rows and each row's
+        estimation noise (independent across rows). NaN with fewer than two rows."""
+        F = len(self.fields)
+        if not self.sampled:
+            return np.zeros((F, F))
+        pairs = np.abs(self._kept(self.pairs, keep))
+        if len(pairs) < 2:
+            return np.full((F, F), np.nan)
+        return pairs_to_matrix(pairs.std(0, ddof=1) / np.sqrt(len(pairs)), F)
+
     def signed_matrix(self, keep: np.ndarray | None = None) -> np.ndarray:
         """(F, F) mean signed phi_ij: whether a pair raises or lowers the CTR on average."""
-        pairs = self.pairs if keep is None else self.pairs[np.asarray(keep, dtype=bool)]
+        pairs = self._kept(self.pairs, keep)
         return pairs_to_matrix(pairs.mean(0) if len(pairs) else np.zeros(self.pairs.shape[1]), len(self.fields))
 
     def main_strength(self, keep: np.ndarray | None = None) -> np.ndarray:
-        main = self.main if keep is None else self.main[np.asarray(keep, dtype=bool)]
+        main = self._kept(self.main, keep)
         return np.abs(main).mean(0) if len(main) else np.zeros(len(self.fields))
+
+    def describe(self) -> dict:
+        """How the values were obtained, for a report: the method, and a subsample's rows, budget and seed."""
+        if not self.sampled:
+            return {"method": self.method, "rows": len(self), "of": len(self)}
+        return {"method": self.method, "rows": len(self), "of": self.total, "budget": self.budget, "seed": self.seed}
 
     def ranked_pairs(self, keep: np.ndarray | None = None) -> list[dict]:
         return _ranked(matrix_to_pairs(self.matrix(keep)), self.fields, signed=False)
@@ -334,9 +377,12 @@ class SplitInteractions:
         handle, staging = tempfile.mkstemp(dir=path.parent, prefix=".staging-", suffix=".npz")
         try:
             with os.fdopen(handle, "wb") as fh:
-                np.savez(fh, main=self.main.astype(np.float32), pairs=self.pairs.astype(np.float32),
+                sampled = {"rows": self.rows.astype(np.int64)} if self.sampled else {}
+                np.savez(fh, main=self.main.astype(np.float32), pairs=self.pairs.astype(np.float32), **sampled,
                          meta=np.array(json.dumps({"fields": self.fields, "efficiency_gap": self.efficiency_gap,
-                                                   "baseline": self.baseline, "version": CACHE_VERSION})))
+                                                   "baseline": self.baseline, "version": CACHE_VERSION,
+                                                   "method": self.method, "total": self.total,
+                                                   "budget": self.budget, "seed": self.seed})))
             os.replace(staging, path)
         except BaseException:
             Path(staging).unlink(missing_ok=True)
@@ -350,7 +396,10 @@ class SplitInteractions:
             if meta.get("version") != CACHE_VERSION:
                 raise InteractionError(f"{path}: cache version {meta.get('version')}, expected {CACHE_VERSION}")
             return SplitInteractions(meta["fields"], data["main"].astype(np.float64),
-                                     data["pairs"].astype(np.float64), meta["efficiency_gap"], meta["baseline"])
+                                     data["pairs"].astype(np.float64), meta["efficiency_gap"], meta["baseline"],
+                                     method=meta.get("method", "exact"),
+                                     rows=data["rows"].astype(np.int64) if "rows" in data.files else None,
+                                     total=meta.get("total"), budget=meta.get("budget"), seed=meta.get("seed"))
 
 
 @torch.no_grad()
@@ -364,7 +413,7 @@ def split_interactions(model: AutoInt, inputs: FieldTensors, baseline: torch.Ten
     F = len(model.schema.fields)
     if F > EXACT_MAX_FIELDS:
         raise InteractionError(f"{F} fields: split-level interactions are exact only up to {EXACT_MAX_FIELDS} "
-                               f"fields; explain single samples with the sampling estimator instead.")
+                               f"fields; use sampled_split_interactions (a subsample of rows, each estimated) above that.")
     masks = coalitions(F)  # (C, F)
     C = masks.shape[0]
     A = torch.from_numpy(ksii_map(F)).T.contiguous()  # (C, F + P) float64
@@ -383,6 +432,38 @@ def split_interactions(model: AutoInt, inputs: FieldTensors, baseline: torch.Ten
             progress(min(start + step, n), n)
     phi_np = phi.numpy()
     return SplitInteractions(model.schema.names, phi_np[:, :F], phi_np[:, F:], gap, baseline_name)
+
+
+@torch.no_grad()
+def sampled_split_interactions(model: AutoInt, inputs: FieldTensors, baseline: torch.Tensor, *,
+                               rows: int = SAMPLED_ROWS, budget: int = DEFAULT_BUDGET, seed: int = 0,
+                               baseline_name: str = "mean",
+                               progress: Callable[[int, int], None] | None = None) -> SplitInteractions:
+    """k-SII of a seeded random subsample of `rows` samples, each by `sample_interactions` (KernelSHAP-IQ from
+    `budget` coalitions above EXACT_MAX_FIELDS fields, exact below): a split's interactions where 2^F forwards
+    a sample are out of reach. `standard_error` of the result says how far its means may be from the split's.
+
+    progress(done, total) is called after each row."""
+    if rows < 1:
+        raise InteractionError(f"a subsample of {rows} rows: give at least 1 (the default is {SAMPLED_ROWS}).")
+    n = len(inputs)
+    if n == 0:
+        raise InteractionError("no samples to measure interactions on.")
+    model.eval()
+    chosen = np.sort(np.random.default_rng(seed).choice(n, size=min(rows, n), replace=False))
+    main, pairs, gap = [], [], 0.0
+    for k, row in enumerate(chosen):
+        one = sample_interactions(model, inputs.index(slice(int(row), int(row) + 1)), baseline, budget=budget,
+                                  seed=seed * 100_003 + k)  # every row its own estimator seeds
+        main.append(one.main)
+        pairs.append(one.pairs)
+        gap = max(gap, one.efficiency_gap)
+        if progress is not None:
+            progress(k + 1, len(chosen))
+    method = "KernelSHAPIQ" if len(model.schema.fields) > EXACT_MAX_FIELDS else "exact"
+    return SplitInteractions(model.schema.names, np.stack(main), np.stack(pairs), gap, baseline_name,
+                             method=method, rows=chosen, total=n, budget=budget if method != "exact" else None,
+                             seed=seed)
 
 
 def cache_key(*parts) -> str:
@@ -406,18 +487,29 @@ def default_cache_dir() -> Path:
 
 def interactions_of_split(run_path: str | os.PathLike, model: AutoInt, dataset, split: str = "test", *,
                           baseline: str = "mean", progress: Callable[[int, int], None] | None = None,
-                          cache_dir: str | os.PathLike | None = None) -> SplitInteractions:
+                          cache_dir: str | os.PathLike | None = None, sampled: bool | None = None,
+                          rows: int = SAMPLED_ROWS, budget: int = DEFAULT_BUDGET,
+                          seed: int = 0) -> SplitInteractions:
     """A split's interactions for a saved run, cached by the run's weights, the data, the split and the baseline
-    (the first request on the u2999 test split computes for about a minute; later ones load in milliseconds)."""
+    (the first request on the u2999 test split computes for about a minute; later ones load in milliseconds).
+
+    Up to EXACT_MAX_FIELDS fields: exact, every sample. Above (or with `sampled=True`): a seeded subsample of
+    `rows` samples, each estimated from `budget` coalitions (`sampled_split_interactions`)."""
     if baseline not in BASELINES:
         raise InteractionError(f"baseline {baseline!r}: choose one of {', '.join(BASELINES)}.")
-    key = cache_key(weights_digest(run_path), dataset.fingerprint, split, baseline, CACHE_VERSION)
+    if sampled is None:
+        sampled = len(model.schema.fields) > EXACT_MAX_FIELDS
+    parts = [weights_digest(run_path), dataset.fingerprint, split, baseline, CACHE_VERSION]
+    key = cache_key(*parts, "sampled", rows, budget, seed) if sampled else cache_key(*parts)
 
     def compute() -> SplitInteractions:
         train_x, _ = dataset.split("train")
         inputs, _ = dataset.split(split)
-        return split_interactions(model, inputs, baseline_embedding(model, baseline, train_x), baseline_name=baseline,
-                                  progress=progress)
+        base = baseline_embedding(model, baseline, train_x)
+        if sampled:
+            return sampled_split_interactions(model, inputs, base, rows=rows, budget=budget, seed=seed,
+                                              baseline_name=baseline, progress=progress)
+        return split_interactions(model, inputs, base, baseline_name=baseline, progress=progress)
     return cached_split_interactions(cache_dir or default_cache_dir(), key, compute)
 
 
