@@ -11,6 +11,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .errors import UsageError
+
 
 def _metrics_json(metrics: dict) -> str:
     from .runs import _json_safe
@@ -61,31 +63,68 @@ def cmd_synth(args) -> int:
     return 0
 
 
+# `train`'s setting flags and the config fields they set. Unset flags are None: the --preset's value (the
+# paper's, by default) for the model, the dataclass default for training. --device is not a setting of the run.
+MODEL_FLAGS = {"embed_dim": "embed_dim", "attn_dim": "attn_dim", "heads": "heads", "layers": "layers",
+               "residual": "residual", "dropout": "dropout", "scaled": "scaled_attention",
+               "layer_norm": "layer_norm", "qkv_relu": "qkv_relu", "projection_bias": "projection_bias",
+               "attention_dropout": "attention_dropout", "dnn": "dnn_hidden", "dnn_dropout": "dnn_dropout"}
+TRAIN_FLAGS = ("epochs", "patience", "batch_size", "lr", "weight_decay", "lr_decay", "seed")
+
+
 def model_config_from(args):
-    """`train`'s model: the --preset's settings (default "paper", the paper's model), then each flag given."""
-    from .model import preset_config
-    given = {"embed_dim": args.embed_dim, "attn_dim": args.attn_dim, "heads": args.heads, "layers": args.layers,
-             "residual": args.residual, "dropout": args.dropout, "scaled_attention": args.scaled,
-             "layer_norm": args.layer_norm, "qkv_relu": args.qkv_relu, "projection_bias": args.projection_bias,
-             "attention_dropout": args.attention_dropout, "dnn_hidden": args.dnn, "dnn_dropout": args.dnn_dropout}
-    return preset_config(args.preset, **{name: value for name, value in given.items() if value is not None})
+    """`train`'s model: --model, the --preset's settings (default "paper", the paper's model), then each flag."""
+    from .baselines import FMConfig, LRConfig
+    from .model import ConfigError, preset_config
+    given = {field: getattr(args, flag) for flag, field in MODEL_FLAGS.items() if getattr(args, flag) is not None}
+    kind = getattr(args, "model", "autoint")
+    if kind == "lr":
+        if given:
+            raise ConfigError(f"--model lr has no settings; leave out --{'/--'.join(k.replace('_', '-') for k in given)}.")
+        return LRConfig()
+    if kind == "fm":
+        extra = set(given) - {"embed_dim"}
+        if extra:
+            raise ConfigError(f"--model fm takes only --embed-dim; leave out {sorted(extra)}.")
+        return FMConfig(**given)
+    return preset_config(args.preset, **given)
 
 
 def train_config_from(args):
     from .train import TrainConfig
-    return TrainConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
-                       weight_decay=args.weight_decay, lr_decay=args.lr_decay, seed=args.seed, device=args.device)
+    return TrainConfig(device=args.device, **{k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
+
+
+def settings_from(args):
+    """(model config, training config) from --config FILE, else from --model/--preset and the flags."""
+    from .model import ConfigError
+    from .train import settings_from_json
+    if not args.config:
+        return model_config_from(args), train_config_from(args)
+    flags = [f"--{name.replace('_', '-')}" for name in [*MODEL_FLAGS, *TRAIN_FLAGS] if getattr(args, name) is not None]
+    if flags or args.preset != "paper" or args.model != "autoint":
+        flags += ["--preset"] * (args.preset != "paper") + ["--model"] * (args.model != "autoint")
+        raise ConfigError(f"--config {args.config} holds every setting of the run; leave out {', '.join(flags)} "
+                          f"or edit the file.")
+    try:
+        obj = json.loads(Path(args.config).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--config {args.config}: cannot be read as JSON ({exc}).") from exc
+    model_config, train_config = settings_from_json(obj, where=args.config)
+    if args.device is not None:  # where to train is not a setting of the run
+        train_config.device = args.device
+        train_config.validate()
+    return model_config, train_config
 
 
 def cmd_train(args) -> int:
     from dataclasses import asdict
     from .runs import STALE_STAGING_S, clean_staging, save_run
     from .train import TrainConfig, TrainingDiverged, train
-    model_config = model_config_from(args)  # refuse bad settings before reading any data
+    model_config, train_config = settings_from(args)  # refuse bad settings before reading any data
     clean_staging(Path(args.out).parent, older_than_s=STALE_STAGING_S)  # what a killed save left, if any
-    train_config = train_config_from(args)
     if args.snapshot_out and (args.snapshot_epoch is None or args.snapshot_epoch < 1):
-        raise ValueError("--snapshot-out needs --snapshot-epoch N (N >= 1): after which epoch to save it.")
+        raise UsageError("--snapshot-out needs --snapshot-epoch N (N >= 1): after which epoch to save it.")
     dataset = _load_any_dataset(args)
     progress_file = open(args.progress_jsonl, "a", buffering=1, encoding="utf-8") if args.progress_jsonl else None
 
@@ -139,16 +178,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import DataError
-    from .datasets.movielens import load_dataset
-    from .runs import load_run
-    from .train import evaluate, pick_device
-    run = load_run(args.run, device=pick_device(args.device))
-    dataset = load_dataset(args.data_dir, schema=run.schema)
-    if dataset.fingerprint != run.manifest.get("data_fingerprint") and not args.any_data:
-        raise DataError(f"{dataset.data_dir}: data fingerprint {dataset.fingerprint} differs from the one "
-                        f"{args.run} was trained on ({run.manifest.get('data_fingerprint')}), so its test split "
-                        f"would differ. Point --data-dir at the training data, or pass --any-data.")
+    from .train import evaluate
+    run, _, dataset = _run_and_data(args, need_dataset=True)
+    _check_fingerprint(args, run, dataset, "its test split would differ")
     metrics = dict(run.metrics)
     for split in ("val", "test"):
         x, y = dataset.split(split)
@@ -160,18 +192,90 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _trained_on(run) -> tuple[str, str | None]:
+    """(data set name, spec file or None for a built-in) that a run was trained on, from its run.json; runs
+    saved before data sets were recorded are MovieLens-1M runs."""
+    from .datasets import BUILTIN_SPECS, MOVIELENS, SPEC_DIR
+    name, spec = run.manifest.get("dataset") or MOVIELENS, run.manifest.get("spec")
+    if name in BUILTIN_SPECS and (spec is None or Path(spec).resolve().parent == SPEC_DIR):
+        spec = None  # a built-in data set's spec ships with the code
+    return name, spec
+
+
+def _data_set_for(args, run) -> tuple[str, str | None]:
+    """Which data set to read for a run: --dataset or --spec when given (refused when the run was trained on
+    another), else the run's own built-in data set. A user's spec is never taken from run.json (a run folder
+    from elsewhere must not choose which files get read): it has to be given again."""
+    from .data import DataError
+    from .datasets import MOVIELENS, read_spec
+    name, spec = _trained_on(run)
+    asked = args.dataset if args.dataset is not None else read_spec(args.spec).name if args.spec else None
+    how = f"--spec FILE (the spec it was trained with: {spec})" if spec else f"--dataset {name}"
+    if asked is not None and asked != name:
+        raise DataError(f"{args.run} was trained on {name}, not {asked}: its fields and vocabularies are that data "
+                        f"set's. Pass {how}, with --data-dir naming that data set's folder.")
+    if args.spec:
+        return name, args.spec
+    if spec is not None:
+        raise DataError(f"{args.run} was trained on {name}, a data set read by a spec of its own; pass {how} and "
+                        f"--data-dir.")
+    return args.dataset or name, None
+
+
 def _run_and_data(args, need_dataset: bool):
-    """Load a run and the data it explains, encoded with the run's own vocabularies."""
-    from .datasets import resolve_data_dir
+    """Load a run and the data set it explains, encoded with the run's own vocabularies: (run, MovieLens catalogue
+    or None, data set or None). Other data sets than MovieLens are always read (their samples are rows)."""
+    from .data import DataError
+    from .datasets import MOVIELENS, builtin_spec, read_spec, resolve_data_dir
     from .datasets.movielens import Catalog, build_dataset, read_movielens
     from .runs import load_run
     from .train import pick_device
     run = load_run(args.run, device=pick_device(getattr(args, "device", None) or "cpu"))
+    name, spec = _data_set_for(args, run)
     # The data folder comes from the command line or the environment, never from run.json:
     # a run folder from elsewhere must not choose which files get read.
-    movielens = read_movielens(resolve_data_dir(data_dir=args.data_dir))
-    dataset = build_dataset(movielens, schema=run.schema) if need_dataset else None
-    return run, Catalog(movielens), dataset
+    if name == MOVIELENS and spec is None:
+        movielens = read_movielens(resolve_data_dir(data_dir=args.data_dir))
+        dataset = build_dataset(movielens, schema=run.schema) if need_dataset else None
+        return run, Catalog(movielens), dataset
+    from .datasets.generic import load_spec_dataset
+    parsed = read_spec(spec) if spec else builtin_spec(name)
+    fields = [f.name for f in parsed.fields]
+    if fields != run.schema.names:
+        raise DataError(f"{spec or name}: its fields ({', '.join(fields[:12])}{' ...' if len(fields) > 12 else ''}) "
+                        f"are not the ones {args.run} was trained on ({', '.join(run.schema.names[:12])}"
+                        f"{' ...' if len(run.schema.names) > 12 else ''}); pass the spec it was trained with.")
+    return run, None, load_spec_dataset(parsed, resolve_data_dir(name, spec, args.data_dir), schema=run.schema)
+
+
+def _check_fingerprint(args, run, dataset, why: str) -> None:
+    from .data import DataError
+    if dataset.fingerprint != run.manifest.get("data_fingerprint") and not args.any_data:
+        raise DataError(f"{dataset.data_dir}: data fingerprint {dataset.fingerprint} differs from the one "
+                        f"{args.run} was trained on ({run.manifest.get('data_fingerprint')}), so {why}. Point "
+                        f"--data-dir at the training data, or pass --any-data.")
+
+
+def _one_sample(args, run, catalog, dataset) -> tuple[dict, dict]:
+    """The sample to explain, (raw values, what the report says about it): --row N of any data set, or
+    --user/--movie (and --time) of MovieLens."""
+    from .encoding import parse_time
+    from .samples import split_row
+    if args.row is not None:
+        if args.user is not None or args.movie is not None or args.time:
+            raise UsageError("--row N picks a sample of the data set; leave out --user, --movie and --time.")
+        _check_fingerprint(args, run, dataset, f"its {args.split} split's row {args.row} would be another sample")
+        row = split_row(dataset, args.split, args.row)
+        return row.values, {"split": args.split, "row": row.position, "index": row.index, "label": row.label}
+    if catalog is None:
+        name, _ = _trained_on(run)
+        raise UsageError(f"--user and --movie pick a MovieLens sample; {args.run} was trained on {name}: give "
+                         f"--row N (the N-th sample of the {args.split} split, from 0) instead.")
+    if args.user is None or args.movie is None:
+        raise UsageError("give --row N (the N-th test sample), or --user and --movie (MovieLens) together.")
+    values = catalog.sample(args.user, args.movie, parse_time(args.time) if args.time else None)
+    return values, {"user": args.user, "movie": args.movie, "title": catalog.movie(args.movie)["title"],
+                    "rating": (catalog.rating(args.user, args.movie) or [None])[0]}
 
 
 def _interaction_baseline(args, run, dataset):
@@ -181,14 +285,14 @@ def _interaction_baseline(args, run, dataset):
 
 
 def cmd_explain(args) -> int:
-    from .encoding import parse_edit, parse_time
+    from .encoding import parse_edit
     from .explain import ATTRIBUTION_METHODS, explain_sample, mean_embedding, what_if
-    run, catalog, dataset = _run_and_data(args, need_dataset=not args.no_attributions or args.baseline == "mean")
-    timestamp = parse_time(args.time) if args.time else None
-    values = catalog.sample(args.user, args.movie, timestamp)
+    run, catalog, dataset = _run_and_data(args, need_dataset=not args.no_attributions or args.baseline == "mean"
+                                          or args.row is not None)
+    values, about = _one_sample(args, run, catalog, dataset)
     edits = dict(parse_edit(run.schema, text) for text in args.set)
     for name, value in edits.items():  # a request time outside the data's range: refused, as --time is
-        if run.schema[name].format == "timestamp":
+        if run.schema[name].format == "timestamp" and catalog is not None:
             catalog.check_time(value)
     kwargs = {"interaction_baseline": _interaction_baseline(args, run, dataset)}
     if not args.no_attributions:  # IG's baseline is the training-mean embedding: computed once when both use it
@@ -201,17 +305,25 @@ def cmd_explain(args) -> int:
     else:
         explanation = explain_sample(run.model, values, **kwargs)
         report = explanation.to_json()
-    report.update(user=args.user, movie=args.movie, title=catalog.movie(args.movie)["title"],
-                  rating=(catalog.rating(args.user, args.movie) or [None])[0], interaction_baseline=args.baseline,
+    report.update(**about, interaction_baseline=args.baseline,
                   attention_axes="[layers][heads][query field][attended field]")
     if not args.json:
-        print(f"{report['title']}  CTR {explanation.ctr:.3f}", file=sys.stderr)
+        what = report["title"] if "title" in report else f"{args.split} sample {args.row} (label {report['label']})"
+        print(f"{what}  CTR {explanation.ctr:.3f}", file=sys.stderr)
         for combination in explanation.combinations[:5]:
             print(f"  {combination.text}", file=sys.stderr)
         if explanation.agreement is not None:
             print(f"  {explanation.agreement.verdict}", file=sys.stderr)
     print(_metrics_json(report))
     return 0
+
+
+def _sampling(args) -> dict:
+    """--sample-rows/--budget/--seed: a subsample of the split, each row estimated (automatic above 12 fields)."""
+    from .interactions import DEFAULT_BUDGET, SAMPLED_ROWS
+    rows, budget = getattr(args, "sample_rows", None), getattr(args, "budget", None)
+    out = {"rows": rows or SAMPLED_ROWS, "budget": budget or DEFAULT_BUDGET, "seed": getattr(args, "seed", 0)}
+    return {**out, "sampled": True} if rows is not None else out
 
 
 def _split_interactions(args, run, dataset):
@@ -226,7 +338,7 @@ def _split_interactions(args, run, dataset):
         bar.update(done - bar.n)
     try:
         return interactions_of_split(args.run, run.model, dataset, args.split, baseline=args.baseline,
-                                     progress=progress)
+                                     progress=progress, **_sampling(args))
     finally:
         if bar is not None:
             bar.close()
@@ -245,9 +357,13 @@ def cmd_correlations(args) -> int:
     report = {"split": args.split, **result.to_json()}
     if not args.no_interactions and run.model.config.layers and result.count:
         split = _split_interactions(args, run, dataset)
-        matrix = split.matrix(slice_mask(run.model, x, y, where=where, label=args.label, ctr_band=band))
+        keep = slice_mask(run.model, x, y, where=where, label=args.label, ctr_band=band)
+        matrix = split.matrix(keep)
         report.update(interactions=matrix.tolist(), interaction_baseline=args.baseline,
+                      interaction_method={**split.describe(), "rows": split.count(keep)},
                       agreement=agreement(result.per_head, matrix).to_json())
+        if split.sampled:
+            report["interaction_standard_error"] = split.standard_error(keep).tolist()
     print(_metrics_json(report))
     return 0
 
@@ -255,25 +371,26 @@ def cmd_correlations(args) -> int:
 def cmd_interactions(args) -> int:
     """Pairwise Shapley interactions (k-SII) of one sample, or mean |interaction| over a split or a slice of it,
     beside the attention's agreement with them."""
-    from .encoding import parse_time, parse_where
+    from .encoding import parse_where
     from .explain import dataset_correlations, explain_sample, slice_mask
     from .interactions import agreement
-    one_sample = args.user is not None or args.movie is not None
-    if one_sample and (args.user is None or args.movie is None):
-        raise ValueError("--user and --movie go together: give both to explain one sample, neither for a split.")
+    one_sample = args.user is not None or args.movie is not None or args.row is not None
     if one_sample and (args.where or args.label is not None):
-        raise ValueError("--where and --label slice a split; leave them out with --user/--movie (one sample).")
+        raise UsageError("--where and --label slice a split; leave them out with --row or --user/--movie (one "
+                         "sample).")
     if not one_sample and args.time:
-        raise ValueError("--time sets one sample's request time; give --user and --movie with it.")
-    run, catalog, dataset = _run_and_data(args, need_dataset=not one_sample or args.baseline == "mean")
+        raise UsageError("--time sets one sample's request time; give --user and --movie with it.")
+    if one_sample and args.sample_rows is not None:
+        raise UsageError("--sample-rows measures a subsample of a split; leave it out with one sample.")
+    run, catalog, dataset = _run_and_data(args, need_dataset=not one_sample or args.baseline == "mean"
+                                          or args.row is not None)
     schema = run.model.schema
     if one_sample:
-        values = catalog.sample(args.user, args.movie, parse_time(args.time) if args.time else None)
+        values, about = _one_sample(args, run, catalog, dataset)
         explanation = explain_sample(run.model, values, interaction_baseline=_interaction_baseline(args, run, dataset),
                                      seed=args.seed)
         measured = explanation.interactions
-        report = {"mode": "sample", "user": args.user, "movie": args.movie,
-                  "title": catalog.movie(args.movie)["title"], "fields": schema.names,
+        report = {"mode": "sample", **about, "fields": schema.names,
                   "labels": explanation.labels, "ctr": explanation.ctr, **measured.to_json(explanation.labels),
                   "agreement": explanation.agreement.to_json() if explanation.agreement is not None else None}
     else:
@@ -290,8 +407,11 @@ def cmd_interactions(args) -> int:
                   "main": split.main_strength(keep).tolist(), "pairs": split.ranked_pairs(keep),
                   "agreement": agreement(attention.per_head, matrix).to_json()
                   if run.model.config.layers and attention.count else None,
-                  "efficiency_gap": split.efficiency_gap, "method": "exact", "units": "logit",
-                  "matrix_is": "mean |pairwise interaction| over the samples"}
+                  "efficiency_gap": split.efficiency_gap, **split.describe(), "rows": split.count(keep),
+                  "units": "logit", "matrix_is": "mean |pairwise interaction| over the samples"}
+        if split.sampled:  # a subsample of the split's rows: each mean's standard error
+            report["standard_error"] = split.standard_error(keep).tolist()
+            report["matrix_is"] += f" measured ({split.method}), standard_error its standard error"
     report["baseline"] = args.baseline
     if not args.json:
         for pair in report["pairs"][:5]:
@@ -305,9 +425,15 @@ def cmd_interactions(args) -> int:
 def cmd_recommend(args) -> int:
     from .encoding import parse_time
     from .recommend import recommend
+    from .recommend import can_recommend
     run, catalog, _ = _run_and_data(args, need_dataset=False)
+    if catalog is None:  # only MovieLens has a catalogue of users and items here
+        name, _ = _trained_on(run)
+        raise UsageError(f"recommendations need user-role and item-role fields and a catalogue of users and items; "
+                         f"{args.run} was trained on {name}, which has "
+                         f"{'no catalogue here' if can_recommend(run.schema) else 'no such fields'}.")
     if not 1 <= args.top <= 10000:
-        raise ValueError(f"--top {args.top}: choose from 1 to 10000.")
+        raise UsageError(f"--top {args.top}: choose from 1 to 10000.")
     timestamp = parse_time(args.time) if args.time else None
     items = recommend(run.model, catalog, args.user, timestamp, top=args.top, exclude_rated=args.unrated)
     print(_metrics_json({"user": args.user, "recommendations": items}))
@@ -315,8 +441,8 @@ def cmd_recommend(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m autoint", description="AutoInt on MovieLens-1M: train, "
-                                     "evaluate and explain.")
+    parser = argparse.ArgumentParser(prog="python -m autoint", description="AutoInt on MovieLens-1M, Criteo, "
+                                     "Avazu, KDD12 or any CSV by spec: train, evaluate and explain.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def baseline_arg(p):
@@ -324,13 +450,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="interactions: an absent field takes its training-mean embedding (default) or its "
                             "<unknown> slot")
 
-    def data_arg(p):
-        p.add_argument("--data-dir", help="MovieLens-1M folder (default: $AUTOINT_DATA_DIR, else data/ml-1m)")
+    def data_arg(p):  # a run's data: the data set it was trained on, read again
+        dataset_args(p, default="the run's own; a run trained with --spec needs it again")
 
-    def dataset_args(p):
+    def row_args(p, split=True):
+        if split:
+            p.add_argument("--split", default="test", choices=["train", "val", "test"])
+        p.add_argument("--row", type=int, metavar="N", help="explain the N-th sample (from 0) of --split (default: "
+                                                            "test), on any data set")
+        p.add_argument("--any-data", action="store_true", help="--row: go on even if the data differs from "
+                                                               "training (its rows would be other samples)")
+
+    def dataset_args(p, default="movielens-1m"):
         from .datasets import DATASETS
         which = p.add_mutually_exclusive_group()
-        which.add_argument("--dataset", choices=DATASETS, help="a built-in data set (default: movielens-1m)")
+        which.add_argument("--dataset", choices=DATASETS, help=f"a built-in data set (default: {default})")
         which.add_argument("--spec", metavar="FILE", help="a TOML data set spec for your own CSV, TSV or Parquet "
                                                           "files (see autoint/datasets/spec.py)")
         p.add_argument("--data-dir", help="the folder of the raw files as distributed (default: MovieLens: "
@@ -357,6 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model and save a run folder")
     dataset_args(p)
+    p.add_argument("--config", metavar="FILE", help="every setting of the run as one JSON object "
+                                                    "{\"model\": {...}, \"train\": {...}} (what the app's jobs pass); "
+                                                    "no setting flags beside it")
+    p.add_argument("--model", default="autoint", choices=["autoint", "lr", "fm"],
+                   help="AutoInt (AutoInt+ with --dnn), or the paper's LR or FM baseline (default: autoint)")
     # Model flags default to None: unset, they keep the --preset's value (the paper's, for the default preset).
     p.add_argument("--preset", default="paper", help="named model settings (autoint.model.PRESETS); the flags "
                                                      "below override it. Default: paper")
@@ -380,14 +519,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dnn", type=_hidden, help="hidden widths for AutoInt+, e.g. 400,400 (none: AutoInt)")
     p.add_argument("--dnn-dropout", type=float, help="dropout in AutoInt+'s DNN (default 0)")
     p.add_argument("--with-ids", action="store_true")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--patience", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lr-decay", type=float, default=1.0,
-                   help="multiply the learning rate by this after each epoch without a better validation AUC")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=2019)
+    # Training flags default to None: unset, they keep TrainConfig's default (shown in each help).
+    from .train import TrainConfig
+    defaults = TrainConfig()
+    p.add_argument("--epochs", type=int, help=f"most epochs (default {defaults.epochs})")
+    p.add_argument("--patience", type=int, help=f"epochs without a better validation AUC before stopping "
+                                                f"(default {defaults.patience})")
+    p.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
+    p.add_argument("--lr", type=float, help=f"Adam's learning rate (default {defaults.lr})")
+    p.add_argument("--lr-decay", type=float,
+                   help=f"multiply the learning rate by this after each epoch without a better validation AUC "
+                        f"(default {defaults.lr_decay})")
+    p.add_argument("--weight-decay", type=float, help=f"default {defaults.weight_decay}")
+    p.add_argument("--seed", type=int, help=f"default {defaults.seed}")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--progress-jsonl", help="append each progress event as a JSON line to this file")
@@ -412,8 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="explain one prediction: CTR, attention, combinations, attributions")
     p.add_argument("run")
     data_arg(p)
-    p.add_argument("--user", type=int, required=True)
-    p.add_argument("--movie", type=int, required=True)
+    row_args(p)
+    p.add_argument("--user", type=int, help="MovieLens: the user, with --movie (instead of --row)")
+    p.add_argument("--movie", type=int)
     p.add_argument("--time", help="request time, ISO 8601 or Unix seconds (default: the real rating's, else the latest)")
     p.add_argument("--set", action="append", default=[], metavar="Field=value",
                    help="edit a field value (what-if); Genre takes A|B; repeatable")
@@ -442,10 +587,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--where", action="append", default=[], metavar="Field=value", help="keep only these samples")
     p.add_argument("--label", type=int, choices=[0, 1])
-    p.add_argument("--user", type=int, help="with --movie: one sample instead of a split")
+    row_args(p, split=False)
+    p.add_argument("--user", type=int, help="MovieLens, with --movie: one sample instead of a split")
     p.add_argument("--movie", type=int)
     p.add_argument("--time", help="the sample's request time, ISO 8601 or Unix seconds")
     baseline_arg(p)
+    p.add_argument("--sample-rows", type=int, metavar="N", help="a split: measure a seeded subsample of N samples, "
+                                                                "each estimated (default above 12 fields: 64)")
+    p.add_argument("--budget", type=int, help="coalitions the estimator evaluates a sample (more than 12 fields; "
+                                              "default 2000)")
     p.add_argument("--seed", type=int, default=0, help="the sampling estimator's seed (more than 12 fields)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_interactions)
@@ -463,17 +613,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .data import DataError
-    from .datasets.download import DownloadError
-    from .model import ConfigError
-    from .runs import CheckpointError
-    from .schema import SchemaError
-    from .train import TrainingCancelled, TrainingDiverged
+    from .errors import AutoIntError
+    from .train import TrainingCancelled
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, DownloadError, ConfigError, CheckpointError, SchemaError, TrainingDiverged,
-            TrainingCancelled, ValueError) as exc:
+    except (AutoIntError, TrainingCancelled) as exc:  # anything else is a bug: its traceback is printed
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

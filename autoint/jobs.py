@@ -1,7 +1,8 @@
 """Background training jobs: each one a subprocess running `python -m autoint train`.
 
 A job lives in a folder under `<runs root>/.jobs/<id>/`:
-  job.json        what to train (the CLI arguments), the run name, the device, the worker's pid
+  job.json        the trainer's command line, the run name, the device, the data set
+  settings.json   every setting of the run, {"model": ..., "train": ...} (`train --config`; settings_to_json)
   progress.jsonl  the trainer's progress events (`--progress-jsonl`), one JSON object a line
   log.txt         the trainer's stderr, for the error message when it fails
   exit.json       written by the worker when the trainer ends: its return code
@@ -24,16 +25,17 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from filelock import FileLock
 
 from .model import AutoIntConfig
 from .runs import RUN_NAME, CheckpointError
-from .train import TrainConfig, pick_device
+from .train import TrainConfig, pick_device, settings_to_json
 
 JOBS_DIR = ".jobs"
+SETTINGS = "settings.json"
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "lost")
 ACTIVE = ("queued", "running")
 
@@ -108,24 +110,6 @@ class Job:
                 "lost": "stopped without finishing (the process ended)"}[self.status]
 
 
-def train_arguments(model_config: AutoIntConfig, train_config: TrainConfig) -> list[str]:
-    """The `python -m autoint train` flags that reproduce these settings."""
-    model_config.validate()
-    train_config.validate()
-    args = ["--layers", model_config.layers, "--heads", model_config.heads, "--embed-dim", model_config.embed_dim,
-            "--attn-dim", model_config.attn_dim, "--dropout", model_config.dropout,
-            "--dnn", ",".join(map(str, model_config.dnn_hidden)) or "none", "--dnn-dropout", model_config.dnn_dropout,
-            "--epochs", train_config.epochs, "--patience", train_config.patience,
-            "--batch-size", train_config.batch_size, "--lr", train_config.lr,
-            "--weight-decay", train_config.weight_decay, "--lr-decay", train_config.lr_decay,
-            "--seed", train_config.seed, "--attention-dropout", model_config.attention_dropout]
-    # Every switch is written on or off, so the run does not depend on the CLI's defaults or a preset.
-    flags = [("residual", model_config.residual), ("scaled", model_config.scaled_attention),
-             ("layer-norm", model_config.layer_norm), ("qkv-relu", model_config.qkv_relu),
-             ("projection-bias", model_config.projection_bias)]
-    return [str(a) for a in args] + [f"--{name}" if on else f"--no-{name}" for name, on in flags]
-
-
 class JobQueue:
     """Submit, follow and cancel training jobs whose runs land in `runs_root`."""
 
@@ -140,13 +124,14 @@ class JobQueue:
         self._children: dict[str, subprocess.Popen] = {}  # reaped here; a restarted app checks pids instead
 
     def submit(self, model_config: AutoIntConfig, train_config: TrainConfig, data_dir: str | os.PathLike,
-               run_name: str | None = None, snapshot: tuple[int, str] | None = None) -> Job:
+               run_name: str | None = None, snapshot: tuple[int, str] | None = None,
+               dataset: str | None = None, spec: str | os.PathLike | None = None) -> Job:
         """Queue a training job; bad settings raise ConfigError here, before any process starts.
 
         `snapshot=(epoch, name)` also saves the best weights after that epoch as the run `name` while
         training goes on to `run_name` (a quick model to use now, a converged one later)."""
-        arguments = train_arguments(model_config, train_config)
         device = str(pick_device(train_config.device))
+        settings = settings_to_json(model_config, replace(train_config, device=device))  # validates both
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         run_name = run_name or f"{model_config.name.replace('+', 'plus')}-L{model_config.layers}-" \
                                f"H{model_config.heads}-d{model_config.embed_dim}-{job_id}"
@@ -167,13 +152,20 @@ class JobQueue:
                       "--idle-threads", str(self.idle_threads)]
         folder = self.folder / job_id
         folder.mkdir(parents=True)
+        _write_json(folder / SETTINGS, settings)  # the trainer reads every setting from here: `train --config`
+        data = ["--data-dir", str(Path(data_dir).resolve())]
+        if dataset is not None:
+            data += ["--dataset", dataset]
+        if spec is not None:
+            data += ["--spec", str(Path(spec).resolve())]
         spec = {"id": job_id, "run_name": run_name, "run_path": str(run_path.resolve()), "device": device,
                 "data_dir": str(Path(data_dir).resolve()), "epochs": train_config.epochs,
                 "model_config": model_config.to_json(), "threads": self.threads, "idle_threads": self.idle_threads,
                 "snapshot": snapshot,
-                "command": [self.python, "-m", "autoint", "train", "--data-dir", str(Path(data_dir).resolve()),
-                            "--device", device, "--quiet", "--progress-jsonl", str(folder / "progress.jsonl"),
-                            "--out", str(run_path.resolve()), *extra, *arguments],
+                "dataset": dataset, "spec": str(Path(spec).resolve()) if spec is not None else None,
+                "command": [self.python, "-m", "autoint", "train", *data, "--config", str(folder / SETTINGS),
+                            "--quiet", "--progress-jsonl", str(folder / "progress.jsonl"),
+                            "--out", str(run_path.resolve()), *extra],
                 "submitted": time.time()}
         _write_json(folder / "job.json", spec)
         environment = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),

@@ -11,7 +11,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 import numpy as np
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .errors import AutoIntError
 from .data import Dataset
 from .encoding import FieldTensors
-from .baselines import build_model
+from .baselines import build_model, config_from_json
 from .model import AutoInt, AutoIntConfig, ConfigError
 
 
@@ -75,6 +75,42 @@ class TrainConfig:
                               "1 keeps the learning rate constant.")
         if self.device is not None:
             pick_device(self.device)
+
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(obj: dict) -> "TrainConfig":
+        if not isinstance(obj, dict):
+            raise ConfigError(f"training settings must be a JSON object, not {type(obj).__name__}.")
+        known = {f.name for f in fields(TrainConfig)}
+        unknown = set(obj) - known
+        if unknown:
+            raise ConfigError(f"unknown training settings {sorted(unknown)}; known: {sorted(known)}")
+        return TrainConfig(**obj)
+
+
+# A run's settings as one JSON object, {"model": {...}, "train": {...}}: what a job hands its trainer
+# (`train --config FILE`) and what a run folder records. The dataclasses above and in model.py/baselines.py
+# are the only place a setting, its default and its range are written down.
+def settings_to_json(model_config, train_config: TrainConfig) -> dict:
+    model_config.validate()
+    train_config.validate()
+    return {"model": model_config.to_json(), "train": train_config.to_json()}
+
+
+def settings_from_json(obj: dict, where: str = "settings") -> tuple:
+    """(model config, TrainConfig) from `settings_to_json`'s object; `where` names its file in errors."""
+    if not isinstance(obj, dict) or set(obj) != {"model", "train"}:
+        raise ConfigError(f"{where}: expected a JSON object with the keys \"model\" and \"train\" "
+                          f"(as `settings_to_json` writes), got {sorted(obj) if isinstance(obj, dict) else type(obj).__name__}.")
+    try:
+        return config_from_json(obj["model"]), TrainConfig.from_json(obj["train"])
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def pick_device(requested: str | None = None) -> torch.device:

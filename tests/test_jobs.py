@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from autoint.jobs import JobQueue, read_events, train_arguments
+from autoint.jobs import SETTINGS, JobQueue, read_events
 from autoint.model import AutoIntConfig, ConfigError
 from autoint.runs import CheckpointError, list_runs
 from autoint.train import TrainConfig
@@ -12,12 +12,75 @@ from autoint.train import TrainConfig
 TINY = AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1)
 
 
-def test_train_arguments_round_trip_through_the_cli_parser():
-    from autoint.__main__ import build_parser, model_config_from
-    config = AutoIntConfig(embed_dim=8, attn_dim=4, heads=3, layers=2, residual=False, dropout=0.1,
-                           dnn_hidden=(16, 8))
-    args = build_parser().parse_args(["train", "--out", "x", *train_arguments(config, TrainConfig(epochs=3))])
-    assert model_config_from(args) == config and args.epochs == 3
+def _job_settings(tmp_path, model_config, train_config, **submit):
+    """Submit a job whose worker does nothing (`python` is /bin/true), then read back what its trainer
+    would train with: its command line parsed by the CLI, and `--config` read as the trainer reads it."""
+    import json
+    from autoint.__main__ import build_parser, settings_from
+    queue = JobQueue(tmp_path / "runs", python="/bin/true")
+    job = queue.submit(model_config, train_config, tmp_path / "data", **submit)
+    command = json.loads((queue.folder / job.id / "job.json").read_text())["command"]
+    assert command[1:4] == ["-m", "autoint", "train"]
+    args = build_parser().parse_args(command[3:])
+    return args, settings_from(args)
+
+
+def test_every_setting_survives_the_job_and_the_cli(tmp_path):
+    """A job hands its trainer one JSON file (`train --config`): every field of both configs must arrive,
+    each set to a value other than its default (lr_decay was once dropped when jobs re-spelled flags)."""
+    from dataclasses import fields
+    model = AutoIntConfig(embed_dim=8, attn_dim=4, heads=3, layers=2, residual=False, dropout=0.1,
+                          scaled_attention=True, layer_norm=True, qkv_relu=True, projection_bias=True,
+                          attention_dropout=0.3, dnn_hidden=(16, 8), dnn_dropout=0.2)
+    training = TrainConfig(epochs=3, patience=4, batch_size=512, lr=0.004, weight_decay=1e-6, lr_decay=0.5,
+                           seed=7, device="cpu")
+    for config, default in ((model, AutoIntConfig()), (training, TrainConfig())):
+        same = [f.name for f in fields(config) if getattr(config, f.name) == getattr(default, f.name)]
+        assert same == [], f"set {same} to a non-default value so this test checks them"
+    args, (model_back, training_back) = _job_settings(tmp_path, model, training)
+    assert model_back == model and training_back == training
+    assert args.config.endswith(SETTINGS) and args.dataset is None
+    # The paper's defaults come back as themselves, whatever a preset would say.
+    _, back = _job_settings(tmp_path, AutoIntConfig(), TrainConfig(device="cpu"))
+    assert back == (AutoIntConfig(), TrainConfig(device="cpu"))
+
+
+def test_a_job_names_its_data_set(tmp_path):
+    _, _ = _job_settings(tmp_path, TINY, TrainConfig(device="cpu"))
+    args, _ = _job_settings(tmp_path, TINY, TrainConfig(device="cpu"), dataset="criteo")
+    assert args.dataset == "criteo" and args.spec is None
+    args, _ = _job_settings(tmp_path, TINY, TrainConfig(device="cpu"), spec=tmp_path / "mine.toml")
+    assert args.spec == str((tmp_path / "mine.toml").resolve())
+
+
+def test_train_config_and_flags_do_not_mix(tmp_path):
+    import json
+    from autoint.__main__ import build_parser, main, settings_from
+    from autoint.baselines import FMConfig
+    from autoint.train import settings_to_json
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(settings_to_json(FMConfig(embed_dim=4), TrainConfig(epochs=2))))
+    args = build_parser().parse_args(["train", "--out", "x", "--config", str(path), "--device", "cpu"])
+    assert settings_from(args) == (FMConfig(embed_dim=4), TrainConfig(epochs=2, device="cpu"))  # --device may join
+    for extra in (["--lr", "0.1"], ["--layers", "2"], ["--preset", "authors-code"], ["--model", "lr"]):
+        args = build_parser().parse_args(["train", "--out", "x", "--config", str(path), *extra])
+        with pytest.raises(ConfigError, match=f"holds every setting of the run; leave out {extra[0]}"):
+            settings_from(args)
+    path.write_text(json.dumps({"model": {"model": "FM", "embed_dim": 4}, "train": {"epochs": 2, "lr_schedule": 1}}))
+    with pytest.raises(ConfigError, match=r"settings.json: unknown training settings \['lr_schedule'\]"):
+        settings_from(build_parser().parse_args(["train", "--out", "x", "--config", str(path)]))
+    path.write_text("{not json")
+    assert main(["train", "--out", str(tmp_path / "r"), "--config", str(path)]) == 2
+
+
+def test_cli_flags_build_lr_and_fm(tmp_path):
+    from autoint.__main__ import build_parser, settings_from
+    from autoint.baselines import FMConfig, LRConfig
+    parse = lambda *a: settings_from(build_parser().parse_args(["train", "--out", "x", *a]))  # noqa: E731
+    assert parse("--model", "lr", "--epochs", "2")[0] == LRConfig()
+    assert parse("--model", "fm", "--embed-dim", "8") == (FMConfig(embed_dim=8), TrainConfig())
+    with pytest.raises(ConfigError, match="--model fm takes only --embed-dim"):
+        parse("--model", "fm", "--heads", "3")
 
 
 def test_bad_settings_are_refused_before_a_process_starts(tmp_path):

@@ -255,28 +255,3 @@ def test_cli_preset_then_explicit_flags():
     with pytest.raises(ConfigError, match="unknown preset 'nope'; choose one of: paper, authors-code."):
         parse("--preset", "nope")
     assert main(["train", "--out", "x", "--preset", "nope"]) == 2
-
-
-def test_every_setting_survives_train_arguments_and_the_cli(tmp_path):
-    """A job runs `python -m autoint train <train_arguments>`: every field of both configs must arrive,
-    each set to a value other than its default (lr_decay was once dropped on the way)."""
-    from dataclasses import fields
-    from autoint.__main__ import build_parser, model_config_from, train_config_from
-    from autoint.jobs import JobQueue, train_arguments
-    from autoint.train import TrainConfig
-    model = AutoIntConfig(embed_dim=8, attn_dim=4, heads=3, layers=2, residual=False, dropout=0.1,
-                          scaled_attention=True, layer_norm=True, qkv_relu=True, projection_bias=True,
-                          attention_dropout=0.3, dnn_hidden=(16, 8), dnn_dropout=0.2)
-    training = TrainConfig(epochs=3, patience=4, batch_size=512, lr=0.004, weight_decay=1e-6, lr_decay=0.5,
-                           seed=7, device="cpu")
-    for config, default in ((model, AutoIntConfig()), (training, TrainConfig())):
-        same = [f.name for f in fields(config) if getattr(config, f.name) == getattr(default, f.name)]
-        assert same == [], f"set {same} to a non-default value so this test checks them"
-    # The device travels as the job's own --device flag, before the settings.
-    args = build_parser().parse_args(["train", "--out", "x", "--device", "cpu", *train_arguments(model, training)])
-    assert model_config_from(args) == model
-    assert train_config_from(args) == training
-    # And the paper's defaults come back as themselves, whatever a preset would say.
-    args = build_parser().parse_args(["train", "--out", "x", "--device", "cpu",
-                                      *train_arguments(AutoIntConfig(), TrainConfig(device="cpu"))])
-    assert model_config_from(args) == AutoIntConfig() and train_config_from(args) == TrainConfig(device="cpu")
