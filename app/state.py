@@ -19,15 +19,14 @@ from autoint.data import DataError
 from autoint.datasets import resolve_data_dir
 from autoint.datasets.movielens import AGE_NAMES, OCCUPATION_NAMES, Catalog, load_dataset, read_movielens
 from autoint.datasets.synth import GROUND_TRUTH, generate_movielens
+from autoint.errors import AutoIntError
 from autoint.explain import mean_embedding
-from autoint.figures import FigureError, figure_csv, figure_html, plotly_config
+from autoint.figures import figure_csv, figure_html, plotly_config
 from autoint import jobs
 from autoint.jobs import ACTIVE, Job, JobQueue
-from autoint.model import AutoIntConfig, ConfigError
+from autoint.model import AutoIntConfig
 from autoint.recommend import ItemScorer
 from autoint.runs import CheckpointError, clean_staging, list_runs, load_run
-from autoint.schema import SchemaError
-from autoint.steps import StepsError
 from autoint.train import TrainConfig, pick_device
 
 SYNTHETIC_DIR = Path("data/synthetic")
@@ -45,7 +44,8 @@ FIRST_RUN_TRAINING = TrainConfig(epochs=30, patience=2, lr=4e-3, lr_decay=0.5)
 FIRST_RUN_NAME = "default"  # the quick run
 CONVERGED_RUN_NAME = "default-converged"
 # Errors whose message tells a person what to do; the frame shows them with st.error.
-USER_ERRORS = (DataError, ConfigError, SchemaError, CheckpointError, StepsError, FigureError)
+# Errors a person can act on (bad input, data, settings or files) are shown as such; anything else is a bug.
+USER_ERRORS = (AutoIntError,)
 
 # Exploring uses half the cores, a training job the other half (on 2 cores: one each).
 CORES = os.cpu_count() or 1

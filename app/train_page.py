@@ -7,11 +7,12 @@ from pathlib import Path
 import streamlit as st
 
 from app import state
+from autoint.errors import AutoIntError
 from autoint.explain import explain_sample
 from autoint.figures import attention_grid, training_curves
 from autoint.jobs import ACTIVE
 from autoint.model import PRESET_DESCRIPTIONS, PRESETS, AutoIntConfig, ConfigError
-from autoint.runs import CheckpointError, read_manifest
+from autoint.runs import read_manifest
 from autoint.train import TrainConfig
 
 FAITHFULNESS_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "attention-faithfulness"
@@ -115,7 +116,7 @@ if submitted:
         job = queue.submit(config, TrainConfig(epochs=int(epochs)), source.folder, run_name=name.strip() or None)
         st.session_state.setdefault("train_my_jobs", []).append(job.id)  # this session follows its own jobs
         st.success(f"Queued {job.run_name}.")
-    except (ConfigError, CheckpointError) as exc:
+    except AutoIntError as exc:  # bad settings, a taken run name: said on the form
         st.error(f"Not started: {exc}")
 
 # ----------------------------------------------------------------------------- jobs in progress

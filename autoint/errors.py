@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class AutoIntError(Exception):
     """A problem with the user's input, data, settings or files, explained in its message."""
+
+
+class UsageError(AutoIntError, ValueError):
+    """A request that does not fit together (flags, form inputs, arguments); the message says which and why."""

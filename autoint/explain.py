@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .errors import UsageError
 from .encoding import FieldTensors, check_values, encode_checked, encode_sample, field_labels, unknown_values
 from .interactions import Agreement, SampleInteractions, agreement, head_entropy, near_uniform, sample_interactions
 from .model import AutoInt
@@ -191,7 +192,7 @@ def attribute(model: AutoInt, x: FieldTensors, methods: Sequence[str] = ATTRIBUT
     from captum.attr import FeatureAblation, IntegratedGradients, ShapleyValueSampling
     unknown = set(methods) - set(ATTRIBUTION_METHODS)
     if unknown:
-        raise ValueError(f"unknown attribution methods {sorted(unknown)}; choose from {ATTRIBUTION_METHODS}")
+        raise UsageError(f"unknown attribution methods {sorted(unknown)}; choose from {ATTRIBUTION_METHODS}")
     model.eval()
     device = _device(model)
     schema = model.schema
@@ -352,7 +353,7 @@ def slice_mask(model: AutoInt, inputs: FieldTensors, labels: torch.Tensor | None
     """(N,) bool: which samples pass the same filters as `dataset_correlations` (for interactions of a slice)."""
     conditions = _slice_conditions(model.schema, where)
     if label is not None and labels is None:
-        raise ValueError("slicing by label needs the labels")
+        raise UsageError("slicing by label needs the labels")
     device = _device(model)
     model.eval()
     out = []
@@ -381,7 +382,7 @@ def dataset_correlations(model: AutoInt, inputs: FieldTensors, labels: torch.Ten
     count = 0
     conditions = _slice_conditions(schema, where)
     if label is not None and labels is None:
-        raise ValueError("slicing by label needs the labels")
+        raise UsageError("slicing by label needs the labels")
     for start in range(0, len(inputs), batch_size):
         x = inputs.index(slice(start, start + batch_size)).to(device)
         logit, attention = model(x, return_attention=True)  # (B,), (B, L, H, F, F)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .errors import AutoIntError
+
 # Song et al., CIKM 2019, Tables 2, 4 and 5 on MovieLens-1M: (test AUC, test logloss)
 PAPER_ML1M = {
     "LR": (0.7716, 0.4424), "FM": (0.8252, 0.3998), "AutoInt w/o residual": (0.8299, 0.3959),
@@ -16,6 +18,10 @@ FAITHFULNESS_RESULTS = RESULTS_ROOT / "attention-faithfulness"
 # The paper's Fig. 7(b) reads these three pairs off MovieLens-1M's averaged attention as the strong ones.
 FIG7B_PAIRS = (("Gender", "Genre"), ("Age", "Genre"), ("RequestTime", "ReleaseTime"))
 REPRODUCTION_EXPERIMENTS = ("table", "depth", "embedding")
+
+
+class ResultsError(AutoIntError, ValueError):
+    """A committed results file that cannot be read; the message names it and the benchmark that rewrites it."""
 
 
 def reproduction_folders(root: str | Path = RESULTS_ROOT) -> list[Path]:
@@ -43,11 +49,11 @@ def load_faithfulness(folder: str | Path | None = None) -> dict | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the faithfulness results ({exc}); rerun "
+        raise ResultsError(f"{path}: cannot read the faithfulness results ({exc}); rerun "
                          f"benchmarks/attention_faithfulness.py.") from exc
     for key in ("meta", "summary"):
         if key not in data:
-            raise ValueError(f"{path}: the key {key!r} is missing; rerun benchmarks/attention_faithfulness.py.")
+            raise ResultsError(f"{path}: the key {key!r} is missing; rerun benchmarks/attention_faithfulness.py.")
     return data
 
 
@@ -76,10 +82,10 @@ def load_reproduction(folder: str | Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the reproduction results ({exc}); rerun benchmarks/reproduce.py.") from exc
+        raise ResultsError(f"{path}: cannot read the reproduction results ({exc}); rerun benchmarks/reproduce.py.") from exc
     for key in ("meta", "summary", "runs"):
         if key not in data:
-            raise ValueError(f"{path}: the key {key!r} is missing; rerun benchmarks/reproduce.py.")
+            raise ResultsError(f"{path}: the key {key!r} is missing; rerun benchmarks/reproduce.py.")
     return data
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
 from ..schema import log2_transform
 from .movielens import AGE_NAMES, GENRES
 
@@ -119,9 +120,9 @@ def generate_movielens(out: str | os.PathLike, users: int = 600, movies: int = 3
     """Write users.dat, movies.dat, ratings.dat (MovieLens-1M's format) and the ground truth into `out`,
     atomically. The labels have no main effects: only the planted pairs (`MOVIELENS_PLANTED`) say anything."""
     if users < 2 or movies < 2 or ratings < 10:
-        raise ValueError("synthetic data needs at least 2 users, 2 movies and 10 ratings")
+        raise UsageError("synthetic data needs at least 2 users, 2 movies and 10 ratings")
     if ratings > users * movies:
-        raise ValueError(f"{ratings} ratings cannot be unique (user, movie) pairs among {users} users and "
+        raise UsageError(f"{ratings} ratings cannot be unique (user, movie) pairs among {users} users and "
                          f"{movies} movies; ask for at most {users * movies}.")
     rng = np.random.default_rng(seed)
     out = Path(out)
