@@ -46,6 +46,7 @@ CONVERGED_RUN_NAME = "default-converged"
 # Errors whose message tells a person what to do; the frame shows them with st.error.
 # Errors a person can act on (bad input, data, settings or files) are shown as such; anything else is a bug.
 USER_ERRORS = (AutoIntError,)
+ATTENTION_MODELS = ("AutoInt", "AutoInt+")  # the models of the registry with interacting layers
 
 # Exploring uses half the cores, a training job the other half (on 2 cores: one each).
 CORES = os.cpu_count() or 1
@@ -147,7 +148,8 @@ def mark_activity() -> None:
 
 
 def finished_runs() -> list[dict]:
-    return [r for r in list_runs(runs_root()) if r.get("error") is None]
+    """Runs the pages can explain: AutoInt and AutoInt+ (LR and FM runs load too, but have no attention)."""
+    return [r for r in list_runs(runs_root()) if r.get("error") is None and r.get("model") in ATTENTION_MODELS]
 
 
 def broken_runs() -> list[dict]:
