@@ -49,7 +49,7 @@ timeout 200 "$PY" - "$DATA" <<'PYEOF'
 import json, sys, time, warnings
 import torch
 sys.path.insert(0, ".")
-from autoint.data import load_dataset
+from autoint.datasets.movielens import load_dataset
 from autoint.model import AutoIntConfig
 from autoint.train import TrainConfig, train
 if not torch.cuda.is_available():
