@@ -272,7 +272,8 @@ def _one_sample(args, run, catalog, dataset) -> tuple[dict, dict]:
         raise UsageError(f"--user and --movie pick a MovieLens sample; {args.run} was trained on {name}: give "
                          f"--row N (the N-th sample of the {args.split} split, from 0) instead.")
     if args.user is None or args.movie is None:
-        raise UsageError("give --row N (the N-th test sample), or --user and --movie (MovieLens) together.")
+        raise UsageError("--user and --movie go together: give both (MovieLens), or --row N (the N-th sample of "
+                         "the split) instead.")
     values = catalog.sample(args.user, args.movie, parse_time(args.time) if args.time else None)
     return values, {"user": args.user, "movie": args.movie, "title": catalog.movie(args.movie)["title"],
                     "rating": (catalog.rating(args.user, args.movie) or [None])[0]}
