@@ -284,7 +284,8 @@ def registry_lock(root: str | os.PathLike, timeout: float = 60.0) -> FileLock:
 
 
 def list_runs(root: str | os.PathLike) -> list[dict]:
-    """Finished runs under `root`, newest first: {name, path, model, metrics, config, created}.
+    """Finished runs under `root`, newest first: {name, path, model, metrics, config, created, data_dir, dataset,
+    spec} (dataset and spec: None for MovieLens-1M runs, which record neither).
 
     Only complete folders count (staging folders start with '.'); an unreadable one is
     reported with its error rather than hidden. Listing takes no lock, so many sessions list
@@ -314,7 +315,8 @@ def _list_runs(root: Path) -> tuple[list[dict], bool]:
             out.append({"name": path.name, "path": str(path), "model": manifest.get("model"),
                         "metrics": manifest.get("metrics", {}), "config": manifest.get("config", {}),
                         "train_config": manifest.get("train_config", {}), "created": manifest.get("created", ""),
-                        "data_dir": manifest.get("data_dir", ""), "error": None})
+                        "data_dir": manifest.get("data_dir", ""), "dataset": manifest.get("dataset"),
+                        "spec": manifest.get("spec"), "error": None})
         except (CheckpointError, OSError) as exc:
             out.append({"name": path.name, "path": str(path), "error": str(exc)})
             raced = True
