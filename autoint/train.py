@@ -23,7 +23,7 @@ from .errors import AutoIntError
 from .data import Dataset
 from .encoding import FieldTensors
 from .baselines import build_model, config_from_json
-from .model import AutoInt, AutoIntConfig, ConfigError
+from .model import KERNELS, AutoInt, AutoIntConfig, ConfigError, cuda_mode
 
 
 class TrainingCancelled(Exception):
@@ -182,18 +182,19 @@ def make_optimizer(model: torch.nn.Module, train_config: TrainConfig) -> torch.o
 class TrainStep:
     """One optimisation step on a batch; returns the loss as a device tensor (nothing is read back).
 
-    With AUTOINT_CUDA_GRAPH=1 on CUDA the full-size step is recorded once as a CUDA graph after `WARMUP`
-    eager steps and then replayed, so each batch costs a few copies into static buffers and one launch
-    instead of a few hundred; a shorter last batch runs eagerly. The graph records exactly `eager`, the
-    code CPU runs, so CPU tests cover the step itself. Opt-in until benchmarks/gpu_check.sh has passed on a
-    GPU (it times both modes); a capture that fails falls back to eager steps.
+    On CUDA in the "graph" mode (autoint.model.CUDA_MODE, or AUTOINT_CUDA_GRAPH=1) the full-size step is
+    recorded once as a CUDA graph after `WARMUP` eager steps and then replayed, so each batch costs a few
+    copies into static buffers and one launch instead of a few hundred; a shorter last batch runs eagerly.
+    The graph records exactly `eager`, the code CPU runs, so CPU tests cover the step itself.
+    benchmarks/gpu_check.sh times the CUDA modes; a capture that fails falls back to eager steps.
     """
 
     WARMUP = 3
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device):
         self.model, self.optimizer = model, optimizer
-        self.use_graph = device.type == "cuda" and os.environ.get("AUTOINT_CUDA_GRAPH", "0") == "1"
+        graph = os.environ.get("AUTOINT_CUDA_GRAPH")  # "1"/"0" overrides the CUDA mode
+        self.use_graph = device.type == "cuda" and (graph == "1" if graph else cuda_mode() == "graph")
         self.graph, self.eager_full_steps, self.full_batch = None, 0, None
 
     def eager(self, x: FieldTensors, y: torch.Tensor) -> torch.Tensor:
@@ -272,6 +273,7 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
 
     best_auc, best_epoch, best_state, stale = -1.0, 0, None, 0
     history, epoch_seconds, diverged = [], [], None
+    compile_seconds = 0.0  # torch.compile of the fused layer (autoint.model.KERNELS): once a process, timed apart
 
     def summary(net: AutoInt, best_epoch: int) -> dict:
         """A run's metrics: these weights on validation and test, and how training went so far."""
@@ -283,10 +285,11 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
             "samples": {k: int(len(v)) for k, v in dataset.splits.items()},
             "fields": dataset.schema.names, "params": sum(p.numel() for p in net.parameters()),
             "device": str(device), "threads": torch.get_num_threads(),
+            "compile_seconds": round(compile_seconds, 2), "kernels": KERNELS.mode(device.type),
         }
 
     for epoch in range(1, train_config.epochs + 1):
-        started = time.perf_counter()
+        started, compiled_before = time.perf_counter(), KERNELS.compile_seconds
         model.train()
         # One gather per epoch puts the shuffled split in contiguous memory; batches are then views.
         order = torch.randperm(n, generator=generator).to(device)
@@ -307,7 +310,9 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
                     raise TrainingCancelled(f"cancelled in epoch {epoch}")
         bar.close()
         train_loss = loss_sum.item() / steps
-        epoch_seconds.append(round(time.perf_counter() - started, 3))
+        compiling = KERNELS.compile_seconds - compiled_before  # the first steps' compile, reported apart
+        compile_seconds += compiling
+        epoch_seconds.append(round(time.perf_counter() - started - compiling, 3))
         if not math.isfinite(train_loss):
             diverged = f"the training loss became {train_loss} in epoch {epoch}"
             break
@@ -323,7 +328,8 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
         history.append(record)
         if progress:
             tqdm.write(f"epoch {epoch}: loss {train_loss:.4f}  val AUC {val['auc']:.4f}  "
-                       f"val logloss {val['logloss']:.4f}  ({epoch_seconds[-1]:.1f} s)")
+                       f"val logloss {val['logloss']:.4f}  ({epoch_seconds[-1]:.1f} s"
+                       + (f", compiling the fused layer took {compiling:.1f} s more)" if compiling else ")"))
         if val["auc"] > best_auc:
             best_auc, best_epoch, stale = val["auc"], epoch, 0
             best_state = copy.deepcopy(model.state_dict())

@@ -2,9 +2,12 @@
 # One short check on a CUDA machine, from the repo root:
 #     bash benchmarks/gpu_check.sh [DATA_DIR]        (default .devdata/ml-1m-u2999)
 # 1. the model/training/perf-guard tests with CUDA as the default device;
-# 2. epoch time of the paper's config (d=16, d'=32, H=2, L=3, batch 1024) on CUDA, fp32, with the
-#    training step eager (the default) and replayed as a CUDA graph (AUTOINT_CUDA_GRAPH=1, opt-in),
-#    counting host<->device synchronisations per epoch (torch.cuda.set_sync_debug_mode).
+# 2. the fused interacting layer (issue 14) in its three CUDA modes, eager, CUDA graph and compiled
+#    (benchmarks/gpu_modes.py, one fresh process each): correctness against the reference layer, then the
+#    epoch time of the paper's config (d=16, d'=32, H=2, L=3, batch 1024), fp32, and the host<->device
+#    synchronisations in the run (torch.cuda.set_sync_debug_mode);
+# 3. the fastest correct mode, the value for CUDA_MODE in autoint/model.py (the CUDA default).
+# Total on an H100/H200: about 4-6 minutes (each step has its own timeout).
 # Prints one JSON object per line. Uses python3's own torch when it imports; otherwise (or for any other
 # missing requirement) a --target folder put on PYTHONPATH, from .whl/ if there, else from pip's index.
 # Without internet, fill .whl/ first: pip download -d .whl --only-binary=:all: --python-version 3.12 \
@@ -38,45 +41,33 @@ fi
 "$PY" -c 'import json, torch; print(json.dumps({"step": "env", "torch": torch.__version__, "cuda": torch.cuda.is_available(),
   "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}))'
 
-# 1. tests (CUDA is the default device there when present)
-OUT=$(timeout 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_model.py tests/test_train.py tests/test_perf_guard.py 2>&1)
+# 1. tests (CUDA is the default device there when present). AUTOINT_COMPILE=0: the fused layer's kernels run
+#    uncompiled here, so the tests' time stays bounded (CPU compilation is tested on the CPU machine; the
+#    CUDA modes, compiled included, are checked one by one in step 2).
+OUT=$(AUTOINT_COMPILE=0 timeout 200 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_model.py tests/test_train.py tests/test_perf_guard.py 2>&1)
 RC=$?
 echo "$OUT" | tail -25 >&2
 json step tests rc "$RC" summary "$(echo "$OUT" | tail -1)"
 
-# 2. epoch time of the paper's config on CUDA
-timeout 200 "$PY" - "$DATA" <<'PYEOF'
-import json, sys, time, warnings
-import torch
-sys.path.insert(0, ".")
-from autoint.datasets.movielens import load_dataset
-from autoint.model import AutoIntConfig
-from autoint.train import TrainConfig, train
-if not torch.cuda.is_available():
-    print(json.dumps({"step": "epoch", "skipped": "no CUDA device"})); sys.exit(0)
-dataset = load_dataset(sys.argv[1])
-syncs = []
-def callback(event):
-    pass
-import os
-for label, graph in (("fp32, eager", "0"), ("fp32, CUDA graph (AUTOINT_CUDA_GRAPH=1)", "1")):
-    os.environ["AUTOINT_CUDA_GRAPH"] = graph  # read by autoint.train.TrainStep
-    torch.cuda.set_sync_debug_mode("warn")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        started = time.perf_counter()
-        result = train(dataset, AutoIntConfig(embed_dim=16, attn_dim=32, heads=2, layers=3),
-                       TrainConfig(epochs=4, patience=4, batch_size=1024, device="cuda"), progress=False)
-        total = time.perf_counter() - started
-    torch.cuda.set_sync_debug_mode("default")
-    m = result.metrics
-    n_sync = sum("synchroniz" in str(w.message) for w in caught)
-    steps = -(-m["samples"]["train"] // 1024)
-    print(json.dumps({"step": "epoch", "mode": label, "device": torch.cuda.get_device_name(0),
-                      "epoch_seconds": m["epoch_seconds"], "steady_epoch_s": min(m["epoch_seconds"][1:]),
-                      "steps_per_epoch": steps, "train_samples": m["samples"]["train"],
-                      "test_auc": round(m["test_auc"], 4), "syncs_in_run": n_sync,
-                      "syncs_per_epoch_upper": round(n_sync / len(m["epoch_seconds"]), 1),
-                      "run_seconds_with_eval": round(total, 2), "target_epoch_s": 0.5}))
+# 2. the three CUDA modes of the fused layer (issue 14), each in a fresh process: correctness against the
+#    reference layer (logits, attention, gradients <= 1e-5), then the paper config's epoch time on DATA.
+MODES_LOG=$(mktemp)
+for MODE in eager graph compiled; do
+  timeout 150 "$PY" benchmarks/gpu_modes.py --mode "$MODE" --data-dir "$DATA" --epochs 3 2>&1 | tee -a "$MODES_LOG" | grep '^{'
+  json step mode mode "$MODE" rc "${PIPESTATUS[0]}"
+done
+# 3. the fastest correct mode: the value to put in autoint/model.py's CUDA_MODE (the CUDA default)
+"$PY" - "$MODES_LOG" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+epochs = [r for r in rows if r.get("step") == "epoch" and "steady_epoch_s" in r]
+good = [r for r in epochs if r.get("correct")]
+if not good:
+    print(json.dumps({"step": "choice", "skipped": "no mode measured correct (or no CUDA device)",
+                      "modes": [(r["mode"], r.get("correct")) for r in epochs]}))
+else:
+    best = min(good, key=lambda r: r["steady_epoch_s"])
+    print(json.dumps({"step": "choice", "fastest_correct": best["mode"], "steady_epoch_s": best["steady_epoch_s"],
+                      "all": {r["mode"]: r["steady_epoch_s"] for r in good},
+                      "set": f"CUDA_MODE = \"{best['mode']}\" in autoint/model.py (now: see there)"}))
 PYEOF
-json step epoch rc "$?"

@@ -1,0 +1,177 @@
+"""The fused interacting layer (issue 14) against the reference layer, compiled and eager, and its fallbacks.
+
+`InteractingLayer.forward` is the layer as written before issue 14, in the (B, F, d) layout: the reference.
+The model runs `FusedInteractingLayer.forward_columns` (column layout, `FusedAttention` with a hand-derived
+backward). Both must give the same logits, attention and gradients to 1e-5, compiled or not.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F_
+
+import autoint.model as model_module
+from autoint.model import AutoInt, AutoIntConfig, InteractingLayer, _Kernels
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = {
+    "paper": dict(embed_dim=16, attn_dim=32, heads=2, layers=3),
+    "deepctr-shape": dict(embed_dim=16, attn_dim=8, heads=2, layers=3),
+    "authors-code": dict(embed_dim=8, attn_dim=4, heads=2, layers=2, qkv_relu=True, projection_bias=True,
+                         scaled_attention=True, layer_norm=True),
+    "no-residual": dict(embed_dim=8, attn_dim=4, heads=1, layers=1, residual=False),
+    "autoint+": dict(embed_dim=8, attn_dim=8, heads=2, layers=2, dnn_hidden=(16,)),
+}
+
+
+def reference(model: AutoInt, x):
+    """Logits and attention (B, L, H, F, F) through the reference layer, same weights."""
+    e = model.embed(x)
+    B = e.shape[0]
+    attentions = []
+    for layer in model.interacting:
+        e, attention = InteractingLayer.forward(layer, e)  # (B, F, H*d'), (B, H, F, F)
+        attentions.append(attention)
+    logit = model.output(e.reshape(B, -1)).squeeze(-1)
+    if model.dnn is not None:
+        logit = logit + model.dnn(model.embed(x).reshape(B, -1)).squeeze(-1)
+    return logit, torch.stack(attentions, 1)
+
+
+def losses_and_grads(model, x, y, forward, with_attention):
+    model.zero_grad(set_to_none=True)
+    logit, attention = forward(model, x)
+    loss = F_.binary_cross_entropy_with_logits(logit, y)
+    if with_attention:  # the gradient that flows back through alpha too
+        weights = torch.linspace(-1, 1, attention[0].numel()).view_as(attention[0])
+        loss = loss + (attention * weights).sum() / len(y)
+    loss.backward()
+    return logit.detach(), attention.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("mode", ["compiled", "eager"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_fused_layer_matches_the_reference(synth_dataset, monkeypatch, mode, name):
+    monkeypatch.setenv("AUTOINT_COMPILE", "1" if mode == "compiled" else "0")
+    if mode == "compiled" and model_module.KERNELS.mode("cpu") != "compiled":
+        pytest.skip("no working C++ compiler here: the eager case checks the same layer")
+    torch.manual_seed(0)
+    model = AutoInt(AutoIntConfig(**CONFIGS[name]), synth_dataset.schema).train()
+    with torch.no_grad():  # a nonzero bias, so that the authors' code case checks it
+        for layer in model.interacting:
+            if layer.projection.bias is not None:
+                layer.projection.bias.normal_(std=0.1)
+    x, y = synth_dataset.split("train")
+    x, y = x.index(slice(0, 96)), y[:96]
+    with_attention = name in ("paper", "authors-code")
+    fused = losses_and_grads(model, x, y, lambda m, b: m(b, return_attention=True), with_attention)
+    ref = losses_and_grads(model, x, y, reference, with_attention)
+    assert torch.allclose(fused[0], ref[0], atol=1e-5, rtol=0), (fused[0] - ref[0]).abs().max()
+    assert torch.allclose(fused[1], ref[1], atol=1e-5, rtol=0), (fused[1] - ref[1]).abs().max()
+    for param in ref[2]:
+        assert torch.allclose(fused[2][param], ref[2][param], atol=1e-5, rtol=1e-5), \
+            (param, (fused[2][param] - ref[2][param]).abs().max())
+
+
+def test_compiled_once_per_process(synth_dataset, monkeypatch):
+    """A second call with the same shapes compiles nothing (the app's reruns pay nothing)."""
+    monkeypatch.delenv("AUTOINT_COMPILE", raising=False)
+    torch.manual_seed(0)
+    model = AutoInt(AutoIntConfig(embed_dim=8, attn_dim=8, heads=2, layers=2), synth_dataset.schema).eval()
+    x, _ = synth_dataset.split("test")
+    with torch.no_grad():
+        first = model(x.index(slice(0, 50)))
+        spent = model_module.KERNELS.compile_seconds
+        again = model(x.index(slice(0, 50)))
+    assert model_module.KERNELS.compile_seconds == spent
+    assert torch.equal(first, again)
+
+
+def test_without_a_compiler_the_layer_runs_eager_with_one_warning(synth_dataset, monkeypatch):
+    kernels = _Kernels()
+    monkeypatch.setattr(model_module, "KERNELS", kernels)
+    monkeypatch.setattr(model_module, "_compiler_problem", lambda: "no working C++ compiler: 'g++' (simulated)")
+    monkeypatch.delenv("AUTOINT_COMPILE", raising=False)
+    torch.manual_seed(0)
+    model = AutoInt(AutoIntConfig(embed_dim=8, attn_dim=4, heads=2, layers=2), synth_dataset.schema).train()
+    x, y = synth_dataset.split("train")
+    x, y = x.index(slice(0, 64)), y[:64]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            fused = losses_and_grads(model, x, y, lambda m, b: m(b, return_attention=True), False)
+    ours = [w for w in caught if "fused interacting layer" in str(w.message)]
+    assert len(ours) == 1 and "simulated" in str(ours[0].message), [str(w.message) for w in caught]
+    assert kernels.mode("cpu") == "eager" and kernels.compile_seconds == 0
+    ref = losses_and_grads(model, x, y, reference, False)
+    assert torch.allclose(fused[0], ref[0], atol=1e-5)
+    assert all(torch.allclose(fused[2][p], ref[2][p], atol=1e-5) for p in ref[2])
+
+
+def test_a_failing_compile_falls_back_to_eager_with_one_warning(synth_dataset, monkeypatch):
+    """Compiling can also fail later than the compiler probe (inductor, Triton): same fallback."""
+    def broken_compile(fn, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("simulated inductor failure")
+        return run
+
+    kernels = _Kernels()
+    monkeypatch.setattr(model_module, "KERNELS", kernels)
+    monkeypatch.setattr(model_module, "_compiler_problem", lambda: None)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setenv("AUTOINT_COMPILE", "1")
+    torch.manual_seed(0)
+    model = AutoInt(AutoIntConfig(embed_dim=8, attn_dim=4, heads=2, layers=2), synth_dataset.schema).eval()
+    x, _ = synth_dataset.split("test")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch.no_grad():
+            logits = [model(x.index(slice(0, n))) for n in (10, 20, 10)]
+    ours = [w for w in caught if "fused interacting layer" in str(w.message)]
+    assert len(ours) == 1 and "simulated inductor failure" in str(ours[0].message)
+    with torch.no_grad():
+        assert torch.allclose(logits[0], reference(model, x.index(slice(0, 10)))[0], atol=1e-5)
+
+
+def test_a_missing_compiler_in_a_fresh_process(tmp_path):
+    """CXX names a compiler that does not exist and the inductor cache is empty, as on a machine without
+    g++: training still works, with exactly one warning that says why and what to do."""
+    script = textwrap.dedent("""
+        import warnings, torch
+        torch.set_num_threads(1)
+        from autoint.datasets.synth import generate_movielens
+        from autoint.datasets.movielens import load_dataset
+        from autoint.model import AutoIntConfig, KERNELS
+        from autoint.train import TrainConfig, train
+        data = load_dataset(generate_movielens(%r, users=60, movies=40, ratings=1500, seed=3))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = train(data, AutoIntConfig(embed_dim=4, attn_dim=4, layers=1),
+                           TrainConfig(epochs=1, batch_size=256, device="cpu"), progress=False)
+        ours = [str(w.message) for w in caught if "fused interacting layer" in str(w.message)]
+        print(len(ours), KERNELS.mode("cpu"), result.metrics["kernels"], round(result.metrics["test_auc"], 3))
+        print(ours[0] if ours else "")
+    """ % str(tmp_path / "ml"))
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "ind"),
+           "PYTHONPATH": str(REPO)}
+    env.pop("AUTOINT_COMPILE", None)
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, message = done.stdout.strip().splitlines()[-2:]
+    count, mode, reported, _ = first.split()
+    assert (count, mode, reported) == ("1", "eager", "eager"), done.stdout
+    assert "no-such-compiler" in message and "AUTOINT_COMPILE=0" in message
+
+
+def test_training_reports_compile_time_apart(synth_dataset):
+    from autoint.train import TrainConfig, train
+    result = train(synth_dataset, AutoIntConfig(embed_dim=4, attn_dim=4, layers=1),
+                   TrainConfig(epochs=1, batch_size=256, device="cpu"), progress=False)
+    assert result.metrics["kernels"] in ("compiled", "eager")
+    assert result.metrics["compile_seconds"] >= 0 and result.metrics["epoch_seconds"][0] > 0
