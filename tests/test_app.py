@@ -330,9 +330,14 @@ def test_train_page_presets_fill_the_form_and_the_authors_options_reach_the_job(
     assert AutoIntConfig.from_json(job.spec["model_config"]) == AutoIntConfig(
         layers=1, embed_dim=4, attn_dim=4, qkv_relu=True, projection_bias=True, scaled_attention=True,
         layer_norm=False, attention_dropout=0.2)
+    # ... and in the one settings file the trainer reads (`train --config`), nothing re-spelled as flags.
+    import json
+    from autoint.train import settings_from_json
     command = job.spec["command"]
-    assert {"--qkv-relu", "--projection-bias", "--scaled", "--no-layer-norm"} <= set(command)
-    assert command[command.index("--attention-dropout") + 1] == "0.2"
+    settings = command[command.index("--config") + 1]
+    model_back, _ = settings_from_json(json.loads(open(settings).read()))
+    assert model_back == AutoIntConfig.from_json(job.spec["model_config"])
+    assert not {"--qkv-relu", "--projection-bias", "--scaled", "--attention-dropout"} & set(command)
     # Back to the paper's preset: the form is the paper's model again.
     at.selectbox(key="train_preset").set_value("paper").run()
     assert not any(at.checkbox(key=k).value for k in ("train_qkv_relu", "train_projection_bias", "train_scaled",
