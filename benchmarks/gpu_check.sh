@@ -24,7 +24,7 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
 fi
 MISSING=$("$PY" - <<'PYEOF'
 import importlib.util
-need = {"numpy": "numpy", "polars": "polars", "safetensors": "safetensors", "tqdm": "tqdm", "pytest": "pytest",
+need = {"numpy": "numpy", "polars": "polars", "_polars_runtime_32": "polars-runtime-32", "safetensors": "safetensors", "tqdm": "tqdm", "pytest": "pytest",
         "hypothesis": "hypothesis", "captum": "captum"}
 print(" ".join(pkg for mod, pkg in need.items() if importlib.util.find_spec(mod) is None))
 PYEOF
@@ -32,7 +32,7 @@ PYEOF
 if [ -n "$MISSING" ]; then  # pip may have no index there: a wheelhouse in .whl/ (gitignored) is tried first
   EXTRA=/tmp/autoint-gpu-pkgs  # a --target folder on PYTHONPATH: works whether python3 is a venv or not
   for pkg in $MISSING; do
-    "$PY" -m pip install -q --target "$EXTRA" --no-index --find-links .whl "$pkg" 2>/dev/null \
+    "$PY" -m pip install -q --target "$EXTRA" --no-index --no-deps --find-links .whl "$pkg" 2>/dev/null \
       || "$PY" -m pip install -q --target "$EXTRA" --retries 0 --timeout 5 "$pkg" >/dev/null 2>&1 \
       || json step install missing "$pkg" note "not installable here (captum is only needed for attributions)"
   done
