@@ -108,9 +108,12 @@ def run_ours(dataset, epochs: int, seed: int) -> dict:
                                                 seed=seed, device="cpu"), progress=False)
     seconds = sum(result.metrics["epoch_seconds"])
     n = result.metrics["samples"]["train"]
+    compile_s = result.metrics.get("compile_seconds", 0.0)  # torch.compile, once a process, not in epoch_seconds
     return {"model": "ours (d=16, H=2, d'=8, L=3)", "train_seconds": round(seconds, 2),
             "samples_per_s": round(n * epochs / seconds), "test_auc": round(result.metrics["test_auc"], 4),
-            "best_epoch": result.metrics["best_epoch"]}
+            "best_epoch": result.metrics["best_epoch"], "kernels": result.metrics.get("kernels"),
+            "compile_seconds": compile_s,
+            "samples_per_s_with_compile": round(n * epochs / (seconds + compile_s))}
 
 
 def inside(args) -> int:
@@ -132,7 +135,11 @@ def inside(args) -> int:
         print(f"| {r['model']} | {r['train_seconds']} | {r['samples_per_s']:,} | {r['test_auc']} |")
     print(f"\nthroughput ratio ours/peer: {ratio:.2f}x (target >= 3); AUC ours - peer: "
           f"{ours['test_auc'] - peer['test_auc']:+.4f} (target >= 0); load average after: {os.getloadavg()}")
-    print(json.dumps({"ratio": round(ratio, 2), "auc_delta": round(ours["test_auc"] - peer["test_auc"], 4)}))
+    ratio_compile = ours["samples_per_s_with_compile"] / peer["samples_per_s"]
+    print(f"with our one-off compile time ({ours['compile_seconds']} s) counted: {ratio_compile:.2f}x")
+    print(json.dumps({"ratio": round(ratio, 2), "ratio_with_compile": round(ratio_compile, 2),
+                      "auc_delta": round(ours["test_auc"] - peer["test_auc"], 4),
+                      "cpu_flags": sorted(set(open("/proc/cpuinfo").read().split()) & {"avx2", "avx512f", "avx512_bf16", "amx_tile"})}))
     return 0
 
 
@@ -156,7 +163,10 @@ def main(argv=None) -> int:
         return 0
     cmd = [str(PEER_PY), str(Path(__file__).resolve()), "--inside", "--data-dir", args.data_dir,
            "--epochs", str(args.epochs), "--threads", str(args.threads), "--seed", str(args.seed)]
-    return subprocess.run(cmd, cwd=REPO).returncode
+    # deepctr_torch imports the standard library's distutils, after which setuptools' distutils shim (imported by
+    # inductor to build its kernels) asserts: our fused layer would fall back to eager. Tell setuptools to use it.
+    env = {**os.environ, "SETUPTOOLS_USE_DISTUTILS": "stdlib"}
+    return subprocess.run(cmd, cwd=REPO, env=env).returncode
 
 
 if __name__ == "__main__":
