@@ -296,8 +296,12 @@ class _Kernels:
 
     A call with arguments not seen before (device, shapes, options) may compile; such calls take a lock (the
     app calls from several threads), their time is added to `compile_seconds`, and if compiling fails the
-    device type falls back to eager for the rest of the process with one warning.
+    device type falls back to eager for the rest of the process with one warning. Batches under
+    `MIN_COMPILED_BATCH` samples run eagerly: there compiling gains nothing worth its seconds (one sample's
+    explanation takes ~2 ms either way, and the app's first click would wait for a compile).
     """
+
+    MIN_COMPILED_BATCH = 64
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -337,7 +341,7 @@ class _Kernels:
 
     def run(self, which: int, device_type: str, key: tuple, *args):
         eager = (attention_forward, attention_backward)[which]
-        if self.mode(device_type) == "eager":
+        if args[0].shape[-1] < self.MIN_COMPILED_BATCH or self.mode(device_type) == "eager":  # p: (.., B)
             return eager(*args)
         if device_type not in self.compiled:
             self.compiled[device_type] = (torch.compile(attention_forward), torch.compile(attention_backward))
@@ -438,6 +442,13 @@ def _keep_mask(shape: tuple, p: float, like: torch.Tensor) -> torch.Tensor:
 
 
 
+# The fused kernel's contractions are vectorised over the batch only, so their cost grows with F*F*d' loads
+# where a batched matmul blocks in registers: measured (1 thread, fwd + bwd of one layer with its projection,
+# B=1024, d'=32) fused/reference 0.78 at F=7, 0.82 at F=13, 1.28 at F=22, 1.40 at F=39 (benchmarks/NOTES.md).
+# Schemas wider than this run the reference layer in the (B, F, d) layout instead (same weights, same maths).
+FUSED_MAX_FIELDS = 16
+
+
 class AutoInt(nn.Module):
     def __init__(self, config: AutoIntConfig, schema: Schema):
         super().__init__()
@@ -448,6 +459,7 @@ class AutoInt(nn.Module):
         widths = [config.embed_dim] + [config.heads * config.attn_dim] * config.layers
         self.interacting = nn.ModuleList(FusedInteractingLayer(widths[i], config) for i in range(config.layers))
         self.output = nn.Linear(n_fields * widths[-1], 1)  # Eq. 9: w and b
+        self.fused = n_fields <= FUSED_MAX_FIELDS  # the column layout and FusedAttention (else the reference)
         if config.dnn_hidden:  # AutoInt+: a feed-forward network over the same embeddings, trained jointly
             sizes = [n_fields * config.embed_dim, *config.dnn_hidden]
             blocks = []
@@ -463,6 +475,8 @@ class AutoInt(nn.Module):
     def forward_embedded(self, embedded: torch.Tensor, return_attention: bool = False):
         """Everything after Eqs. 2-4; attribution methods enter here with edited embeddings."""
         B, F, d = embedded.shape
+        if not self.fused:
+            return self._forward_rows(embedded, return_attention)
         e = embedded.permute(2, 1, 0).contiguous()  # (d, F, B) the column layout: one column per sample
         attentions = []
         for layer in self.interacting:
@@ -480,6 +494,22 @@ class AutoInt(nn.Module):
         else:
             stacked = embedded.new_zeros(B, 0, self.config.heads, F, F)
         return logit, stacked
+
+    def _forward_rows(self, embedded: torch.Tensor, return_attention: bool):
+        """Wide schemas (F > FUSED_MAX_FIELDS): the reference layer, (B, F, d) layout, batched matmuls."""
+        B, F, _ = embedded.shape
+        e, attentions = embedded, []
+        for layer in self.interacting:
+            e, attention = InteractingLayer.forward(layer, e)  # (B, F, H*d'), (B, H, F, F)
+            attentions.append(attention)
+        logit = self.output(e.reshape(B, -1)).squeeze(-1)  # (B,)  Eq. 9 before the sigmoid
+        if self.dnn is not None:
+            logit = logit + self.dnn(embedded.reshape(B, -1)).squeeze(-1)  # (B,) AutoInt+ sums the logits
+        if not return_attention:
+            return logit
+        if attentions:
+            return logit, torch.stack(attentions, dim=1)  # (B, L, H, F, F)
+        return logit, embedded.new_zeros(B, 0, self.config.heads, F, F)
 
     def forward(self, x: FieldTensors, return_attention: bool = False):
         """Logits (B,); with `return_attention` also the weights (B, L, H, F, F) of that same pass."""
