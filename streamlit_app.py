@@ -17,12 +17,13 @@ from autoint.jobs import ACTIVE
 st.set_page_config(page_title="AutoInt Explorer", page_icon=":material/hub:", layout="wide")
 torch.set_num_threads(state.APP_THREADS)  # the other cores are for a background training job
 
+RECOMMEND = st.Page("app/recommend.py", title="Recommend", icon=":material/movie:", url_path="recommend")
 PAGES = [
     st.Page("app/explore.py", title="Explore", icon=":material/search:", default=True),
     st.Page("app/what_if.py", title="What-if", icon=":material/tune:", url_path="what-if"),
     st.Page("app/correlations.py", title="Dataset correlations", icon=":material/grid_on:", url_path="correlations"),
     st.Page("app/train_page.py", title="Train", icon=":material/model_training:", url_path="train"),
-    st.Page("app/recommend.py", title="Recommend", icon=":material/movie:", url_path="recommend"),
+    RECOMMEND,  # only for a data set with users and items (state.can_recommend)
     st.Page("app/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
     st.Page("app/paper.py", title="Paper", icon=":material/article:", url_path="paper"),
 ]
@@ -57,8 +58,8 @@ def sidebar(source: state.DataSource) -> None:
         name = f"CUDA · {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else \
             f"CPU · {torch.get_num_threads()} thread(s) for exploring"
         st.markdown(f"**Device** \n{name}")
-        st.markdown(f"**Data set** \n{'synthetic' if source.synthetic else 'MovieLens-1M'} · `{source.folder.name}`")
-        runs = state.finished_runs()
+        choose_data_set(source)
+        runs = state.runs_for(source)
         chosen = state.current_run_path()
         if runs:
             paths = [r["path"] for r in runs]
@@ -67,7 +68,8 @@ def sidebar(source: state.DataSource) -> None:
             st.selectbox("**Model in use**", paths, key="sidebar_run",
                          format_func=lambda p: by_path[p]["name"],
                          on_change=lambda: st.session_state.update(run_path=st.session_state["sidebar_run"]),
-                         help="Every page explains this run; train more on the Train page.")
+                         help="Every page explains this run; the runs listed are those trained on this data "
+                              "set. Train more on the Train page.")
             run = by_path[chosen]
             config, metrics = run.get("config", {}), run.get("metrics", {})
             auc = metrics.get("test_auc")
@@ -75,10 +77,26 @@ def sidebar(source: state.DataSource) -> None:
                        f"d={config.get('embed_dim')}, d'={config.get('attn_dim')}"
                        + (f" · test AUC {auc:.4f}" if isinstance(auc, float) else ""))
         else:
-            st.markdown("**Model in use** \nnone yet")
-        background_training(runs)
+            st.markdown("**Model in use** \nnone yet on this data set")
+        if source.is_movielens:
+            background_training(runs)
         st.radio("Chart export format", ["png", "svg"], key="image_format", horizontal=True,
                  format_func=str.upper, help="What the camera button in each chart's toolbar saves.")
+
+
+def choose_data_set(source: state.DataSource) -> None:
+    """The data sets found (AUTOINT_DATA_DIR's, then each folder of data/): a switch when there is a choice."""
+    sources = state.data_sources()
+    if len(sources) == 1:
+        st.markdown(f"**Data set** \n{source.label}")
+        return
+    labels = [s.label for s in sources]  # the widget tells options apart by their text: two folders of one name
+    shown = {s.key: s.label if labels.count(s.label) == 1 else f"{s.label} ({s.folder})" for s in sources}
+    st.session_state["sidebar_data"] = source.key
+    st.selectbox("**Data set**", list(shown), key="sidebar_data", format_func=shown.get,
+                 on_change=lambda: st.session_state.update(data_key=st.session_state["sidebar_data"]),
+                 help="The data sets found under data/ (one folder each; see data/README.md) and in "
+                      "AUTOINT_DATA_DIR. Each has its own models.")
 
 
 def background_training(runs: list[dict]) -> None:
@@ -110,10 +128,16 @@ def converging_progress(job_id: str) -> None:
 
 
 def main() -> None:
-    navigation = st.navigation(PAGES)
+    try:
+        source, problem = state.data_source(), None
+    except state.USER_ERRORS as exc:  # shown below, in the frame, once the navigation exists
+        source, problem = None, exc
+    navigation = st.navigation([page for page in PAGES if page is not RECOMMEND
+                                or (source is not None and state.can_recommend(source))])
     state.mark_activity()  # someone is exploring: a background trainer leaves the app its cores
     try:
-        source = state.data_source()
+        if problem is not None:
+            raise problem
         sidebar(source)
         swapped = state.take_swap_message()
         if swapped:
@@ -122,8 +146,9 @@ def main() -> None:
         if source.movielens_missing:
             offer_download(source)
         elif source.synthetic:
-            st.info(f"**Synthetic data** (`{source.folder}`): not real ratings; clicks follow planted field pairs "
-                    "listed in its planted_interactions.json.", icon=":material/science:")
+            st.info(f"**Synthetic data** (`{source.folder}`): not real {'ratings' if source.is_movielens else 'data'}"
+                    "; clicks follow planted field pairs listed in its planted_interactions.json.",
+                    icon=":material/science:")
         navigation.run()
     except state.USER_ERRORS as exc:
         st.error(str(exc), icon=":material/error:")

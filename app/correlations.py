@@ -9,11 +9,12 @@ from app import state
 from autoint.explain import Correlations, dataset_correlations
 from autoint.figures import (agreement_bars, agreement_scatter, attention_grid, attention_interaction_side_by_side,
                              correlation_figure)
-from autoint.interactions import agreement, head_entropy, matrix_to_pairs, near_uniform, pair_index
+from autoint.interactions import (DEFAULT_BUDGET, EXACT_MAX_FIELDS, SAMPLED_ROWS, agreement, head_entropy,
+                                  matrix_to_pairs, near_uniform, pair_index)
 from autoint.schema import UNKNOWN
 
 ANY = "(any)"
-LABELS = {None: "all samples", 1: "clicks only (4-5 stars)", 0: "non-clicks only (1-2 stars)"}
+VALUES_LISTED = 200  # a field's values offered at once: the most frequent, or those a search finds
 
 
 @st.cache_data(show_spinner="Averaging attention over the test split ...", max_entries=32)
@@ -33,18 +34,31 @@ if model.config.layers == 0:
     st.info("This model has no interacting layer (0 layers), so there is no attention to average.")
     st.stop()
 
+stars = source.is_movielens  # MovieLens's clicks are 4-5 star ratings
+labels = {None: "all samples", 1: "clicks only" + (" (4-5 stars)" if stars else " (label 1)"),
+          0: "non-clicks only" + (" (1-2 stars)" if stars else " (label 0)")}
 label_column, field_column, value_column = st.columns(3)
-label = label_column.radio("Label", list(LABELS), format_func=LABELS.get, key="corr_label")
+label = label_column.radio("Label", list(labels), format_func=labels.get, key="corr_label")
 sliceable = [f for f in schema.fields if f.kind != "numeric"]
 field_name = field_column.selectbox("Field", [ANY, *(f.name for f in sliceable)], key="corr_field")
 where = ()
 if field_name != ANY:
     f = schema[field_name]
-    value = value_column.selectbox("Value", [v for v in f.vocab if v != UNKNOWN], key=f"corr_value_{field_name}",
+    if len(f.vocab) <= VALUES_LISTED:  # every value, in the vocabulary's order
+        options = [v for v in f.vocab if v != UNKNOWN]
+    else:  # a large vocabulary: the test split's most frequent values, or those a search finds
+        search = value_column.text_input(f"Search {field_name}", key=f"corr_search_{field_name}",
+                                         placeholder="part of a value")
+        options = [v for v, _ in state.field_values(source.key, run_path, (), field_name, search.strip(),
+                                                    VALUES_LISTED) if v != UNKNOWN]
+    if not options:
+        value_column.warning(f"No {field_name} value of the test split holds that text.")
+        st.stop()
+    value = value_column.selectbox("Value", options, key=f"corr_value_{field_name}",
                                    format_func=lambda v: f.display.get(v, v))
     where = ((field_name, value),)
 
-result = correlations(run_path, str(source.folder), where, label)
+result = correlations(run_path, source.key, where, label)
 if result.count == 0:
     st.warning(f"No test sample has {result.description}; choose another slice.")
     st.stop()
@@ -67,17 +81,38 @@ st.caption(f"Colour: each weight against uniform attention (1/{F} = {1 / F:.3f})
            "Titles give the entropy as a fraction of log F (1 = uniform).")
 
 st.subheader("Attention beside the interactions the model really uses")
+exact = len(fields) <= EXACT_MAX_FIELDS
+sample_rows = None
+if not exact:  # 2^F coalitions a sample are out of reach: a subsample of the split, each sample estimated
+    sample_rows = st.number_input("Test samples to measure", 8, 2048, SAMPLED_ROWS, step=8, key="corr_sample_rows",
+                           help=f"With {len(fields)} fields the interactions are estimated (KernelSHAP-IQ, "
+                                f"{DEFAULT_BUDGET:,} coalitions a sample) on a seeded random subsample of the test "
+                                f"split; more samples, smaller standard errors (about 0.4 s a sample).")
 st.caption("Right: the mean |pairwise Shapley interaction| (k-SII) over the same samples: how much the prediction "
            "depends on two fields together, beyond each alone, in logit units. An absent field takes its "
-           "training-mean embedding. Computed exactly for every test sample, once per model, then cached.")
-measured = state.split_interactions(run_path, str(source.folder), "test", "mean")
-keep = state.slice_keep(run_path, str(source.folder), "test", where, label)
+           "training-mean embedding. "
+           + ("Computed exactly for every test sample, once per model, then cached." if exact else
+              f"With {len(fields)} fields, estimated on a seeded random subsample of the test split, each sample "
+              f"from {DEFAULT_BUDGET:,} sampled coalitions (KernelSHAP-IQ), once per model, then cached."))
+measured = state.split_interactions(run_path, source.key, "test", "mean", rows=sample_rows)
+keep = state.slice_keep(run_path, source.key, "test", where, label)
 strength = measured.matrix(keep)  # (F, F) mean |phi_ij| over the slice
+measured_count = measured.count(keep)
+if measured.sampled:
+    error = measured.standard_error(keep)
+    upper = np.triu_indices(len(fields), 1)
+    spread = (f"{np.mean(error[upper]):.2g} on average against a mean strength of {strength[upper].mean():.2g}"
+              if measured_count >= 2 else "too few samples in this slice to say")
+    st.caption(f"Measured on {measured_count:,} of the slice's {int(keep.sum()):,} test samples (a seeded subsample "
+               f"of {len(measured):,} of the split's {measured.total:,}). Standard error of each pair's mean: "
+               f"{spread}.")
+    if measured_count == 0:
+        st.warning("None of the measured samples is in this slice; widen it or measure more samples.")
 match = agreement(result.per_head, strength)
 state.show_figure(attention_interaction_side_by_side(result.overall, strength, fields, signed=False,
                                                      main=measured.main_strength(keep),
                                                      title=f"Fig. 7(b) beside the measured interactions "
-                                                           f"({result.description}, {int(keep.sum()):,} samples)",
+                                                           f"({result.description}, {measured_count:,} samples)",
                                                      interaction_title="Mean |interaction| (k-SII, logit)"),
                   "attention-vs-interactions", "corr_side_by_side")
 (st.success if match.overall >= 0.5 else st.warning)(f"**Verdict:** {match.verdict}.", icon=":material/balance:")
@@ -103,6 +138,7 @@ interaction_rank = {p: r + 1 for r, p in enumerate(np.argsort(-interaction_pairs
 rows = [{"pair": f"{fields[i]} ↔ {fields[j]}", "mean attention": round(float(attention_pairs[p]), 4),
          "rank by attention": attention_rank[p], "mean |interaction|": round(float(interaction_pairs[p]), 4),
          "rank by interaction": interaction_rank[p],
+         **({"± standard error": round(float(error[i, j]), 4)} if measured.sampled else {}),
          "first attends to second": round(float(result.overall[i, j]), 4),
          "second attends to first": round(float(result.overall[j, i]), 4)}
         for p, (i, j) in enumerate(pair_index(F))]

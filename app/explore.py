@@ -1,4 +1,5 @@
-"""Explore: one user, one movie, one request time; the CTR, the attention of every head, the reasons.
+"""Explore: one sample (MovieLens: a user, a movie and a request time; any other data set: a test sample picked
+by field values or at random); the CTR, the attention of every head, the reasons.
 
 This reproduces the paper's Fig. 7(a) for any sample.
 """
@@ -15,45 +16,129 @@ from autoint.interactions import matrix_to_pairs, pair_index
 
 DEFAULT_METHODS = ["integrated_gradients", "feature_ablation"]  # Shapley sampling costs ~0.4 s more per sample
 
-folder, cat, run_path, model, sample = state.exploring()
 
+def pick_movielens() -> tuple[dict, object]:
+    """A user, a movie and a request time: the sample's values, and a function that shows its real rating."""
+    folder, cat, run_path, model, sample = state.exploring()
+    user_ids = cat.users["user_id"].to_list()
+    movie_ids = cat.movies["movie_id"].to_list()
+    titles = dict(zip(movie_ids, cat.movies["title"].to_list()))
+    state.keep("explore_user", sample["user"])
+    state.keep("explore_movie", sample["movie"])
+    state.keep("explore_date", state.to_datetime(sample["time"]).date())
+    state.keep("explore_time", state.to_datetime(sample["time"]).time())
+
+    def rated_time_follows() -> None:
+        """A new pair starts at the time of its real rating (or the data's last time when unrated)."""
+        timestamp = state.request_time(cat, cat.sample(st.session_state["explore_user"],
+                                                       st.session_state["explore_movie"])["RequestTime"])
+        st.session_state["explore_date"] = state.to_datetime(timestamp).date()
+        st.session_state["explore_time"] = state.to_datetime(timestamp).time()
+
+    user_column, movie_column, time_column = st.columns([1, 2, 1])
+    with user_column:
+        user = st.selectbox("User (type an id to search)", user_ids, key="explore_user",
+                            on_change=rated_time_follows, format_func=lambda u: f"user {u}")
+        st.caption(state.user_caption(cat, user))
+    with movie_column:
+        movie = st.selectbox("Movie (type a title to search)", movie_ids, key="explore_movie",
+                             on_change=rated_time_follows, format_func=lambda m: f"{titles[m]} · #{m}")
+        st.caption(state.movie_caption(cat, movie))
+    with time_column:
+        first, last = state.to_datetime(cat.first_time), state.to_datetime(cat.last_time)
+        day = st.date_input("Request date (UTC)", key="explore_date", min_value=first.date(), max_value=last.date())
+        clock = st.time_input("Request time (UTC)", key="explore_time", step=60)
+    timestamp = state.request_time(cat, state.from_date_time(day, clock))
+    st.session_state["sample"] = sample = {"user": user, "movie": movie, "time": timestamp}
+    values = state.sample_values(cat, sample)
+
+    def real_rating(column) -> None:
+        known = cat.rating(user, movie)
+        if known:
+            stars, rated_at = known
+            column.metric("Real rating", "★" * stars + "☆" * (5 - stars),
+                          help=f"rated {state.to_datetime(rated_at):%Y-%m-%d %H:%M} UTC; the paper counts 4-5 stars "
+                               "as a click, 1-2 as none, and drops 3")
+            column.caption("a click (4-5 stars)" if stars > 3 else "no click (1-2 stars)" if stars < 3
+                           else "3 stars: not a sample in the paper's protocol")
+        else:
+            column.metric("Real rating", "none", help="this user never rated this movie")
+    return values, real_rating
+
+
+ANY_FILTER_LIMIT = 200  # values listed a field at once: the most frequent, or those a search finds
+
+
+def pick_row() -> tuple[dict, object]:
+    """A test sample of any data set, picked by field values (each list searchable: a vocabulary can hold a
+    million values) or at random: its values, and a function that shows its real label."""
+    from autoint.samples import filterable
+    schema = model.schema
+    names = [f.name for f in filterable(schema)]
+    filter_column, pick_column = st.columns([3, 2])
+    with filter_column:
+        chosen = st.multiselect("Pick a test sample by these fields", names, key="explore_filter_fields",
+                                max_selections=4, help="Each field offers its values among the test samples that "
+                                                       "pass the filters before it, most frequent first.")
+        where: list[tuple[str, str]] = []
+        for name in chosen:
+            f = schema[name]
+            search_column, value_column = st.columns([1, 2])
+            search = search_column.text_input(f"Search {name}", key=f"explore_search_{name}",
+                                              placeholder="part of a value")
+            options = state.field_values(key, run_path, tuple(where), name, search.strip(), ANY_FILTER_LIMIT)
+            if not options:
+                value_column.warning(f"No {name} value among the matching test samples holds {search!r}.")
+                continue
+            counts = dict(options)
+            value = value_column.selectbox(
+                f"{name} value", list(counts), key=f"explore_value_{name}",
+                format_func=lambda v, f=f, counts=counts: f"{f.show(v).split('=', 1)[1]} · {counts[v]:,} samples",
+                help=f"the {len(counts)} most frequent {'matching ' if search else ''}values; search for others")
+            where.append((name, value))
+    positions = state.matching_rows(key, run_path, tuple(where))
+    row = state.current_row(source, run_path)
+    with pick_column:
+        if len(positions) == 0:
+            st.warning("No test sample has all these values; remove a filter.")
+            st.stop()
+        if row.position not in set(positions.tolist()):  # the filters changed: their first sample
+            state.choose_row(source, int(positions[0]))
+            row = state.current_row(source, run_path)
+        order = {int(p): i for i, p in enumerate(positions.tolist())}
+        st.session_state["explore_match"] = order[row.position] + 1
+        st.number_input(f"Sample (of {len(positions):,} matching test samples)", 1, len(positions),
+                        key="explore_match", on_change=lambda: state.choose_row(
+                            source, int(positions[st.session_state["explore_match"] - 1])))
+        st.button("Random sample", key="explore_random", icon=":material/casino:",
+                  on_click=lambda: state.choose_row(source, random_position(positions)))
+        st.caption(f"test sample {row.position:,} (row {row.index + 1:,} of the data)")
+
+    def real_label(column) -> None:
+        column.metric("Real label", "click" if row.label else "no click",
+                      help=f"the sample's label in the data: {row.label}")
+    return row.values, real_label
+
+
+def random_position(positions) -> int:
+    from autoint.samples import random_position as pick
+    return pick(positions)
+
+
+source = state.data_source()
+if source.is_movielens:  # read the files first: a broken folder shows its error instead of starting a training
+    state.catalog(source.key)
+run_path, model = state.require_model()
+key = folder = source.key  # what the cached loads are keyed by (a MovieLens folder's path, else the data set)
 st.title("Explore a prediction")
-st.caption("Pick a user, a movie and when the request happens. The model predicts the click-through rate (CTR); "
-           "its attention shows which fields each field combined with.")
-
-user_ids = cat.users["user_id"].to_list()
-movie_ids = cat.movies["movie_id"].to_list()
-titles = dict(zip(movie_ids, cat.movies["title"].to_list()))
-state.keep("explore_user", sample["user"])
-state.keep("explore_movie", sample["movie"])
-state.keep("explore_date", state.to_datetime(sample["time"]).date())
-state.keep("explore_time", state.to_datetime(sample["time"]).time())
-
-
-def rated_time_follows() -> None:
-    """A new pair starts at the time of its real rating (or the data's last time when unrated)."""
-    timestamp = state.request_time(cat, cat.sample(st.session_state["explore_user"],
-                                                   st.session_state["explore_movie"])["RequestTime"])
-    st.session_state["explore_date"] = state.to_datetime(timestamp).date()
-    st.session_state["explore_time"] = state.to_datetime(timestamp).time()
-
-
-user_column, movie_column, time_column = st.columns([1, 2, 1])
-with user_column:
-    user = st.selectbox("User (type an id to search)", user_ids, key="explore_user", on_change=rated_time_follows,
-                        format_func=lambda u: f"user {u}")
-    st.caption(state.user_caption(cat, user))
-with movie_column:
-    movie = st.selectbox("Movie (type a title to search)", movie_ids, key="explore_movie",
-                         on_change=rated_time_follows, format_func=lambda m: f"{titles[m]} · #{m}")
-    st.caption(state.movie_caption(cat, movie))
-with time_column:
-    first, last = state.to_datetime(cat.first_time), state.to_datetime(cat.last_time)
-    day = st.date_input("Request date (UTC)", key="explore_date", min_value=first.date(), max_value=last.date())
-    clock = st.time_input("Request time (UTC)", key="explore_time", step=60)
-timestamp = state.request_time(cat, state.from_date_time(day, clock))
-st.session_state["sample"] = sample = {"user": user, "movie": movie, "time": timestamp}
-values = state.sample_values(cat, sample)
+if source.is_movielens:
+    st.caption("Pick a user, a movie and when the request happens. The model predicts the click-through rate (CTR); "
+               "its attention shows which fields each field combined with.")
+    values, show_label = pick_movielens()
+else:
+    st.caption(f"Pick a sample of {source.label}'s test split by its field values, or at random. The model predicts "
+               "the click-through rate (CTR); its attention shows which fields each field combined with.")
+    values, show_label = pick_row()
 
 methods = st.multiselect("Attribution methods", list(METHOD_NAMES), default=DEFAULT_METHODS, key="explore_methods",
                          format_func=METHOD_NAMES.get,
@@ -67,16 +152,7 @@ explanation = explain_sample(model, values, attributions=methods,
 ctr_column, rating_column, fields_column = st.columns([1, 1, 3])
 ctr_column.metric("Predicted CTR", f"{explanation.ctr:.1%}",
                   help=f"Eq. 9: σ(logit) = σ({explanation.logit:+.6f}) = {explanation.ctr:.6f}")
-known = cat.rating(user, movie)
-if known:
-    stars, rated_at = known
-    rating_column.metric("Real rating", "★" * stars + "☆" * (5 - stars),
-                         help=f"rated {state.to_datetime(rated_at):%Y-%m-%d %H:%M} UTC; the paper counts 4-5 stars "
-                              "as a click, 1-2 as none, and drops 3")
-    rating_column.caption("a click (4-5 stars)" if stars > 3 else "no click (1-2 stars)" if stars < 3
-                          else "3 stars: not a sample in the paper's protocol")
-else:
-    rating_column.metric("Real rating", "none", help="this user never rated this movie")
+show_label(rating_column)
 fields_column.markdown("**The sample's fields** \n" + " · ".join(f"`{label}`" for label in explanation.labels))
 
 if model.config.layers == 0:
@@ -111,9 +187,11 @@ else:
     measured = explanation.interactions
     agreement = explanation.agreement
     st.subheader("What the model really combines")
+    combinations = ("every combination (2^F forwards)" if measured.method == "exact" else
+                    f"{measured.budget:,} combinations sampled by KernelSHAP-IQ (2^{F} are too many to try)")
     st.caption("Pairwise Shapley interactions (k-SII): how much the prediction depends on two fields *together*, "
-               "beyond each one alone, measured by setting fields absent in every combination (2^F forwards) and "
-               "asking the model again. Positive raises the CTR, negative lowers it, in logit units. Attention "
+               f"beyond each one alone, measured by setting fields absent in {combinations} "
+               "and asking the model again. Positive raises the CTR, negative lowers it, in logit units. Attention "
                "(left, averaged over layers and heads) is what the paper reads as the explanation; the interactions "
                "(right) are what the prediction actually depends on. Same fields, same order.")
     st.radio("An absent field becomes", list(state.INTERACTION_BASELINES), key="explore_baseline", horizontal=True,
@@ -130,7 +208,10 @@ else:
         st.caption(hint)
     st.caption(f"Check (efficiency): the {F} main effects and {F * (F - 1) // 2} pair interactions add up to "
                f"{measured.main.sum() + measured.pairs.sum():+.4f} = logit {measured.full:+.4f} − baseline logit "
-               f"{measured.empty:+.4f}; gap {measured.efficiency_gap:.1e}.")
+               f"{measured.empty:+.4f}; gap {measured.efficiency_gap:.1e}."
+               + ("" if measured.method == "exact" else f" Estimated values: each has a standard error of about "
+                  f"{float(measured.error.mean()):.1e} on average (at most {float(measured.error.max()):.1e}), "
+                  f"from two independent half-budget runs (seed {measured.seed})."))
     scatter_column, bars_column = st.columns(2)
     pair_labels = [f"{explanation.labels[i].split('=')[0]} × {explanation.labels[j].split('=')[0]}"
                    for i, j in pair_index(F)]

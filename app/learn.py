@@ -10,11 +10,12 @@ from autoint.figures import agreement_scatter, matrix_heatmap
 from autoint.interactions import matrix_to_pairs, pair_index
 from autoint.steps import layer_steps
 
-folder, cat, run_path, model, sample = state.exploring()
+now = state.current()
+folder, run_path, model, values = now.key, now.run_path, now.model, now.values
 
 st.title("Learn: inside one interacting layer")
-st.caption(f"The current sample (user {sample['user']}, *{cat.movie(sample['movie'])['title']}*; change it on "
-           "Explore) goes through the model's own weights. Every number below is what the model computes.")
+st.caption(f"The current sample ({now.caption}; change it on Explore) goes through the model's own weights. Every "
+           "number below is what the model computes.")
 if model.config.layers == 0:
     st.info("This model has no interacting layer (0 layers); pick or train one with at least one layer.")
     st.stop()
@@ -22,7 +23,7 @@ if model.config.layers == 0:
 c1, c2, c3, c4 = st.columns(4)
 layer = c1.selectbox("Layer", list(range(1, model.config.layers + 1)), key="learn_layer")
 head = c2.selectbox("Head h", list(range(1, model.config.heads + 1)), key="learn_head")
-steps = layer_steps(model, state.sample_values(cat, sample), layer)
+steps = layer_steps(model, values, layer)
 labels = steps.labels
 m = c3.selectbox("Query field m (worked example)", list(range(len(labels))), format_func=labels.__getitem__,
                  key="learn_query")
@@ -52,9 +53,12 @@ step(1, "Field embeddings" if layer == 1 else f"Input: the output of layer {laye
      r"\mathbf{e}_i = \mathbf{V}_i \mathbf{x}_i \quad \mathbf{e}_j = \tfrac{1}{q}\mathbf{V}_j \mathbf{x}_j"
      r" \quad \mathbf{e}_m = \mathbf{v}_m x_m" if layer == 1 else r"\mathbf{e}_m = \mathbf{e}^{Res}_m \text{ of layer }"
      + str(layer - 1),
-     "Eqs. 2-4: each categorical field looks up one row of its embedding table, a multi-valued field (Genre) "
-     "averages the rows of its q values, and a numeric field (RequestTime) scales one vector by its value. "
-     f"Every field is now a vector of {inputs.shape[1]} numbers." if layer == 1 else
+     "Eqs. 2-4: each categorical field looks up one row of its embedding table"
+     + "".join(f", {what} ({', '.join(f.name for f in model.schema.of_kind(kind)[:3])}) {does}"
+               for kind, what, does in (("multivalued", "a multi-valued field", "averages the rows of its q values"),
+                                        ("numeric", "a numeric field", "scales one vector by its value"))
+               if model.schema.of_kind(kind))
+     + f". Every field is now a vector of {inputs.shape[1]} numbers." if layer == 1 else
      "A deeper layer combines the previous layer's outputs, so its combinations are of higher order.", "inputs")
 
 projections = np.concatenate([steps.query[h], steps.key[h], steps.value[h]], axis=1)
@@ -121,7 +125,7 @@ step(8 if steps.residual is not None else 7, "ReLU: the layer's output",
         "Eq. 9 then concatenates all fields' outputs and a logistic regression gives the CTR."), "output")
 
 st.header("Attention is not interaction")
-explanation = explain_sample(model, state.sample_values(cat, sample),
+explanation = explain_sample(model, values,
                              interaction_baseline=state.interaction_baseline(run_path, folder, "mean"))
 F = len(labels)
 names = [label.split("=")[0] for label in labels]
@@ -137,7 +141,7 @@ agreement = explanation.agreement
 flat = explanation.near_uniform
 st.markdown(
     f"The paper reads attention as the explanation: a large α_(m,k) would mean the model combined fields m and k. "
-    f"On **this sample** (user {sample['user']}, *{cat.movie(sample['movie'])['title']}*), with the model in use:\n\n"
+    f"On **this sample** ({now.caption}), with the model in use:\n\n"
     f"- Attention's strongest pair is **{pair_name(top_a)}**: mean weight {attention_pairs[top_a]:.3f} against "
     f"{1 / F:.3f} for uniform attention. Among the model's measured interactions it ranks "
     f"**{rank_in(by_interaction, top_a)} of {len(pairs)}** (|k-SII| {strength[top_a]:.3f} logit).\n"

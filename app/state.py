@@ -16,7 +16,7 @@ import streamlit as st
 import torch
 
 from autoint.data import DataError
-from autoint.datasets import resolve_data_dir
+from autoint.datasets import BUILTIN_SPECS, MOVIELENS, builtin_spec, read_spec, resolve_data_dir
 from autoint.datasets.movielens import AGE_NAMES, OCCUPATION_NAMES, Catalog, load_dataset, read_movielens
 from autoint.datasets.synth import GROUND_TRUTH, generate_movielens
 from autoint.errors import AutoIntError
@@ -58,14 +58,38 @@ def runs_root() -> Path:
     return Path(os.environ.get("AUTOINT_RUNS_DIR", "runs"))
 
 
-# ----------------------------------------------------------------------------- data set
+# ----------------------------------------------------------------------------- data sets
+
+DATA_ROOT = Path("data")  # one folder per data set (data/README.md); the sidebar offers each one found
+
 
 @dataclass(frozen=True)
 class DataSource:
     folder: Path
     synthetic: bool
-    requested: Path  # where ML-1M was looked for
+    requested: Path  # where ML-1M was looked for (MovieLens), else the folder
     movielens_missing: bool  # the requested folder holds no MovieLens files
+    dataset: str = MOVIELENS  # a built-in data set's name, or a user's spec's name
+    spec: str | None = None  # a user's spec file (a built-in's ships with the code)
+
+    @property
+    def is_movielens(self) -> bool:
+        return self.dataset == MOVIELENS and self.spec is None
+
+    @property
+    def key(self) -> str:
+        """What cached loads and session choices are keyed by: a MovieLens folder's path (as before data sets
+        other than MovieLens), else the data set, its spec and its folder."""
+        if self.is_movielens:
+            return str(self.folder)
+        return f"{self.dataset}::{self.spec or ''}::{self.folder}"
+
+    @property
+    def label(self) -> str:
+        if self.is_movielens:
+            return f"{'synthetic (MovieLens format)' if self.synthetic else 'MovieLens-1M'} · {self.folder.name}"
+        kind = " (spec)" if self.spec else " (generated)" if self.synthetic else ""
+        return f"{self.dataset}{kind} · {self.folder.name}"
 
 
 def has_movielens(folder: Path) -> bool:
@@ -73,22 +97,75 @@ def has_movielens(folder: Path) -> bool:
         (folder / name).is_file() for name in ("ratings.dat", "ratings.dat.gz"))
 
 
-def data_source() -> DataSource:
-    """ML-1M from AUTOINT_DATA_DIR or data/ml-1m; without it, the synthetic data (generated once).
+def found_in(folder: Path) -> list[DataSource]:
+    """The data sets a folder holds: MovieLens files, a built-in data set's files as distributed (Criteo's
+    train.txt, Avazu's train, KDD12's training.txt), or a spec file (*.toml) for files beside it."""
+    if not folder.is_dir():
+        return []
+    out = []
+    if has_movielens(folder):
+        out.append(DataSource(folder.resolve(), (folder / GROUND_TRUTH).is_file(), folder, False))
+    generated = (folder / GROUND_TRUTH).is_file()  # autoint.datasets.synth's files, with their planted pairs
+    for name in BUILTIN_SPECS:
+        if all(any((folder / n).is_file() for n in alternatives) for alternatives in builtin_spec(name).files):
+            out.append(DataSource(folder.resolve(), generated, folder, False, dataset=name))
+    for path in sorted(folder.glob("*.toml")):
+        try:
+            name = read_spec(path).name
+        except AutoIntError:  # a broken spec: offered under its file name, its error shown when chosen
+            name = path.stem
+        out.append(DataSource(folder.resolve(), generated, folder, False, dataset=name, spec=str(path.resolve())))
+    return out
+
+
+def data_sources() -> list[DataSource]:
+    """Every data set on offer, the default first: the one AUTOINT_DATA_DIR names (else ML-1M in data/ml-1m;
+    without it, the synthetic data, generated once), then each one found in a folder of data/.
 
     A folder with only some of the MovieLens files (users but no ratings, say) is an error, not a
     reason to fall back to synthetic data quietly."""
     requested = resolve_data_dir()
-    if has_movielens(requested):
-        return DataSource(requested.resolve(), (requested / GROUND_TRUTH).is_file(), requested, False)
-    ratings = ("ratings.dat", "ratings.dat.gz")
-    if any((requested / name).is_file() for name in ("users.dat", "movies.dat", *ratings)):
-        missing = [name for name in ("users.dat", "movies.dat") if not (requested / name).is_file()]
-        missing += [] if any((requested / name).is_file() for name in ratings) else ["ratings.dat or ratings.dat.gz"]
-        raise DataError(f"{requested}: holds part of MovieLens-1M but no {' and no '.join(missing)}. Add the "
-                        f"missing files, run `python -m autoint download --data-dir {requested}`, or point "
-                        f"AUTOINT_DATA_DIR elsewhere.")
-    return DataSource(synthetic_folder().resolve(), True, requested, True)
+    first = found_in(requested)
+    if not first:
+        ratings = ("ratings.dat", "ratings.dat.gz")
+        if any((requested / name).is_file() for name in ("users.dat", "movies.dat", *ratings)):
+            missing = [name for name in ("users.dat", "movies.dat") if not (requested / name).is_file()]
+            missing += [] if any((requested / name).is_file() for name in ratings) else \
+                ["ratings.dat or ratings.dat.gz"]
+            raise DataError(f"{requested}: holds part of MovieLens-1M but no {' and no '.join(missing)}. Add the "
+                            f"missing files, run `python -m autoint download --data-dir {requested}`, or point "
+                            f"AUTOINT_DATA_DIR elsewhere.")
+        first = [DataSource(synthetic_folder().resolve(), True, requested, True)]
+    out, seen = list(first), {s.key for s in first}
+    folders = sorted(p for p in DATA_ROOT.iterdir() if p.is_dir() and p.name != "cache") if DATA_ROOT.is_dir() else []
+    for folder in folders:
+        for found in found_in(folder):
+            if found.key not in seen:
+                out.append(found)
+                seen.add(found.key)
+    return out
+
+
+def data_source() -> DataSource:
+    """The data set chosen in the sidebar (this session's), else the default."""
+    sources = data_sources()
+    chosen = st.session_state.get("data_key")
+    return next((s for s in sources if s.key == chosen), sources[0])
+
+
+def source_of(key: str) -> DataSource:
+    """The data source a cache key names (`DataSource.key`)."""
+    if "::" not in key:
+        folder = Path(key)
+        return DataSource(folder, (folder / GROUND_TRUTH).is_file(), folder, False)
+    name, spec, folder = key.split("::", 2)
+    return DataSource(Path(folder), (Path(folder) / GROUND_TRUTH).is_file(), Path(folder), False, dataset=name,
+                      spec=spec or None)
+
+
+def can_recommend(source: DataSource) -> bool:
+    """Recommend needs user-role and item-role fields and a catalogue of users and items: MovieLens here."""
+    return source.is_movielens
 
 
 @st.cache_resource(show_spinner="Generating the synthetic data set ...")
@@ -105,8 +182,13 @@ def catalog(folder: str) -> Catalog:
 
 @st.cache_resource(show_spinner="Encoding the data set for this model ...", max_entries=4)
 def dataset(folder: str, run_path: str):
-    """The data encoded with the run's own vocabularies (a run carries its schema)."""
-    return load_dataset(folder, schema=load_model(run_path).schema)
+    """The data encoded with the run's own vocabularies (a run carries its schema). `folder` is a data source's
+    key: a MovieLens folder, or a data set read by its spec (`DataSource.key`)."""
+    source = source_of(folder)
+    if source.is_movielens:
+        return load_dataset(folder, schema=load_model(run_path).schema)
+    from autoint.datasets import load_dataset as load_any
+    return load_any(source.dataset, spec=source.spec, data_dir=source.folder, schema=load_model(run_path).schema)
 
 
 # ----------------------------------------------------------------------------- models and runs
@@ -152,6 +234,17 @@ def finished_runs() -> list[dict]:
     return [r for r in list_runs(runs_root()) if r.get("error") is None and r.get("model") in ATTENTION_MODELS]
 
 
+def trained_on(run: dict, source: DataSource) -> bool:
+    """Whether a listed run was trained on this data set (its fields and vocabularies are that data set's).
+    MovieLens runs record no data set name; any MovieLens folder takes them (the current folder's come first)."""
+    return (run.get("dataset") or MOVIELENS) == source.dataset
+
+
+def runs_for(source: DataSource) -> list[dict]:
+    """The finished runs of this data set, newest first: the model picker's choices."""
+    return [r for r in finished_runs() if trained_on(r, source)]
+
+
 def broken_runs() -> list[dict]:
     """Run folders that do not load, with the reason (shown, never hidden)."""
     return [r for r in list_runs(runs_root()) if r.get("error") is not None]
@@ -161,7 +254,8 @@ def current_run_path() -> str | None:
     """The run the pages use: the one chosen in the sidebar or on the Train page, else this session's default
     pick (the newest run on the current data, kept for the session). A default pick of the quick first-run
     model moves to the converged one when that lands, and the page says so once (`take_swap_message`)."""
-    runs = finished_runs()
+    source = data_source()
+    runs = runs_for(source)  # a model explains the data set it was trained on
     paths = [r["path"] for r in runs]
     chosen = st.session_state.get("run_path")  # set only by a person's choice
     if chosen in paths:
@@ -170,7 +264,7 @@ def current_run_path() -> str | None:
     quick, converged = by_name.get(FIRST_RUN_NAME), by_name.get(CONVERGED_RUN_NAME)
     pick = st.session_state.get("run_auto")
     if pick not in paths:
-        folder = str(data_source().folder)
+        folder = str(source.folder)
         same_data = [r["path"] for r in runs if str(Path(r.get("data_dir") or "").resolve()) == folder]
         pick = (same_data or paths or [None])[0]
         if quick and converged and pick == quick["path"]:  # both landed before this session started
@@ -195,20 +289,91 @@ def take_swap_message() -> str | None:
 
 
 def require_model():
-    """(run path, model) for a page that explains; without a trained model, show the first-run training."""
+    """(run path, model) for a page that explains; without a trained model, show the first-run training
+    (MovieLens), or say where to train one (any other data set: its size is unknown, so nothing starts by itself)."""
     path = current_run_path()
     if path is None:
+        source = data_source()
+        if not source.is_movielens:
+            st.info(f"No model is trained on **{source.label}** yet. Train one on the Train page (a run explains "
+                    f"the data set it was trained on).", icon=":material/model_training:")
+            st.page_link("app/train_page.py", label="Train a model", icon=":material/model_training:")
+            st.stop()
         first_run_training()
         st.stop()
     return path, load_model(path)
 
 
 def exploring() -> tuple[str, Catalog, str, object, dict]:
-    """What every per-sample page starts from: (data folder, catalog, run path, model, current sample)."""
+    """What the MovieLens per-sample pages start from: (data folder, catalog, run path, model, current sample)."""
     folder = str(data_source().folder)
     cat = catalog(folder)
     run_path, model = require_model()
     return folder, cat, run_path, model, current_sample(cat)
+
+
+@dataclass
+class Current:
+    """What every per-sample page starts from, on any data set: the data, the run, the sample being explained."""
+
+    source: DataSource
+    key: str  # the data source's key, for the cached loads below
+    run_path: str
+    model: object
+    sample: dict  # MovieLens: {"user", "movie", "time"}; any other data set: {"row"}, a test-split position
+    values: dict  # the sample's raw field values
+    caption: str  # the sample in words: "user 12 and *Toy Story (1995)*", "test sample 17"
+    catalog: Catalog | None = None  # MovieLens only
+    label: int | None = None  # the sample's real label, when it is a sample of the data
+
+
+def current() -> Current:
+    source = data_source()
+    cat = catalog(str(source.folder)) if source.is_movielens else None  # a broken folder: its error, no training
+    run_path, model = require_model()
+    if cat is not None:
+        sample = current_sample(cat)
+        known = cat.rating(sample["user"], sample["movie"])
+        return Current(source, source.key, run_path, model, sample, sample_values(cat, sample),
+                       f"user {sample['user']} and *{cat.movie(sample['movie'])['title']}*", cat,
+                       None if known is None or known[0] == 3 else int(known[0] > 3))
+    row = current_row(source, run_path)
+    return Current(source, source.key, run_path, model, {"row": row.position}, row.values,
+                   f"test sample {row.position:,}", label=row.label)
+
+
+def current_row(source: DataSource, run_path: str):
+    """This session's sample of a data set other than MovieLens: a position in its test split (the first
+    sample to begin with), kept per data set."""
+    from autoint.samples import SampleError, split_row
+    data = dataset(source.key, run_path)
+    rows = st.session_state.setdefault("rows", {})
+    try:
+        return split_row(data, "test", int(rows.get(source.key, 0)))
+    except SampleError:  # another model's data of another size: start again
+        rows[source.key] = 0
+        return split_row(data, "test", 0)
+
+
+def choose_row(source: DataSource, position: int) -> None:
+    st.session_state.setdefault("rows", {})[source.key] = int(position)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def matching_rows(key: str, run_path: str, where: tuple):
+    """Test-split positions of the samples with these (field, value) pairs."""
+    from autoint.samples import matching
+    return matching(dataset(key, run_path), "test", dict(where))
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def field_values(key: str, run_path: str, where: tuple, name: str, search: str, limit: int = 200):
+    """A field's values among the test samples that pass `where`, most frequent first, with their counts;
+    `search` keeps those whose text holds it. At most `limit`: a vocabulary can hold a million values."""
+    from autoint.samples import value_counts
+    data = dataset(key, run_path)
+    positions = matching_rows(key, run_path, where) if where else None
+    return value_counts(data, "test", name, positions, search=search, limit=limit)
 
 
 def default_job(queue: JobQueue) -> Job | None:
@@ -286,7 +451,7 @@ def request_time(cat: Catalog, timestamp: float) -> float:
 
 
 def current_sample(cat: Catalog) -> dict:
-    sample = st.session_state.get("sample")
+    sample = st.session_state.get("sample")  # a MovieLens sample; "rows" holds other data sets' (current_row)
     if sample is None or not _valid(cat, sample):
         sample = _first_rated(cat, int(cat.users["user_id"][0]))
         st.session_state["sample"] = sample
@@ -368,23 +533,28 @@ def _split_interactions_memory() -> dict:
     return {"lock": threading.Lock(), "results": {}}
 
 
-def split_interactions(run_path: str, folder: str, split: str = "test", baseline_kind: str = "mean"):
-    """Every sample's exact interactions over a split, computed once per model (about a minute on the u2999 test
-    split, with a progress bar), then from memory or the disk cache (data/cache) in milliseconds."""
-    from autoint.interactions import interactions_of_split
+def split_interactions(run_path: str, folder: str, split: str = "test", baseline_kind: str = "mean",
+                       rows: int | None = None):
+    """A split's interactions, computed once per model (with a progress bar), then from memory or the disk cache
+    (data/cache) in milliseconds: exact for every sample up to 12 fields (about a minute on the u2999 test
+    split); above, estimated on a seeded subsample of `rows` samples (default 64, about 30 s on 39 fields)."""
+    from autoint.interactions import SAMPLED_ROWS, interactions_of_split
     memory = _split_interactions_memory()
-    key = (run_path, folder, split, baseline_kind)
+    rows = rows or SAMPLED_ROWS
+    key = (run_path, folder, split, baseline_kind, rows)
     if key in memory["results"]:
         return memory["results"][key]
-    bar = st.progress(0.0, text=f"Measuring the model's interactions on the {split} split ...")
+    what = f"the {split} split" if len(load_model(run_path).schema.fields) <= 12 else f"{rows} {split} samples"
+    bar = st.progress(0.0, text=f"Measuring the model's interactions on {what} ...")
 
     def progress(done: int, total: int) -> None:
-        bar.progress(done / max(total, 1), text=f"Measuring the model's interactions on the {split} split: "
+        bar.progress(done / max(total, 1), text=f"Measuring the model's interactions on {what}: "
                                                 f"{done:,} of {total:,} samples (once per model; then cached)")
     with memory["lock"]:
         if key not in memory["results"]:
             memory["results"][key] = interactions_of_split(run_path, load_model(run_path), dataset(folder, run_path),
-                                                           split, baseline=baseline_kind, progress=progress)
+                                                           split, baseline=baseline_kind, progress=progress,
+                                                           rows=rows)
     bar.empty()
     return memory["results"][key]
 

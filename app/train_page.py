@@ -71,8 +71,8 @@ else:  # a selector with one choice would say nothing: say why there is one
     st.caption(faithfulness_verdict())
 
 with st.form("train_form"):
-    st.markdown(f"**A new run** on `{source.folder.name}`. It trains in a separate process "
-                f"({state.JOB_THREADS} thread(s)), so the other pages stay usable meanwhile.")
+    st.markdown(f"**A new run** on **{source.label}** (the data set chosen in the sidebar). It trains in a "
+                f"separate process ({state.JOB_THREADS} thread(s)), so the other pages stay usable meanwhile.")
     c1, c2, c3, c4 = st.columns(4)
     layers = c1.slider("Interacting layers", 0, 6, key="train_layers")
     embed_dim = c2.slider("Embedding size d", 4, 64, key="train_embed")
@@ -113,7 +113,9 @@ if submitted:
                                residual=residual, dropout=dropout, scaled_attention=scaled, layer_norm=layer_norm,
                                qkv_relu=qkv_relu, projection_bias=projection_bias,
                                attention_dropout=attention_dropout, dnn_hidden=widths)
-        job = queue.submit(config, TrainConfig(epochs=int(epochs)), source.folder, run_name=name.strip() or None)
+        which = {} if source.is_movielens else {"spec": source.spec} if source.spec else {"dataset": source.dataset}
+        job = queue.submit(config, TrainConfig(epochs=int(epochs)), source.folder, run_name=name.strip() or None,
+                           **which)
         st.session_state.setdefault("train_my_jobs", []).append(job.id)  # this session follows its own jobs
         st.success(f"Queued {job.run_name}.")
     except AutoIntError as exc:  # bad settings, a taken run name: said on the form
@@ -179,26 +181,30 @@ def row(run: dict) -> dict:
             "d'": config.get("attn_dim"), "residual": config.get("residual"),
             "test AUC": metrics.get("test_auc"), "test log loss": metrics.get("test_logloss"),
             "epochs": metrics.get("epochs_run"), "created": run.get("created"),
-            "data": (run.get("data_dir") or "?").rsplit("/", 1)[-1]}
+            "data set": run.get("dataset") or "movielens-1m", "data": (run.get("data_dir") or "?").rsplit("/", 1)[-1]}
 
 
 st.dataframe([row(r) for r in runs], hide_index=True, key="train_registry",
              column_config={"test AUC": st.column_config.NumberColumn(format="%.4f"),
                             "test log loss": st.column_config.NumberColumn(format="%.4f")})
-names = {r["path"]: r["name"] for r in runs}
+names = {r["path"]: r["name"] for r in state.runs_for(source)}  # a run explains the data set it was trained on
 use_column, _ = st.columns([2, 3])
-pick = use_column.selectbox("Run for the other pages", list(names), format_func=names.get, key="train_pick",
-                            index=list(names).index(in_use))
-use_column.button("Use this run", key="train_use", on_click=lambda: st.session_state.update(run_path=pick),
-                  icon=":material/check:")
+if names:
+    pick = use_column.selectbox(f"Run for the other pages (trained on {source.dataset})", list(names),
+                                format_func=names.get, key="train_pick",
+                                index=list(names).index(in_use) if in_use in names else 0)
+    use_column.button("Use this run", key="train_use", on_click=lambda: st.session_state.update(run_path=pick),
+                      icon=":material/check:")
+else:
+    use_column.caption(f"No run is trained on {source.label} yet.")
 for broken in state.broken_runs():
     st.warning(f"{broken['name']} is not loadable and left out: {broken['error']}")
 
 # ----------------------------------------------------------------------------- compare
 
 st.subheader("Compare runs")
-if len(runs) < 2:
-    st.caption("Train a second run to compare two side by side.")
+if len(names) < 2:
+    st.caption(f"Train a second run on {source.label} to compare two side by side.")
     st.stop()
 chosen = st.multiselect("Runs", list(names), default=list(names)[:2], max_selections=2, format_func=names.get,
                         key="train_compare")
@@ -217,11 +223,9 @@ st.dataframe({"metric": metric_rows + setting_rows,
 state.show_figure(training_curves({names[p]: m.get("history", []) for p, m in manifests.items()},
                                   title="Loss and validation AUC per epoch"), "compare-curves", "train_curves")
 
-cat = state.catalog(str(source.folder))
-sample = state.current_sample(cat)
-values = state.sample_values(cat, sample)
-st.markdown(f"**The same sample under both** (user {sample['user']}, *{cat.movie(sample['movie'])['title']}*; "
-            "change it on Explore)")
+now = state.current()
+values = now.values
+st.markdown(f"**The same sample under both** ({now.caption}; change it on Explore)")
 for column, path in zip(st.columns(2), chosen):
     with column:
         model = state.load_model(path)

@@ -11,11 +11,13 @@ from autoint.figures import (attention_before_after, attribution_bars, differenc
 from autoint.interactions import near_uniform, pair_index
 from autoint.schema import UNKNOWN
 
-folder, cat, run_path, model, sample = state.exploring()
+now = state.current()
+folder, cat, run_path, model, sample = now.key, now.catalog, now.run_path, now.model, now.sample
 schema = model.schema
-values = state.sample_values(cat, sample)
-# Edits belong to one base sample: exploring another sample (or another model) starts afresh.
-base = (run_path, sample["user"], sample["movie"], sample["time"])
+values = now.values
+VALUES_LISTED = 200  # a categorical field's values offered at once (a vocabulary can hold a million)
+# Edits belong to one base sample: exploring another sample (or another model, or data set) starts afresh.
+base = (run_path, folder, *sorted(sample.items()))
 if st.session_state.get("whatif_base") != base:
     st.session_state["whatif_base"] = base
     st.session_state["whatif_edits"] = {}
@@ -34,21 +36,21 @@ def reset() -> None:
 
 
 st.title("What if ...?")
-st.caption(f"Start: user {sample['user']} and *{cat.movie(sample['movie'])['title']}* (from Explore). Change any "
-           "field below; the model is asked again and the pictures show what changed.")
+st.caption(f"Start: {now.caption} (from Explore). Change any field below; the model is asked again and the "
+           "pictures show what changed.")
 
 columns = st.columns(4)
 for i, f in enumerate(schema.fields):
     key, current = widget_key(f.name), edits.get(f.name, values[f.name])
     with columns[i % 4]:
-        if f.kind == "numeric" and f.name == "RequestTime":
+        if f.kind == "numeric" and f.format == "timestamp" and cat is not None:  # MovieLens's request time
             stamp = state.to_datetime(current)
             state.keep(key + "_date", stamp.date())
             state.keep(key + "_time", stamp.time())
-            day = st.date_input("RequestTime date (UTC)", key=key + "_date",
+            day = st.date_input(f"{f.name} date (UTC)", key=key + "_date",
                                 min_value=state.to_datetime(cat.first_time).date(),
                                 max_value=state.to_datetime(cat.last_time).date())
-            clock = st.time_input("RequestTime (UTC)", key=key + "_time", step=60)
+            clock = st.time_input(f"{f.name} (UTC)", key=key + "_time", step=60)
             new = state.request_time(cat, state.from_date_time(day, clock))
             changed = new != state.request_time(cat, values[f.name])
         elif f.kind == "numeric":
@@ -61,7 +63,15 @@ for i, f in enumerate(schema.fields):
                                  format_func=lambda v, f=f: f.display.get(v, v))
             changed = sorted(new) != sorted(values[f.name])
         else:
-            options = list(f.vocab) if current in f.vocab else [current, *f.vocab]
+            options = list(f.vocab)
+            if len(options) > VALUES_LISTED:  # a large vocabulary (most frequent first): search it
+                search = st.text_input(f"Search {f.name}", key=key + "_search", placeholder="part of a value")
+                text = search.strip().lower()
+                options = [v for v in options if text in v.lower()][:VALUES_LISTED] if text else \
+                    options[:VALUES_LISTED]
+            options = options if current in options else [current, *options]
+            if st.session_state.get(key) not in (None, *options):  # a value chosen before the search changed
+                options.append(st.session_state[key])
             state.keep(key, current)
             new = st.selectbox(f.name, options, key=key, format_func=lambda v, f=f: f.display.get(v, v),
                                help=f"{UNKNOWN} is the slot for values the model never saw in training")
@@ -73,8 +83,9 @@ for i, f in enumerate(schema.fields):
 
 st.button("Reset to the explored sample", on_click=reset, icon=":material/restart_alt:", key="whatif_reset",
           disabled=not edits)
-if edits.get("Genre") == []:
-    st.error("Genre needs at least one value; pick one or reset.")
+emptied = [name for name, value in edits.items() if schema[name].kind == "multivalued" and not value]
+if emptied:
+    st.error(f"{emptied[0]} needs at least one value; pick one or reset.")
     st.stop()
 
 result = what_if(model, values, edits, attributions=["integrated_gradients"],

@@ -162,7 +162,7 @@ def app_env(monkeypatch, tmp_path, synth_dir):
 
 
 def run_in_use(at) -> str:
-    return os.path.basename(at.sidebar.selectbox[0].value)
+    return os.path.basename(at.sidebar.selectbox(key="sidebar_run").value)
 
 
 def swap_messages(at) -> list[str]:

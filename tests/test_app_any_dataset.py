@@ -1,0 +1,179 @@
+"""The app on a data set other than MovieLens: a generated Criteo-format set (39 fields) with a tiny model trained
+one epoch. Explore picks a test sample by field values and shows its real label; Dataset correlations averages
+attention and measures the interactions on a subsample; every label comes from the schema."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from autoint.__main__ import main as cli
+from conftest import REPO
+
+APP = str(REPO / "streamlit_app.py")
+TIMEOUT = 180
+MOVIELENS_WORDS = ("Gender", "Genre", "Age", "Occupation", "Zipcode", "ReleaseTime", "RequestTime", "movie", "Movie")
+
+
+@pytest.fixture(scope="module")
+def criteo(tmp_path_factory):
+    """(data folder, run folder): 3,000 Criteo-format rows and an AutoInt (1 layer, 1 head, d=4) trained one epoch."""
+    from autoint.datasets.synth import generate_criteo
+    folder = generate_criteo(tmp_path_factory.mktemp("criteo") / "criteo", rows=3000, seed=5)
+    run = tmp_path_factory.mktemp("criteo-runs") / "criteo-tiny"
+    assert cli(["train", "--dataset", "criteo", "--data-dir", str(folder), "--epochs", "1", "--layers", "1",
+                "--heads", "1", "--embed-dim", "4", "--attn-dim", "4", "--batch-size", "256", "--quiet",
+                "--out", str(run)]) == 0
+    return folder, run
+
+
+@pytest.fixture
+def criteo_app(monkeypatch, tmp_path, criteo, trained_run):
+    """The app on the Criteo-format folder; the runs folder also holds a MovieLens run, which must not be offered."""
+    folder, run = criteo
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(run, runs / run.name)
+    shutil.copytree(trained_run.path, runs / "movielens-small")
+    monkeypatch.setenv("AUTOINT_DATA_DIR", str(folder))
+    monkeypatch.setenv("AUTOINT_RUNS_DIR", str(runs))
+    monkeypatch.setenv("AUTOINT_CACHE_DIR", str(tmp_path / "cache"))
+    return folder, runs / run.name
+
+
+def start(page=None, **session) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in session.items():
+        at.session_state[key] = value
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def array(value) -> np.ndarray:
+    """Plotly sends numpy data as typed arrays ({dtype, bdata, shape}); lists stay lists."""
+    import base64
+    if isinstance(value, dict) and "bdata" in value:
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = value.get("shape")
+        return flat.reshape([int(n) for n in str(shape).split(",")]) if shape else flat
+    return np.asarray(value)
+
+
+def charts(at) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def titled(at, start: str) -> dict:
+    found = [c for c in charts(at) if c["layout"].get("title", {}).get("text", "").startswith(start)]
+    assert found, [c["layout"].get("title", {}).get("text") for c in charts(at)]
+    return found[0]
+
+
+def shown_text(at) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.title]
+    parts += [s.label for s in at.selectbox] + [h.value for h in at.subheader]
+    return "\n".join(parts)
+
+
+def test_explore_picks_a_test_sample_by_field_values_and_shows_its_real_label(criteo_app):
+    from autoint.datasets import load_dataset
+    from autoint.explain import explain_sample
+    from autoint.runs import load_run
+    from autoint.samples import split_row, value_counts
+    folder, run_path = criteo_app
+    run = load_run(run_path)
+    data = load_dataset("criteo", data_dir=folder, schema=run.schema)
+    at = start()
+    # the sidebar offers the Criteo run only, and no Recommend page (no users and items)
+    assert at.sidebar.selectbox(key="sidebar_run").options == ["criteo-tiny"]  # not the MovieLens run
+    pickers = {s.key: s for s in at.sidebar.selectbox}
+    if "sidebar_data" in pickers:  # other data sets under data/: AUTOINT_DATA_DIR's comes first, chosen
+        assert pickers["sidebar_data"].value.startswith("criteo::")
+        assert pickers["sidebar_data"].options[0] == "criteo (generated) · criteo"
+    else:
+        assert "criteo (generated) · criteo" in at.sidebar.markdown[1].value
+    first = split_row(data, "test", 0)
+    expected = explain_sample(run.model, first.values)
+    ctr = next(m for m in at.metric if m.label == "Predicted CTR")
+    assert ctr.value == f"{expected.ctr:.1%}"
+    label = next(m for m in at.metric if m.label == "Real label")
+    assert label.value == ("click" if first.label else "no click")
+    grid = titled(at, "Attention per layer and head")
+    assert grid["data"][0]["y"] == expected.labels and len(expected.labels) == 39
+    assert expected.labels[4].startswith("I5=") and expected.labels[15].startswith("C3=")
+
+    # filter by C3's most frequent value: the sample shown has it, and its real label is the data's
+    value, count = value_counts(data, "test", "C3")[0]
+    at.multiselect(key="explore_filter_fields").set_value(["C3"]).run()
+    at.selectbox(key="explore_value_C3").set_value(value).run()
+    assert not at.exception and not at.error
+    assert at.number_input(key="explore_match").label.endswith(f"of {count:,} matching test samples)")
+    at.button(key="explore_random").click().run()
+    shown = split_row(data, "test", at.session_state["rows"][next(iter(at.session_state["rows"]))])
+    assert shown.values["C3"] == value
+    assert next(m for m in at.metric if m.label == "Real label").value == ("click" if shown.label else "no click")
+    labels = titled(at, "Attention per layer and head")["data"][0]["y"]
+    assert f"C3={value}" in labels
+    # a search narrows the listed values to those holding the text
+    at.text_input(key="explore_search_C3").set_value(value[1:5]).run()
+    assert value in at.selectbox(key="explore_value_C3").options[0]
+    side = titled(at, "Attention beside the measured interactions")
+    assert side["data"][0]["y"] == labels  # the interaction map is there, over the same fields
+    text = shown_text(at)
+    for word in MOVIELENS_WORDS:
+        assert word not in text, word
+
+
+def test_recommend_is_not_offered_without_users_and_items(criteo_app):
+    at = start()
+    with pytest.raises(Exception):
+        at.switch_page("app/recommend.py").run()
+        assert not at.exception
+
+
+def test_dataset_correlations_on_criteo_average_attention_and_measure_a_subsample(criteo_app):
+    from autoint.datasets import load_dataset
+    from autoint.explain import dataset_correlations
+    from autoint.runs import load_run
+    folder, run_path = criteo_app
+    run = load_run(run_path)
+    data = load_dataset("criteo", data_dir=folder, schema=run.schema)
+    at = start("app/correlations.py", corr_sample_rows=8)
+    x, y = data.split("test")
+    expected = dataset_correlations(run.model, x, y)
+    side = titled(at, "Fig. 7(b) beside the measured interactions")
+    assert side["data"][0]["x"] == run.schema.names  # I1 ... C26, from the schema
+    assert "8 samples" in side["layout"]["title"]["text"]
+    assert [array(trace["z"]).shape for trace in side["data"][:2]] == [(39, 39), (39, 39)]  # attention, interactions
+    assert any("Measured on 8 of the slice's" in c.value for c in at.caption)
+    table = at.dataframe[0].value
+    assert len(table) == 39 * 38 // 2 and "± standard error" in table.columns
+    assert expected.count == len(x)
+    text = shown_text(at)
+    assert "(4-5 stars)" not in text and "clicks only (label 1)" in [o for o in at.radio(key="corr_label").options]
+    # slice by a field value, found by search in the test split's values
+    at.selectbox(key="corr_field").set_value("C3").run()
+    assert not at.exception and not at.error
+    options = at.selectbox(key="corr_value_C3").options
+    assert options and all(o and o != "<unknown>" for o in options)
+    for word in MOVIELENS_WORDS:
+        assert word not in shown_text(at), word
+
+
+def test_what_if_learn_and_train_work_on_any_schema(criteo_app):
+    folder, run_path = criteo_app
+    at = start("app/what_if.py")
+    assert any("test sample 0" in c.value for c in at.caption)
+    at.number_input(key="whatif_field_I5").set_value(1.0).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "`I5=1`" in next(m.value for m in at.markdown if m.value.startswith("**Edits**"))
+    for page in ("app/learn.py", "app/train_page.py"):
+        at.switch_page(page).run()
+        assert not at.exception and not at.error, (page, [e.value for e in at.error])
+        for word in MOVIELENS_WORDS:
+            assert word not in shown_text(at), (page, word)
