@@ -152,3 +152,72 @@ def test_explore_then_what_if(page, server):
     settle(page, 4)
     assert "Gender=" in page.locator('[data-testid="stMain"]').inner_text()
     shoot(page, "flow-2-what-if")
+
+
+@pytest.fixture(scope="module")
+def criteo_server(tmp_path_factory):
+    """The app on a generated Criteo-format folder (39 fields, 12,000 rows) with a small model (3 epochs)."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    from autoint.__main__ import main as cli
+    from autoint.datasets.synth import generate_criteo
+    folder = generate_criteo(tmp_path_factory.mktemp("criteo") / "criteo", rows=12000, seed=5)
+    runs = tmp_path_factory.mktemp("criteo-browser") / "runs"  # enough data and epochs to learn the planted pairs
+    assert cli(["train", "--dataset", "criteo", "--data-dir", str(folder), "--epochs", "3", "--layers", "2",
+                "--heads", "2", "--embed-dim", "8", "--attn-dim", "8", "--batch-size", "256", "--lr", "0.005",
+                "--quiet", "--out", str(runs / "criteo-small")]) == 0
+    port = free_port()
+    env = {**os.environ, "AUTOINT_DATA_DIR": str(folder), "AUTOINT_RUNS_DIR": str(runs),
+           "AUTOINT_CACHE_DIR": str(tmp_path_factory.mktemp("criteo-cache")), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO)}
+    log = open(tmp_path_factory.mktemp("criteo-log") / "streamlit.log", "w+")
+    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+                                "--server.address", "127.0.0.1", "--server.port", str(port),
+                                "--server.headless", "true", "--browser.gatherUsageStats", "false",
+                                "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"streamlit did not start:\n{log.read()[-3000:]}")
+            time.sleep(0.3)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+    log.seek(0)
+    assert "Traceback" not in log.read(), "the server logged a traceback"
+
+
+def test_criteo_format_explore_and_correlations(page, criteo_server):
+    """Any data set: Explore picks a test sample by a field's value and shows its real label; Dataset
+    correlations measures the interactions of 39 fields on a subsample (about a minute on one thread)."""
+    page.set_default_timeout(240_000)
+    page.goto(criteo_server)
+    settle(page, 6)
+    main = page.locator('[data-testid="stMain"]')
+    assert "Real label" in main.inner_text() and "C3=" in main.inner_text()
+    assert page.locator('[data-testid="stSidebarNav"]').get_by_text("Recommend", exact=True).count() == 0
+    fields = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Pick a test sample")
+    fields.locator("input").click()
+    page.keyboard.type("C3")
+    page.get_by_role("option", name="C3", exact=True).click()
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stSelectbox\"]')]"
+                           ".some(e => e.innerText.includes('C3 value'))")
+    picked = page.locator('[data-testid="stSelectbox"]').filter(has_text="C3 value")
+    value = picked.evaluate(f"e => {SHOWN}").split("C3 value", 1)[1].split("·")[0].split()[-1]
+    page.wait_for_function(f"() => document.querySelector('[data-testid=\"stMain\"]').innerText"
+                           f".includes('C3={value}')")  # the sample shown is one with the value picked
+    settle(page, 6)
+    assert f"C3={value}" in main.inner_text()
+    shoot(page, "criteo-explore")
+    go(page, criteo_server, "Dataset correlations")
+    page.wait_for_url(f"{criteo_server}/correlations")
+    settle(page, 4, 1)
+    assert "Measured on" in main.inner_text()
+    shoot(page, "criteo-correlations")
