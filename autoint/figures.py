@@ -21,6 +21,8 @@ DIVERGING_SCALE = "RdBu_r"  # red = more, blue = less; white is 0 (zmid)
 QUERY_AXIS = "query field m (row)"
 KEY_AXIS = "attends to field k (column)"
 CELL_PX = 46  # height per field row of a stand-alone heatmap, so long labels never overlap
+MANY_FIELDS = 16  # above this many fields (Criteo has 39) rows get MANY_PX and every label a small font
+MANY_PX = 18
 SMALLEST_CHANGE_SCALE = 0.01  # a difference map's colour range never shrinks below this, so noise stays white
 METHOD_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]
 UNIFORM_SCALE = "RdBu_r"  # attention relative to uniform: red = more than 1/F, blue = less, white = uniform
@@ -34,6 +36,20 @@ BLANK = "#e8e8e8"  # behind an interaction map: its blank diagonal reads as "no 
 
 class FigureError(AutoIntError, ValueError):
     """Arrays that do not fit the labels or each other; the message names the argument and the shapes."""
+
+
+
+def _row_px(fields: int) -> int:
+    """Pixels per field row: roomy for ML-1M's 7 fields, compact for Criteo's 39 (else a page is 2,000 px tall)."""
+    return CELL_PX if fields <= MANY_FIELDS else MANY_PX
+
+
+def _many_fields(fig: go.Figure, fields: int) -> go.Figure:
+    """With many fields, every field keeps its tick label (plotly would drop some) in a 9 px font, x labels upright."""
+    if fields > MANY_FIELDS:
+        fig.update_xaxes(tickfont=dict(size=9), tickangle=-90, dtick=1)
+        fig.update_yaxes(tickfont=dict(size=9), dtick=1)
+    return fig
 
 
 def plotly_config(image_format: str = "png", filename: str = "autoint") -> dict:
@@ -100,9 +116,11 @@ def matrix_heatmap(matrix, row_labels: Sequence[str], column_labels: Sequence[st
         colour = dict(colorscale=ATTENTION_SCALE)
     fig = go.Figure(_heatmap_trace(matrix, rows, columns, "row: %{y}<br>column: %{x}", value_format=value_format,
                                    show_values=show_values, **colour))
-    fig.update_layout(title=title, height=max(260, 120 + CELL_PX * len(rows)), margin=dict(l=10, r=10, t=60, b=10))
+    fig.update_layout(title=title, height=max(260, 120 + _row_px(len(rows)) * len(rows)),
+                      margin=dict(l=10, r=10, t=60, b=10))
     fig.update_xaxes(title=x_title, side="bottom", tickangle=-30)
     fig.update_yaxes(title=y_title, autorange="reversed")
+    _many_fields(fig, len(rows))
     return fig
 
 
@@ -231,9 +249,10 @@ def attention_heatmap(matrix, labels: Sequence[str], *, title: str = "Attention"
     fig = go.Figure(trace)
     bound = _uniform_bound(trace.z, zmax=zmax, fields=len(labels))
     fig.update_layout(title=head_title(title, entropy, bool(flag)), coloraxis=_uniform_axis(bound),
-                      height=max(320, 160 + CELL_PX * len(labels)), margin=dict(l=10, r=10, t=60, b=10))
+                      height=max(320, 160 + _row_px(len(labels)) * len(labels)), margin=dict(l=10, r=10, t=60, b=10))
     fig.update_xaxes(title=KEY_AXIS, tickangle=-30, showgrid=False)
     fig.update_yaxes(title=QUERY_AXIS, autorange="reversed", showgrid=False)
+    _many_fields(fig, len(labels))
     return fig
 
 
@@ -259,7 +278,9 @@ def attention_grid(attention, labels: Sequence[str], *, title: str = "Attention 
               for l in range(layers) for h in range(heads)]
     fig = go.Figure(traces, _grid_layout(layers, heads, titles, traces))
     fig.update_layout(title=title, coloraxis=_uniform_axis(_uniform_bound(uniform_colour(attention))),
-                      height=160 + layers * (70 + 26 * len(labels)), margin=dict(l=10, r=10, t=80, b=10))
+                      height=160 + layers * (70 + min(26, _row_px(len(labels))) * len(labels)),
+                      margin=dict(l=10, r=10, t=80, b=10))
+    _many_fields(fig, len(labels))
     return fig
 
 
@@ -278,7 +299,8 @@ def attention_before_after(before, after, labels: Sequence[str], *, title: str =
               for i, name in enumerate(("Before", "After"))]
     fig = go.Figure(traces, _grid_layout(1, 2, titles, traces))
     fig.update_layout(title=title, coloraxis=_uniform_axis(_uniform_bound(traces[0].z, traces[1].z)),
-                      height=max(360, 200 + CELL_PX * len(labels)), margin=dict(l=10, r=10, t=80, b=10))
+                      height=max(360, 200 + _row_px(len(labels)) * len(labels)), margin=dict(l=10, r=10, t=80, b=10))
+    _many_fields(fig, len(labels))
     return fig
 
 
@@ -322,9 +344,11 @@ def difference_heatmap(difference, labels: Sequence[str], *, title: str = "Chang
                                    show_values=True, colorscale=DIVERGING_SCALE, zmid=0.0, zmin=-bound, zmax=bound,
                                    colorbar=dict(title=dict(text=value_name.replace(" ", "<br>", 1)))))
     fig.data[0].hovertemplate = fig.data[0].hovertemplate.replace("value:", f"{value_name}:")
-    fig.update_layout(title=title, height=max(320, 160 + CELL_PX * len(labels)), margin=dict(l=10, r=10, t=60, b=10))
+    fig.update_layout(title=title, height=max(320, 160 + _row_px(len(labels)) * len(labels)),
+                      margin=dict(l=10, r=10, t=60, b=10))
     fig.update_xaxes(title=columns_title, tickangle=-30, showgrid=False)
     fig.update_yaxes(title=rows_title, autorange="reversed", showgrid=False)
+    _many_fields(fig, len(labels))
     return fig
 
 
@@ -434,9 +458,10 @@ def interaction_heatmap(matrix, labels: Sequence[str], *, signed: bool,
     fig = go.Figure(_interaction_trace(matrix, labels, signed=signed, main=main))
     fig.update_layout(title=title, coloraxis=_interaction_axis(
         matrix, signed=signed, title="interaction<br>(logit)" if signed else "mean<br>|interaction|<br>(logit)"),
-        height=max(320, 160 + CELL_PX * len(labels)), margin=dict(l=10, r=10, t=60, b=10), plot_bgcolor=BLANK)
+        height=max(320, 160 + _row_px(len(labels)) * len(labels)), margin=dict(l=10, r=10, t=60, b=10), plot_bgcolor=BLANK)
     fig.update_xaxes(title=COLUMN_FIELD_AXIS, tickangle=-30, showgrid=False)
     fig.update_yaxes(title=ROW_FIELD_AXIS, autorange="reversed", showgrid=False)
+    _many_fields(fig, len(labels))
     return fig
 
 
@@ -464,7 +489,8 @@ def attention_interaction_side_by_side(attention, interaction, labels: Sequence[
                                              x=1.02, y=1.0, yanchor="top", len=0.48),
         coloraxis2=_interaction_axis(interaction, signed=signed, x=1.02, y=0.0, yanchor="bottom", len=0.48,
                                      title="interaction<br>(logit)" if signed else "mean<br>|interaction|<br>(logit)"),
-        height=max(380, 220 + CELL_PX * len(labels)), margin=dict(l=10, r=10, t=80, b=10), plot_bgcolor=BLANK)
+        height=max(380, 220 + _row_px(len(labels)) * len(labels)), margin=dict(l=10, r=10, t=80, b=10), plot_bgcolor=BLANK)
+    _many_fields(fig, len(labels))
     return fig
 
 
@@ -479,10 +505,11 @@ def interaction_change_heatmap(before, after, labels: Sequence[str], *,
     fig = go.Figure(_interaction_trace(change, labels, signed=True, what=" (after − before)"))
     fig.update_layout(title=title, coloraxis=_interaction_axis(change, signed=True, smallest=SMALLEST_CHANGE_SCALE,
                                                                 title="change<br>(logit)"),
-                      height=max(320, 160 + CELL_PX * len(labels)), margin=dict(l=10, r=10, t=60, b=10),
+                      height=max(320, 160 + _row_px(len(labels)) * len(labels)), margin=dict(l=10, r=10, t=60, b=10),
                       plot_bgcolor=BLANK)
     fig.update_xaxes(title=COLUMN_FIELD_AXIS, tickangle=-30, showgrid=False)
     fig.update_yaxes(title=ROW_FIELD_AXIS, autorange="reversed", showgrid=False)
+    _many_fields(fig, len(labels))
     return fig
 
 
@@ -624,7 +651,8 @@ def correlation_figure(per_layer, fields: Sequence[str], *, count: int, descript
     fig = go.Figure(traces, _grid_layout(1, len(matrices), titles, traces))
     fig.update_layout(title=f"Mean attention over {count:,} samples ({description})",
                       coloraxis=_uniform_axis(_uniform_bound(uniform_colour(per_layer), uniform_colour(matrices[0]))),
-                      height=160 + CELL_PX * len(fields), margin=dict(l=10, r=10, t=80, b=10))
+                      height=160 + _row_px(len(fields)) * len(fields), margin=dict(l=10, r=10, t=80, b=10))
+    _many_fields(fig, len(fields))
     return fig
 
 

@@ -392,3 +392,22 @@ def test_figures_module_does_not_import_streamlit():
     code = "import sys, autoint.figures, autoint.jobs, autoint.steps; print('streamlit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_many_fields_keep_every_label_in_compact_rows():
+    """Criteo's 39 fields: every field keeps its tick label (small font, upright on x) and rows are compact, so a
+    head's map is readable at one screen's height; ML-1M's 7 fields keep the roomy layout."""
+    import numpy as np
+    from autoint.figures import CELL_PX, MANY_PX, attention_grid, attention_heatmap
+    for fields in (7, 39):
+        labels = [f"C{i}=v{i}" for i in range(fields)]
+        weights = np.full((fields, fields), 1.0 / fields)
+        fig = attention_heatmap(weights, labels)
+        assert fig.layout.height == max(320, 160 + (CELL_PX if fields == 7 else MANY_PX) * fields)
+        grid = attention_grid(np.broadcast_to(weights, (2, 2, fields, fields)), labels)
+        for axis in (fig.layout.xaxis, fig.layout.yaxis, grid.layout.xaxis3, grid.layout.yaxis):
+            if fields == 39:
+                assert axis.dtick == 1 and axis.tickfont.size == 9
+            else:
+                assert axis.dtick is None and axis.tickfont.size is None
+        assert (fig.layout.xaxis.tickangle == -90) == (fields == 39)
