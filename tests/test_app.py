@@ -35,8 +35,11 @@ def catalog(synth_dir):
     return Catalog(read_movielens(synth_dir))
 
 
-def start(page=None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+def start(page=None, timeout: float = TIMEOUT, **session) -> AppTest:
+    """The app run once (on `page` if given), with `session` preset in its session state; no error shown."""
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    for key, value in session.items():
+        at.session_state[key] = value
     at.run()
     if page:
         at.switch_page(page).run()

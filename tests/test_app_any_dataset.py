@@ -1,17 +1,15 @@
 """The app on a data set other than MovieLens: a generated Criteo-format set (39 fields) with a tiny model trained
 one epoch. Explore picks a test sample by field values and shows its real label; Dataset correlations averages
 attention and measures the interactions on a subsample; every label comes from the schema."""
-import json
 import shutil
 
-import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from autoint.__main__ import main as cli
 from conftest import REPO
+from test_app import array, chart, start as start_app  # the app tests' helpers
 
-APP = str(REPO / "streamlit_app.py")
 TIMEOUT = 180
 MOVIELENS_WORDS = ("Gender", "Genre", "Age", "Occupation", "Zipcode", "ReleaseTime", "RequestTime", "movie", "Movie")
 
@@ -43,35 +41,7 @@ def criteo_app(monkeypatch, tmp_path, criteo, trained_run):
 
 
 def start(page=None, **session) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    for key, value in session.items():
-        at.session_state[key] = value
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-    return at
-
-
-def array(value) -> np.ndarray:
-    """Plotly sends numpy data as typed arrays ({dtype, bdata, shape}); lists stay lists."""
-    import base64
-    if isinstance(value, dict) and "bdata" in value:
-        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-        shape = value.get("shape")
-        return flat.reshape([int(n) for n in str(shape).split(",")]) if shape else flat
-    return np.asarray(value)
-
-
-def charts(at) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-
-
-def titled(at, start: str) -> dict:
-    found = [c for c in charts(at) if c["layout"].get("title", {}).get("text", "").startswith(start)]
-    assert found, [c["layout"].get("title", {}).get("text") for c in charts(at)]
-    return found[0]
+    return start_app(page, timeout=TIMEOUT, **session)  # 39 fields: slower first runs
 
 
 def shown_text(at) -> str:
@@ -103,7 +73,7 @@ def test_explore_picks_a_test_sample_by_field_values_and_shows_its_real_label(cr
     assert ctr.value == f"{expected.ctr:.1%}"
     label = next(m for m in at.metric if m.label == "Real label")
     assert label.value == ("click" if first.label else "no click")
-    grid = titled(at, "Attention per layer and head")
+    grid = chart(at, "Attention per layer and head")
     assert grid["data"][0]["y"] == expected.labels and len(expected.labels) == 39
     assert expected.labels[4].startswith("I5=") and expected.labels[15].startswith("C3=")
 
@@ -117,12 +87,12 @@ def test_explore_picks_a_test_sample_by_field_values_and_shows_its_real_label(cr
     shown = split_row(data, "test", at.session_state["rows"][next(iter(at.session_state["rows"]))])
     assert shown.values["C3"] == value
     assert next(m for m in at.metric if m.label == "Real label").value == ("click" if shown.label else "no click")
-    labels = titled(at, "Attention per layer and head")["data"][0]["y"]
+    labels = chart(at, "Attention per layer and head")["data"][0]["y"]
     assert f"C3={value}" in labels
     # a search narrows the listed values to those holding the text
     at.text_input(key="explore_search_C3").set_value(value[1:5]).run()
     assert value in at.selectbox(key="explore_value_C3").options[0]
-    side = titled(at, "Attention beside the measured interactions")
+    side = chart(at, "Attention beside the measured interactions")
     assert side["data"][0]["y"] == labels  # the interaction map is there, over the same fields
     text = shown_text(at)
     for word in MOVIELENS_WORDS:
@@ -146,7 +116,7 @@ def test_dataset_correlations_on_criteo_average_attention_and_measure_a_subsampl
     at = start("app/correlations.py", corr_sample_rows=8)
     x, y = data.split("test")
     expected = dataset_correlations(run.model, x, y)
-    side = titled(at, "Fig. 7(b) beside the measured interactions")
+    side = chart(at, "Fig. 7(b) beside the measured interactions")
     assert side["data"][0]["x"] == run.schema.names  # I1 ... C26, from the schema
     assert "8 samples" in side["layout"]["title"]["text"]
     assert [array(trace["z"]).shape for trace in side["data"][:2]] == [(39, 39), (39, 39)]  # attention, interactions

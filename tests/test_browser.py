@@ -41,16 +41,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, synth_dir, trained_run):
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
-    runs = tmp_path_factory.mktemp("browser") / "runs"
-    shutil.copytree(trained_run.path, runs / "small")
+def _streamlit(tmp_path_factory, env: dict, log_name: str):
+    """Start the app with `env`, yield its URL once healthy, stop it after; no traceback may reach its log."""
     port = free_port()
-    env = {**os.environ, "AUTOINT_DATA_DIR": str(synth_dir), "AUTOINT_RUNS_DIR": str(runs),
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
+    log = open(tmp_path_factory.mktemp(log_name) / "streamlit.log", "w+")
     process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
                                 "--server.address", "127.0.0.1", "--server.port", str(port),
                                 "--server.headless", "true", "--browser.gatherUsageStats", "false",
@@ -71,6 +65,17 @@ def server(tmp_path_factory, synth_dir, trained_run):
     process.wait(timeout=20)
     log.seek(0)
     assert "Traceback" not in log.read(), "the server logged a traceback"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, synth_dir, trained_run):
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    runs = tmp_path_factory.mktemp("browser") / "runs"
+    shutil.copytree(trained_run.path, runs / "small")
+    env = {**os.environ, "AUTOINT_DATA_DIR": str(synth_dir), "AUTOINT_RUNS_DIR": str(runs),
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    yield from _streamlit(tmp_path_factory, env, "log")
 
 
 @pytest.fixture(scope="module")
@@ -166,31 +171,10 @@ def criteo_server(tmp_path_factory):
     assert cli(["train", "--dataset", "criteo", "--data-dir", str(folder), "--epochs", "3", "--layers", "2",
                 "--heads", "2", "--embed-dim", "8", "--attn-dim", "8", "--batch-size", "256", "--lr", "0.005",
                 "--quiet", "--out", str(runs / "criteo-small")]) == 0
-    port = free_port()
     env = {**os.environ, "AUTOINT_DATA_DIR": str(folder), "AUTOINT_RUNS_DIR": str(runs),
            "AUTOINT_CACHE_DIR": str(tmp_path_factory.mktemp("criteo-cache")), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(REPO)}
-    log = open(tmp_path_factory.mktemp("criteo-log") / "streamlit.log", "w+")
-    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-                                "--server.address", "127.0.0.1", "--server.port", str(port),
-                                "--server.headless", "true", "--browser.gatherUsageStats", "false",
-                                "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"streamlit did not start:\n{log.read()[-3000:]}")
-            time.sleep(0.3)
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
-    log.seek(0)
-    assert "Traceback" not in log.read(), "the server logged a traceback"
+    yield from _streamlit(tmp_path_factory, env, "criteo-log")
 
 
 def test_criteo_format_explore_and_correlations(page, criteo_server):
