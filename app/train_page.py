@@ -181,7 +181,7 @@ def row(run: dict) -> dict:
             "d'": config.get("attn_dim"), "residual": config.get("residual"),
             "test AUC": metrics.get("test_auc"), "test log loss": metrics.get("test_logloss"),
             "epochs": metrics.get("epochs_run"), "created": run.get("created"),
-            "data set": run.get("dataset") or "movielens-1m", "data": (run.get("data_dir") or "?").rsplit("/", 1)[-1]}
+            "data set": run.get("dataset") or "movielens-1m", "data": (run.get("data_dir") or "not recorded").rsplit("/", 1)[-1]}
 
 
 st.dataframe([row(r) for r in runs], hide_index=True, key="train_registry",
