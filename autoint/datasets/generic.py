@@ -173,23 +173,24 @@ def _locate(frame: pl.DataFrame, files: list[Path], row: int, fmt: str) -> str:
     return f"{path}, {'row' if fmt == 'parquet' else 'line'} {int(frame[LINE][row])}"
 
 
+def _refuse_first(bad, spec: DatasetSpec, frame: pl.DataFrame, files, message) -> None:
+    """A DataError at the first of the `bad` row positions: its file and line, then `message(row)`."""
+    if len(bad):
+        n = int(bad[0])
+        raise DataError(f"{_locate(frame, files, n, spec.format)}: {message(n)}")
+
+
 def labels_of(spec: DatasetSpec, frame: pl.DataFrame, files: list[Path]) -> np.ndarray:
     rule, raw = spec.label, frame[spec.label.column]
     number = raw.str.strip_chars().cast(pl.Float64, strict=False)
-    bad = (number.is_null() | number.is_nan()).arg_true()
-    if len(bad):
-        n = int(bad[0])
-        raise DataError(f"{_locate(frame, files, n, spec.format)}: the label column {rule.column} is "
-                        f"{raw[n]!r}, not a number ({spec.where('label')}: label = {rule.text!r}). Fix or remove "
-                        f"the line.")
+    _refuse_first((number.is_null() | number.is_nan()).arg_true(), spec, frame, files, lambda n: (
+        f"the label column {rule.column} is {raw[n]!r}, not a number ({spec.where('label')}: label = "
+        f"{rule.text!r}). Fix or remove the line."))
     values = number.to_numpy()
     if rule.op is None:
-        bad = np.flatnonzero((values != 0) & (values != 1))
-        if len(bad):
-            n = int(bad[0])
-            raise DataError(f"{_locate(frame, files, n, spec.format)}: the label column {rule.column} is "
-                            f"{raw[n]!r}, not 0 or 1. {spec.where('label')}: write label = \"{rule.column} > 0\" "
-                            f"to count any positive number as a click.")
+        _refuse_first(np.flatnonzero((values != 0) & (values != 1)), spec, frame, files, lambda n: (
+            f"the label column {rule.column} is {raw[n]!r}, not 0 or 1. {spec.where('label')}: write label = "
+            f"\"{rule.column} > 0\" to count any positive number as a click."))
         return values.astype(np.int8)
     compare = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal, "==": np.equal,
                "!=": np.not_equal}[rule.op]
@@ -224,11 +225,9 @@ def _numeric(spec: DatasetSpec, f: FieldSpec, frame: pl.DataFrame, files) -> pl.
     raw = _text(frame, f, f.columns[0])
     number = raw.str.strip_chars().cast(pl.Float64, strict=False)
     bad = ((number.is_null() & raw.is_not_null()) | number.is_nan() | number.is_infinite()).arg_true()
-    if len(bad):
-        n = int(bad[0])
-        raise DataError(f"{_locate(frame, files, n, spec.format)}: {f.columns[0]} is {raw[n]!r}, not a finite "
-                        f"number, but field {f.name} is numeric ({spec.where('kind', 'field', f.index)}). Fix the "
-                        f"line, or make the field categorical.")
+    _refuse_first(bad, spec, frame, files, lambda n: (
+        f"{f.columns[0]} is {raw[n]!r}, not a finite number, but field {f.name} is numeric "
+        f"({spec.where('kind', 'field', f.index)}). Fix the line, or make the field categorical."))
     return number.fill_null(f.fill)
 
 
