@@ -67,13 +67,17 @@ def _check_field_counts(path: Path, separator: str, expected: int, skip_header: 
                                                      & ~pl.col("text").str.contains('"', literal=True)))
     bad = bad.head(1).collect()
     if bad.height:
-        n, text = int(bad["n"][0]), bad["text"][0]
-        shown = {"\t": "tab", ",": "comma", ";": "semicolon"}.get(separator, repr(separator))
-        if text is None:
-            raise DataError(f"{path}, line {n}: the line is blank; remove it.")
-        got = text.count(separator) + 1
-        raise DataError(f"{path}, line {n}: expected {expected} {shown}-separated columns, got {got}: "
-                        f"{text!r:.160}. Fix or remove the line{'; is the file cut off?' if got < expected else '.'}")
+        raise field_count_error(path, int(bad["n"][0]), bad["text"][0], expected, separator)
+
+
+def field_count_error(path: Path, n: int, text: str | None, expected: int, separator: str) -> DataError:
+    """The error for line `n` of `path` (its text; None: blank) that lacks `expected` columns."""
+    shown = {"\t": "tab", ",": "comma", ";": "semicolon"}.get(separator, repr(separator))
+    if text is None:
+        return DataError(f"{path}, line {n}: the line is blank; remove it.")
+    got = text.count(separator) + 1
+    return DataError(f"{path}, line {n}: expected {expected} {shown}-separated columns, got {got}: "
+                     f"{text!r:.160}. Fix or remove the line{'; is the file cut off?' if got < expected else '.'}")
 
 
 def _scan(path: Path, *, fmt: str, separator: str, header: bool, columns, index: int) -> pl.LazyFrame:
@@ -116,44 +120,57 @@ def read_frame(spec: DatasetSpec, data_dir: Path) -> tuple[pl.DataFrame, list[Pa
         frames.append(lf)
     lf = pl.concat(frames) if len(frames) > 1 else frames[0]
     names = _columns_of(lf)
-    _need(spec, files[0], names, spec.label.column, "label", None)
-    join_files = []
+    joins, names = join_tables(spec, data_dir, files[0], names)
+    for join, right, _ in joins:
+        lf = lf.join(right.drop(LINE, FILE), on=join.on, how="left", maintain_order="left")
+    wanted = wanted_columns(spec, names)
+    try:
+        frame = lf.select(wanted + [LINE, FILE]).collect(engine="streaming")
+    except pl.exceptions.ComputeError as exc:
+        raise DataError(f"{', '.join(map(str, files))}: cannot be read ({str(exc).splitlines()[0]:.200}).") from exc
+    return frame, files + [path for _, _, path in joins]
+
+
+def join_tables(spec: DatasetSpec, data_dir: Path, first: Path, names: list[str]):
+    """Each `[[join]]` file, checked (its key column, no clash of names, one line per key): a list of
+    (JoinSpec, LazyFrame, path), and the column names after the joins. Checks the label and field columns."""
+    _need(spec, first, names, spec.label.column, "label", None)
+    out = []
     for j_index, join in enumerate(spec.joins):
         path = data_dir / join.file
         if not path.is_file():
             raise DataError(f"{data_dir}: no {join.file} there ({spec.where('file', 'join', j_index)} joins it). "
                             f"Put the file there, or pass --data-dir.")
-        join_files.append(path)
         right = _scan(path, fmt="parquet" if join.file.endswith(".parquet") else "csv", separator=join.separator,
                       header=join.header, columns=join.columns, index=-1)
         right_names = _columns_of(right)
         if join.on not in right_names:
             raise SpecError(f"{spec.where('on', 'join', j_index)}: on = {join.on!r} is not a column of {path} "
                             f"({', '.join(right_names)}).")
-        _need(spec, files[0], names, join.on, "on", ("join", j_index))
+        _need(spec, first, names, join.on, "on", ("join", j_index))
         clash = [c for c in right_names if c != join.on and c in names]
         if clash:
             raise SpecError(f"{spec.where('columns', 'join', j_index)}: {path.name} has column {clash[0]!r}, which "
-                            f"{files[0].name} has too; name the join's columns differently (columns = [...]).")
+                            f"{first.name} has too; name the join's columns differently (columns = [...]).")
         dup = right.group_by(join.on).agg(pl.col(LINE).sort().alias("lines")).filter(pl.col("lines").list.len() > 1)
         dup = dup.head(1).collect()
         if dup.height:
             lines = dup["lines"][0].to_list()
             raise DataError(f"{path}, line {lines[1]}: {join.on} {dup[join.on][0]!r} appears again (first on line "
                             f"{lines[0]}); a joined file needs one line per key. Remove the repeated line.")
-        lf = lf.join(right.drop(LINE, FILE), on=join.on, how="left", maintain_order="left")
+        out.append((join, right, path))
         names = names + [c for c in right_names if c != join.on]
     for f in spec.fields:
         for c in f.columns:
-            _need(spec, files[0], names, c, ("column", "columns", "names", "name"), ("field", f.index))
+            _need(spec, first, names, c, ("column", "columns", "names", "name"), ("field", f.index))
+    return out, names
+
+
+def wanted_columns(spec: DatasetSpec, names: list[str]) -> list[str]:
+    """The columns `sample_frame` reads, among `names` (after the joins), each once."""
     wanted = list(dict.fromkeys(spec.source_columns() + [c for j in spec.joins for c in (j.columns or ())
                                                           if c in names]))
-    wanted = [c for c in wanted if c in names]
-    try:
-        frame = lf.select(wanted + [LINE, FILE]).collect(engine="streaming")
-    except pl.exceptions.ComputeError as exc:
-        raise DataError(f"{', '.join(map(str, files))}: cannot be read ({str(exc).splitlines()[0]:.200}).") from exc
-    return frame, files + join_files
+    return [c for c in wanted if c in names]
 
 
 def _need(spec: DatasetSpec, path: Path, names: list[str], column: str, key: str, table) -> None:
@@ -281,46 +298,77 @@ def split_rows(spec: DatasetSpec, labels: np.ndarray) -> dict[str, np.ndarray]:
     return {"train": np.flatnonzero(fold >= 2), "val": np.flatnonzero(fold == 1), "test": np.flatnonzero(fold == 0)}
 
 
-def _vocab(values: pl.Series, min_count: int) -> tuple[str, ...]:
-    """`<unknown>`, then the values seen at least `min_count` times, the most frequent first (ties by value)."""
+def value_counts(values: pl.Series) -> pl.DataFrame:
+    """Columns `value` (text) and `count` (UInt64) of the non-null values: what `vocab_of` takes; counts of
+    several batches add up by `pl.concat(...).group_by("value").agg(pl.col("count").sum())`."""
     counts = values.drop_nulls().value_counts(name="count")
-    kept = counts.filter((pl.col("count") >= min_count) & (pl.col(values.name) != UNKNOWN))
-    kept = kept.sort(["count", values.name], descending=[True, False])
-    return (UNKNOWN,) + tuple(kept[values.name].to_list())
+    return counts.select(pl.col(values.name).cast(pl.String).alias("value"), pl.col("count").cast(pl.UInt64))
 
 
-def build_schema(spec: DatasetSpec, frame: pl.DataFrame, train: np.ndarray) -> Schema:
-    """Vocabularies from the training split only; numeric ranges (after the transform) over all samples."""
-    rows = frame[train]
+def vocab_of(counts: pl.DataFrame, min_count: int) -> tuple[str, ...]:
+    """`<unknown>`, then the values seen at least `min_count` times, the most frequent first (ties by value)."""
+    kept = counts.filter((pl.col("count") >= min_count) & (pl.col("value") != UNKNOWN))
+    kept = kept.sort(["count", "value"], descending=[True, False])
+    return (UNKNOWN,) + tuple(kept["value"].to_list())
+
+
+def schema_from(spec: DatasetSpec, counts: dict[str, pl.DataFrame], ranges: dict[str, tuple[float, float] | None],
+                longest: dict[str, int]) -> Schema:
+    """The schema from what was counted: per categorical/multi-valued field its training `counts`
+    (`value_counts`), per numeric field the (min, max) of its transformed values over all samples (None: no
+    samples), per multi-valued field its longest list over all samples. `build_schema` and
+    `autoint.prepared` (which counts batch by batch) both end here."""
     fields = []
     for f in spec.fields:
         common = dict(display=f.display, role=f.role)
         if f.kind == "numeric":
-            field = Field(f.name, "numeric", role=f.role, format=f.format, transform=f.transform, edges=f.edges)
-            t = field.transformed(frame[f.name].to_numpy())
-            low, high = (float(t.min()), float(t.max())) if len(t) else (0.0, 1.0)
+            low, high = ranges[f.name] or (0.0, 1.0)
             if high <= low:
                 high = low + 1.0
             fields.append(Field(f.name, "numeric", min_value=low, max_value=high, role=f.role, format=f.format,
                                 transform=f.transform, edges=f.edges))
         elif f.kind == "multivalued":
-            longest = int(frame[f.name].list.len().max() or 1)
-            max_len = f.max_len or min(max(longest, 1), MAX_VALUES)
-            fields.append(Field(f.name, "multivalued", _vocab(rows[f.name].explode(), f.min_count), max_len=max_len,
+            max_len = f.max_len or min(max(longest[f.name] or 1, 1), MAX_VALUES)
+            fields.append(Field(f.name, "multivalued", vocab_of(counts[f.name], f.min_count), max_len=max_len,
                                 **common))
         else:
-            fields.append(Field(f.name, "categorical", _vocab(rows[f.name], f.min_count), **common))
+            fields.append(Field(f.name, "categorical", vocab_of(counts[f.name], f.min_count), **common))
     return Schema(tuple(fields))
+
+
+def numeric_range(spec_field: FieldSpec, values: np.ndarray) -> tuple[float, float] | None:
+    """(min, max) of a numeric field's values after its transform; None for no values."""
+    t = Field(spec_field.name, "numeric", transform=spec_field.transform, edges=spec_field.edges).transformed(values)
+    return (float(t.min()), float(t.max())) if len(t) else None
+
+
+def build_schema(spec: DatasetSpec, frame: pl.DataFrame, train: np.ndarray) -> Schema:
+    """Vocabularies from the training split only; numeric ranges (after the transform) over all samples."""
+    rows = frame[train]
+    counts, ranges, longest = {}, {}, {}
+    for f in spec.fields:
+        if f.kind == "numeric":
+            ranges[f.name] = numeric_range(f, frame[f.name].to_numpy())
+        elif f.kind == "multivalued":
+            longest[f.name] = int(frame[f.name].list.len().max() or 1)
+            counts[f.name] = value_counts(rows[f.name].explode())
+        else:
+            counts[f.name] = value_counts(rows[f.name])
+    return schema_from(spec, counts, ranges, longest)
 
 
 # ----------------------------------------------------------------------------- the data set
 
 def spec_fingerprint(spec: DatasetSpec, files: list[Path]) -> str:
     """The files' bytes and what the spec says about them (not its comments or provenance notes)."""
-    settings = {k: v for k, v in tomllib.loads(spec.text).items() if k not in ("about", "description")}
     digest = hashlib.sha256(file_fingerprint(files).encode())
-    digest.update(json.dumps(settings, sort_keys=True).encode())
+    digest.update(json.dumps(spec_settings(spec), sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+def spec_settings(spec: DatasetSpec) -> dict:
+    """What the spec says about its files: its TOML without comments, description or provenance notes."""
+    return {k: v for k, v in tomllib.loads(spec.text).items() if k not in ("about", "description")}
 
 
 def load_spec_dataset(spec: DatasetSpec, data_dir: str | Path, schema: Schema | None = None) -> Dataset:

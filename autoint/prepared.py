@@ -1,0 +1,788 @@
+"""A data set prepared once: encoded Parquet row groups read back without parsing text (issue 15, part 1).
+
+    prepared = prepare(read_spec("my.toml"), "data/my")          # or: python -m autoint prepare --spec my.toml
+    inputs, labels = prepared.read(prepared.row_groups("train")[0])
+    dataset = prepared.to_dataset()                              # the in-memory path, as load_dataset gives
+
+The directory (default `DATA_DIR/prepared/NAME`):
+
+    prepared.json       the manifest: format, data set, spec settings hash, source files with fingerprints,
+                        row_group_rows, per split its rows, positives and files (rows and row groups of each),
+                        the vocabularies file and its sha256, the split rule in words, timings
+    vocabularies.json   the schema (`Schema.to_json()`: vocabularies, numeric ranges); its sha256 is in the manifest
+    train/part-00000.parquet, val/..., test/...
+                        columns `label` (float32), `line` (int64: the source line; Parquet sources: the row from 1),
+                        then per field in schema order: categorical -> int32 slot; multivalued -> fixed-size list
+                        of int32 slots (-1 padding, as `FieldTensors`); numeric -> float32 scaled as the model
+                        takes it, plus `raw:NAME` (float64: the raw value, missing filled, for display; float64 so
+                        Unix times stay exact). Row groups hold exactly `row_group_rows` rows; the last one of a
+                        split may be shorter. A part file holds at most GROUPS_PER_FILE row groups.
+
+`prepare` reads the raw files in batches of `batch_rows` lines (a CSV file is read as bytes, cut at line
+ends, each batch's column counts checked with numpy and then parsed by polars' CSV reader; a Parquet file by
+pyarrow's row-group iterator), so the raw file is never whole in memory. Each batch goes through the same
+`generic.sample_frame` as the in-memory reader (label rule, numeric, derived and multi-valued fields, errors
+naming the file and line). Pass 1 counts the training rows' values (per-batch polars count frames, merged
+by group_by every few batches), the numeric ranges and the longest lists, and builds the schema with
+`generic.schema_from`, the function `generic.build_schema` ends in, so both give the same schema for the
+same training rows. Pass 2 parses again, encodes with `encoding.encode_frame` and writes the row groups.
+
+The split is stream-friendly: row r (0-based, in file order over all files) goes to a fold
+splitmix64(r + splitmix64(seed)) % folds (`split = "random"`: % 10); fold 0 is the test split, fold 1
+validation, the rest training. The shares are those of the in-memory reader (80/10/10 with 10 folds) but the
+rows are not: that reader permutes all rows (and stratifies the folds by label), which streaming cannot.
+
+Everything is written into `DIR.tmp-XXXX` beside the directory and renamed into place, so the directory is
+complete or absent; gzip sources are decompressed (streaming) into that staging folder first. A directory is
+reused while it is up to date: same spec settings and the same source files, by fingerprint: each file's
+name, size, mtime_ns and the sha256 of its first and last MiB (not its whole content: a change in the middle
+of a file that keeps its size and modification time goes unseen; touch the file to force a rebuild).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from .data import DataError, Dataset
+from .encoding import FieldTensors, encode_frame
+from .errors import UsageError
+from .schema import UNKNOWN, Schema, SchemaError
+
+FORMAT = "autoint-prepared/1"
+MANIFEST = "prepared.json"
+VOCABULARIES = "vocabularies.json"
+SPLITS = ("train", "val", "test")
+ROW_GROUP_ROWS = 65536  # rows of each row group (the last of a split may be shorter)
+BATCH_ROWS = 131072  # raw lines parsed at once
+GROUPS_PER_FILE = 64  # row groups of a part file before the next part starts
+MERGE_EVERY = 8  # batches between merges of the per-batch count frames
+READ_BYTES = 8 << 20  # bytes read from a CSV file at once
+EDGE_BYTES = 1 << 20  # a source's fingerprint hashes its first and last MiB
+LABEL, LINE = "label", "line"
+RAW = "raw:"  # prefix of a numeric field's raw value column
+MAX_MANIFEST_BYTES = 64 << 20
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser of uint64 values (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = x + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def split_codes(rows: np.ndarray, seed: int, folds: int = 10) -> np.ndarray:
+    """Each row number's split as an index into SPLITS (0 train, 1 val, 2 test): its fold is
+    splitmix64(row + splitmix64(seed)) % folds; fold 0 is test, fold 1 validation, the rest training."""
+    key = _splitmix64(np.array([seed], dtype=np.uint64))[0]
+    with np.errstate(over="ignore"):
+        fold = _splitmix64(np.asarray(rows, dtype=np.uint64) + key) % np.uint64(folds)
+    return np.where(fold == 0, 2, np.where(fold == 1, 1, 0)).astype(np.int8)
+
+
+def split_rule(spec) -> tuple[int, str]:
+    folds = spec.folds if spec.split == "folds" else 10
+    return folds, (f"{folds} folds by a splitmix64 hash of (seed {spec.seed}, row number): fold 0 test, fold 1 "
+                   f"validation, the rest training ({100 - 200 // folds}/{100 // folds}/{100 // folds} in "
+                   f"expectation). Streamed: not stratified, and not the rows the in-memory reader picks "
+                   f"(it permutes all rows).")
+
+
+def default_dir(spec, data_dir) -> Path:
+    return Path(data_dir) / "prepared" / spec.name
+
+
+# ----------------------------------------------------------------------------- fingerprints
+
+def source_fingerprint(path: Path) -> dict:
+    """name, size, mtime_ns and the sha256 of the first and last MiB: cheap for a file of any size."""
+    info = path.stat()
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        digest.update(fh.read(EDGE_BYTES))
+        if info.st_size > EDGE_BYTES:
+            fh.seek(max(EDGE_BYTES, info.st_size - EDGE_BYTES))
+            digest.update(fh.read(EDGE_BYTES))
+    return {"name": path.name, "size": info.st_size, "mtime_ns": info.st_mtime_ns, "edges_sha256": digest.hexdigest()}
+
+
+def _settings_hash(spec) -> str:
+    from .datasets.generic import spec_settings
+    return hashlib.sha256(json.dumps(spec_settings(spec), sort_keys=True).encode()).hexdigest()
+
+
+def _source_paths(spec, data_dir: Path) -> list[Path]:
+    from .datasets.generic import resolve_files
+    return resolve_files(spec, data_dir) + [data_dir / j.file for j in spec.joins if (data_dir / j.file).is_file()]
+
+
+def _stale(out: Path, spec, data_dir: Path) -> str | None:
+    """None when `out` is up to date for the spec and its files; else why not ("missing" when absent)."""
+    if not (out / MANIFEST).is_file():
+        return "missing"
+    try:
+        manifest = _read_json(out / MANIFEST, MAX_MANIFEST_BYTES)
+    except DataError as exc:
+        return f"its {MANIFEST} cannot be read ({exc})"
+    if manifest.get("format") != FORMAT:
+        return f"it is format {manifest.get('format')!r}, this version writes {FORMAT}"
+    if manifest.get("spec_settings") != _settings_hash(spec):
+        return "the spec's settings changed"
+    old = {s.get("name"): s for s in manifest.get("sources", []) if isinstance(s, dict)}
+    paths = _source_paths(spec, data_dir)
+    for path in paths:
+        if path.name not in old:
+            return f"{path.name} is new"
+        now = source_fingerprint(path)
+        if now != old[path.name]:
+            what = [k for k in ("size", "mtime_ns", "edges_sha256") if now[k] != old[path.name].get(k)]
+            words = {"size": "size", "mtime_ns": "modification time", "edges_sha256": "first or last MiB"}
+            return f"{path} changed (its {', '.join(words[k] for k in what)})"
+    gone = sorted(set(old) - {p.name for p in paths})
+    if gone:
+        return f"{', '.join(gone)} is no longer a source"
+    return None
+
+
+def is_prepared(out, spec, data_dir) -> bool:
+    """The manifest exists and its spec settings and source fingerprints match the files now."""
+    return _stale(Path(out), spec, Path(data_dir)) is None
+
+
+def _read_json(path: Path, limit: int):
+    try:
+        if path.stat().st_size > limit:
+            raise DataError(f"{path}: larger than {limit >> 20} MiB; refusing to read it. Prepare the data set "
+                            f"again.")
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise DataError(f"{path}: not valid JSON ({type(exc).__name__}); prepare the data set again.") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc}).") from exc
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- reading
+
+@dataclass(frozen=True)
+class RowGroup:
+    split: str
+    file: Path
+    index: int  # within the file
+    rows: int
+    first_row: int  # position of its first row within the split
+
+
+class Prepared:
+    """A prepared directory, checked on `open`: its format and the vocabularies' checksum."""
+
+    def __init__(self, path: Path, manifest: dict, schema: Schema):
+        self.path, self.manifest, self.schema = path, manifest, schema
+        self.fingerprint: str = manifest["fingerprint"]
+
+    @staticmethod
+    def open(path) -> "Prepared":
+        path = Path(path)
+        fix = f"run `python -m autoint prepare` again (it rebuilds {path})"
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise DataError(f"{path}: not a prepared data set (no {MANIFEST}); prepare it with `python -m autoint "
+                            f"prepare --spec FILE --out {path}`.")
+        manifest = _read_json(manifest_path, MAX_MANIFEST_BYTES)
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            found = manifest.get("format") if isinstance(manifest, dict) else None
+            raise DataError(f"{manifest_path}: format {found!r} is not {FORMAT}; {fix}.")
+        try:
+            vocab = manifest["vocabularies"]
+            splits = manifest["splits"]
+            for s in SPLITS:
+                for f in splits[s]["files"]:
+                    if not (isinstance(f["name"], str) and isinstance(f["row_groups"], list)):
+                        raise TypeError
+            if not isinstance(manifest["fingerprint"], str) or not isinstance(vocab["sha256"], str):
+                raise TypeError
+        except (KeyError, TypeError):
+            raise DataError(f"{manifest_path}: incomplete (no vocabularies, splits or fingerprint); {fix}.") from None
+        vocab_path = path / VOCABULARIES
+        if not vocab_path.is_file():
+            raise DataError(f"{vocab_path}: missing; {fix}.")
+        if _sha256(vocab_path) != vocab["sha256"]:
+            raise DataError(f"{vocab_path}: its sha256 does not match the one in {MANIFEST}: the file was changed "
+                            f"after it was prepared. Restore it, or {fix}.")
+        try:
+            schema = Schema.from_json(_read_json(vocab_path, 1 << 30))
+        except (SchemaError, TypeError, ValueError) as exc:
+            raise DataError(f"{vocab_path}: {exc}; {fix}.") from exc
+        return Prepared(path, manifest, schema)
+
+    def _split(self, split: str) -> dict:
+        if split not in SPLITS:
+            raise UsageError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}.")
+        return self.manifest["splits"][split]
+
+    def rows(self, split: str) -> int:
+        return int(self._split(split)["rows"])
+
+    def positives(self, split: str) -> int:
+        return int(self._split(split)["positives"])
+
+    def row_groups(self, split: str) -> list[RowGroup]:
+        out, first = [], 0
+        for entry in self._split(split)["files"]:
+            for i, n in enumerate(entry["row_groups"]):
+                out.append(RowGroup(split, self.path / entry["name"], i, int(n), first))
+                first += int(n)
+        return out
+
+    def _table(self, group: RowGroup) -> pa.Table:
+        try:
+            table = pq.ParquetFile(group.file).read_row_group(group.index)
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{group.file}: row group {group.index} cannot be read ({str(exc):.200}); run "
+                            f"`python -m autoint prepare` again.") from exc
+        if table.num_rows != group.rows:
+            raise DataError(f"{group.file}: row group {group.index} has {table.num_rows} rows, {MANIFEST} says "
+                            f"{group.rows}; the file was changed after it was prepared. Prepare it again.")
+        return table
+
+    def _tensors(self, table: pa.Table) -> tuple[FieldTensors, torch.Tensor]:
+        n = table.num_rows
+        cats = [table.column(f.name).to_numpy() for f in self.schema.of_kind("categorical")]
+        categorical = np.stack(cats, axis=1).astype(np.int64) if cats else np.zeros((n, 0), dtype=np.int64)
+        multi = self.schema.of_kind("multivalued")
+        width = max((f.max_len for f in multi), default=1)
+        multivalued = np.full((n, len(multi), width), -1, dtype=np.int64)
+        for j, f in enumerate(multi):
+            values = table.column(f.name).combine_chunks().flatten().to_numpy()
+            multivalued[:, j, :] = values.reshape(n, width)
+        nums = [table.column(f.name).to_numpy() for f in self.schema.of_kind("numeric")]
+        numeric = np.stack(nums, axis=1).astype(np.float32) if nums else np.zeros((n, 0), dtype=np.float32)
+        labels = torch.from_numpy(table.column(LABEL).to_numpy().astype(np.float32))
+        return (FieldTensors(torch.from_numpy(categorical), torch.from_numpy(multivalued),
+                             torch.from_numpy(numeric)), labels)
+
+    def read(self, group: RowGroup) -> tuple[FieldTensors, torch.Tensor]:
+        """One row group's encoded inputs (int64 slots, float32 values, as the model takes them) and labels."""
+        return self._tensors(self._table(group))
+
+    def read_split(self, split: str) -> tuple[FieldTensors, torch.Tensor]:
+        parts = [self.read(g) for g in self.row_groups(split)]
+        if not parts:
+            empty = self._tensors(self._empty_table())
+            return empty
+        return (FieldTensors(*(torch.cat([p[0][k] for p in parts]) for k in range(3))),
+                torch.cat([p[1] for p in parts]))
+
+    def _empty_table(self) -> pa.Table:
+        return _arrow_schema(self.schema).empty_table()
+
+    def _decode(self, table: pa.Table) -> pl.DataFrame:
+        """Raw values per field: categorical slot -> vocabulary value, multivalued -> list of values,
+        numeric -> the raw (filled) value; then label and line."""
+        columns = {}
+        for f in self.schema.fields:
+            if f.kind == "numeric":
+                columns[f.name] = pl.Series(f.name, table.column(RAW + f.name).to_numpy().astype(np.float64))
+            elif f.kind == "categorical":
+                vocab = pl.Series(f.name, f.vocab, dtype=pl.String)
+                columns[f.name] = vocab.gather(table.column(f.name).to_numpy().astype(np.int64))
+            else:
+                n = table.num_rows
+                slots = table.column(f.name).combine_chunks().flatten().to_numpy().reshape(n, -1)
+                keep = slots >= 0
+                offsets = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int32)
+                values = pa.array(np.asarray(f.vocab, dtype=object)[slots[keep]].tolist(), type=pa.string())
+                columns[f.name] = pl.Series(f.name, pl.from_arrow(pa.ListArray.from_arrays(offsets, values)))
+        columns[LABEL] = pl.Series(LABEL, table.column(LABEL).to_numpy().astype(np.int8))
+        columns[LINE] = pl.Series(LINE, table.column(LINE).to_numpy())
+        return pl.DataFrame(columns)
+
+    def _source(self) -> dict:
+        m = self.manifest
+        return {"dataset": m["dataset"], "spec": m.get("spec"), "data_dir": m.get("data_dir", ""),
+                "files": [s["name"] for s in m.get("sources", [])], "split": m.get("split", ""),
+                "prepared": str(self.path)}
+
+    def to_dataset(self, decode: bool = False) -> Dataset:
+        """All three splits in one in-memory Dataset (train, then val, then test rows; `splits` index them).
+        decode=False: the frame holds only label and line (enough for training); True: raw values too."""
+        inputs, labels, frames, splits, start = [], [], [], {}, 0
+        for s in SPLITS:
+            tables = [self._table(g) for g in self.row_groups(s)] or [self._empty_table()]
+            table = pa.concat_tables(tables)
+            x, y = self._tensors(table)
+            inputs.append(x)
+            labels.append(y)
+            frames.append(self._decode(table) if decode else
+                          pl.DataFrame({LABEL: table.column(LABEL).to_numpy().astype(np.int8),
+                                        LINE: table.column(LINE).to_numpy()}))
+            splits[s] = np.arange(start, start + len(y))
+            start += len(y)
+        return Dataset(self.schema, pl.concat(frames), FieldTensors(*(torch.cat([x[k] for x in inputs])
+                                                                      for k in range(3))),
+                       torch.cat(labels), splits, self.fingerprint, source=self._source())
+
+    def sample(self, split: str, rows: int, seed: int = 0) -> Dataset:
+        """A seeded sample of up to `rows` rows of `split`, in split order, decoded (for dataset-level views)."""
+        total = self.rows(split)
+        k = max(0, min(int(rows), total))
+        picked = np.sort(np.random.default_rng(seed).choice(total, size=k, replace=False)) if k else \
+            np.zeros(0, dtype=np.int64)
+        tables = []
+        for g in self.row_groups(split):
+            lo, hi = np.searchsorted(picked, [g.first_row, g.first_row + g.rows])
+            if hi > lo:
+                tables.append(self._table(g).take(pa.array(picked[lo:hi] - g.first_row)))
+        table = pa.concat_tables(tables) if tables else self._empty_table()
+        inputs, labels = self._tensors(table)
+        source = {**self._source(), "sample": {"split": split, "rows": k, "of": total, "seed": seed}}
+        return Dataset(self.schema, self._decode(table), inputs, labels, {split: np.arange(k)}, self.fingerprint,
+                       source=source)
+
+    def summary(self) -> dict:
+        m = self.manifest
+        return {"prepared": str(self.path), "dataset": m["dataset"], "rows": m.get("rows"),
+                "splits": {s: {"rows": self.rows(s), "positives": self.positives(s),
+                               "row_groups": len(self.row_groups(s))} for s in SPLITS},
+                "fields": len(self.schema.fields), "row_group_rows": m.get("row_group_rows"),
+                "fingerprint": self.fingerprint, "split": m.get("split"), "seconds": m.get("seconds"),
+                "rows_per_second": m.get("rows_per_second")}
+
+
+# ----------------------------------------------------------------------------- reading raw files in batches
+
+class _Source:
+    """One main file: where it is read from (a gzip file: its decompressed copy) and the name errors give."""
+
+    def __init__(self, shown: Path, path: Path, index: int):
+        self.shown, self.path, self.index = shown, path, index
+
+
+def _check_lines(source: _Source, chunk: bytes, first_line: int, expected: int, separator: str) -> int:
+    """Refuse the first line of `chunk` without `expected` columns (a blank line too); returns its line count.
+    Lines holding a quote are left to the CSV reader, as `generic._check_field_counts` does."""
+    from .datasets.generic import field_count_error
+    buf = np.frombuffer(chunk, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10)
+    if len(chunk) and chunk[-1:] != b"\n":
+        ends = np.append(ends, len(chunk))
+    starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
+    sep = separator.encode("utf-8")
+    if len(sep) == 1:
+        marks = np.flatnonzero(buf == sep[0])
+        counts = np.searchsorted(marks, ends) - np.searchsorted(marks, starts)
+    else:
+        counts = np.array([chunk[a:b].count(sep) for a, b in zip(starts, ends)], dtype=np.int64)
+    length = ends - starts
+    cr = np.zeros(len(ends), dtype=bool)
+    nonempty = length > 0
+    cr[nonempty] = buf[ends[nonempty] - 1] == 13
+    blank = (length - cr) == 0
+    bad = blank | (counts != expected - 1)
+    if bad.any() and b'"' in chunk:
+        quotes = np.flatnonzero(buf == 34)
+        bad &= blank | ((np.searchsorted(quotes, ends) - np.searchsorted(quotes, starts)) == 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        text = None if blank[i] else chunk[starts[i]:ends[i]].decode("utf-8", "replace").rstrip("\r")
+        raise field_count_error(source.shown, first_line + i, text, expected, separator)
+    return len(ends)
+
+
+def _csv_batches(spec, source: _Source, names: list[str], wanted: list[str], batch_rows: int, on_bytes):
+    """Batches of `batch_rows` lines of one CSV file: the wanted columns as text, with LINE and FILE."""
+    from .datasets.generic import FILE, LINE as SOURCE_LINE
+    indices = [names.index(c) for c in wanted]
+    with source.path.open("rb") as fh:
+        line = 1
+        if spec.header:
+            head = fh.readline()
+            on_bytes(len(head))
+            line = 2
+        pending, eof = b"", False
+        while True:
+            while not eof and pending.count(b"\n") < batch_rows:
+                block = fh.read(READ_BYTES)
+                if not block:
+                    eof = True
+                    break
+                on_bytes(len(block))
+                pending += block
+            if not pending:
+                return
+            ends = np.flatnonzero(np.frombuffer(pending, dtype=np.uint8) == 10)
+            cut = int(ends[batch_rows - 1]) + 1 if len(ends) >= batch_rows else len(pending)
+            k = batch_rows
+            while b'"' in pending[:cut] and pending[:cut].count(b'"') % 2 and k < len(ends):
+                cut, k = int(ends[k]) + 1, k + 1  # a quoted field runs over the cut: keep its lines together
+            chunk, pending = pending[:cut], pending[cut:]
+            lines = _check_lines(source, chunk, line, len(names), spec.separator)
+            try:
+                frame = pl.read_csv(chunk, has_header=False, separator=spec.separator, infer_schema=False,
+                                    new_columns=names, columns=indices)
+            except pl.exceptions.PolarsError as exc:
+                raise DataError(f"{source.shown}, lines {line}-{line + lines - 1}: cannot be read as CSV "
+                                f"({str(exc).splitlines()[0]:.200}).") from exc
+            # A quoted field holding a line break makes a row of several lines: rows are then counted, not lines.
+            frame = frame.select(wanted).with_columns(
+                pl.Series(SOURCE_LINE, np.arange(line, line + frame.height, dtype=np.int64)),
+                pl.lit(source.index, pl.Int32).alias(FILE))
+            line += lines
+            yield frame
+
+
+def _parquet_batches(source: _Source, wanted: list[str], batch_rows: int, on_bytes):
+    from .datasets.generic import FILE, LINE as SOURCE_LINE
+    try:
+        handle = pq.ParquetFile(source.path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{source.shown}: not a readable Parquet file ({str(exc).splitlines()[0]:.160}).") from exc
+    total, size, row = max(handle.metadata.num_rows, 1), source.path.stat().st_size, 1
+    for batch in handle.iter_batches(batch_size=batch_rows, columns=wanted):
+        frame = pl.from_arrow(batch).with_columns(pl.col(wanted).cast(pl.String))
+        frame = frame.with_columns(pl.Series(SOURCE_LINE, np.arange(row, row + frame.height, dtype=np.int64)),
+                                   pl.lit(source.index, pl.Int32).alias(FILE))
+        row += frame.height
+        on_bytes(int(size * frame.height / total))
+        yield frame
+
+
+def _column_names(spec, source: _Source) -> list[str]:
+    if spec.format == "parquet":
+        try:
+            return pq.ParquetFile(source.path).schema_arrow.names
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{source.shown}: not a readable Parquet file ({str(exc).splitlines()[0]:.160}).") \
+                from exc
+    with source.path.open("rb") as fh:
+        first = fh.readline()
+    if not first.strip():
+        raise DataError(f"{source.shown}: the file is empty." if not first else
+                        f"{source.shown}, line 1: the line is blank; remove it.")
+    if not spec.header:
+        return list(spec.columns)
+    try:
+        return pl.read_csv(first, has_header=True, separator=spec.separator, infer_schema=False, n_rows=0).columns
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"{source.shown}: cannot be read as CSV ({str(exc).splitlines()[0]:.160}).") from exc
+
+
+class _Reader:
+    """The main files in batches, joins applied: what `generic.read_frame` gives, a batch at a time."""
+
+    def __init__(self, spec, data_dir: Path, sources: list[_Source], batch_rows: int):
+        from .datasets.generic import join_tables
+        self.spec, self.sources, self.batch_rows = spec, sources, batch_rows
+        self.names = _column_names(spec, sources[0])
+        for s in sources[1:]:
+            names = _column_names(spec, s)
+            if names != self.names:
+                raise DataError(f"{s.shown}: its columns ({', '.join(names)}) differ from {sources[0].shown.name}'s "
+                                f"({', '.join(self.names)}); every file of a data set needs the same.")
+        from .datasets.generic import wanted_columns, LINE as SOURCE_LINE, FILE
+        joins, after = join_tables(spec, data_dir, sources[0].shown, self.names)
+        self.joins = [(j, right.drop(SOURCE_LINE, FILE).collect()) for j, right, _ in joins]
+        self.join_files = [path for _, _, path in joins]
+        wanted = wanted_columns(spec, after)
+        self.main = [c for c in wanted if c in self.names]
+        self.wanted = wanted
+        self.total_bytes = sum(s.path.stat().st_size for s in sources)
+
+    def batches(self, on_bytes):
+        from .datasets.generic import FILE, LINE as SOURCE_LINE
+        for s in self.sources:
+            if self.spec.format == "parquet":
+                it = _parquet_batches(s, self.main, self.batch_rows, on_bytes)
+            else:
+                it = _csv_batches(self.spec, s, self.names, self.main, self.batch_rows, on_bytes)
+            for frame in it:
+                for join, right in self.joins:
+                    frame = frame.join(right, on=join.on, how="left", maintain_order="left")
+                yield frame.select(self.wanted + [SOURCE_LINE, FILE])
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _arrow_schema(schema: Schema) -> pa.Schema:
+    width = max((f.max_len for f in schema.of_kind("multivalued")), default=1)
+    columns = [pa.field(LABEL, pa.float32()), pa.field(LINE, pa.int64())]
+    for f in schema.fields:
+        if f.kind == "categorical":
+            columns.append(pa.field(f.name, pa.int32()))
+        elif f.kind == "multivalued":
+            columns.append(pa.field(f.name, pa.list_(pa.int32(), width)))
+        else:
+            columns.append(pa.field(f.name, pa.float32()))
+    columns += [pa.field(RAW + f.name, pa.float64()) for f in schema.of_kind("numeric")]
+    return pa.schema(columns)
+
+
+class _SplitWriter:
+    """Appends a split's rows in row groups of exactly `group_rows`, rolling to a new part file every
+    GROUPS_PER_FILE groups."""
+
+    def __init__(self, root: Path, split: str, arrow_schema: pa.Schema, group_rows: int):
+        self.dir, self.split, self.schema, self.group_rows = root / split, split, arrow_schema, group_rows
+        self.dir.mkdir()
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.writer = None
+        self.files: list[dict] = []
+
+    def add(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        self.pending.append(table)
+        self.pending_rows += table.num_rows
+        if self.pending_rows >= self.group_rows:
+            whole = pa.concat_tables(self.pending).combine_chunks()
+            full = whole.num_rows - whole.num_rows % self.group_rows
+            for start in range(0, full, self.group_rows):
+                self._write(whole.slice(start, self.group_rows))
+            rest = whole.slice(full)
+            self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def _write(self, table: pa.Table) -> None:
+        if self.writer is None or len(self.files[-1]["row_groups"]) >= GROUPS_PER_FILE:
+            if self.writer is not None:
+                self.writer.close()
+            name = f"{self.split}/part-{len(self.files):05d}.parquet"
+            self.writer = pq.ParquetWriter(self.dir.parent / name, self.schema, compression="zstd")
+            self.files.append({"name": name, "rows": 0, "row_groups": []})
+        self.writer.write_table(table, row_group_size=table.num_rows)
+        self.files[-1]["rows"] += table.num_rows
+        self.files[-1]["row_groups"].append(table.num_rows)
+
+    def close(self) -> list[dict]:
+        if self.pending_rows:
+            self._write(pa.concat_tables(self.pending).combine_chunks())
+            self.pending, self.pending_rows = [], 0
+        if self.writer is not None:
+            self.writer.close()
+        return self.files
+
+
+def _encoded_table(schema: Schema, sample: pl.DataFrame, arrow_schema: pa.Schema) -> pa.Table:
+    fill = [pl.col(f.name).fill_null(UNKNOWN) for f in schema.fields if f.kind == "categorical"]
+    inputs = encode_frame(schema, sample.with_columns(fill) if fill else sample)
+    n = sample.height
+    columns = [pa.array(sample["label"].to_numpy().astype(np.float32)), pa.array(sample["source_line"].to_numpy())]
+    kinds = {"categorical": 0, "multivalued": 0, "numeric": 0}
+    for f in schema.fields:
+        j = kinds[f.kind]
+        kinds[f.kind] += 1
+        if f.kind == "categorical":
+            columns.append(pa.array(inputs.categorical[:, j].numpy().astype(np.int32)))
+        elif f.kind == "multivalued":
+            slots = inputs.multivalued[:, j, :].numpy().astype(np.int32)
+            columns.append(pa.FixedSizeListArray.from_arrays(pa.array(slots.reshape(-1)), slots.shape[1]))
+        else:
+            columns.append(pa.array(inputs.numeric[:, j].numpy()))
+    columns += [pa.array(sample[f.name].cast(pl.Float64).to_numpy()) for f in schema.of_kind("numeric")]
+    assert all(len(c) == n for c in columns)
+    return pa.Table.from_arrays(columns, schema=arrow_schema)
+
+
+# ----------------------------------------------------------------------------- prepare
+
+class _Progress:
+    """A tqdm bar and the app's callback for one pass."""
+
+    def __init__(self, number: int, total: int | None, unit: str, show: bool, callback, total_rows=None):
+        from tqdm.auto import tqdm
+        self.number, self.callback, self.total_rows = number, callback, total_rows
+        self.start, self.rows = time.perf_counter(), 0
+        desc = "prepare, pass 1: counting" if number == 1 else "prepare, pass 2: encoding"
+        self.bar = tqdm(total=total, unit=unit, unit_scale=True, desc=desc, disable=not show, file=sys.stderr)
+
+    def advance(self, amount: int) -> None:
+        self.bar.update(amount)
+
+    def rows_done(self, rows: int) -> None:
+        self.rows += rows
+        rate = self.rows / max(time.perf_counter() - self.start, 1e-9)
+        if self.number == 1:
+            self.bar.set_postfix(rows=self.rows, rows_per_s=f"{rate:,.0f}", refresh=False)
+        if self.callback is not None:
+            self.callback({"pass": self.number, "rows": self.rows, "total": self.total_rows,
+                           "rows_per_second": rate})
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _merge(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    return pl.concat(frames).group_by("value").agg(pl.col("count").sum())
+
+
+def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, progress: bool = True,
+            callback=None, batch_rows: int = BATCH_ROWS) -> Prepared:
+    """Prepare `spec`'s files in `data_dir` into `out` (default `data_dir/prepared/NAME`), or reuse it."""
+    from .datasets.generic import (numeric_range, resolve_files, sample_frame, schema_from, value_counts)
+    if isinstance(row_group_rows, bool) or not isinstance(row_group_rows, int) or row_group_rows < 1:
+        raise UsageError(f"row_group_rows {row_group_rows!r}: give a whole number of rows, at least 1.")
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+        raise UsageError(f"batch_rows {batch_rows!r}: give a whole number of rows, at least 1.")
+    data_dir = Path(data_dir)
+    out = Path(out) if out is not None else default_dir(spec, data_dir)
+    files = resolve_files(spec, data_dir)
+    reason = _stale(out, spec, data_dir)
+    if reason is None:
+        print(f"reusing {out}: prepared from the same files and spec settings", file=sys.stderr)
+        return Prepared.open(out)
+    if reason != "missing":
+        print(f"rebuilding {out}: {reason}", file=sys.stderr)
+    clash = [f.name for f in spec.fields if f.name in (LABEL, LINE) or f.name.startswith(RAW)]
+    if clash:
+        raise DataError(f"{spec.where('name', 'field', next(f.index for f in spec.fields if f.name == clash[0]))}: "
+                        f"field {clash[0]!r} has the name of a prepared column ({LABEL}, {LINE}); rename the field.")
+    started = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    try:
+        sources = []
+        for i, path in enumerate(files):
+            read_from = path
+            if _is_gzip(path):  # streamed into the staging folder, never whole in memory
+                read_from = staging / f".source-{i}"
+                with gzip.open(path, "rb") as src, read_from.open("wb") as dst:
+                    try:
+                        shutil.copyfileobj(src, dst, 8 << 20)
+                    except (OSError, EOFError) as exc:
+                        raise DataError(f"{path}: not a complete gzip file ({exc}); download it again.") from exc
+            sources.append(_Source(path, read_from, i))
+        reader = _Reader(spec, data_dir, sources, batch_rows)
+        shown = [s.shown for s in sources]
+        folds, rule = split_rule(spec)
+        fingerprints = [source_fingerprint(p) for p in files + reader.join_files]
+
+        # Pass 1: counts over the training rows, numeric ranges and longest lists over all rows.
+        counted = {f.name: [] for f in spec.fields if f.kind != "numeric"}
+        ranges = {f.name: None for f in spec.fields if f.kind == "numeric"}
+        longest = {f.name: 0 for f in spec.fields if f.kind == "multivalued"}
+        rows = {s: 0 for s in SPLITS}
+        positives = {s: 0 for s in SPLITS}
+        bar = _Progress(1, reader.total_bytes, "B", progress, callback)
+        row = 0
+        for b, frame in enumerate(reader.batches(bar.advance)):
+            sample = sample_frame(spec, frame, shown)
+            del frame
+            n = sample.height
+            codes = split_codes(np.arange(row, row + n), spec.seed, folds)
+            row += n
+            labels = sample["label"].to_numpy()
+            for k, s in enumerate(SPLITS):
+                rows[s] += int((codes == k).sum())
+                positives[s] += int(labels[codes == k].sum())
+            train = sample.filter(pl.Series(codes == 0))
+            for f in spec.fields:
+                if f.kind == "numeric":
+                    r, old = numeric_range(f, sample[f.name].to_numpy()), ranges[f.name]
+                    if r is not None:
+                        ranges[f.name] = r if old is None else (min(old[0], r[0]), max(old[1], r[1]))
+                elif f.kind == "multivalued":
+                    longest[f.name] = max(longest[f.name], int(sample[f.name].list.len().max() or 0))
+                    counted[f.name].append(value_counts(train[f.name].explode()))
+                else:
+                    counted[f.name].append(value_counts(train[f.name]))
+            if (b + 1) % MERGE_EVERY == 0:
+                counted = {k: [_merge(v)] for k, v in counted.items()}
+            bar.rows_done(n)
+        bar.close()
+        if row < folds:
+            raise DataError(f"{', '.join(map(str, shown))}: only {row} samples; at least {folds} are needed to "
+                            f"split them.")
+        empty = pl.DataFrame({"value": [], "count": []}, schema={"value": pl.String, "count": pl.UInt64})
+        counts = {k: _merge(v) if v else empty for k, v in counted.items()}
+        del counted
+        schema = schema_from(spec, counts, ranges, longest)
+        del counts
+        vocab_path = staging / VOCABULARIES
+        with vocab_path.open("w", encoding="utf-8") as fh:
+            json.dump(schema.to_json(), fh)
+
+        # Pass 2: encode and write the row groups.
+        arrow_schema = _arrow_schema(schema)
+        writers = {s: _SplitWriter(staging, s, arrow_schema, row_group_rows) for s in SPLITS}
+        bar = _Progress(2, row, "row", progress, callback, total_rows=row)
+        row = 0
+        for frame in reader.batches(lambda _: None):
+            sample = sample_frame(spec, frame, shown)
+            del frame
+            n = sample.height
+            codes = split_codes(np.arange(row, row + n), spec.seed, folds)
+            row += n
+            table = _encoded_table(schema, sample, arrow_schema)
+            del sample
+            for k, s in enumerate(SPLITS):
+                writers[s].add(table.filter(pa.array(codes == k)))
+            bar.advance(n)
+            bar.rows_done(n)
+        bar.close()
+        split_files = {s: w.close() for s, w in writers.items()}
+        for s in sources:
+            if s.path != s.shown:
+                s.path.unlink()
+        seconds = time.perf_counter() - started
+        manifest = {
+            "format": FORMAT, "dataset": spec.name, "spec": str(spec.path) if spec.path else None,
+            "spec_settings": _settings_hash(spec), "data_dir": str(data_dir), "sources": fingerprints,
+            "fingerprint": hashlib.sha256(json.dumps([fingerprints, _settings_hash(spec)], sort_keys=True)
+                                          .encode()).hexdigest()[:16],
+            "rows": row, "row_group_rows": row_group_rows,
+            "splits": {s: {"rows": rows[s], "positives": positives[s], "files": split_files[s]} for s in SPLITS},
+            "vocabularies": {"file": VOCABULARIES, "sha256": _sha256(vocab_path)},
+            "split": rule, "fields": len(schema.fields),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "seconds": round(seconds, 3), "rows_per_second": round(row / max(seconds, 1e-9), 1),
+        }
+        with (staging / MANIFEST).open("w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Prepared.open(out)
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Rename the staging folder into place; an old directory is moved aside first, then removed."""
+    if out.exists():
+        trash = out.parent / f"{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(out, trash)
+        os.rename(staging, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(staging, out)
+
+
+def _is_gzip(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"

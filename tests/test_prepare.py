@@ -1,0 +1,128 @@
+"""`prepare`: a data set preprocessed once, streaming, into encoded Parquet row groups (autoint/prepared.py)."""
+import json
+import os
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from autoint.data import DataError
+from autoint.datasets import builtin_spec, synth
+from autoint.datasets.generic import build_schema, read_frame, sample_frame
+from autoint.prepared import (FORMAT, MANIFEST, ROW_GROUP_ROWS, SPLITS, VOCABULARIES, Prepared, RowGroup,
+                              default_dir, is_prepared, prepare, split_codes)
+
+ROWS, GROUP, BATCH = 3000, 512, 700  # several batches and row groups, the last of each split shorter
+
+
+@pytest.fixture(scope="module")
+def criteo_dir(tmp_path_factory):
+    return synth.generate_criteo(tmp_path_factory.mktemp("prep") / "criteo", rows=ROWS, seed=0)
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return builtin_spec("criteo")
+
+
+@pytest.fixture(scope="module")
+def prepared(criteo_dir, spec):
+    return prepare(spec, criteo_dir, row_group_rows=GROUP, progress=False, batch_rows=BATCH)
+
+
+def _raw_labels(criteo_dir) -> dict[int, float]:
+    lines = (criteo_dir / "train.txt").read_text().splitlines()
+    return {n: float(text.split("\t")[0]) for n, text in enumerate(lines, start=1)}
+
+
+def test_split_is_deterministic_with_the_shares_of_the_folds():
+    rows = np.arange(200_000)
+    codes = split_codes(rows, seed=2018, folds=10)
+    assert np.array_equal(codes, split_codes(rows, seed=2018, folds=10))
+    assert not np.array_equal(codes, split_codes(rows, seed=7, folds=10))
+    shares = np.bincount(codes, minlength=3) / len(rows)
+    assert abs(shares[0] - 0.8) < 0.005 and abs(shares[1] - 0.1) < 0.005 and abs(shares[2] - 0.1) < 0.005
+    # A row's split depends on its number alone, not on the batch it came in.
+    assert np.array_equal(np.concatenate([split_codes(rows[:777], 2018), split_codes(rows[777:], 2018)]), codes)
+    five = np.bincount(split_codes(rows, seed=1, folds=5), minlength=3) / len(rows)
+    assert abs(five[2] - 0.2) < 0.005 and abs(five[1] - 0.2) < 0.005
+
+
+def test_prepare_writes_row_groups_labels_lines_and_the_in_memory_schema(prepared, criteo_dir, spec):
+    m = prepared.manifest
+    assert m["format"] == FORMAT and m["dataset"] == "criteo" and m["row_group_rows"] == GROUP
+    assert prepared.path == default_dir(spec, criteo_dir)
+    assert sum(prepared.rows(s) for s in SPLITS) == m["rows"] == ROWS
+    raw = _raw_labels(criteo_dir)
+    seen_lines = []
+    for s in SPLITS:
+        groups = prepared.row_groups(s)
+        assert [g.rows for g in groups[:-1]] == [GROUP] * (len(groups) - 1) and 0 < groups[-1].rows <= GROUP
+        assert sum(g.rows for g in groups) == prepared.rows(s)
+        assert [g.first_row for g in groups] == list(np.cumsum([0] + [g.rows for g in groups[:-1]]))
+        inputs, labels = prepared.read_split(s)
+        assert labels.dtype == torch.float32 and inputs.categorical.dtype == torch.int64
+        assert inputs.categorical.shape == (prepared.rows(s), 26) and inputs.numeric.shape == (prepared.rows(s), 13)
+        assert int(labels.sum()) == prepared.positives(s)
+        lines = pl.read_parquet(prepared.path / s)["line"].to_numpy()
+        assert labels.tolist() == [raw[int(n)] for n in lines]
+        seen_lines += lines.tolist()
+        one, y = prepared.read(groups[0])
+        assert torch.equal(one.categorical, inputs.categorical[:groups[0].rows]) and torch.equal(y, labels[:len(y)])
+    assert sorted(seen_lines) == list(range(1, ROWS + 1))  # every line once, in one split
+    # The splits are what the hash of the row number says.
+    codes = split_codes(np.arange(ROWS), spec.seed, spec.folds)
+    for k, s in enumerate(SPLITS):
+        assert prepared.rows(s) == int((codes == k).sum())
+    # The schema is the in-memory reader's for the same training rows.
+    frame, files = read_frame(spec, criteo_dir)
+    frame = sample_frame(spec, frame, files)
+    assert prepared.schema == build_schema(spec, frame, np.flatnonzero(codes == 0))
+    assert any(len(f.vocab) > 1 for f in prepared.schema.of_kind("categorical"))
+    # The encoded values are the in-memory encoder's for the same lines.
+    from autoint.encoding import encode_frame
+    from autoint.schema import UNKNOWN
+    test_lines = pl.read_parquet(prepared.path / "test")["line"].to_numpy()
+    rows = frame.filter(pl.col("source_line").is_in(test_lines.tolist()))
+    fill = [pl.col(f.name).fill_null(UNKNOWN) for f in prepared.schema.of_kind("categorical")]
+    expected = encode_frame(prepared.schema, rows.with_columns(fill))
+    got, _ = prepared.read_split("test")
+    assert torch.equal(got.categorical, expected.categorical) and torch.allclose(got.numeric, expected.numeric)
+    assert m["vocabularies"]["file"] == VOCABULARIES and len(m["vocabularies"]["sha256"]) == 64
+
+
+def test_a_changed_vocabularies_file_is_refused_on_open(prepared, tmp_path):
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared.path, copy)
+    vocab = json.loads((copy / VOCABULARIES).read_text())
+    vocab[20]["vocab"].append("deadbeef")
+    (copy / VOCABULARIES).write_text(json.dumps(vocab))
+    with pytest.raises(DataError, match=rf"{VOCABULARIES}: its sha256 does not match .*changed after"):
+        Prepared.open(copy)
+    with pytest.raises(DataError, match=f"not a prepared data set \\(no {MANIFEST}\\)"):
+        Prepared.open(tmp_path / "nowhere")
+
+
+def test_to_dataset_trains_and_sample_is_seeded_and_decoded(prepared):
+    from autoint.model import AutoIntConfig
+    from autoint.train import TrainConfig, train
+    dataset = prepared.to_dataset()
+    assert {s: len(v) for s, v in dataset.splits.items()} == {s: prepared.rows(s) for s in SPLITS}
+    assert dataset.frame.columns == ["label", "line"] and dataset.fingerprint == prepared.fingerprint
+    assert dataset.source["prepared"] == str(prepared.path)
+    x, y = dataset.split("val")
+    assert torch.equal(y, prepared.read_split("val")[1])
+    result = train(dataset, AutoIntConfig(embed_dim=8, attn_dim=8, heads=1, layers=1),
+                   TrainConfig(epochs=1, batch_size=512, seed=0), progress=False)
+    assert 0.0 <= result.metrics["test_auc"] <= 1.0 and result.metrics["samples"] == {
+        s: prepared.rows(s) for s in SPLITS}
+    a, b, c = prepared.sample("train", 100, seed=1), prepared.sample("train", 100, seed=1), \
+        prepared.sample("train", 100, seed=2)
+    assert a.frame.equals(b.frame) and not a.frame["line"].equals(c.frame["line"])
+    assert a.frame.height == 100 and a.frame["C1"].dtype == pl.String and a.frame["I1"].dtype == pl.Float64
+    decoded = prepared.to_dataset(decode=True).frame
+    by_line = decoded.filter(pl.col("line").is_in(a.frame["line"].to_list())).sort("line")
+    assert by_line.equals(a.frame.sort("line"))
+    assert prepared.sample("val", 10**9).frame.height == prepared.rows("val")
