@@ -72,6 +72,22 @@ MODEL_FLAGS = {"embed_dim": "embed_dim", "attn_dim": "attn_dim", "heads": "heads
 TRAIN_FLAGS = ("epochs", "patience", "batch_size", "lr", "weight_decay", "lr_decay", "seed")
 
 
+def cmd_prepare(args) -> int:
+    """Preprocess a spec data set once into encoded Parquet row groups (autoint.prepared); print its summary."""
+    from .datasets import MOVIELENS, builtin_spec, read_spec, resolve_data_dir
+    from .errors import UsageError
+    from .prepared import ROW_GROUP_ROWS, prepare
+    if args.spec is None and args.dataset in (None, MOVIELENS):
+        raise UsageError("prepare needs --dataset criteo, avazu or kdd12, or --spec FILE; MovieLens-1M is small "
+                         "enough to read whole.")
+    spec = read_spec(args.spec) if args.spec is not None else builtin_spec(args.dataset)
+    folder = resolve_data_dir(args.dataset or spec.name, args.spec, args.data_dir)
+    rows = ROW_GROUP_ROWS if args.row_group_rows is None else args.row_group_rows
+    prepared = prepare(spec, folder, args.out, row_group_rows=rows)
+    print(json.dumps(prepared.summary()))
+    return 0
+
+
 def model_config_from(args):
     """`train`'s model: --model, the --preset's settings (default "paper", the paper's model), then each flag."""
     from .baselines import FMConfig, LRConfig
@@ -489,6 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratings", type=int, default=40000)
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("prepare", help="preprocess a data set once, streaming, into encoded Parquet row groups")
+    dataset_args(p, default="none: give --dataset or --spec")
+    p.add_argument("--out", metavar="DIR", help="the prepared folder (default: DATA_DIR/prepared/NAME)")
+    p.add_argument("--row-group-rows", type=int, metavar="N",
+                   help="rows per Parquet row group (default: autoint.prepared.ROW_GROUP_ROWS)")
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="train a model and save a run folder")
     dataset_args(p)

@@ -126,3 +126,85 @@ def test_to_dataset_trains_and_sample_is_seeded_and_decoded(prepared):
     by_line = decoded.filter(pl.col("line").is_in(a.frame["line"].to_list())).sort("line")
     assert by_line.equals(a.frame.sort("line"))
     assert prepared.sample("val", 10**9).frame.height == prepared.rows("val")
+
+
+def test_a_malformed_line_names_the_file_and_line_and_leaves_nothing(criteo_dir, spec, tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    lines = (criteo_dir / "train.txt").read_text().splitlines(keepends=True)
+    lines[1499] = lines[1499].split("\t", 1)[1]  # line 1500 (in the third batch) loses its label column
+    (folder / "train.txt").write_text("".join(lines))
+    with pytest.raises(DataError, match=rf"{folder / 'train.txt'}, line 1500: expected 40 tab-separated columns, "
+                                        rf"got 39.*cut off"):
+        prepare(spec, folder, progress=False, batch_rows=BATCH)
+    assert not (folder / "prepared").exists() or list((folder / "prepared").iterdir()) == []
+    lines[1499] = "\n"
+    (folder / "train.txt").write_text("".join(lines))
+    with pytest.raises(DataError, match=r"line 1500: the line is blank"):
+        prepare(spec, folder, progress=False, batch_rows=BATCH)
+    lines[1499] = "1\tx\t" + lines[1500].split("\t", 2)[2]  # I1 not a number: sample_frame, global line
+    (folder / "train.txt").write_text("".join(lines))
+    with pytest.raises(DataError, match=r"train.txt, line 1500: I1 is .x., not a finite number"):
+        prepare(spec, folder, progress=False, batch_rows=BATCH)
+    assert [p.name for p in folder.rglob("*") if p.name != "train.txt"] in ([], ["prepared"])
+
+
+def test_prepare_reuses_an_up_to_date_folder_and_rebuilds_a_changed_one(criteo_dir, spec, tmp_path, capsys):
+    import shutil
+    folder = tmp_path / "reuse"
+    shutil.copytree(criteo_dir, folder)
+    out = tmp_path / "out"
+    first = prepare(spec, folder, out, row_group_rows=GROUP, progress=False)
+    stamp = (out / MANIFEST).stat().st_mtime_ns
+    assert is_prepared(out, spec, folder)
+    capsys.readouterr()
+    again = prepare(spec, folder, out, row_group_rows=GROUP, progress=False)
+    assert "reusing" in capsys.readouterr().err and (out / MANIFEST).stat().st_mtime_ns == stamp
+    assert again.fingerprint == first.fingerprint
+    source = folder / "train.txt"
+    os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))  # touched
+    assert not is_prepared(out, spec, folder)
+    rebuilt = prepare(spec, folder, out, row_group_rows=GROUP, progress=False)
+    err = capsys.readouterr().err
+    assert f"rebuilding {out}: {source} changed (its modification time)" in err
+    assert (out / MANIFEST).stat().st_mtime_ns != stamp and rebuilt.fingerprint != first.fingerprint
+    with source.open("a") as fh:  # one line more
+        fh.write(source.read_text().splitlines(keepends=True)[0])
+    prepare(spec, folder, out, row_group_rows=GROUP, progress=False)
+    assert "changed (its size, modification time, first or last MiB)" in capsys.readouterr().err
+    assert Prepared.open(out).manifest["rows"] == ROWS + 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "reuse"]  # no staging or old folder left
+
+
+@pytest.mark.parametrize("name", ["avazu", "kdd12"])
+def test_gzip_derived_fields_label_rule_and_join_give_the_in_memory_schema(name, tmp_path):
+    """Avazu: a gzip file with a header, hour-of-day and weekday fields; KDD12: a label rule and a joined file."""
+    make = {"avazu": lambda d: synth.generate_avazu(d, rows=2000, seed=0, file="train.gz"),
+            "kdd12": lambda d: synth.generate_kdd12(d, rows=2000, seed=0)}[name]
+    folder = make(tmp_path / name)
+    spec = builtin_spec(name)
+    prepared = prepare(spec, folder, row_group_rows=300, progress=False, batch_rows=450)
+    frame, files = read_frame(spec, folder)
+    frame = sample_frame(spec, frame, files)
+    codes = split_codes(np.arange(frame.height), spec.seed, spec.folds)
+    assert prepared.schema == build_schema(spec, frame, np.flatnonzero(codes == 0))
+    labels = torch.cat([prepared.read_split(s)[1] for s in SPLITS])
+    lines = np.concatenate([pl.read_parquet(prepared.path / s)["line"].to_numpy() for s in SPLITS])
+    by_line = dict(zip(frame["source_line"].to_list(), frame["label"].to_list()))
+    assert labels.tolist() == [float(by_line[int(n)]) for n in lines]
+    assert sorted(p.name for p in prepared.path.iterdir()) == sorted([MANIFEST, VOCABULARIES, *SPLITS])
+
+
+def test_the_prepare_command(criteo_dir, tmp_path, capsys):
+    from autoint.__main__ import main
+    out = tmp_path / "cli"
+    assert main(["prepare", "--dataset", "criteo", "--data-dir", str(criteo_dir), "--out", str(out),
+                 "--row-group-rows", "1000"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["rows"] == ROWS and summary["prepared"] == str(out) and summary["row_group_rows"] == 1000
+    assert sum(v["rows"] for v in summary["splits"].values()) == ROWS
+    assert Prepared.open(out).fingerprint == summary["fingerprint"]
+    assert main(["prepare", "--dataset", "criteo", "--data-dir", str(tmp_path / "none")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert main(["prepare", "--dataset", "criteo", "--data-dir", str(criteo_dir), "--row-group-rows", "0"]) == 2
+    assert "row_group_rows 0" in capsys.readouterr().err
