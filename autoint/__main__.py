@@ -69,7 +69,9 @@ MODEL_FLAGS = {"embed_dim": "embed_dim", "attn_dim": "attn_dim", "heads": "heads
                "residual": "residual", "dropout": "dropout", "scaled": "scaled_attention",
                "layer_norm": "layer_norm", "qkv_relu": "qkv_relu", "projection_bias": "projection_bias",
                "attention_dropout": "attention_dropout", "dnn": "dnn_hidden", "dnn_dropout": "dnn_dropout"}
-TRAIN_FLAGS = ("epochs", "patience", "batch_size", "lr", "weight_decay", "lr_decay", "seed")
+TRAIN_FLAGS = ("epochs", "patience", "batch_size", "lr", "weight_decay", "lr_decay", "seed", "data_path",
+               "buffer_rows", "virtual_shards", "loader_workers")
+FLAG_NAMES = {"data_path": "--stream/--in-memory"}  # a setting whose flags are not spelled after its field
 
 
 def cmd_prepare(args) -> int:
@@ -117,7 +119,8 @@ def settings_from(args):
     from .train import settings_from_json
     if not args.config:
         return model_config_from(args), train_config_from(args)
-    flags = [f"--{name.replace('_', '-')}" for name in [*MODEL_FLAGS, *TRAIN_FLAGS] if getattr(args, name) is not None]
+    flags = [FLAG_NAMES.get(name, f"--{name.replace('_', '-')}") for name in [*MODEL_FLAGS, *TRAIN_FLAGS]
+             if getattr(args, name) is not None]
     if flags or args.preset != "paper" or args.model != "autoint":
         flags += ["--preset"] * (args.preset != "paper") + ["--model"] * (args.model != "autoint")
         raise ConfigError(f"--config {args.config} holds every setting of the run; leave out {', '.join(flags)} "
@@ -133,16 +136,53 @@ def settings_from(args):
     return model_config, train_config
 
 
+def _training_data(args):
+    """--prepared DIR (autoint.prepared.Prepared: in memory or streamed), else the data set read whole."""
+    if not args.prepared:
+        return _load_any_dataset(args)
+    given = [flag for flag, value in (("--dataset", args.dataset), ("--spec", args.spec),
+                                      ("--data-dir", args.data_dir), ("--with-ids", args.with_ids)) if value]
+    if given:
+        raise UsageError(f"--prepared {args.prepared} is a data set already read and encoded; leave out "
+                         f"{', '.join(given)} (they choose raw files; `python -m autoint prepare` takes them).")
+    from .prepared import Prepared
+    return Prepared.open(args.prepared)
+
+
 def cmd_train(args) -> int:
-    from dataclasses import asdict
-    from .runs import STALE_STAGING_S, clean_staging, save_run
-    from .train import TrainConfig, TrainingDiverged, train
+    """Train and save a run. Under torchrun (WORLD_SIZE, RANK, LOCAL_RANK set) every process runs this: they
+    train one DistributedDataParallel model (autoint.distributed) and rank 0 alone writes the run folder."""
+    from . import distributed
     model_config, train_config = settings_from(args)  # refuse bad settings before reading any data
-    clean_staging(Path(args.out).parent, older_than_s=STALE_STAGING_S)  # what a killed save left, if any
     if args.snapshot_out and (args.snapshot_epoch is None or args.snapshot_epoch < 1):
         raise UsageError("--snapshot-out needs --snapshot-epoch N (N >= 1): after which epoch to save it.")
-    dataset = _load_any_dataset(args)
-    progress_file = open(args.progress_jsonl, "a", buffering=1, encoding="utf-8") if args.progress_jsonl else None
+    launch = distributed.launch_from_env()
+    if launch is None:
+        return _train_and_save(args, model_config, train_config, rank=0)
+    if args.activity_file:
+        raise UsageError("--activity-file paces one process's threads for the app; leave it out under torchrun.")
+    distributed.start(launch, train_config.device)
+    try:
+        return _train_and_save(args, model_config, train_config, rank=launch.rank)
+    except RuntimeError as exc:  # a collective failed: another process of the job went away
+        failure = distributed.peer_failure(exc)
+        if failure is None:
+            raise
+        raise failure from exc
+    finally:
+        distributed.stop()
+
+
+def _train_and_save(args, model_config, train_config, rank: int) -> int:
+    from dataclasses import asdict
+    from .runs import STALE_STAGING_S, clean_staging, save_run
+    from .train import TrainingDiverged, train
+    if rank == 0:
+        clean_staging(Path(args.out).parent, older_than_s=STALE_STAGING_S)  # what a killed save left, if any
+    dataset = _training_data(args)
+    prepared = args.prepared is not None
+    progress_file = open(args.progress_jsonl, "a", buffering=1, encoding="utf-8") \
+        if args.progress_jsonl and rank == 0 else None
 
     def report(event):  # one JSON object a line, for a parent process (the app) to follow
         if progress_file is not None:
@@ -163,13 +203,23 @@ def cmd_train(args) -> int:
             if switched is not None:
                 report({**switched, "epoch": event["epoch"], "step": event["step"]})
 
+    if prepared:  # the data set and spec it was prepared from, and where (for the record)
+        source = {"dataset": dataset.manifest.get("dataset"), "spec": dataset.manifest.get("spec"),
+                  "prepared": str(dataset.path)}
+        data_dir = dataset.manifest.get("data_dir") or str(dataset.path)
+    else:
+        source = {k: dataset.source[k] for k in ("dataset", "spec")} if dataset.source else {}
+        data_dir = str(dataset.data_dir)
+
     def save(out, result):
+        if rank != 0:  # one run folder per job: rank 0 writes it
+            return
         save_run(out, result.model, metrics=result.metrics, train_config=asdict(train_config),
                  history=result.history, data_fingerprint=dataset.fingerprint,
-                 data_dir=str(dataset.data_dir),
+                 data_dir=data_dir,
                  extra={**({"snapshot_of": str(args.out)} if out == args.snapshot_out else {}),
                         # which data set a spec-read run saw (for the record: never used to choose files)
-                        **({k: dataset.source[k] for k in ("dataset", "spec")} if dataset.source else {})} or None)
+                        **source} or None)
         if out == args.snapshot_out:
             report({"event": "snapshot", "run": str(out), "epoch": result.metrics["epochs_run"],
                     **{k: result.metrics[k] for k in ("test_auc", "val_auc", "best_epoch")}})
@@ -178,7 +228,7 @@ def cmd_train(args) -> int:
     diverged = None
     try:
         result = train(dataset, model_config, train_config, callback=callback if progress_file or pacer else None,
-                       progress=not args.quiet, **({"snapshot": snapshot} if snapshot else {}))
+                       progress=not args.quiet and rank == 0, **({"snapshot": snapshot} if snapshot else {}))
     except TrainingDiverged as exc:
         if exc.result is None:
             raise  # no finished epoch to keep: a run already at --out stays as it was
@@ -188,8 +238,9 @@ def cmd_train(args) -> int:
     save(args.out, result)
     if diverged is not None:  # exit non-zero: the run stopped early, with its best weights saved
         raise TrainingDiverged(f"{diverged} Saved them to {args.out} (metrics: stopped=diverged).")
-    print(f"run saved to {args.out}", file=sys.stderr)
-    print(_metrics_json({**result.metrics, "run": str(args.out)}))
+    if rank == 0:
+        print(f"run saved to {args.out}", file=sys.stderr)
+        print(_metrics_json({**result.metrics, "run": str(args.out)}))
     return 0
 
 
@@ -544,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dnn-dropout", type=float, help="dropout in AutoInt+'s DNN (default 0)")
     p.add_argument("--with-ids", action="store_true")
     # Training flags default to None: unset, they keep TrainConfig's default (shown in each help).
-    from .train import TrainConfig
+    from .train import IN_MEMORY_MAX_BYTES, TrainConfig
     defaults = TrainConfig()
     p.add_argument("--epochs", type=int, help=f"most epochs (default {defaults.epochs})")
     p.add_argument("--patience", type=int, help=f"epochs without a better validation AUC before stopping "
@@ -556,6 +607,22 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {defaults.lr_decay})")
     p.add_argument("--weight-decay", type=float, help=f"default {defaults.weight_decay}")
     p.add_argument("--seed", type=int, help=f"default {defaults.seed}")
+    p.add_argument("--prepared", metavar="DIR", help="train from a prepared directory (python -m autoint prepare) "
+                                                     "instead of --dataset/--spec; under torchrun each process "
+                                                     "streams its own shards of it")
+    path = p.add_mutually_exclusive_group()
+    path.add_argument("--stream", dest="data_path", action="store_const", const="streamed", default=None,
+                      help="--prepared: stream the row groups through shuffle buffers (memory bounded by "
+                           "--buffer-rows)")
+    path.add_argument("--in-memory", dest="data_path", action="store_const", const="in-memory",
+                      help=f"--prepared: load the splits whole (default: in memory when the encoded tensors fit "
+                           f"in {IN_MEMORY_MAX_BYTES / 2**30:g} GiB and it is one process, else streamed)")
+    p.add_argument("--buffer-rows", type=int, help=f"streamed: rows of the shuffle buffers, all shards together "
+                                                   f"(default {defaults.buffer_rows})")
+    p.add_argument("--virtual-shards", type=int, help=f"streamed: shards the row groups are dealt to; a multiple of "
+                                                      f"the torchrun processes (default {defaults.virtual_shards})")
+    p.add_argument("--loader-workers", type=int, help=f"streamed: DataLoader processes reading row groups "
+                                                      f"(default {defaults.loader_workers})")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--progress-jsonl", help="append each progress event as a JSON line to this file")

@@ -1,8 +1,18 @@
 """Training: Adam, logloss, early stopping on validation AUC, the best weights restored.
 
-The split lives on the device as tensors and is batched by index, so the loop holds no
-per-sample Python. Progress goes to a tqdm bar and to an optional callback (the app's
-progress bar and cancel button).
+One loop trains from a batch source, one of two data paths (`TrainConfig.data_path`):
+
+- **in-memory** (`InMemoryBatches`): the split lives on the device as tensors and is batched by index, so the
+  loop holds no per-sample Python. A `Dataset` always takes it; a prepared directory (autoint.prepared) can.
+- **streamed** (`autoint.stream.StreamedBatches`): a prepared directory's row groups are read through seeded
+  shuffle buffers, so host memory is bounded by `buffer_rows`, not by the data set; validation and test stream too
+  (batched predictions, the exact AUC over the whole split). Under torchrun (autoint.distributed) each process
+  streams its own virtual shards and DDP averages the gradients.
+
+"auto" keeps a prepared set in memory when its encoded tensors are small (`IN_MEMORY_MAX_BYTES`) and it is one
+process, and streams otherwise. The run's metrics say which path it used ("data_path", "buffer_rows",
+"virtual_shards", "world_size"). Progress goes to a tqdm bar and to an optional callback (the app's progress bar
+and cancel button).
 """
 from __future__ import annotations
 
@@ -19,6 +29,7 @@ import torch
 import torch.nn.functional as F_
 from tqdm.auto import tqdm
 
+from . import distributed
 from .errors import AutoIntError
 from .data import Dataset
 from .encoding import FieldTensors
@@ -42,6 +53,11 @@ class TrainingDiverged(AutoIntError, RuntimeError):
         self.result = result
 
 
+DATA_PATHS = ("auto", "in-memory", "streamed")
+# "auto" keeps a prepared set in memory up to this many bytes of encoded tensors (all splits), one process only.
+IN_MEMORY_MAX_BYTES = 1 << 30
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 20
@@ -52,6 +68,11 @@ class TrainConfig:
     lr_decay: float = 1.0  # the learning rate is multiplied by this after each epoch without a better val AUC
     seed: int = 2019
     device: str | None = None  # None: CUDA when present, else CPU
+    # How a prepared directory's rows reach the model (module docstring): "auto", "in-memory" or "streamed".
+    data_path: str = "auto"
+    buffer_rows: int = 262144  # streamed: rows in the shuffle buffers, all virtual shards together
+    virtual_shards: int = 8  # streamed: the split's row groups are dealt to this many shards (autoint.stream)
+    loader_workers: int = 0  # streamed: DataLoader worker processes reading row groups (0: the training process)
 
     def __post_init__(self):
         self.validate()
@@ -60,6 +81,8 @@ class TrainConfig:
         checks = [
             ("epochs", self.epochs, 1, 1000), ("patience", self.patience, 1, 1000),
             ("batch_size", self.batch_size, 1, 1 << 20), ("seed", self.seed, 0, 2**63 - 1),
+            ("buffer_rows", self.buffer_rows, 1, 1 << 31), ("virtual_shards", self.virtual_shards, 1, 1024),
+            ("loader_workers", self.loader_workers, 0, 64),
         ]
         for name, value, low, high in checks:
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -73,6 +96,9 @@ class TrainConfig:
                 or not math.isfinite(self.lr_decay) or not 0 < self.lr_decay <= 1:
             raise ConfigError(f"lr_decay={self.lr_decay!r} is out of range: choose a factor in (0, 1], e.g. 0.5; "
                               "1 keeps the learning rate constant.")
+        if self.data_path not in DATA_PATHS:
+            raise ConfigError(f"data_path={self.data_path!r}: choose one of {', '.join(DATA_PATHS)} (auto: in memory "
+                              "when a prepared set is small, else streamed).")
         if self.device is not None:
             pick_device(self.device)
 
@@ -194,11 +220,17 @@ class TrainStep:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device):
         self.model, self.optimizer = model, optimizer
         graph = os.environ.get("AUTOINT_CUDA_GRAPH")  # "1"/"0" overrides the CUDA mode
-        self.use_graph = device.type == "cuda" and (graph == "1" if graph else cuda_mode() == "graph")
+        self.use_graph = device.type == "cuda" and (graph == "1" if graph else cuda_mode() == "graph") \
+            and distributed.world() == 1  # DDP's all-reduce hooks are not recorded
         self.graph, self.eager_full_steps, self.full_batch = None, 0, None
 
-    def eager(self, x: FieldTensors, y: torch.Tensor) -> torch.Tensor:
-        loss = F_.binary_cross_entropy_with_logits(self.model(x), y)
+    def eager(self, x: FieldTensors, y: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+        """scale None: the batch's mean loss; else the sum of its rows' losses times `scale` (several processes:
+        world size / rows of the global batch, so DDP's average is the global batch's mean; 0 for a dummy row)."""
+        if scale is None:
+            loss = F_.binary_cross_entropy_with_logits(self.model(x), y)
+        else:
+            loss = F_.binary_cross_entropy_with_logits(self.model(x), y, reduction="sum") * scale
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -210,9 +242,9 @@ class TrainStep:
             group["lr"] *= factor
         self.graph, self.eager_full_steps = None, 0
 
-    def __call__(self, x: FieldTensors, y: torch.Tensor) -> torch.Tensor:
-        if not self.use_graph:
-            return self.eager(x, y)
+    def __call__(self, x: FieldTensors, y: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+        if not self.use_graph or scale is not None:
+            return self.eager(x, y, scale)
         if self.full_batch is None:
             self.full_batch = len(y)
         if len(y) != self.full_batch:
@@ -247,10 +279,99 @@ class TrainStep:
             self.static_loss = self.eager(self.static_x, self.static_y)
 
 
-def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConfig,
+class InMemoryBatches:
+    """The in-memory path's batch source: the training split on the device, one seeded permutation an epoch (a
+    torch.Generator seeded with the seed, one randperm(n) per epoch), batches as views. With several processes
+    each takes its slice of every global batch, its loss scaled as autoint.stream's are."""
+
+    path = "in-memory"
+
+    def __init__(self, dataset: Dataset, device: torch.device, batch_size: int, seed: int, rank: int = 0,
+                 world: int = 1):
+        self.dataset, self.device, self.batch_size, self.rank, self.world = dataset, device, batch_size, rank, world
+        self.train_x, self.train_y = (t.to(device) for t in dataset.split("train"))
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    def describe(self) -> dict:
+        return {"data_path": self.path, "world_size": self.world}
+
+    def samples(self) -> dict:
+        return {k: int(len(v)) for k, v in self.dataset.splits.items()}
+
+    def steps(self, epoch: int) -> int:
+        return math.ceil(len(self.train_y) / self.batch_size)
+
+    def batches(self, epoch: int):
+        n, bs = len(self.train_y), self.batch_size
+        # One gather per epoch puts the shuffled split in contiguous memory; batches are then views.
+        order = torch.randperm(n, generator=self.generator).to(self.device)
+        shuffled_x, shuffled_y = self.train_x.index(order), self.train_y[order]
+        for step in range(self.steps(epoch)):
+            batch = slice(step * bs, (step + 1) * bs)
+            x, y = shuffled_x.index(batch), shuffled_y[batch]
+            if self.world == 1:
+                yield x, y, None
+                continue
+            mine = torch.tensor_split(torch.arange(len(y), device=self.device), self.world)[self.rank]
+            if len(mine):
+                yield x.index(mine), y[mine], self.world / len(y)
+            else:  # fewer rows than processes in the last batch: a zero-weighted row joins the all-reduce
+                from .stream import dummy_batch
+                dx, dy = dummy_batch(x, y)
+                yield dx.to(self.device), dy.to(self.device), 0.0
+
+    def evaluate(self, model: AutoInt, split: str) -> dict:
+        return evaluate(model, *self.dataset.split(split))
+
+
+def _streamed_evaluate(source, model: AutoInt, split: str) -> dict:
+    probabilities, labels = source.predictions(model, split)
+    return {"auc": roc_auc(labels, probabilities), "logloss": log_loss(labels, probabilities)}
+
+
+def encoded_bytes(prepared) -> int:
+    """The bytes of a prepared set's encoded tensors in memory (int64 slots, float32 numbers and labels)."""
+    schema = prepared.schema
+    multi = schema.of_kind("multivalued")
+    per_row = 8 * len(schema.of_kind("categorical")) + 8 * len(multi) * max((f.max_len for f in multi), default=1) \
+        + 4 * len(schema.of_kind("numeric")) + 4
+    return per_row * sum(prepared.rows(split) for split in ("train", "val", "test"))
+
+
+def choose_data_path(data, train_config: TrainConfig, world: int = 1) -> str:
+    """"in-memory" or "streamed" for this data (a Dataset or a prepared directory) and these settings."""
+    if isinstance(data, Dataset):
+        if train_config.data_path == "streamed":
+            raise ConfigError("data_path='streamed' reads a prepared directory; prepare the data set first "
+                              "(python -m autoint prepare ...) and train with --prepared DIR, or choose in-memory.")
+        return "in-memory"
+    if train_config.data_path != "auto":
+        return train_config.data_path
+    return "in-memory" if world == 1 and encoded_bytes(data) <= IN_MEMORY_MAX_BYTES else "streamed"
+
+
+def batch_source(data, train_config: TrainConfig, device: torch.device, rank: int = 0, world: int = 1):
+    """The batch source `train` loops over: `InMemoryBatches` or `autoint.stream.StreamedBatches`."""
+    path = choose_data_path(data, train_config, world)
+    if path == "in-memory":
+        dataset = data if isinstance(data, Dataset) else data.to_dataset()
+        return InMemoryBatches(dataset, device, train_config.batch_size, train_config.seed, rank, world)
+    from .stream import StreamedBatches
+    source = StreamedBatches(data, device, batch_size=train_config.batch_size, shards=train_config.virtual_shards,
+                             buffer_rows=train_config.buffer_rows, seed=train_config.seed,
+                             workers=train_config.loader_workers, rank=rank, world=world)
+    source.evaluate = lambda model, split: _streamed_evaluate(source, model, split)
+    return source
+
+
+def train(data, model_config: AutoIntConfig, train_config: TrainConfig,
           callback: Callable[[dict], bool | None] | None = None, progress: bool = True,
           snapshot: tuple[int, Callable[[TrainResult], None]] | None = None) -> TrainResult:
     """Train one model; returns it with the best validation weights and its test metrics.
+
+    `data` is a `Dataset` (the in-memory path) or a prepared directory (`autoint.prepared.Prepared`: in memory
+    or streamed, `TrainConfig.data_path`). In a torchrun job (autoint.distributed started) every process calls
+    it; they train one DDP model and compute the same metrics.
 
     `callback(event)` gets {"event": "step" | "epoch", ...}; returning False cancels
     (TrainingCancelled is raised). A NaN or infinite loss raises TrainingDiverged after restoring the best
@@ -259,17 +380,19 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
     """
     model_config.validate()
     train_config.validate()
+    rank, world = distributed.rank(), distributed.world()
     device = pick_device(train_config.device)
     seed_everything(train_config.seed)
-    model = build_model(model_config, dataset.schema).to(device)
+    model = build_model(model_config, data.schema).to(device)
     optimizer = make_optimizer(model, train_config)
-    train_step = TrainStep(model, optimizer, device)
-    train_x, train_y = (t.to(device) for t in dataset.split("train"))
-    val_x, val_y = dataset.split("val")
-    test_x, test_y = dataset.split("test")
-    n, bs = len(train_x), train_config.batch_size
-    steps = math.ceil(n / bs)
-    generator = torch.Generator(device="cpu").manual_seed(train_config.seed)
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model, device_ids=[device.index or torch.cuda.current_device()]
+                                      if device.type == "cuda" else None)
+    train_step = TrainStep(net, optimizer, device)
+    source = batch_source(data, train_config, device, rank, world)
+    progress = progress and rank == 0
 
     best_auc, best_epoch, best_state, stale = -1.0, 0, None, 0
     history, epoch_seconds, diverged = [], [], None
@@ -277,39 +400,52 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
 
     def summary(net: AutoInt, best_epoch: int) -> dict:
         """A run's metrics: these weights on validation and test, and how training went so far."""
-        val, test = evaluate(net, val_x, val_y), evaluate(net, test_x, test_y)
+        val, test = source.evaluate(net, "val"), source.evaluate(net, "test")
         return {
             "model": model_config.name, "test_auc": test["auc"], "test_logloss": test["logloss"],
             "val_auc": val["auc"], "val_logloss": val["logloss"], "best_epoch": best_epoch,
             "epochs_run": len(history), "epoch_seconds": list(epoch_seconds),
-            "samples": {k: int(len(v)) for k, v in dataset.splits.items()},
-            "fields": dataset.schema.names, "params": sum(p.numel() for p in net.parameters()),
+            "samples": source.samples(),
+            "fields": data.schema.names, "params": sum(p.numel() for p in net.parameters()),
             "device": str(device), "threads": torch.get_num_threads(),
             "compile_seconds": round(compile_seconds, 2), "kernels": KERNELS.mode(device.type),
+            **source.describe(),
         }
+
+    def agreed(loss_sum: torch.Tensor, stop: bool) -> tuple[float, bool]:
+        """(the loss summed over processes' shares, whether any process stops): one all-reduce for both, so every
+        process takes the same decisions; with one process, the numbers themselves."""
+        if world == 1:
+            return loss_sum.item(), stop
+        both = distributed.all_reduce_sum(torch.stack([loss_sum.detach().double(),
+                                                       torch.tensor(float(stop), device=loss_sum.device,
+                                                                    dtype=torch.float64)]))
+        return both[0].item() / world, both[1].item() > 0
 
     for epoch in range(1, train_config.epochs + 1):
         started, compiled_before = time.perf_counter(), KERNELS.compile_seconds
         model.train()
-        # One gather per epoch puts the shuffled split in contiguous memory; batches are then views.
-        order = torch.randperm(n, generator=generator).to(device)
-        shuffled_x, shuffled_y = train_x.index(order), train_y[order]
+        steps = source.steps(epoch)
         loss_sum = torch.zeros((), device=device)
-        bar = tqdm(range(steps), desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
-        for step in bar:
-            batch = slice(step * bs, (step + 1) * bs)
-            loss_sum += train_step(shuffled_x.index(batch), shuffled_y[batch])
+        bar = tqdm(total=steps, desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
+        for step, (x, y, scale) in enumerate(source.batches(epoch)):
+            loss_sum += train_step(x, y, scale)
+            bar.update(1)
             if (step + 1) % 50 == 0 or step + 1 == steps:  # one host sync per 50 batches, not per batch
-                mean_loss = loss_sum.item() / (step + 1)
+                total, _ = agreed(loss_sum, False)
+                mean_loss = total / (step + 1)
                 if not math.isfinite(mean_loss):
                     break  # diverged: no point finishing the epoch
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
-                if callback is not None and callback({"event": "step", "epoch": epoch, "step": step + 1,
-                                                      "steps": steps, "loss": mean_loss}) is False:
+                cancel = callback is not None and callback({"event": "step", "epoch": epoch, "step": step + 1,
+                                                            "steps": steps, "loss": mean_loss}) is False
+                if world > 1:
+                    cancel = agreed(torch.zeros((), device=device), cancel)[1]
+                if cancel:
                     _restore(model, best_state)
                     raise TrainingCancelled(f"cancelled in epoch {epoch}")
         bar.close()
-        train_loss = loss_sum.item() / steps
+        train_loss = agreed(loss_sum, False)[0] / max(steps, 1)
         compiling = KERNELS.compile_seconds - compiled_before  # the first steps' compile, reported apart
         compile_seconds += compiling
         epoch_seconds.append(round(time.perf_counter() - started - compiling, 3))
@@ -319,7 +455,7 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
         if not torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all().item():
             diverged = f"the weights became NaN or infinite in epoch {epoch}"  # the loss did not show it yet
             break
-        val = evaluate(model, val_x, val_y)
+        val = source.evaluate(model, "val")
         if not math.isfinite(val["logloss"]):
             diverged = f"the validation logloss became {val['logloss']} after epoch {epoch}"
             break
@@ -337,7 +473,10 @@ def train(dataset: Dataset, model_config: AutoIntConfig, train_config: TrainConf
             stale += 1
             if train_config.lr_decay != 1.0:
                 train_step.scale_lr(train_config.lr_decay)
-        if callback is not None and callback({"event": "epoch", **record, "epochs": train_config.epochs}) is False:
+        cancel = callback is not None and callback({"event": "epoch", **record, "epochs": train_config.epochs}) is False
+        if world > 1:
+            cancel = agreed(torch.zeros((), device=device), cancel)[1]
+        if cancel:
             _restore(model, best_state)
             raise TrainingCancelled(f"cancelled after epoch {epoch}")
         if snapshot is not None and epoch == snapshot[0]:

@@ -33,7 +33,8 @@ def test_every_setting_survives_the_job_and_the_cli(tmp_path):
                           scaled_attention=True, layer_norm=True, qkv_relu=True, projection_bias=True,
                           attention_dropout=0.3, dnn_hidden=(16, 8), dnn_dropout=0.2)
     training = TrainConfig(epochs=3, patience=4, batch_size=512, lr=0.004, weight_decay=1e-6, lr_decay=0.5,
-                           seed=7, device="cpu")
+                           seed=7, device="cpu", data_path="streamed", buffer_rows=4096, virtual_shards=4,
+                           loader_workers=1)
     for config, default in ((model, AutoIntConfig()), (training, TrainConfig())):
         same = [f.name for f in fields(config) if getattr(config, f.name) == getattr(default, f.name)]
         assert same == [], f"set {same} to a non-default value so this test checks them"
