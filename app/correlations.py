@@ -1,38 +1,63 @@
-"""Dataset correlations: attention averaged over the test split (the paper's Fig. 7(b)) beside the interactions the
-model really uses, with their agreement, sliced at will."""
+"""Dataset correlations: attention averaged over a seeded sample of the test split (the paper's Fig. 7(b)) beside
+the interactions the model really uses, with their agreement, sliced at will.
+
+Both views run on one seeded sample of the split (autoint.sampling: the whole split up to 20,000 samples), whose
+size and seed the page shows and takes; they are computed in the background with a progress bar and kept per run,
+data, sample and slice (app/state.py `submit`), so another visit, or another session, finds them done."""
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
 
 from app import state
-from autoint.explain import Correlations, dataset_correlations
+from autoint.explain import describe_slice
 from autoint.figures import (agreement_bars, agreement_scatter, attention_grid, attention_interaction_side_by_side,
                              correlation_figure)
-from autoint.interactions import (DEFAULT_BUDGET, EXACT_MAX_FIELDS, SAMPLED_ROWS, agreement, head_entropy,
-                                  matrix_to_pairs, near_uniform, pair_index)
+from autoint.interactions import (DEFAULT_BUDGET, EXACT_MAX_FIELDS, agreement, head_entropy, matrix_to_pairs,
+                                  near_uniform, pair_index)
+from autoint.sampling import (DEFAULT_SEED, correlations_of_sample, default_interaction_rows, default_size,
+                              interactions_of_sample)
 from autoint.schema import UNKNOWN
 
 ANY = "(any)"
-VALUES_LISTED = 200  # a field's values offered at once: the most frequent, or those a search finds
-
-
-@st.cache_data(show_spinner="Averaging attention over the test split ...", max_entries=32)
-def correlations(run_path: str, folder: str, where: tuple, label: int | None) -> Correlations:
-    inputs, labels = state.dataset(folder, run_path).split("test")
-    return dataset_correlations(state.load_model(run_path), inputs, labels, where=dict(where), label=label)
-
+SPLIT = "test"
+ESTIMATED_MAX_ROWS = 2048  # samples the estimator may measure (about 0.4 s each at 39 fields)
 
 source = state.data_source()
 run_path, model = state.require_model()
 schema = model.schema
+data = state.dataset(source.key, run_path)
+total = len(data.splits[SPLIT])
+F = len(schema.fields)
+exact = F <= EXACT_MAX_FIELDS
 
 st.title("Dataset correlations")
-st.caption("The mean attention weight between every pair of fields over the test split (the paper's Fig. 7(b)). "
-           "Slice by the label or by a field value to see which combinations the model relies on there.")
+st.caption("The mean attention weight between every pair of fields over a sample of the test split (the paper's "
+           "Fig. 7(b)). Slice by the label or by a field value to see which combinations the model relies on there.")
 if model.config.layers == 0:
     st.info("This model has no interacting layer (0 layers), so there is no attention to average.")
     st.stop()
+
+
+def sample_size_changed() -> None:
+    """A new sample size: the interactions go back to their default share of it."""
+    st.session_state.pop("corr_sample_rows", None)
+
+
+if st.session_state.get("corr_sample_size", 0) > total:  # another data set's, or another model's data
+    st.session_state["corr_sample_size"] = total
+state.keep("corr_sample_size", default_size(total))
+state.keep("corr_sample_seed", DEFAULT_SEED)
+size_column, seed_column, about_column = st.columns([2, 1, 3])
+size = size_column.number_input(f"Samples (of {total:,} test samples)", 1, total, key="corr_sample_size",
+                                step=max(1, min(total, 1000)), on_change=sample_size_changed,
+                                help="Every number on this page comes from this many samples of the test split: the "
+                                     "first of a seeded shuffle, so a bigger sample holds a smaller one. More samples, "
+                                     "steadier averages, longer to compute (in the background, once; then kept).")
+seed = seed_column.number_input("Seed", 0, 2 ** 31 - 1, key="corr_sample_seed", help="Another seed, other samples.")
+sample = state.split_sample(source.key, run_path, SPLIT, int(size), int(seed))
+about_column.caption(f"The numbers below come from **{sample.describe()}**"
+                     + ("." if sample.whole else ": the first of a seeded shuffle of the split."))
 
 stars = source.is_movielens  # MovieLens's clicks are 4-5 star ratings
 labels = {None: "all samples", 1: "clicks only" + (" (4-5 stars)" if stars else " (label 1)"),
@@ -44,27 +69,34 @@ field_name = field_column.selectbox("Field", [ANY, *(f.name for f in sliceable)]
 where = ()
 if field_name != ANY:
     f = schema[field_name]
-    if len(f.vocab) <= VALUES_LISTED:  # every value, in the vocabulary's order
+    if not state.large_vocabulary(f):  # every value, in the vocabulary's order
         options = [v for v in f.vocab if v != UNKNOWN]
-    else:  # a large vocabulary: the test split's most frequent values, or those a search finds
+    else:  # a large vocabulary: the sample's most frequent values, or those a search finds
         search = value_column.text_input(f"Search {field_name}", key=f"corr_search_{field_name}",
                                          placeholder="part of a value")
-        options = [v for v, _ in state.field_values(source.key, run_path, (), field_name, search.strip(),
-                                                    VALUES_LISTED) if v != UNKNOWN]
+        options = [v for v, _ in state.sample_field_values(source.key, run_path, len(sample), sample.seed,
+                                                           field_name, search.strip()) if v != UNKNOWN]
     if not options:
-        value_column.warning(f"No {field_name} value of the test split holds that text.")
+        value_column.warning(f"No {field_name} value of the {len(sample):,} samples holds that text.")
         st.stop()
     value = value_column.selectbox("Value", options, key=f"corr_value_{field_name}",
                                    format_func=lambda v: f.display.get(v, v))
     where = ((field_name, value),)
 
-result = correlations(run_path, source.key, where, label)
+# Everything computed below is kept per (run, data, split, sample size, seed, ...): coming back is instant.
+data_key = (run_path, data.fingerprint, SPLIT, len(sample), sample.seed)
+slice_words = f" ({describe_slice(dict(where), label, None)})" if where or label is not None else ""
+attention_task = state.submit(
+    ("correlations", *data_key, where, label),
+    lambda progress: correlations_of_sample(model, data, sample, where=dict(where), label=label, progress=progress),
+    f"Averaging attention over {len(sample):,} test samples{slice_words}")
+result = state.result_of(attention_task)
 if result.count == 0:
-    st.warning(f"No test sample has {result.description}; choose another slice.")
+    st.warning(f"None of the {len(sample):,} samples has {result.description}; choose another slice"
+               + ("." if sample.whole else " or a bigger sample."))
     st.stop()
 
 fields = result.fields
-F = len(fields)
 layer_entropy = head_entropy(result.per_layer)  # (L,) of each layer's head-averaged mean
 overall_entropy = float(head_entropy(result.overall))
 flat = near_uniform(result.per_head)  # (L, H)
@@ -77,25 +109,41 @@ state.show_figure(correlation_figure(result.per_layer, fields, count=result.coun
                                      uniform=np.concatenate([[near_uniform(result.overall)],
                                                              near_uniform(result.per_layer)])),
                   "dataset-correlations", "corr_layers")
-st.caption(f"Colour: each weight against uniform attention (1/{F} = {1 / F:.3f}); the cells give the weight itself. "
+st.caption((f"Averaged over {sample.describe()}. " if result.count == len(sample) else
+            f"Averaged over the {result.count:,} samples with {result.description} among {sample.describe()}. ")
+           + f"Colour: each weight against uniform attention (1/{F} = {1 / F:.3f}); the cells give the weight itself. "
            "Titles give the entropy as a fraction of log F (1 = uniform).")
 
 st.subheader("Attention beside the interactions the model really uses")
-exact = len(fields) <= EXACT_MAX_FIELDS
-sample_rows = None
-if not exact:  # 2^F coalitions a sample are out of reach: a subsample of the split, each sample estimated
-    sample_rows = st.number_input("Test samples to measure", 8, 2048, SAMPLED_ROWS, step=8, key="corr_sample_rows",
-                           help=f"With {len(fields)} fields the interactions are estimated (KernelSHAP-IQ, "
-                                f"{DEFAULT_BUDGET:,} coalitions a sample) on a seeded random subsample of the test "
-                                f"split; more samples, smaller standard errors (about 0.4 s a sample).")
+default_rows = default_interaction_rows(F, len(sample))
+most = min(len(sample), ESTIMATED_MAX_ROWS) if not exact else len(sample)
+if st.session_state.get("corr_sample_rows", 0) > most:
+    st.session_state["corr_sample_rows"] = most
+state.keep("corr_sample_rows", min(default_rows, most))
+rows = default_rows
+if not exact or default_rows < len(sample):  # measuring every sample of the sample costs too much by default
+    rows = int(st.number_input(
+        f"Samples to measure the interactions on (the first of the {len(sample):,})", 1, most,
+        key="corr_sample_rows", step=8,
+        help=(f"With {F} fields the interactions are estimated (KernelSHAP-IQ, {DEFAULT_BUDGET:,} coalitions a "
+              "sample, about 0.4 s a sample)" if not exact else
+              f"Exact values take 2^{F} = {2 ** F:,} forwards a sample") +
+             "; they are measured on the first samples of the same seeded shuffle, so on part of the sample above. "
+             "More samples, smaller standard errors."))
 st.caption("Right: the mean |pairwise Shapley interaction| (k-SII) over the same samples: how much the prediction "
            "depends on two fields together, beyond each alone, in logit units. An absent field takes its "
            "training-mean embedding. "
-           + ("Computed exactly for every test sample, once per model, then cached." if exact else
-              f"With {len(fields)} fields, estimated on a seeded random subsample of the test split, each sample "
-              f"from {DEFAULT_BUDGET:,} sampled coalitions (KernelSHAP-IQ), once per model, then cached."))
-measured = state.split_interactions(run_path, source.key, "test", "mean", rows=sample_rows)
-keep = state.slice_keep(run_path, source.key, "test", where, label)
+           + (f"Computed exactly (all 2^{F} coalitions) for each sample" if exact else
+              f"With {F} fields, estimated for each sample from {DEFAULT_BUDGET:,} sampled coalitions (KernelSHAP-IQ)")
+           + ", once per model and sample, then cached.")
+measured_sample = sample.prefix(rows)
+interaction_task = state.submit(
+    ("interactions", *data_key, len(measured_sample), "mean"),
+    lambda progress: interactions_of_sample(run_path, model, data, sample, rows=len(measured_sample),
+                                            progress=progress),
+    f"Measuring the model's interactions on {len(measured_sample):,} test samples")
+measured = state.result_of(interaction_task)
+keep = state.slice_keep(run_path, source.key, SPLIT, where, label)
 strength = measured.matrix(keep)  # (F, F) mean |phi_ij| over the slice
 measured_count = measured.count(keep)
 if measured.sampled:
@@ -103,9 +151,8 @@ if measured.sampled:
     upper = np.triu_indices(len(fields), 1)
     spread = (f"{np.mean(error[upper]):.2g} on average against a mean strength of {strength[upper].mean():.2g}"
               if measured_count >= 2 else "too few samples in this slice to say")
-    st.caption(f"Measured on {measured_count:,} of the slice's {int(keep.sum()):,} test samples (a seeded subsample "
-               f"of {len(measured):,} of the split's {measured.total:,}). Standard error of each pair's mean: "
-               f"{spread}.")
+    st.caption(f"Measured on {measured_count:,} samples: the slice's share of {measured_sample.describe()}. "
+               f"Standard error of each pair's mean: {spread}.")
     if measured_count == 0:
         st.warning("None of the measured samples is in this slice; widen it or measure more samples.")
 match = agreement(result.per_head, strength)

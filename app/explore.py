@@ -66,12 +66,9 @@ def pick_movielens() -> tuple[dict, object]:
     return values, real_rating
 
 
-ANY_FILTER_LIMIT = 200  # values listed a field at once: the most frequent, or those a search finds
-
-
 def pick_row() -> tuple[dict, object]:
-    """A test sample of any data set, picked by field values (each list searchable: a vocabulary can hold a
-    million values) or at random: its values, and a function that shows its real label."""
+    """A test sample of any data set, picked by field values (a large vocabulary is searched, not listed: it can
+    hold a million values) or at random: its values, and a function that shows its real label."""
     from autoint.samples import filterable
     schema = model.schema
     names = [f.name for f in filterable(schema)]
@@ -83,10 +80,14 @@ def pick_row() -> tuple[dict, object]:
         where: list[tuple[str, str]] = []
         for name in chosen:
             f = schema[name]
-            search_column, value_column = st.columns([1, 2])
-            search = search_column.text_input(f"Search {name}", key=f"explore_search_{name}",
-                                              placeholder="part of a value")
-            options = state.field_values(key, run_path, tuple(where), name, search.strip(), ANY_FILTER_LIMIT)
+            search = ""
+            if state.large_vocabulary(f):  # too many values to list: search them, the most frequent first
+                search_column, value_column = st.columns([1, 2])
+                search = search_column.text_input(f"Search {name}", key=f"explore_search_{name}",
+                                                  placeholder="part of a value")
+            else:  # a short list: every value the matching samples hold
+                value_column = st.container()
+            options = state.field_values(key, run_path, tuple(where), name, search.strip(), state.VALUES_LISTED)
             if not options:
                 value_column.warning(f"No {name} value among the matching test samples holds {search!r}.")
                 continue
@@ -94,7 +95,9 @@ def pick_row() -> tuple[dict, object]:
             value = value_column.selectbox(
                 f"{name} value", list(counts), key=f"explore_value_{name}",
                 format_func=lambda v, f=f, counts=counts: f"{f.show(v).split('=', 1)[1]} · {counts[v]:,} samples",
-                help=f"the {len(counts)} most frequent {'matching ' if search else ''}values; search for others")
+                help=(f"the {len(counts)} most frequent {'matching ' if search else ''}values; search for others"
+                      if state.large_vocabulary(f) else "every value among the matching test samples, most "
+                                                        "frequent first"))
             where.append((name, value))
     positions = state.matching_rows(key, run_path, tuple(where))
     row = state.current_row(source, run_path)

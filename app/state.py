@@ -23,6 +23,7 @@ from autoint.errors import AutoIntError
 from autoint.explain import mean_embedding
 from autoint.figures import figure_csv, figure_html, plotly_config
 from autoint import jobs
+from autoint.background import QUEUED, BackgroundRunner, Task
 from autoint.jobs import ACTIVE, Job, JobQueue
 from autoint.model import AutoIntConfig
 from autoint.recommend import ItemScorer
@@ -366,14 +367,99 @@ def matching_rows(key: str, run_path: str, where: tuple):
     return matching(dataset(key, run_path), "test", dict(where))
 
 
+# A picker lists a field's values in a selectbox up to this many; a bigger vocabulary gets a search box instead, and
+# the selectbox lists the most frequent values that hold the text typed (never every value: a vocabulary can hold a
+# million). One threshold for every page (Explore's filters, What-if's edits, Dataset correlations' slice).
+VALUES_LISTED = 200
+
+
+def large_vocabulary(f) -> bool:
+    """Whether a field's picker searches its vocabulary instead of listing it."""
+    return len(f.vocab) > VALUES_LISTED
+
+
 @st.cache_data(max_entries=256, show_spinner=False)
-def field_values(key: str, run_path: str, where: tuple, name: str, search: str, limit: int = 200):
+def field_values(key: str, run_path: str, where: tuple, name: str, search: str, limit: int = VALUES_LISTED):
     """A field's values among the test samples that pass `where`, most frequent first, with their counts;
     `search` keeps those whose text holds it. At most `limit`: a vocabulary can hold a million values."""
     from autoint.samples import value_counts
     data = dataset(key, run_path)
     positions = matching_rows(key, run_path, where) if where else None
     return value_counts(data, "test", name, positions, search=search, limit=limit)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def sample_field_values(key: str, run_path: str, size: int, seed: int, name: str, search: str,
+                        limit: int = VALUES_LISTED):
+    """`field_values` among a seeded sample of the test split (`split_sample`): the values a slice of it can have."""
+    from autoint.samples import value_counts
+    sample = split_sample(key, run_path, "test", size, seed)
+    return value_counts(dataset(key, run_path), "test", name, sample.positions, search=search, limit=limit)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def vocabulary_matches(run_path: str, name: str, search: str, limit: int = VALUES_LISTED) -> list[str]:
+    """The values of a field's vocabulary (the model's) that hold `search`, in the vocabulary's order (most frequent
+    in training first, for a spec data set), at most `limit`."""
+    from autoint.samples import search_vocabulary
+    return search_vocabulary(load_model(run_path).schema[name], search, limit)
+
+
+# ----------------------------------------------------------------------------- dataset-level views, in the background
+
+POLL_S = 1.0  # how often a page waiting on a background computation looks again (each look costs a gc.collect)
+QUICK_S = 0.5  # a computation that ends within this is drawn in the same script run, without a progress bar
+
+
+@st.cache_resource
+def background() -> BackgroundRunner:
+    """The server's background computations (autoint.background): one at a time, since each uses this process's
+    APP_THREADS torch threads and a second at once would only halve both; each key computed once for every session,
+    the newest results kept in memory."""
+    return BackgroundRunner(workers=1, keep=32)
+
+
+def submit(key: tuple, compute, description: str) -> Task:
+    """Start `compute(progress)` in the background unless `key` is already queued, running or done."""
+    return background().submit(key, compute, description)
+
+
+def result_of(task: Task):
+    """The task's result. Until it ends, a progress bar that refreshes every POLL_S seconds, and the script run stops
+    here (the page draws the rest when it is done). Its error is raised here: a person's error (USER_ERRORS) shows
+    as one, a bug as a bug, like any other error of the page."""
+    if not task.wait(QUICK_S):
+        _background_progress(task.key)
+        st.stop()
+    return task.result()
+
+
+def progress_text(task: Task) -> str:
+    if task.status == QUEUED:
+        return f"{task.description}: waiting for another computation to finish first ..."
+    if not task.total:
+        return f"{task.description} ..."
+    text = f"{task.description}: {task.done_count:,} of {task.total:,} samples"
+    rate = task.rate
+    if rate:
+        text += f" · {rate:,.0f} samples/s, about {max(task.total - task.done_count, 0) / rate:,.0f} s left"
+    return text + " (then cached)"
+
+
+@st.fragment(run_every=POLL_S)
+def _background_progress(key: tuple) -> None:
+    task = background().task(key)
+    if task is None or task.done:
+        st.rerun(scope="app")  # ended (or dropped): the page draws its result, or asks again
+    st.progress(task.fraction, text=progress_text(task))
+
+
+@st.cache_resource(max_entries=16)
+def split_sample(key: str, run_path: str, split: str, size: int, seed: int):
+    """A seeded sample of a split (autoint.sampling.split_sample): the same rows for the same size and seed, and a
+    bigger sample holds a smaller one."""
+    from autoint.sampling import split_sample as sample_of
+    return sample_of(dataset(key, run_path), split, size, seed)
 
 
 def default_job(queue: JobQueue) -> Job | None:
@@ -523,40 +609,6 @@ def interaction_baseline(run_path: str, folder: str, kind: str) -> torch.Tensor:
     """(1, F, d): what an absent field becomes in the interaction game (the IG baseline for "mean")."""
     from autoint.interactions import baseline_embedding
     return baseline(run_path, folder) if kind == "mean" else baseline_embedding(load_model(run_path), kind)
-
-
-@st.cache_resource
-def _split_interactions_memory() -> dict:
-    """Split interactions already computed or loaded by this server, with a lock so that two sessions
-    asking at once compute them once."""
-    import threading
-    return {"lock": threading.Lock(), "results": {}}
-
-
-def split_interactions(run_path: str, folder: str, split: str = "test", baseline_kind: str = "mean",
-                       rows: int | None = None):
-    """A split's interactions, computed once per model (with a progress bar), then from memory or the disk cache
-    (data/cache) in milliseconds: exact for every sample up to 12 fields (about a minute on the u2999 test
-    split); above, estimated on a seeded subsample of `rows` samples (default 64, about 30 s on 39 fields)."""
-    from autoint.interactions import SAMPLED_ROWS, interactions_of_split
-    memory = _split_interactions_memory()
-    rows = rows or SAMPLED_ROWS
-    key = (run_path, folder, split, baseline_kind, rows)
-    if key in memory["results"]:
-        return memory["results"][key]
-    what = f"the {split} split" if len(load_model(run_path).schema.fields) <= 12 else f"{rows} {split} samples"
-    bar = st.progress(0.0, text=f"Measuring the model's interactions on {what} ...")
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / max(total, 1), text=f"Measuring the model's interactions on {what}: "
-                                                f"{done:,} of {total:,} samples (once per model; then cached)")
-    with memory["lock"]:
-        if key not in memory["results"]:
-            memory["results"][key] = interactions_of_split(run_path, load_model(run_path), dataset(folder, run_path),
-                                                           split, baseline=baseline_kind, progress=progress,
-                                                           rows=rows)
-    bar.empty()
-    return memory["results"][key]
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

@@ -15,7 +15,6 @@ now = state.current()
 folder, cat, run_path, model, sample = now.key, now.catalog, now.run_path, now.model, now.sample
 schema = model.schema
 values = now.values
-VALUES_LISTED = 200  # a categorical field's values offered at once (a vocabulary can hold a million)
 # Edits belong to one base sample: exploring another sample (or another model, or data set) starts afresh.
 base = (run_path, folder, *sorted(sample.items()))
 if st.session_state.get("whatif_base") != base:
@@ -58,17 +57,22 @@ for i, f in enumerate(schema.fields):
             new = st.number_input(f.name, key=key)
             changed = new != values[f.name]
         elif f.kind == "multivalued":
-            state.keep(key, [v for v in current if v in f.vocab[1:]])
-            new = st.multiselect(f.name, list(f.vocab[1:]), key=key, max_selections=f.max_len,
+            state.keep(key, [v for v in current if v != UNKNOWN and v in f._lookup])
+            if state.large_vocabulary(f):  # the values found by a search, beside those chosen
+                search = st.text_input(f"Search {f.name}", key=key + "_search", placeholder="part of a value")
+                found = [v for v in state.vocabulary_matches(run_path, f.name, search.strip()) if v != UNKNOWN]
+                options = list(dict.fromkeys([*st.session_state[key], *found]))
+            else:
+                options = list(f.vocab[1:])
+            new = st.multiselect(f.name, options, key=key, max_selections=f.max_len,
                                  format_func=lambda v, f=f: f.display.get(v, v))
             changed = sorted(new) != sorted(values[f.name])
         else:
-            options = list(f.vocab)
-            if len(options) > VALUES_LISTED:  # a large vocabulary (most frequent first): search it
+            if state.large_vocabulary(f):  # search the vocabulary (most frequent first) instead of listing it
                 search = st.text_input(f"Search {f.name}", key=key + "_search", placeholder="part of a value")
-                text = search.strip().lower()
-                options = [v for v in options if text in v.lower()][:VALUES_LISTED] if text else \
-                    options[:VALUES_LISTED]
+                options = list(state.vocabulary_matches(run_path, f.name, search.strip()))
+            else:
+                options = list(f.vocab)
             options = options if current in options else [current, *options]
             if st.session_state.get(key) not in (None, *options):  # a value chosen before the search changed
                 options.append(st.session_state[key])

@@ -7,7 +7,7 @@ that produced the prediction shown beside it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -368,11 +368,13 @@ def slice_mask(model: AutoInt, inputs: FieldTensors, labels: torch.Tensor | None
 @torch.no_grad()
 def dataset_correlations(model: AutoInt, inputs: FieldTensors, labels: torch.Tensor | None = None, *,
                          where: dict | None = None, label: int | None = None,
-                         ctr_band: tuple[float, float] | None = None, batch_size: int = 4096) -> Correlations:
+                         ctr_band: tuple[float, float] | None = None, batch_size: int = 4096,
+                         progress: Callable[[int, int], None] | None = None) -> Correlations:
     """Mean attention over the samples that pass every filter, streamed in batches.
 
     where: {field: value} keeps samples with that value (a genre keeps movies that have it);
     label: 0 or 1; ctr_band: (low, high) on the predicted CTR, low inclusive.
+    progress(done, total) is called after each batch with the samples read so far.
     """
     model.eval()
     schema = model.schema
@@ -392,5 +394,7 @@ def dataset_correlations(model: AutoInt, inputs: FieldTensors, labels: torch.Ten
         if n:
             total += attention[keep].sum(0, dtype=torch.float64)
             count += n
+        if progress is not None:
+            progress(min(start + batch_size, len(inputs)), len(inputs))
     per_head = (total / max(count, 1)).float().cpu().numpy()
     return Correlations(per_head, count, schema.names, describe_slice(where, label, ctr_band))

@@ -437,20 +437,28 @@ def split_interactions(model: AutoInt, inputs: FieldTensors, baseline: torch.Ten
 @torch.no_grad()
 def sampled_split_interactions(model: AutoInt, inputs: FieldTensors, baseline: torch.Tensor, *,
                                rows: int = SAMPLED_ROWS, budget: int = DEFAULT_BUDGET, seed: int = 0,
-                               baseline_name: str = "mean",
+                               baseline_name: str = "mean", positions: np.ndarray | None = None,
                                progress: Callable[[int, int], None] | None = None) -> SplitInteractions:
     """k-SII of a seeded random subsample of `rows` samples, each by `sample_interactions` (KernelSHAP-IQ from
     `budget` coalitions above EXACT_MAX_FIELDS fields, exact below): a split's interactions where 2^F forwards
     a sample are out of reach. `standard_error` of the result says how far its means may be from the split's.
+    `positions` (indices into `inputs`) gives the subsample instead (`rows` is then ignored): the app's seeded
+    sample of a split (`autoint.sampling`), where row k's estimator seed depends on k alone, so a bigger prefix
+    of the same sample repeats the smaller one's values.
 
     progress(done, total) is called after each row."""
-    if rows < 1:
-        raise InteractionError(f"a subsample of {rows} rows: give at least 1 (the default is {SAMPLED_ROWS}).")
     n = len(inputs)
     if n == 0:
         raise InteractionError("no samples to measure interactions on.")
+    if positions is None:
+        if rows < 1:
+            raise InteractionError(f"a subsample of {rows} rows: give at least 1 (the default is {SAMPLED_ROWS}).")
+        chosen = np.sort(np.random.default_rng(seed).choice(n, size=min(rows, n), replace=False))
+    else:
+        chosen = np.asarray(positions, dtype=np.int64)
+        if len(chosen) == 0 or chosen.min() < 0 or chosen.max() >= n:
+            raise InteractionError(f"positions must be 1 or more indices from 0 to {n - 1:,} of the split.")
     model.eval()
-    chosen = np.sort(np.random.default_rng(seed).choice(n, size=min(rows, n), replace=False))
     main, pairs, gap = [], [], 0.0
     for k, row in enumerate(chosen):
         one = sample_interactions(model, inputs.index(slice(int(row), int(row) + 1)), baseline, budget=budget,

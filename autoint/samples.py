@@ -127,6 +127,24 @@ def value_counts(dataset, split: str, name: str, positions: np.ndarray | None = 
     return out
 
 
+def search_vocabulary(f: Field, search: str = "", limit: int = 200) -> list[str]:
+    """The values of a field's vocabulary whose raw or displayed text holds `search` (any case), in the vocabulary's
+    order (a spec data set's: most frequent in training first; `<unknown>` first), at most `limit`: what a picker
+    offers for a vocabulary too large to list."""
+    if f.kind == "numeric":
+        raise SampleError(f"{f.name} is numeric: it has no values to list.")
+    text = search.strip().lower()
+    if not text:
+        return list(f.vocab[:limit])
+    out = []
+    for value in f.vocab:
+        if text in value.lower() or text in f.display.get(value, value).lower():
+            out.append(value)
+            if len(out) >= limit:
+                break
+    return out
+
+
 def random_position(positions: np.ndarray, seed: int | None = None) -> int:
     """One of `positions`, at random (seeded when `seed` is given)."""
     if len(positions) == 0:

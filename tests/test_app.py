@@ -43,9 +43,22 @@ def start(page=None, timeout: float = TIMEOUT, **session) -> AppTest:
     at.run()
     if page:
         at.switch_page(page).run()
+    finish_background(at, timeout)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     return at
+
+
+def finish_background(at, timeout: float = TIMEOUT) -> AppTest:
+    """What a browser's poll does (app/state.py `result_of`): while the page shows a background computation's
+    progress, wait for it to end and run the script again, until the page is drawn."""
+    from app.state import background
+    for _ in range(8):
+        if not background().pending() and not at.progress:
+            return at
+        assert background().wait_idle(timeout), background().pending()
+        at.run()
+    raise AssertionError(f"the page still waits on {background().pending()}")
 
 
 def charts(at) -> list[dict]:
@@ -172,11 +185,13 @@ def test_correlations_page_matches_dataset_correlations(app_env, trained_run, sy
     np.testing.assert_allclose(array(figure["data"][0]["customdata"])[..., 0], overall.per_layer.mean(0), atol=1e-5)
     assert f"{overall.count:,} samples" in figure["layout"]["title"]["text"]
 
-    at.radio(key="corr_label").set_value(1).run()
+    assert any(f"{len(labels):,} of {len(labels):,} test samples (the whole split)" in c.value for c in at.caption)
+
+    finish_background(at.radio(key="corr_label").set_value(1).run())
     clicks = dataset_correlations(trained_run.model, inputs, labels, label=1)
     assert f"{clicks.count:,} samples" in chart(at, "Mean attention over")["layout"]["title"]["text"]
-    at.selectbox(key="corr_field").set_value("Gender").run()
-    at.selectbox(key="corr_value_Gender").set_value("F").run()
+    finish_background(at.selectbox(key="corr_field").set_value("Gender").run())
+    finish_background(at.selectbox(key="corr_value_Gender").set_value("F").run())
     sliced = dataset_correlations(trained_run.model, inputs, labels, label=1, where={"Gender": "F"})
     np.testing.assert_allclose(array(chart(at, "Mean attention over")["data"][1]["customdata"])[..., 0],
                                sliced.per_layer[0], atol=1e-5)

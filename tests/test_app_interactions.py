@@ -5,7 +5,7 @@ import pytest
 from autoint.datasets.movielens import Catalog, read_movielens
 from autoint.explain import dataset_correlations, explain_sample, mean_embedding, what_if
 from autoint.interactions import agreement, matrix_to_pairs, split_interactions
-from test_app import app_env, array, chart, start  # noqa: F401  (app_env is a fixture)
+from test_app import app_env, array, chart, finish_background, start  # noqa: F401  (app_env is a fixture)
 
 
 def interaction_panel(spec: dict) -> np.ndarray:
@@ -67,7 +67,7 @@ def test_correlations_interactions_equal_the_library(app_env, trained_run, synth
     np.testing.assert_allclose(array(points["x"]), matrix_to_pairs(attention.overall), atol=1e-5)
     np.testing.assert_allclose(array(points["y"]), matrix_to_pairs(measured.matrix()), atol=1e-5)
     # A slice: clicks only; the interaction map follows the slice.
-    at.radio(key="corr_label").set_value(1).run()
+    finish_background(at.radio(key="corr_label").set_value(1).run())
     assert not at.exception
     keep = (y == 1).numpy()
     shown = interaction_panel(chart(at, "Fig. 7(b) beside the measured interactions"))

@@ -1,0 +1,152 @@
+"""Dataset-level views on a seeded sample of a split: attention averaged over it (the paper's Fig. 7(b)) and the
+interactions the model uses, measured on it, so that a split of millions of rows answers in seconds.
+
+The sample. `split_sample(dataset, split, size, seed)` takes the first `size` positions of one seeded permutation of
+the split's positions. So the same (split, size, seed) always gives the same rows, and samples nest: a bigger sample
+holds a smaller one (moving the size adds or drops rows at the end of the permutation and reshuffles nothing). By
+default (`default_size`) a split of up to DEFAULT_SAMPLE_ROWS samples is used whole, a bigger one through a sample of
+that size. Interactions cost 2^F forwards a sample below EXACT_MAX_FIELDS fields and an estimate of DEFAULT_BUDGET
+coalitions above, so they take their own, smaller default (`default_interaction_rows`): a prefix of the same
+permutation, hence a subset of the attention's sample.
+
+The computations take a progress callback (done, total) for the app's progress bars; interactions are cached on disk
+as `autoint.interactions.interactions_of_split` caches them (the run's weights, the data's fingerprint, the split,
+the sample's size and seed, the baseline).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+from .explain import Correlations, dataset_correlations
+from .interactions import (BASELINES, CACHE_VERSION, DEFAULT_BUDGET, EXACT_MAX_FIELDS, SAMPLED_ROWS, InteractionError,
+                           SplitInteractions, baseline_embedding, cache_key, cached_split_interactions,
+                           default_cache_dir, sampled_split_interactions, split_interactions, weights_digest)
+
+DEFAULT_SAMPLE_ROWS = 20_000  # a split up to this size is used whole; a bigger one through a sample of this size
+DEFAULT_SEED = 0
+# Exact interactions: the default sample holds at most this many game evaluations (rows x 2^F); at 7 fields that is
+# 20,000 rows (about 16 s on 2 cores), at 12 fields 625. Above EXACT_MAX_FIELDS the estimator takes SAMPLED_ROWS.
+EXACT_FORWARDS = 2_560_000
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SplitSample:
+    """`order`: the first rows of a seeded permutation of the split's positions (0-based within the split)."""
+
+    split: str
+    seed: int
+    total: int  # the split's samples
+    order: np.ndarray  # (size,) int64, in permutation order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    @property
+    def positions(self) -> np.ndarray:
+        """(size,) the sample's positions in the split, increasing."""
+        return np.sort(self.order)
+
+    @property
+    def whole(self) -> bool:
+        return len(self) == self.total
+
+    def prefix(self, rows: int) -> "SplitSample":
+        """The first `rows` of the same permutation: a subset of this sample."""
+        return SplitSample(self.split, self.seed, self.total, self.order[:max(1, min(int(rows), len(self)))])
+
+    def describe(self) -> str:
+        """'5,000 of 4,584,061 test samples, seed 0', or '1,200 of 1,200 test samples (the whole split)'."""
+        return f"{len(self):,} of {self.total:,} {self.split} samples" + (
+            " (the whole split)" if self.whole else f", seed {self.seed}")
+
+    def to_json(self) -> dict:
+        return {"split": self.split, "rows": len(self), "of": self.total, "seed": self.seed}
+
+
+def default_size(total: int) -> int:
+    """The whole split when it is small, else a sample of DEFAULT_SAMPLE_ROWS."""
+    return min(total, DEFAULT_SAMPLE_ROWS)
+
+
+def default_interaction_rows(n_fields: int, size: int) -> int:
+    """How many of the sample's rows the interactions are measured on by default (a prefix of the sample)."""
+    if n_fields > EXACT_MAX_FIELDS:
+        return max(1, min(size, SAMPLED_ROWS))
+    return max(1, min(size, max(SAMPLED_ROWS, EXACT_FORWARDS // 2 ** n_fields)))
+
+
+def permutation_prefix(total: int, size: int, seed: int) -> np.ndarray:
+    """The first `size` of a seeded permutation of range(total): nested in `size`, fixed by `seed`."""
+    return np.random.default_rng(seed).permutation(total)[:size].astype(np.int64)
+
+
+def split_sample(dataset, split: str = "test", size: int | None = None, seed: int = DEFAULT_SEED) -> SplitSample:
+    """A seeded sample of `size` of a split's samples (default `default_size`); the whole split when `size` is at
+    least its length."""
+    if split not in dataset.splits:
+        raise UsageError(f"unknown split {split!r}; choose one of {', '.join(dataset.splits)}.")
+    total = len(dataset.splits[split])
+    if total == 0:
+        raise UsageError(f"the {split} split has no samples: choose another split.")
+    size = default_size(total) if size is None else int(size)
+    if size < 1:
+        raise UsageError(f"a sample of {size} rows: give at least 1 (the {split} split has {total:,}).")
+    size = min(size, total)
+    order = np.arange(total, dtype=np.int64) if size == total else permutation_prefix(total, size, seed)
+    return SplitSample(split, int(seed), total, order)
+
+
+def sample_inputs(dataset, sample: SplitSample):
+    """(FieldTensors, labels) of the sample's rows, in split order."""
+    rows = torch.from_numpy(dataset.splits[sample.split][sample.positions])
+    return dataset.inputs.index(rows), dataset.labels[rows]
+
+
+def correlations_of_sample(model, dataset, sample: SplitSample, *, where: dict | None = None,
+                           label: int | None = None, progress: Progress | None = None) -> Correlations:
+    """Attention averaged over the sample's rows that pass the slice (`explain.dataset_correlations`)."""
+    inputs, labels = sample_inputs(dataset, sample)
+    return dataset_correlations(model, inputs, labels, where=where, label=label, progress=progress)
+
+
+def interactions_of_sample(run_path: str | os.PathLike, model, dataset, sample: SplitSample, *,
+                           rows: int | None = None, baseline: str = "mean", budget: int = DEFAULT_BUDGET,
+                           progress: Progress | None = None,
+                           cache_dir: str | os.PathLike | None = None) -> SplitInteractions:
+    """k-SII on the first `rows` of the sample (default `default_interaction_rows`): exact up to EXACT_MAX_FIELDS
+    fields, else KernelSHAP-IQ from `budget` coalitions a row. Rows are positions in the split, so a slice mask
+    over the whole split applies (`SplitInteractions.matrix(keep)`); the whole split gives exact values of every
+    sample, as `interactions_of_split` does. Cached on disk by the run's weights, the data, the split, the sample's
+    size and seed, the baseline (and the budget when estimated)."""
+    if baseline not in BASELINES:
+        raise InteractionError(f"baseline {baseline!r}: choose one of {', '.join(BASELINES)}.")
+    F = len(model.schema.fields)
+    measured = sample.prefix(rows if rows is not None else default_interaction_rows(F, len(sample)))
+    exact = F <= EXACT_MAX_FIELDS
+    parts = [weights_digest(run_path), dataset.fingerprint, sample.split, baseline, CACHE_VERSION]
+    if exact and measured.whole:
+        key = cache_key(*parts)  # the same file as interactions_of_split's
+    else:
+        key = cache_key(*parts, "sample", measured.total, len(measured), measured.seed, *([] if exact else [budget]))
+
+    def compute() -> SplitInteractions:
+        base = baseline_embedding(model, baseline, dataset.split("train")[0])
+        inputs, _ = dataset.split(sample.split)
+        if not exact:
+            return sampled_split_interactions(model, inputs, base, budget=budget, seed=measured.seed,
+                                              baseline_name=baseline, positions=measured.order, progress=progress)
+        if measured.whole:
+            return split_interactions(model, inputs, base, baseline_name=baseline, progress=progress)
+        positions = measured.positions
+        result = split_interactions(model, inputs.index(torch.from_numpy(positions)), base, baseline_name=baseline,
+                                    progress=progress)
+        result.rows, result.total, result.seed = positions, measured.total, measured.seed
+        return result
+    return cached_split_interactions(cache_dir or default_cache_dir(), key, compute)
