@@ -189,6 +189,17 @@ def _sha256(path: Path) -> str:
 
 # ----------------------------------------------------------------------------- reading
 
+def _complete(manifest: dict) -> bool:
+    """The manifest has what reading needs: the vocabularies' checksum, a fingerprint, each split's files."""
+    def files_ok(split) -> bool:
+        return isinstance(split, dict) and isinstance(split.get("rows"), int) and isinstance(split.get("files"), list) \
+            and all(isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("row_groups"), list)
+                    for f in split["files"])
+    splits, vocab = manifest.get("splits"), manifest.get("vocabularies")
+    return isinstance(splits, dict) and all(files_ok(splits.get(s)) for s in SPLITS) and isinstance(vocab, dict) \
+        and isinstance(vocab.get("sha256"), str) and isinstance(manifest.get("fingerprint"), str)
+
+
 @dataclass(frozen=True)
 class RowGroup:
     split: str
@@ -217,17 +228,9 @@ class Prepared:
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             found = manifest.get("format") if isinstance(manifest, dict) else None
             raise DataError(f"{manifest_path}: format {found!r} is not {FORMAT}; {fix}.")
-        try:
-            vocab = manifest["vocabularies"]
-            splits = manifest["splits"]
-            for s in SPLITS:
-                for f in splits[s]["files"]:
-                    if not (isinstance(f["name"], str) and isinstance(f["row_groups"], list)):
-                        raise TypeError
-            if not isinstance(manifest["fingerprint"], str) or not isinstance(vocab["sha256"], str):
-                raise TypeError
-        except (KeyError, TypeError):
-            raise DataError(f"{manifest_path}: incomplete (no vocabularies, splits or fingerprint); {fix}.") from None
+        if not _complete(manifest):
+            raise DataError(f"{manifest_path}: incomplete (no vocabularies, splits or fingerprint); {fix}.")
+        vocab = manifest["vocabularies"]
         vocab_path = path / VOCABULARIES
         if not vocab_path.is_file():
             raise DataError(f"{vocab_path}: missing; {fix}.")
@@ -590,7 +593,6 @@ class _SplitWriter:
 def _encoded_table(schema: Schema, sample: pl.DataFrame, arrow_schema: pa.Schema) -> pa.Table:
     fill = [pl.col(f.name).fill_null(UNKNOWN) for f in schema.fields if f.kind == "categorical"]
     inputs = encode_frame(schema, sample.with_columns(fill) if fill else sample)
-    n = sample.height
     columns = [pa.array(sample["label"].to_numpy().astype(np.float32)), pa.array(sample["source_line"].to_numpy())]
     kinds = {"categorical": 0, "multivalued": 0, "numeric": 0}
     for f in schema.fields:
@@ -604,7 +606,6 @@ def _encoded_table(schema: Schema, sample: pl.DataFrame, arrow_schema: pa.Schema
         else:
             columns.append(pa.array(inputs.numeric[:, j].numpy()))
     columns += [pa.array(sample[f.name].cast(pl.Float64).to_numpy()) for f in schema.of_kind("numeric")]
-    assert all(len(c) == n for c in columns)
     return pa.Table.from_arrays(columns, schema=arrow_schema)
 
 

@@ -1,11 +1,13 @@
 """Run folders and the run registry.
 
-A run folder holds exactly two files: `model.safetensors` (weights, no pickle) and `run.json`
-(format version, model config, field schema with vocabularies, training config, metrics,
-history, data fingerprint). A run is written into a temporary sibling folder and renamed
-into place, so a run folder either is complete or does not exist. Loading trusts nothing:
-it checks the JSON, the tensor names, dtypes and shapes against the model the JSON
-describes, and refuses anything that is not safetensors and JSON.
+A run folder holds exactly three files: `model.safetensors` (weights, no pickle), `vocabularies.json`
+(the field schema with its vocabularies: `Schema.to_json()`) and `run.json` (format version, model
+config, the vocabularies file's sha256, training config, metrics, history, data fingerprint), which
+stays small however large the vocabularies grow. Runs saved before the vocabularies had their own file
+carry the schema inline in run.json (key "schema"); they still load. A run is written into a temporary
+sibling folder and renamed into place, so a run folder either is complete or does not exist. Loading
+trusts nothing: it checks the JSON, the vocabularies' checksum, the tensor names, dtypes and shapes
+against the model the JSON describes, and refuses anything that is not safetensors and JSON.
 """
 from __future__ import annotations
 
@@ -32,10 +34,11 @@ from .model import ConfigError
 from .schema import Schema, SchemaError
 
 FORMAT_VERSION = 1
-WEIGHTS, MANIFEST = "model.safetensors", "run.json"
-ALLOWED_FILES = {WEIGHTS, MANIFEST}
+WEIGHTS, MANIFEST, VOCABULARIES = "model.safetensors", "run.json", "vocabularies.json"
+ALLOWED_FILES = {WEIGHTS, MANIFEST, VOCABULARIES}
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
-MAX_MANIFEST_BYTES = 16 << 20  # a with-ids ML-1M manifest is about 0.3 MiB
+MAX_MANIFEST_BYTES = 16 << 20  # a with-ids ML-1M manifest is about 0.3 MiB (with its schema inline, as old runs)
+MAX_VOCABULARIES_BYTES = 1 << 30  # Criteo's vocabularies at min_count 10 take tens of MiB
 MAX_HEADER_BYTES = 1 << 20  # a safetensors header lists a few dozen tensors
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STALE_STAGING_S = 300.0  # a staging folder untouched this long belongs to a killed save, not a running one
@@ -93,7 +96,6 @@ def save_run(path: str | os.PathLike, model: torch.nn.Module, *, metrics: dict, 
         "format_version": FORMAT_VERSION,
         "model": model.config.name,
         "config": model.config.to_json(),
-        "schema": model.schema.to_json(),
         "train_config": train_config or {},
         "metrics": metrics,
         "history": history or [],
@@ -108,6 +110,13 @@ def save_run(path: str | os.PathLike, model: torch.nn.Module, *, metrics: dict, 
         save_file(state, str(staging / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
         with open(staging / WEIGHTS, "rb") as fh:
             os.fsync(fh.fileno())
+        vocabularies = json.dumps(_json_safe(model.schema.to_json())).encode("utf-8")
+        with open(staging / VOCABULARIES, "wb") as fh:
+            fh.write(vocabularies)
+            fh.flush()
+            os.fsync(fh.fileno())
+        manifest["vocabularies"] = {"file": VOCABULARIES, "sha256": hashlib.sha256(vocabularies).hexdigest(),
+                                    "fields": len(model.schema.fields)}
         with open(staging / MANIFEST, "w", encoding="utf-8") as fh:
             json.dump(_json_safe(manifest), fh, indent=1)
             fh.flush()
@@ -129,7 +138,8 @@ def save_run(path: str | os.PathLike, model: torch.nn.Module, *, metrics: dict, 
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
-    """Read and check `run.json` of a run folder without loading weights."""
+    """Read and check `run.json` of a run folder, and its `vocabularies.json` (checksum, field names,
+    max_len), without loading weights. The schema is returned under "schema", as old runs hold it inline."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such run folder. Train one with `python -m autoint train --out {path}`.")
@@ -153,7 +163,8 @@ def read_manifest(path: str | os.PathLike) -> dict:
     if version != FORMAT_VERSION or isinstance(version, bool):
         raise CheckpointError(f"{manifest_path}: format_version {version!r} is not supported (this version reads "
                               f"{FORMAT_VERSION}); retrain the run with this version.")
-    for key, kind in (("config", dict), ("schema", list), ("metrics", dict)):
+    inline = "vocabularies" not in manifest and "schema" in manifest  # saved before vocabularies.json
+    for key, kind in (("config", dict), ("metrics", dict)) + ((("schema", list),) if inline else ()):
         if key not in manifest:
             raise CheckpointError(f"{manifest_path}: the key {key!r} is missing.")
         if not isinstance(manifest[key], kind):
@@ -161,18 +172,50 @@ def read_manifest(path: str | os.PathLike) -> dict:
     for key in ("model", "created", "data_dir", "data_fingerprint"):
         if key in manifest and not isinstance(manifest[key], str):
             raise CheckpointError(f"{manifest_path}: {key!r} must be a string.")
+    schema_path = manifest_path if inline else path / VOCABULARIES
+    if not inline:
+        manifest["schema"] = _read_vocabularies(path, manifest)
     # Names in a manifest label things; none is ever used as a path. Refuse path-like field names anyway,
     # so that no later use (a file name for an export, say) can be steered out of its folder.
     for entry in manifest["schema"]:
         name = entry.get("name") if isinstance(entry, dict) else None
         if not isinstance(name, str) or not FIELD_NAME.match(name):
-            raise CheckpointError(f"{manifest_path}: schema field name {name!r:.80} is not allowed: use a letter "
+            raise CheckpointError(f"{schema_path}: schema field name {name!r:.80} is not allowed: use a letter "
                                   f"then letters, digits or '_' (at most 64), no '/', '.' or spaces.")
         max_len = entry.get("max_len", 1)
         if isinstance(max_len, bool) or not isinstance(max_len, int) or not 1 <= max_len <= MAX_FIELD_VALUES:
-            raise CheckpointError(f"{manifest_path}: field {name}: max_len {max_len!r:.40} is out of range: "
+            raise CheckpointError(f"{schema_path}: field {name}: max_len {max_len!r:.40} is out of range: "
                                   f"1 to {MAX_FIELD_VALUES}.")
     return manifest
+
+
+def _read_vocabularies(path: Path, manifest: dict) -> list:
+    """The schema list in `vocabularies.json`, after checking run.json's entry for it and its sha256."""
+    manifest_path, vocab_path = path / MANIFEST, path / VOCABULARIES
+    entry = manifest.get("vocabularies")
+    if entry is None:
+        raise CheckpointError(f"{manifest_path}: the key 'vocabularies' is missing (and there is no inline "
+                              f"'schema', as older runs have); this is not a complete run.")
+    if not (isinstance(entry, dict) and entry.get("file") == VOCABULARIES and isinstance(entry.get("sha256"), str)):
+        raise CheckpointError(f"{manifest_path}: 'vocabularies' must be {{\"file\": \"{VOCABULARIES}\", "
+                              f"\"sha256\": ...}}; the run folder was edited. Retrain the run.")
+    _check_plain_file(vocab_path)
+    if vocab_path.stat().st_size > MAX_VOCABULARIES_BYTES:
+        raise CheckpointError(f"{vocab_path}: larger than {MAX_VOCABULARIES_BYTES >> 30} GiB; refusing to read it.")
+    try:
+        raw = vocab_path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{vocab_path}: cannot be read ({exc}).") from exc
+    if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
+        raise CheckpointError(f"{vocab_path}: its sha256 does not match the one in {MANIFEST}: the file was changed "
+                              f"after training. Restore it from the run's copy, or retrain the run.")
+    try:
+        schema = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{vocab_path}: not valid JSON ({type(exc).__name__}: {str(exc):.200}).") from exc
+    if not isinstance(schema, list):
+        raise CheckpointError(f"{vocab_path}: expected a JSON list of fields.")
+    return schema
 
 
 def _check_plain_file(path: Path) -> None:
@@ -234,9 +277,13 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
     manifest_path = path / MANIFEST
     try:
         config = config_from_json({"model": manifest.get("model", "AutoInt"), **manifest["config"]})
-        schema = Schema.from_json(manifest["schema"])
     except (ConfigError, SchemaError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{manifest_path}: {exc}") from exc
+    try:
+        schema = Schema.from_json(manifest["schema"])
+    except (SchemaError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path / VOCABULARIES if 'vocabularies' in manifest else manifest_path}: {exc}") \
+            from exc
     weights_path = path / WEIGHTS
     declared = read_safetensors_header(weights_path)
     with torch.device("meta"):  # the model's shapes without allocating it: a tampered JSON cannot claim memory

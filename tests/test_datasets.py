@@ -91,6 +91,9 @@ def test_a_run_saved_before_roles_existed_still_loads(tmp_path, synth_dataset):
     model = AutoInt(AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1), synth_dataset.schema)
     path = save_run(tmp_path / "old", model, metrics={})
     manifest = json.loads((path / "run.json").read_text())
+    # Such runs also held the schema inline in run.json, before vocabularies.json.
+    manifest["schema"] = json.loads((path / manifest.pop("vocabularies")["file"]).read_text())
+    (path / "vocabularies.json").unlink()
     for entry in manifest["schema"]:
         for key in ("role", "format", "transform"):
             entry.pop(key, None)

@@ -5,6 +5,7 @@ never read a file outside the folder, never allocate what a tampered JSON claims
 with a CheckpointError that names the file and what is wrong. `list_runs` must stay readable
 whatever a folder holds.
 """
+import hashlib
 import json
 import os
 import pickle
@@ -39,6 +40,24 @@ def edit_manifest(path, change):
     manifest = json.loads((path / "run.json").read_text())
     change(manifest)
     (path / "run.json").write_text(json.dumps(manifest))
+
+
+def edit_vocabularies(path, change, checksum=True):
+    """Change the schema in vocabularies.json; `checksum`: write its new sha256 into run.json too, as a
+    deliberate forger would, so that the checks behind the checksum are reached."""
+    schema = json.loads((path / "vocabularies.json").read_text())
+    change(schema)
+    raw = json.dumps(schema).encode()
+    (path / "vocabularies.json").write_bytes(raw)
+    if checksum:
+        edit_manifest(path, lambda m: m["vocabularies"].update(sha256=hashlib.sha256(raw).hexdigest()))
+
+
+def make_old(path):
+    """Turn a run folder into one saved before vocabularies.json: the schema inline in run.json."""
+    schema = json.loads((path / "vocabularies.json").read_text())
+    (path / "vocabularies.json").unlink()
+    edit_manifest(path, lambda m: (m.pop("vocabularies"), m.update(schema=schema)))
 
 
 class Exploit:
@@ -88,7 +107,8 @@ def test_loading_reads_only_the_two_files_and_runs_no_code(run, monkeypatch):
     load_run(run)  # once unwatched, so that torch's lazy imports (which exec module code) are done
     loaded = audited(load_run, run)  # any unpickling would raise the `pickle.find_class` audit event
     assert loaded.metrics["test_auc"] == 0.5
-    assert opened_under(run.parent.parent) <= {"runs/good/run.json", "runs/good/model.safetensors"}
+    assert opened_under(run.parent.parent) <= {"runs/good/run.json", "runs/good/model.safetensors",
+                                               "runs/good/vocabularies.json"}
     assert not [e for e in AUDIT["events"] if e[0] in ("pickle.find_class", "exec", "os.system", "subprocess.Popen")]
 
 
@@ -124,15 +144,14 @@ def test_pickle_beside_the_run_is_refused_without_loading(run, tmp_path):
     (lambda m: m.update(format_version="1"), r"format_version '1' is not supported"),
     (lambda m: m.update(format_version=True), r"format_version True is not supported"),
     (lambda m: m.pop("format_version"), r"format_version None is not supported"),
-    (lambda m: m.pop("schema"), r"the key 'schema' is missing"),
+    (lambda m: m.pop("vocabularies"), r"the key 'vocabularies' is missing"),
+    (lambda m: m["vocabularies"].update(file="../x.json"), r"'vocabularies' must be"),
     (lambda m: m.update(config=[1, 2]), r"'config' must be a JSON object"),
     (lambda m: m.update(metrics="good"), r"'metrics' must be a JSON object"),
     (lambda m: m.update(created=12), r"'created' must be a string"),
     (lambda m: m.update(data_dir=["/etc"]), r"'data_dir' must be a string"),
     (lambda m: m["config"].update(layers=100), r"layers=100 is out of range: choose an integer from 0 to 12"),
     (lambda m: m["config"].update(evil="x"), r"unknown model settings \['evil'\]"),
-    (lambda m: m["schema"][0].update(kind="pickle"), r"field 'Gender': kind 'pickle' is not"),
-    (lambda m: m["schema"][4].update(max_len=10**9), r"field Genre: max_len 1000000000 is out of range: 1 to 64"),
 ])
 def test_tampered_manifest(run, change, pattern):
     edit_manifest(run, change)
@@ -140,11 +159,53 @@ def test_tampered_manifest(run, change, pattern):
         load_run(run)
 
 
+SCHEMA_EDITS = [
+    (lambda s: s[0].update(kind="pickle"), r"field 'Gender': kind 'pickle' is not"),
+    (lambda s: s[4].update(max_len=10**9), r"field Genre: max_len 1000000000 is out of range: 1 to 64"),
+]
+
+
+@pytest.mark.parametrize("change,pattern", SCHEMA_EDITS)
+def test_tampered_vocabularies(run, change, pattern):
+    """A changed vocabularies.json is refused by its checksum; with the checksum forged, by the old checks."""
+    edit_vocabularies(run, change, checksum=False)
+    with pytest.raises(CheckpointError, match=r"vocabularies\.json: its sha256 does not match the one in run\.json: "
+                                              r"the file was changed after training"):
+        load_run(run)
+    assert "sha256" in list_runs(run.parent)[0]["error"]
+    edit_vocabularies(run, lambda s: None)  # the same edit, now with its checksum in run.json
+    with pytest.raises(CheckpointError, match=r"vocabularies\.json: " + pattern):
+        load_run(run)
+
+
+@pytest.mark.parametrize("change,pattern", SCHEMA_EDITS)
+def test_an_old_run_with_the_schema_inline_loads_and_is_checked_as_before(run, change, pattern):
+    before = load_run(run).schema
+    make_old(run)
+    assert load_run(run).schema == before and sorted(os.listdir(run)) == ["model.safetensors", "run.json"]
+    edit_manifest(run, lambda m: change(m["schema"]))
+    with pytest.raises(CheckpointError, match=r"run\.json: " + pattern):
+        load_run(run)
+
+
+def test_run_json_stays_small_and_the_vocabularies_file_has_its_own_cap(run):
+    manifest = json.loads((run / "run.json").read_text())
+    assert "schema" not in manifest and manifest["vocabularies"]["fields"] == len(load_run(run).schema.fields)
+    assert sorted(os.listdir(run)) == sorted(runs.ALLOWED_FILES)
+    with open(run / "vocabularies.json", "r+b") as fh:
+        fh.truncate(runs.MAX_VOCABULARIES_BYTES + 1)  # sparse
+    with pytest.raises(CheckpointError, match=r"vocabularies\.json: larger than 1 GiB; refusing to read it"):
+        load_run(run)
+    (run / "vocabularies.json").unlink()
+    with pytest.raises(CheckpointError, match=r"vocabularies\.json: missing; this is not a complete run folder"):
+        load_run(run)
+
+
 @pytest.mark.parametrize("name", ["../../etc/passwd", "../x", "a/b", "/abs", "Genre\x00", "..", "C:\\evil",
                                   "x" * 65, ""])
 def test_path_like_field_names_are_refused(run, name):
-    edit_manifest(run, lambda m: m["schema"][1].update(name=name))
-    with pytest.raises(CheckpointError, match=r"run\.json: schema field name .* is not allowed"):
+    edit_vocabularies(run, lambda s: s[1].update(name=name))
+    with pytest.raises(CheckpointError, match=r"vocabularies\.json: schema field name .* is not allowed"):
         load_run(run)
     assert list_runs(run.parent)[0]["error"]  # listed as broken, not as a run
 
@@ -159,11 +220,12 @@ def test_manifest_values_are_never_opened(run, tmp_path):
                                           data_fingerprint="/etc/passwd"))
     audited(lambda: (load_run(run), list_runs(run.parent)))
     assert not opened_under(secret)
-    assert opened_under(run.parent.parent) <= {"runs/good/run.json", "runs/good/model.safetensors"}
+    assert opened_under(run.parent.parent) <= {"runs/good/run.json", "runs/good/model.safetensors",
+                                               "runs/good/vocabularies.json"}
 
 
 def test_wrong_shapes_are_refused_before_reading_the_weights(run, monkeypatch):
-    edit_manifest(run, lambda m: m["schema"][0]["vocab"].append("Z"))  # Gender gets a third value
+    edit_vocabularies(run, lambda s: s[0]["vocab"].append("Z"))  # Gender gets a third value
     monkeypatch.setattr(runs, "load_file", lambda *a, **k: pytest.fail("the tensors were read"))
     with pytest.raises(CheckpointError, match=r"tensor embedding\.categorical\.weight is \(\d+, 4\) torch\.float32, "
                                               r"but the model in run\.json needs"):
@@ -178,7 +240,7 @@ def test_extra_layers_in_manifest(run):
 
 def test_a_huge_vocabulary_allocates_nothing(run, monkeypatch):
     """A manifest claiming a million-row embedding must be refused by shape, before allocating it."""
-    edit_manifest(run, lambda m: m["schema"][3].update(vocab=["<unknown>"] + [str(i) for i in range(1_000_000)]))
+    edit_vocabularies(run, lambda s: s[3].update(vocab=["<unknown>"] + [str(i) for i in range(1_000_000)]))
     real_init = torch.nn.Embedding.__init__
 
     def watched(self, num, dim, *args, **kwargs):

@@ -88,7 +88,8 @@ def test_checkpoint_round_trip_predicts_identically(trained_run, synth_dataset, 
     x, _ = synth_dataset.split("test")
     again = load_run(save_run(tmp_path / "copy", trained_run.model, metrics=trained_run.metrics))
     assert torch.equal(trained_run.model.predict_proba(x), again.model.predict_proba(x))
-    assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == ["model.safetensors", "run.json"]
+    assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == ["model.safetensors", "run.json",
+                                                                   "vocabularies.json"]
     assert again.schema == trained_run.schema
 
 
