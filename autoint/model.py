@@ -291,14 +291,53 @@ def cuda_mode() -> str:
     return mode
 
 
+# The CPU default for the fused layer's kernels: "cpp" (autoint/kernels/attention.cpp, built once per machine
+# with torch.utils.cpp_extension; batch tiles outermost, benchmarks/NOTES.md issue 14 attempt 9) or "inductor"
+# (torch.compile of attention_forward/attention_backward). AUTOINT_CPU_KERNEL overrides it. Either falls back:
+# the C++ build failing -> inductor, compiling failing or no C++ compiler at all -> eager, one warning each.
+CPU_KERNEL = "cpp"
+CPP_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "attention.cpp")
+CPP_MAX_FIELDS = 16  # the C++ kernel is instantiated for 1..16 fields (FUSED_MAX_FIELDS)
+
+
+def cpu_kernel() -> str:
+    choice = os.environ.get("AUTOINT_CPU_KERNEL", CPU_KERNEL)
+    if choice not in ("cpp", "inductor"):
+        raise ConfigError(f"AUTOINT_CPU_KERNEL={choice!r}: choose cpp or inductor.")
+    return choice
+
+
+def _build_cpp_extension():
+    """autoint/kernels/attention.cpp as a Python module, compiled (-O3 -march=native) on the first call on this
+    machine and loaded from ~/.cache/torch_extensions afterwards. The name carries the CPU's vector flags, so a
+    cache shared between different CPUs never loads a build for the wrong instruction set."""
+    import hashlib
+    import platform
+    from torch.utils.cpp_extension import load
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith("flags")), "")
+    except OSError:
+        pass
+    tag = hashlib.sha1((platform.machine() + flags).encode()).hexdigest()[:10]
+    cflags = ["-O3", "-march=native", "-fopenmp"]
+    if platform.machine() in ("x86_64", "AMD64"):
+        cflags.append("-mprefer-vector-width=512")
+    return load(name=f"autoint_attention_{tag}", sources=[CPP_SOURCE], extra_cflags=cflags,
+                extra_ldflags=["-fopenmp"], verbose=False)
+
+
 class _Kernels:
-    """`attention_forward`/`attention_backward`, compiled once per process per device type, or eager.
+    """`attention_forward`/`attention_backward` on the CPU as the C++ kernel or compiled by inductor, or eager.
 
     A call with arguments not seen before (device, shapes, options) may compile; such calls take a lock (the
     app calls from several threads), their time is added to `compile_seconds`, and if compiling fails the
-    device type falls back to eager for the rest of the process with one warning. Batches under
-    `MIN_COMPILED_BATCH` samples run eagerly: there compiling gains nothing worth its seconds (one sample's
-    explanation takes ~2 ms either way, and the app's first click would wait for a compile).
+    device type falls back to eager for the rest of the process with one warning. The C++ kernel (float32 CPU
+    tensors, up to CPP_MAX_FIELDS fields) is built on its first use, under the same lock and clock; if the build
+    fails, inductor takes over, with one warning. Batches under `MIN_COMPILED_BATCH` samples run eagerly: there
+    a kernel gains nothing worth its seconds (one sample's explanation takes ~2 ms either way, and the app's
+    first click would wait for a compile).
     """
 
     MIN_COMPILED_BATCH = 64
@@ -310,6 +349,8 @@ class _Kernels:
         self.seen: set = set()
         self.compile_seconds = 0.0
         self.warned = False
+        self.cpp = None  # the built C++ extension module
+        self.cpp_problem: str | None = None  # why the C++ kernel is not used (set once, with its warning)
 
     def wants_compile(self, device_type: str) -> bool:
         setting = os.environ.get("AUTOINT_COMPILE", "auto")
@@ -320,14 +361,16 @@ class _Kernels:
         return device_type == "cpu" or (device_type == "cuda" and cuda_mode() == "compiled")
 
     def mode(self, device_type: str) -> str:
-        """'compiled' or 'eager', as the next call on this device type will run."""
+        """'cpp', 'compiled' or 'eager', as the next call on this device type will run (float32, F <= 16)."""
         if not self.wants_compile(device_type) or device_type in self.eager_reason:
             return "eager"
-        if device_type == "cpu" and device_type not in self.compiled:
+        if device_type == "cpu" and device_type not in self.compiled and self.cpp is None:
             problem = _compiler_problem()
             if problem:
                 self.fall_back(device_type, problem)
                 return "eager"
+        if device_type == "cpu" and cpu_kernel() == "cpp" and self.cpp_problem is None:
+            return "cpp"
         return "compiled"
 
     def fall_back(self, device_type: str, reason: str) -> None:
@@ -339,10 +382,39 @@ class _Kernels:
                           "path, or set AUTOINT_COMPILE=0 to choose eager and silence this.", RuntimeWarning,
                           stacklevel=4)
 
+    def cpp_module(self):
+        """The built C++ extension, or None once its build failed (then inductor runs, after one warning)."""
+        if self.cpp is not None or self.cpp_problem is not None:
+            return self.cpp
+        with self.lock:
+            if self.cpp is None and self.cpp_problem is None:
+                started = time.perf_counter()
+                try:
+                    self.cpp = _build_cpp_extension()
+                except Exception as exc:  # no ninja, a compiler error, an unsupported flag: inductor instead
+                    self.cpp_problem = f"{type(exc).__name__}: {str(exc)[-300:]}"
+                    warnings.warn(f"AutoInt: the C++ attention kernel did not build ({self.cpp_problem}); the fused "
+                                  "layer uses torch.compile's kernel instead (same results, slower). Set "
+                                  "AUTOINT_CPU_KERNEL=inductor to skip the build and silence this.", RuntimeWarning,
+                                  stacklevel=5)
+                self.compile_seconds += time.perf_counter() - started
+        return self.cpp
+
     def run(self, which: int, device_type: str, key: tuple, *args):
         eager = (attention_forward, attention_backward)[which]
-        if args[0].shape[-1] < self.MIN_COMPILED_BATCH or self.mode(device_type) == "eager":  # p: (.., B)
+        p = args[0]
+        if p.shape[-1] < self.MIN_COMPILED_BATCH:  # p: (.., B)
             return eager(*args)
+        mode = self.mode(device_type)
+        if mode == "eager":
+            return eager(*args)
+        if mode == "cpp" and p.dtype == torch.float32 and p.shape[3] <= CPP_MAX_FIELDS:
+            module = self.cpp_module()
+            if module is not None:
+                tensors = [a.contiguous() if isinstance(a, torch.Tensor) else a for a in args]
+                if which == 0:
+                    return tuple(module.attention_forward(*tensors))
+                return module.attention_backward(*tensors)
         if device_type not in self.compiled:
             self.compiled[device_type] = (torch.compile(attention_forward), torch.compile(attention_backward))
         compiled = self.compiled[device_type][which]

@@ -65,19 +65,24 @@ def reference_forward_embedded(self, embedded, return_attention=False):
 OURS_FORWARD = AutoInt.forward_embedded
 
 
+VERSION_ENV = {"ours-eager": {"AUTOINT_COMPILE": "0"}, "ours-inductor": {"AUTOINT_CPU_KERNEL": "inductor"},
+               "ours-cpp": {"AUTOINT_CPU_KERNEL": "cpp"}}
+
+
 @contextmanager
 def version(name: str):
-    """"reference", "ours", or "ours-eager" (the fused layer with its kernels uncompiled)."""
+    """"reference", "ours" (the fused layer, CPU_KERNEL's kernel), "ours-inductor" / "ours-cpp" (that kernel),
+    or "ours-eager" (the fused layer with its kernels uncompiled)."""
     AutoInt.forward_embedded = reference_forward_embedded if name == "reference" else OURS_FORWARD
-    before = os.environ.get("AUTOINT_COMPILE")
-    if name == "ours-eager":
-        os.environ["AUTOINT_COMPILE"] = "0"
+    env = VERSION_ENV.get(name, {})
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         yield
     finally:
         AutoInt.forward_embedded = OURS_FORWARD
-        if name == "ours-eager":
-            os.environ.pop("AUTOINT_COMPILE") if before is None else os.environ.__setitem__("AUTOINT_COMPILE", before)
+        for k, v in before.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 def machine() -> dict:
@@ -216,6 +221,8 @@ def main(argv=None) -> int:
     parser.add_argument("--reps", type=int, default=2, help="epochs timed per version, interleaved")
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--with-eager", action="store_true", help="also time the fused layer uncompiled")
+    parser.add_argument("--with-inductor", action="store_true",
+                        help="also time the fused layer with inductor's kernel (when the default is the C++ one)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "python benchmarks/bench_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -248,10 +255,11 @@ def main(argv=None) -> int:
     floor.measure()  # the first pass: before any epoch
 
     if not args.skip_training:  # one epoch of the paper's config, through the real train(), interleaved
-        names = ("reference", "ours") + (("ours-eager",) if args.with_eager else ())
+        names = ("reference", "ours") + (("ours-inductor",) if args.with_inductor else ()) \
+            + (("ours-eager",) if args.with_eager else ())
         # Compile the kernels for the epoch's two batch sizes first, so that no epoch's clocks hold a compile.
         warm_compile = {name: warm_up(name, dataset, paper, [1024, n_train - (steps - 1) * 1024]) for name in names}
-        epochs, cpu, aucs, compiles = ({n: [] for n in names} for _ in range(4))
+        epochs, cpu, aucs, compiles, kernels = ({n: [] for n in names} for _ in range(5))
         for _ in range(args.reps):
             for name in names:
                 with version(name), epoch_cpu_clock() as clock:
@@ -260,6 +268,7 @@ def main(argv=None) -> int:
                 epochs[name].append(result.metrics["epoch_seconds"][0])
                 aucs[name].append(round(result.metrics["test_auc"], 5))
                 compiles[name].append(result.metrics.get("compile_seconds"))
+                kernels[name].append(result.metrics.get("kernels") if name != "reference" else "bmm")
                 floor.measure()  # a floor pass after every epoch: between the versions and after the last
         fl = floor.summary()
         best_floor = fl["matmul_floor_epoch_s"]
@@ -269,7 +278,7 @@ def main(argv=None) -> int:
                      (med["ours"], med_cpu["ours"]), round(2 * best_floor, 2)))
         print(json.dumps({"floor": fl}))
         print(json.dumps({"epoch_seconds": epochs, "epoch_cpu_seconds": cpu, "test_auc_after_1_epoch": aucs,
-                          "compile_seconds_warm_up": warm_compile, "compile_seconds_in_train": compiles,
+                          "kernels": kernels, "compile_seconds_warm_up": warm_compile, "compile_seconds_in_train": compiles,
                           "ratio_reference_over_ours": round(med["reference"] / med["ours"], 2),
                           "over_best_floor": {k: round(v / best_floor, 2) for k, v in med.items()},
                           "over_median_floor": {k: round(v / fl["matmul_floor_epoch_s_median"], 2)

@@ -2,7 +2,8 @@
 
 `InteractingLayer.forward` is the layer as written before issue 14, in the (B, F, d) layout: the reference.
 The model runs `FusedInteractingLayer.forward_columns` (column layout, `FusedAttention` with a hand-derived
-backward). Both must give the same logits, attention and gradients to 1e-5, compiled or not.
+backward), on the CPU through the C++ kernel (autoint/kernels/attention.cpp), inductor's or eagerly. All must
+give the same logits, attention and gradients to 1e-5.
 """
 import os
 import subprocess
@@ -54,12 +55,14 @@ def losses_and_grads(model, x, y, forward, with_attention):
     return logit.detach(), attention.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("mode", ["compiled", "eager"])
+@pytest.mark.parametrize("mode", ["cpp", "compiled", "eager"])
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_fused_layer_matches_the_reference(synth_dataset, monkeypatch, mode, name):
-    monkeypatch.setenv("AUTOINT_COMPILE", "1" if mode == "compiled" else "0")
-    if mode == "compiled" and model_module.KERNELS.mode("cpu") != "compiled":
-        pytest.skip("no working C++ compiler here: the eager case checks the same layer")
+    monkeypatch.setenv("AUTOINT_COMPILE", "0" if mode == "eager" else "1")
+    monkeypatch.setenv("AUTOINT_CPU_KERNEL", "inductor" if mode == "compiled" else "cpp")
+    if mode != "eager" and model_module.KERNELS.mode("cpu") != mode:
+        pytest.skip(f"no working C++ compiler or kernel build here ({model_module.KERNELS.mode('cpu')}): "
+                    "the eager case checks the same layer")
     torch.manual_seed(0)
     model = AutoInt(AutoIntConfig(**CONFIGS[name]), synth_dataset.schema).train()
     with torch.no_grad():  # a nonzero bias, so that the authors' code case checks it
@@ -126,6 +129,7 @@ def test_a_failing_compile_falls_back_to_eager_with_one_warning(synth_dataset, m
     monkeypatch.setattr(model_module, "_compiler_problem", lambda: None)
     monkeypatch.setattr(torch, "compile", broken_compile)
     monkeypatch.setenv("AUTOINT_COMPILE", "1")
+    monkeypatch.setenv("AUTOINT_CPU_KERNEL", "inductor")
     torch.manual_seed(0)
     model = AutoInt(AutoIntConfig(embed_dim=8, attn_dim=4, heads=2, layers=2), synth_dataset.schema).eval()
     x, _ = synth_dataset.split("test")
@@ -174,7 +178,7 @@ def test_training_reports_compile_time_apart(synth_dataset):
     from autoint.train import TrainConfig, train
     result = train(synth_dataset, AutoIntConfig(embed_dim=4, attn_dim=4, layers=1),
                    TrainConfig(epochs=1, batch_size=256, device="cpu"), progress=False)
-    assert result.metrics["kernels"] in ("compiled", "eager")
+    assert result.metrics["kernels"] in ("cpp", "compiled", "eager")
     assert result.metrics["compile_seconds"] >= 0 and result.metrics["epoch_seconds"][0] > 0
 
 
@@ -193,3 +197,69 @@ def test_wide_schemas_run_the_reference_layer(synth_dataset, monkeypatch):
     with torch.no_grad():
         (a_logit, a_att), (b_logit, b_att) = wide(x, return_attention=True), narrow(x, return_attention=True)
     assert torch.allclose(a_logit, b_logit, atol=1e-5) and torch.allclose(a_att, b_att, atol=1e-6)
+
+
+def _core_inputs(H, D, F, B, residual, dropout, grad_alpha, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.randn(4 if residual else 3, H, D, F, B, generator=g)
+    attn_keep = (torch.rand(H, F, F, B, generator=g) > 0.3).float() / 0.7 if dropout else None
+    head_keep = (torch.rand(H, D, F, B, generator=g) > 0.2).float() / 0.8 if dropout else None
+    grad_out = torch.randn(H, D, F, B, generator=g)
+    extra = torch.randn(H, F, F, B, generator=g) if grad_alpha else None
+    return p, attn_keep, head_keep, grad_out, extra
+
+
+@pytest.mark.parametrize("shape", [(2, 32, 7, 1024), (1, 4, 3, 70), (2, 8, 16, 130), (3, 5, 1, 17)])
+def test_cpp_kernel_matches_attention_forward_and_backward(shape):
+    """The C++ kernel against the functions it replaces, every option: dropout masks, residual or not, ReLU on
+    the projection, scaling, a gradient through alpha; batches that are not a multiple of its 64-sample tile."""
+    module = model_module._Kernels().cpp_module()
+    if module is None:
+        pytest.skip("the C++ kernel does not build here: the eager and inductor cases check the layer")
+    for residual in (True, False):
+        for qkv_relu in (False, True):
+            for dropout, grad_alpha, scale in ((False, False, 1.0), (True, True, 0.3), (True, False, 1.0)):
+                p, attn_keep, head_keep, grad_out, extra = _core_inputs(*shape, residual, dropout, grad_alpha)
+                options = (scale, residual, qkv_relu)
+                out, alpha = model_module.attention_forward(p, attn_keep, head_keep, *options)
+                out2, alpha2 = module.attention_forward(p, attn_keep, head_keep, *options)
+                grad = model_module.attention_backward(p, alpha, out, grad_out, extra, attn_keep, head_keep, *options)
+                grad2 = module.attention_backward(p, alpha, out, grad_out, extra, attn_keep, head_keep, *options)
+                case = (shape, residual, qkv_relu, dropout, grad_alpha, scale)
+                assert torch.allclose(out2, out, atol=2e-5, rtol=1e-5), (case, (out2 - out).abs().max())
+                assert torch.allclose(alpha2, alpha, atol=1e-6, rtol=1e-5), (case, (alpha2 - alpha).abs().max())
+                assert torch.allclose(grad2, grad, atol=2e-5, rtol=1e-5), (case, (grad2 - grad).abs().max())
+
+
+def test_a_failing_cpp_build_falls_back_to_inductor_with_one_warning(synth_dataset, monkeypatch):
+    """The C++ build failing (no ninja, a compiler error) leaves inductor's kernel, after one warning."""
+    def broken_build():
+        raise RuntimeError("simulated C++ build failure")
+
+    kernels = _Kernels()
+    monkeypatch.setattr(model_module, "KERNELS", kernels)
+    monkeypatch.setattr(model_module, "_build_cpp_extension", broken_build)
+    monkeypatch.delenv("AUTOINT_COMPILE", raising=False)
+    monkeypatch.setenv("AUTOINT_CPU_KERNEL", "cpp")
+    if model_module._compiler_problem() is not None:
+        pytest.skip("no C++ compiler here: the eager fallback has its own tests")
+    assert kernels.mode("cpu") == "cpp"
+    torch.manual_seed(0)
+    model = AutoInt(AutoIntConfig(embed_dim=8, attn_dim=4, heads=2, layers=2), synth_dataset.schema).train()
+    x, y = synth_dataset.split("train")
+    x, y = x.index(slice(0, 96)), y[:96]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fused = [losses_and_grads(model, x, y, lambda m, b: m(b, return_attention=True), True) for _ in range(2)][-1]
+    ours = [str(w.message) for w in caught if "AutoInt" in str(w.message)]
+    assert len(ours) == 1 and "simulated C++ build failure" in ours[0] and "torch.compile" in ours[0], ours
+    assert kernels.mode("cpu") == "compiled"
+    ref = losses_and_grads(model, x, y, reference, True)
+    assert torch.allclose(fused[0], ref[0], atol=1e-5) and torch.allclose(fused[1], ref[1], atol=1e-5)
+    assert all(torch.allclose(fused[2][p], ref[2][p], atol=1e-5) for p in ref[2])
+
+
+def test_the_cpu_kernel_setting_is_checked(monkeypatch):
+    monkeypatch.setenv("AUTOINT_CPU_KERNEL", "fortran")
+    with pytest.raises(model_module.ConfigError, match="AUTOINT_CPU_KERNEL"):
+        model_module.cpu_kernel()

@@ -1,0 +1,80 @@
+"""The attention core of one interacting layer alone (Eqs. 5-8 forward, then the hand-derived backward), in the
+column layout, for each CPU kernel of autoint/model.py: the C++ kernel (autoint/kernels/attention.cpp),
+inductor's (torch.compile of attention_forward/attention_backward) and eager. Interleaved, medians.
+
+    .venv/bin/python benchmarks/bench_attention_kernel.py [--batch 1024] [--fields 7] [--heads 2] [--attn-dim 32]
+        [--threads 1] [--reps 40]
+
+Prints one JSON line per kernel and direction (ms) and the ratios inductor / C++.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+import autoint.model as model_module
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--fields", type=int, default=7)
+    parser.add_argument("--heads", type=int, default=2)
+    parser.add_argument("--attn-dim", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reps", type=int, default=40)
+    parser.add_argument("--with-eager", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(json.dumps({"command": "python benchmarks/bench_attention_kernel.py " + " ".join(sys.argv[1:]),
+                      "threads": torch.get_num_threads(), "load_avg_1m": round(os.getloadavg()[0], 2)}))
+    torch.manual_seed(0)
+    H, D, F, B = args.heads, args.attn_dim, args.fields, args.batch
+    p = torch.randn(4, H, D, F, B)
+    options = (1.0, True, False)  # the paper: unscaled, residual, no ReLU on the projection
+    out, alpha = model_module.attention_forward(p, None, None, *options)
+    grad_out = torch.randn_like(out)
+    cpp = model_module._Kernels().cpp_module()
+    forward_c, backward_c = torch.compile(model_module.attention_forward), torch.compile(model_module.attention_backward)
+    kernels = {"inductor": (lambda: forward_c(p, None, None, *options),
+                            lambda: backward_c(p, alpha, out, grad_out, None, None, None, *options))}
+    if cpp is not None:
+        kernels["cpp"] = (lambda: cpp.attention_forward(p, None, None, *options),
+                          lambda: cpp.attention_backward(p, alpha, out, grad_out, None, None, None, *options))
+    if args.with_eager:
+        kernels["eager"] = (lambda: model_module.attention_forward(p, None, None, *options),
+                            lambda: model_module.attention_backward(p, alpha, out, grad_out, None, None, None, *options))
+    for forward, backward in kernels.values():  # compile, build, warm the caches
+        for _ in range(3):
+            forward(), backward()
+    times = {(k, d): [] for k in kernels for d in ("forward", "backward")}
+    for _ in range(args.reps):
+        for name, (forward, backward) in kernels.items():
+            for direction, fn in (("forward", forward), ("backward", backward)):
+                started = time.perf_counter()
+                fn()
+                times[(name, direction)].append(time.perf_counter() - started)
+    med = {key: statistics.median(v) * 1e3 for key, v in times.items()}
+    for (name, direction), ms in med.items():
+        print(json.dumps({"kernel": name, "direction": direction, "median_ms": round(ms, 3),
+                          "min_ms": round(min(times[(name, direction)]) * 1e3, 3)}))
+    if "cpp" in kernels:
+        total = {k: med[(k, "forward")] + med[(k, "backward")] for k in kernels}
+        print(json.dumps({"inductor_over_cpp": {d: round(med[("inductor", d)] / med[("cpp", d)], 2)
+                                                for d in ("forward", "backward")},
+                          "total_ms": {k: round(v, 3) for k, v in total.items()},
+                          "load_avg_1m_after": round(os.getloadavg()[0], 2)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
