@@ -18,9 +18,9 @@ The directory (default `DATA_DIR/prepared/NAME`):
                         Unix times stay exact). Row groups hold exactly `row_group_rows` rows; the last one of a
                         split may be shorter. A part file holds at most GROUPS_PER_FILE row groups.
 
-`prepare` reads the raw files in batches of `batch_rows` lines (a CSV file is read as bytes, cut at line
-ends, each batch's column counts checked with numpy and then parsed by polars' CSV reader; a Parquet file by
-pyarrow's row-group iterator), so the raw file is never whole in memory. Each batch goes through the same
+`prepare` reads the raw files in batches: a CSV file as blocks of `batch_bytes` cut at line ends, each
+batch's column counts checked with numpy, then parsed by polars' CSV reader; a Parquet file by pyarrow's
+iterator, `batch_rows` rows at a time), so the raw file is never whole in memory. Each batch goes through the same
 `generic.sample_frame` as the in-memory reader (label rule, numeric, derived and multi-valued fields, errors
 naming the file and line). Pass 1 counts the training rows' values (per-batch polars count frames, merged
 by group_by every few batches), the numeric ranges and the longest lists, and builds the schema with
@@ -68,10 +68,10 @@ MANIFEST = "prepared.json"
 VOCABULARIES = "vocabularies.json"
 SPLITS = ("train", "val", "test")
 ROW_GROUP_ROWS = 65536  # rows of each row group (the last of a split may be shorter)
-BATCH_ROWS = 131072  # raw lines parsed at once
+BATCH_ROWS = 131072  # rows of a Parquet source read at once
+BATCH_BYTES = 32 << 20  # bytes of a CSV source read at once (Criteo: about 125,000 lines)
 GROUPS_PER_FILE = 64  # row groups of a part file before the next part starts
 MERGE_EVERY = 8  # batches between merges of the per-batch count frames
-READ_BYTES = 8 << 20  # bytes read from a CSV file at once
 EDGE_BYTES = 1 << 20  # a source's fingerprint hashes its first and last MiB
 LABEL, LINE = "label", "line"
 RAW = "raw:"  # prefix of a numeric field's raw value column
@@ -396,9 +396,8 @@ def _check_lines(source: _Source, chunk: bytes, first_line: int, expected: int, 
         ends = np.append(ends, len(chunk))
     starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
     sep = separator.encode("utf-8")
-    if len(sep) == 1:
-        marks = np.flatnonzero(buf == sep[0])
-        counts = np.searchsorted(marks, ends) - np.searchsorted(marks, starts)
+    if len(sep) == 1:  # separators per line, summed in place (each segment is a line and its line break)
+        counts = np.add.reduceat(buf == sep[0], starts, dtype=np.int64) if len(starts) else starts
     else:
         counts = np.array([chunk[a:b].count(sep) for a, b in zip(starts, ends)], dtype=np.int64)
     length = ends - starts
@@ -417,8 +416,9 @@ def _check_lines(source: _Source, chunk: bytes, first_line: int, expected: int, 
     return len(ends)
 
 
-def _csv_batches(spec, source: _Source, names: list[str], wanted: list[str], batch_rows: int, on_bytes):
-    """Batches of `batch_rows` lines of one CSV file: the wanted columns as text, with LINE and FILE."""
+def _csv_batches(spec, source: _Source, names: list[str], wanted: list[str], batch_bytes: int, on_bytes):
+    """Batches of whole lines, about `batch_bytes` each, of one CSV file: the wanted columns as text, with
+    LINE and FILE."""
     from .datasets.generic import FILE, LINE as SOURCE_LINE
     indices = [names.index(c) for c in wanted]
     with source.path.open("rb") as fh:
@@ -427,23 +427,25 @@ def _csv_batches(spec, source: _Source, names: list[str], wanted: list[str], bat
             head = fh.readline()
             on_bytes(len(head))
             line = 2
-        pending, eof = b"", False
+        pending = b""
         while True:
-            while not eof and pending.count(b"\n") < batch_rows:
-                block = fh.read(READ_BYTES)
-                if not block:
-                    eof = True
-                    break
-                on_bytes(len(block))
-                pending += block
-            if not pending:
+            block = fh.read(batch_bytes)
+            on_bytes(len(block))
+            data = pending + block if pending else block
+            if not data:
                 return
-            ends = np.flatnonzero(np.frombuffer(pending, dtype=np.uint8) == 10)
-            cut = int(ends[batch_rows - 1]) + 1 if len(ends) >= batch_rows else len(pending)
-            k = batch_rows
-            while b'"' in pending[:cut] and pending[:cut].count(b'"') % 2 and k < len(ends):
-                cut, k = int(ends[k]) + 1, k + 1  # a quoted field runs over the cut: keep its lines together
-            chunk, pending = pending[:cut], pending[cut:]
+            if not block:  # the end of the file: the rest is the last batch
+                chunk, pending = data, b""
+            else:
+                cut = data.rfind(b"\n") + 1
+                # A quoted field may hold a line break: keep its lines together (an odd number of quotes
+                # before the cut means the cut is inside one).
+                while cut and b'"' in data and data.count(b'"', 0, cut) % 2:
+                    cut = data.find(b"\n", cut) + 1
+                if not cut:  # no complete line (or record) yet: read on
+                    pending = data
+                    continue
+                chunk, pending = data[:cut], data[cut:]
             lines = _check_lines(source, chunk, line, len(names), spec.separator)
             try:
                 frame = pl.read_csv(chunk, has_header=False, separator=spec.separator, infer_schema=False,
@@ -498,9 +500,9 @@ def _column_names(spec, source: _Source) -> list[str]:
 class _Reader:
     """The main files in batches, joins applied: what `generic.read_frame` gives, a batch at a time."""
 
-    def __init__(self, spec, data_dir: Path, sources: list[_Source], batch_rows: int):
+    def __init__(self, spec, data_dir: Path, sources: list[_Source], batch_rows: int, batch_bytes: int):
         from .datasets.generic import join_tables
-        self.spec, self.sources, self.batch_rows = spec, sources, batch_rows
+        self.spec, self.sources, self.batch_rows, self.batch_bytes = spec, sources, batch_rows, batch_bytes
         self.names = _column_names(spec, sources[0])
         for s in sources[1:]:
             names = _column_names(spec, s)
@@ -522,7 +524,7 @@ class _Reader:
             if self.spec.format == "parquet":
                 it = _parquet_batches(s, self.main, self.batch_rows, on_bytes)
             else:
-                it = _csv_batches(self.spec, s, self.names, self.main, self.batch_rows, on_bytes)
+                it = _csv_batches(self.spec, s, self.names, self.main, self.batch_bytes, on_bytes)
             for frame in it:
                 for join, right in self.joins:
                     frame = frame.join(right, on=join.on, how="left", maintain_order="left")
@@ -642,13 +644,14 @@ def _merge(frames: list[pl.DataFrame]) -> pl.DataFrame:
 
 
 def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, progress: bool = True,
-            callback=None, batch_rows: int = BATCH_ROWS) -> Prepared:
+            callback=None, batch_rows: int = BATCH_ROWS, batch_bytes: int = BATCH_BYTES) -> Prepared:
     """Prepare `spec`'s files in `data_dir` into `out` (default `data_dir/prepared/NAME`), or reuse it."""
     from .datasets.generic import (numeric_range, resolve_files, sample_frame, schema_from, value_counts)
     if isinstance(row_group_rows, bool) or not isinstance(row_group_rows, int) or row_group_rows < 1:
         raise UsageError(f"row_group_rows {row_group_rows!r}: give a whole number of rows, at least 1.")
-    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
-        raise UsageError(f"batch_rows {batch_rows!r}: give a whole number of rows, at least 1.")
+    for name, value in (("batch_rows", batch_rows), ("batch_bytes", batch_bytes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"{name} {value!r}: give a whole number, at least 1.")
     data_dir = Path(data_dir)
     out = Path(out) if out is not None else default_dir(spec, data_dir)
     files = resolve_files(spec, data_dir)
@@ -677,7 +680,7 @@ def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, p
                     except (OSError, EOFError) as exc:
                         raise DataError(f"{path}: not a complete gzip file ({exc}); download it again.") from exc
             sources.append(_Source(path, read_from, i))
-        reader = _Reader(spec, data_dir, sources, batch_rows)
+        reader = _Reader(spec, data_dir, sources, batch_rows, batch_bytes)
         shown = [s.shown for s in sources]
         folds, rule = split_rule(spec)
         fingerprints = [source_fingerprint(p) for p in files + reader.join_files]

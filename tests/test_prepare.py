@@ -13,7 +13,7 @@ from autoint.datasets.generic import build_schema, read_frame, sample_frame
 from autoint.prepared import (FORMAT, MANIFEST, ROW_GROUP_ROWS, SPLITS, VOCABULARIES, Prepared, RowGroup,
                               default_dir, is_prepared, prepare, split_codes)
 
-ROWS, GROUP, BATCH = 3000, 512, 700  # several batches and row groups, the last of each split shorter
+ROWS, GROUP, BATCH = 3000, 512, 200_000  # several batches (of bytes: ~750 lines) and row groups
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def spec():
 
 @pytest.fixture(scope="module")
 def prepared(criteo_dir, spec):
-    return prepare(spec, criteo_dir, row_group_rows=GROUP, progress=False, batch_rows=BATCH)
+    return prepare(spec, criteo_dir, row_group_rows=GROUP, progress=False, batch_bytes=BATCH)
 
 
 def _raw_labels(criteo_dir) -> dict[int, float]:
@@ -132,20 +132,20 @@ def test_a_malformed_line_names_the_file_and_line_and_leaves_nothing(criteo_dir,
     folder = tmp_path / "bad"
     folder.mkdir()
     lines = (criteo_dir / "train.txt").read_text().splitlines(keepends=True)
-    lines[1499] = lines[1499].split("\t", 1)[1]  # line 1500 (in the third batch) loses its label column
+    lines[1499] = lines[1499].split("\t", 1)[1]  # line 1500 (in the second batch) loses its label column
     (folder / "train.txt").write_text("".join(lines))
     with pytest.raises(DataError, match=rf"{folder / 'train.txt'}, line 1500: expected 40 tab-separated columns, "
                                         rf"got 39.*cut off"):
-        prepare(spec, folder, progress=False, batch_rows=BATCH)
+        prepare(spec, folder, progress=False, batch_bytes=BATCH)
     assert not (folder / "prepared").exists() or list((folder / "prepared").iterdir()) == []
     lines[1499] = "\n"
     (folder / "train.txt").write_text("".join(lines))
     with pytest.raises(DataError, match=r"line 1500: the line is blank"):
-        prepare(spec, folder, progress=False, batch_rows=BATCH)
+        prepare(spec, folder, progress=False, batch_bytes=BATCH)
     lines[1499] = "1\tx\t" + lines[1500].split("\t", 2)[2]  # I1 not a number: sample_frame, global line
     (folder / "train.txt").write_text("".join(lines))
     with pytest.raises(DataError, match=r"train.txt, line 1500: I1 is .x., not a finite number"):
-        prepare(spec, folder, progress=False, batch_rows=BATCH)
+        prepare(spec, folder, progress=False, batch_bytes=BATCH)
     assert [p.name for p in folder.rglob("*") if p.name != "train.txt"] in ([], ["prepared"])
 
 
@@ -183,7 +183,7 @@ def test_gzip_derived_fields_label_rule_and_join_give_the_in_memory_schema(name,
             "kdd12": lambda d: synth.generate_kdd12(d, rows=2000, seed=0)}[name]
     folder = make(tmp_path / name)
     spec = builtin_spec(name)
-    prepared = prepare(spec, folder, row_group_rows=300, progress=False, batch_rows=450)
+    prepared = prepare(spec, folder, row_group_rows=300, progress=False, batch_bytes=50_000)
     frame, files = read_frame(spec, folder)
     frame = sample_frame(spec, frame, files)
     codes = split_codes(np.arange(frame.height), spec.seed, spec.folds)
