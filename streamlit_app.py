@@ -59,6 +59,7 @@ def sidebar(source: state.DataSource) -> None:
             f"CPU · {torch.get_num_threads()} thread(s) for exploring"
         st.markdown(f"**Device** \n{name}")
         choose_data_set(source)
+        offer_prepare(source)
         runs = state.runs_for(source)
         chosen = state.current_run_path()
         if runs:
@@ -97,6 +98,36 @@ def choose_data_set(source: state.DataSource) -> None:
                  on_change=lambda: st.session_state.update(data_key=st.session_state["sidebar_data"]),
                  help="The data sets found under data/ (one folder each; see data/README.md) and in "
                       "AUTOINT_DATA_DIR. Each has its own models.")
+
+
+def offer_prepare(source: state.DataSource) -> None:
+    """A big data set (raw files over state.PREPARE_OVER_BYTES) not prepared yet: a button that prepares it once in
+    the background (autoint.prepared), with its progress; the dataset-level views then read samples of the copy."""
+    size = state.raw_bytes(source)
+    if size <= state.PREPARE_OVER_BYTES:
+        return
+    if state.prepared_copy(source) is not None:
+        st.caption(f"Prepared copy: dataset-level views read their samples from it, not from the "
+                   f"{size / 1e6:,.0f} MB of raw files.")
+        return
+    task = state.preparer().task(("prepare", source.key))
+    if task is not None and not task.done:
+        state.background_progress(task.key, "prepare")
+        return
+    if task is not None and task.error is not None:
+        if isinstance(task.error, state.USER_ERRORS):
+            st.error(f"Preparing failed: {task.error}", icon=":material/error:")
+        else:
+            logging.getLogger("autoint.app").error("preparing failed\n%s", "".join(
+                traceback.format_exception(task.error)))
+            st.error(f"Preparing failed ({type(task.error).__name__}: {task.error}). The details are in the server "
+                     "log.", icon=":material/bug_report:")
+    st.caption(f"**Not prepared yet.** {size / 1e6:,.0f} MB of raw files are parsed whole on every load. Prepare "
+               f"them once (encoded Parquet in {source.folder.name}/prepared/) and the dataset-level views read "
+               f"seeded samples of the copy.")
+    if st.button("Prepare", key="prepare_data", icon=":material/dataset:"):
+        state.prepare_source(source)
+        st.rerun()
 
 
 def background_training(runs: list[dict]) -> None:

@@ -26,8 +26,7 @@ ESTIMATED_MAX_ROWS = 2048  # samples the estimator may measure (about 0.4 s each
 source = state.data_source()
 run_path, model = state.require_model()
 schema = model.schema
-data = state.dataset(source.key, run_path)
-total = len(data.splits[SPLIT])
+total = state.split_total(source, run_path, SPLIT)  # the prepared copy's, when the views read it
 F = len(schema.fields)
 exact = F <= EXACT_MAX_FIELDS
 
@@ -55,7 +54,8 @@ size = size_column.number_input(f"Samples (of {total:,} test samples)", 1, total
                                      "first of a seeded shuffle, so a bigger sample holds a smaller one. More samples, "
                                      "steadier averages, longer to compute (in the background, once; then kept).")
 seed = seed_column.number_input("Seed", 0, 2 ** 31 - 1, key="corr_sample_seed", help="Another seed, other samples.")
-sample = state.split_sample(source.key, run_path, SPLIT, int(size), int(seed))
+data, sample = state.views_data(source, run_path, SPLIT, int(size), int(seed))
+data_id = data.fingerprint
 about_column.caption(f"The numbers below come from **{sample.describe()}**"
                      + ("." if sample.whole else ": the first of a seeded shuffle of the split."))
 
@@ -74,8 +74,9 @@ if field_name != ANY:
     else:  # a large vocabulary: the sample's most frequent values, or those a search finds
         search = value_column.text_input(f"Search {field_name}", key=f"corr_search_{field_name}",
                                          placeholder="part of a value")
-        options = [v for v, _ in state.sample_field_values(source.key, run_path, len(sample), sample.seed,
-                                                           field_name, search.strip()) if v != UNKNOWN]
+        found = state.sample_field_values(run_path, data_id, SPLIT, len(sample), sample.seed, field_name,
+                                          search.strip(), _data=data, _sample=sample)
+        options = [v for v, _ in found if v != UNKNOWN]
     if not options:
         value_column.warning(f"No {field_name} value of the {len(sample):,} samples holds that text.")
         st.stop()
@@ -143,7 +144,7 @@ interaction_task = state.submit(
                                             progress=progress),
     f"Measuring the model's interactions on {len(measured_sample):,} test samples")
 measured = state.result_of(interaction_task)
-keep = state.slice_keep(run_path, source.key, SPLIT, where, label)
+keep = state.sample_keep(run_path, data_id, SPLIT, where, label, _data=data)
 strength = measured.matrix(keep)  # (F, F) mean |phi_ij| over the slice
 measured_count = measured.count(keep)
 if measured.sampled:

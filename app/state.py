@@ -389,15 +389,6 @@ def field_values(key: str, run_path: str, where: tuple, name: str, search: str, 
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def sample_field_values(key: str, run_path: str, size: int, seed: int, name: str, search: str,
-                        limit: int = VALUES_LISTED):
-    """`field_values` among a seeded sample of the test split (`split_sample`): the values a slice of it can have."""
-    from autoint.samples import value_counts
-    sample = split_sample(key, run_path, "test", size, seed)
-    return value_counts(dataset(key, run_path), "test", name, sample.positions, search=search, limit=limit)
-
-
-@st.cache_data(max_entries=256, show_spinner=False)
 def vocabulary_matches(run_path: str, name: str, search: str, limit: int = VALUES_LISTED) -> list[str]:
     """The values of a field's vocabulary (the model's) that hold `search`, in the vocabulary's order (most frequent
     in training first, for a spec data set), at most `limit`."""
@@ -419,39 +410,146 @@ def background() -> BackgroundRunner:
     return BackgroundRunner(workers=1, keep=32)
 
 
+@st.cache_resource
+def preparer() -> BackgroundRunner:
+    """Preparing a data set (autoint.prepared.prepare, minutes on a big file) runs apart from the views, one at a
+    time: polars parses with its own thread pool, so a second at once would only share the same cores."""
+    return BackgroundRunner(workers=1, keep=8, name="autoint-prepare")
+
+
+RUNNERS = {"views": background, "prepare": preparer}
+
+
 def submit(key: tuple, compute, description: str) -> Task:
     """Start `compute(progress)` in the background unless `key` is already queued, running or done."""
     return background().submit(key, compute, description)
 
 
-def result_of(task: Task):
+def result_of(task: Task, runner: str = "views"):
     """The task's result. Until it ends, a progress bar that refreshes every POLL_S seconds, and the script run stops
     here (the page draws the rest when it is done). Its error is raised here: a person's error (USER_ERRORS) shows
     as one, a bug as a bug, like any other error of the page."""
     if not task.wait(QUICK_S):
-        _background_progress(task.key)
+        background_progress(task.key, runner)
         st.stop()
     return task.result()
 
 
-def progress_text(task: Task) -> str:
+def progress_text(task: Task, unit: str = "samples") -> str:
     if task.status == QUEUED:
         return f"{task.description}: waiting for another computation to finish first ..."
+    if task.note:
+        return f"{task.description}: {task.note}"
     if not task.total:
         return f"{task.description} ..."
-    text = f"{task.description}: {task.done_count:,} of {task.total:,} samples"
+    text = f"{task.description}: {task.done_count:,} of {task.total:,} {unit}"
     rate = task.rate
     if rate:
-        text += f" · {rate:,.0f} samples/s, about {max(task.total - task.done_count, 0) / rate:,.0f} s left"
+        text += f" · {rate:,.0f} {unit}/s, about {max(task.total - task.done_count, 0) / rate:,.0f} s left"
     return text + " (then cached)"
 
 
 @st.fragment(run_every=POLL_S)
-def _background_progress(key: tuple) -> None:
-    task = background().task(key)
+def background_progress(key: tuple, runner: str = "views") -> None:
+    task = RUNNERS[runner]().task(key)
     if task is None or task.done:
         st.rerun(scope="app")  # ended (or dropped): the page draws its result, or asks again
     st.progress(task.fraction, text=progress_text(task))
+
+
+# ----------------------------------------------------------------------------- prepared data sets
+
+PREPARE_OVER_BYTES = 200 * 2 ** 20  # raw files bigger than this: the sidebar offers to prepare the data set once
+
+
+def source_spec(source: DataSource):
+    """The spec of a data source other than MovieLens (a built-in's, or the user's file)."""
+    return read_spec(source.spec) if source.spec else builtin_spec(source.dataset)
+
+
+def raw_bytes(source: DataSource) -> int:
+    """The size of a data source's raw files (0 for MovieLens, which is small and has no spec)."""
+    if source.is_movielens:
+        return 0
+    from autoint.datasets.generic import resolve_files
+    try:
+        return sum(p.stat().st_size for p in resolve_files(source_spec(source), source.folder))
+    except (AutoIntError, OSError):  # a broken spec or a missing file: the page that reads it says why
+        return 0
+
+
+def prepared_copy(source: DataSource):
+    """The data source's prepared copy (autoint.prepared) when it is up to date, else None."""
+    if source.is_movielens:
+        return None
+    from autoint.prepared import Prepared, default_dir, is_prepared
+    try:
+        spec = source_spec(source)
+        out = default_dir(spec, source.folder)
+        return _open_prepared(str(out), out.stat().st_mtime_ns) if is_prepared(out, spec, source.folder) else None
+    except (AutoIntError, OSError):
+        return None
+
+
+@st.cache_resource(max_entries=4)
+def _open_prepared(path: str, stamp: int):
+    from autoint.prepared import Prepared
+    return Prepared.open(path)
+
+
+def prepare_source(source: DataSource) -> Task:
+    """Prepare a data source in the background (`autoint.prepared.prepare`), once: its task, with progress."""
+    from autoint.prepared import prepare
+    spec = source_spec(source)
+
+    def compute(progress):
+        def callback(event: dict) -> None:
+            rate, rows, total = event.get("rows_per_second") or 0, event["rows"], event.get("total")
+            words = "pass 1 of 2, counting values" if event["pass"] == 1 else "pass 2 of 2, encoding"
+            note = f"{words}: {rows:,} rows" + (f" of {total:,}" if total else "") + f" · {rate:,.0f} rows/s"
+            if total and rate:
+                note += f", about {max(total - rows, 0) / rate:,.0f} s left"
+            progress(rows if event["pass"] == 2 else 0, total, note)
+        return prepare(spec, source.folder, progress=False, callback=callback)
+    return preparer().submit(("prepare", source.key), compute, f"Preparing {source.label}")
+
+
+def views_data(source: DataSource, run_path: str, split: str, size: int, seed: int):
+    """(Dataset, SplitSample) for the dataset-level views: a seeded sample of the split, read from the prepared copy
+    when there is one that the run's vocabularies match (only the row groups it needs), else from the data in
+    memory. A prepared sample is read in the background, with progress."""
+    prepared = prepared_copy(source)
+    if prepared is not None and prepared.schema.to_json() == load_model(run_path).schema.to_json():
+        from autoint.sampling import prepared_sample
+        task = submit(("prepared-sample", str(prepared.path), prepared.fingerprint, split, size, seed),
+                      lambda progress: prepared_sample(prepared, split, size, seed),
+                      f"Reading {size:,} {split} samples of the prepared copy")
+        return result_of(task)
+    return dataset(source.key, run_path), split_sample(source.key, run_path, split, size, seed)
+
+
+def split_total(source: DataSource, run_path: str, split: str) -> int:
+    """How many samples a split holds: the prepared copy's count when the views read it, else the data's."""
+    prepared = prepared_copy(source)
+    if prepared is not None and prepared.schema.to_json() == load_model(run_path).schema.to_json():
+        return prepared.rows(split)
+    return len(dataset(source.key, run_path).splits[split])
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def sample_keep(run_path: str, data_id: str, split: str, where: tuple, label: int | None, _data=None):
+    """(N,) bool over the split of `_data` (identified by `data_id`, its fingerprint): the slice's samples."""
+    from autoint.explain import slice_mask
+    inputs, labels = _data.split(split)
+    return slice_mask(load_model(run_path), inputs, labels, where=dict(where), label=label)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def sample_field_values(run_path: str, data_id: str, split: str, size: int, seed: int, name: str, search: str,
+                  limit: int = VALUES_LISTED, _data=None, _sample=None):
+    """A field's values among a sample's rows, most frequent first (`samples.value_counts`), at most `limit`."""
+    from autoint.samples import value_counts
+    return value_counts(_data, split, name, _sample.positions, search=search, limit=limit)
 
 
 @st.cache_resource(max_entries=16)
@@ -609,14 +707,6 @@ def interaction_baseline(run_path: str, folder: str, kind: str) -> torch.Tensor:
     """(1, F, d): what an absent field becomes in the interaction game (the IG baseline for "mean")."""
     from autoint.interactions import baseline_embedding
     return baseline(run_path, folder) if kind == "mean" else baseline_embedding(load_model(run_path), kind)
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def slice_keep(run_path: str, folder: str, split: str, where: tuple, label: int | None):
-    """(N,) bool: the split's samples in a slice (the same filters as the attention averages)."""
-    from autoint.explain import slice_mask
-    inputs, labels = dataset(folder, run_path).split(split)
-    return slice_mask(load_model(run_path), inputs, labels, where=dict(where), label=label)
 
 
 def faithful_preset_hint(model) -> str | None:

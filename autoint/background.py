@@ -38,6 +38,7 @@ class Task:
         self.status = QUEUED
         self.done_count = 0
         self.total: int | None = None
+        self.note = ""
         self.submitted = time.monotonic()
         self.started_at: float | None = None
         self.finished_at: float | None = None
@@ -45,9 +46,12 @@ class Task:
         self.error: BaseException | None = None
         self._event = threading.Event()
 
-    def progress(self, done: int, total: int | None) -> None:
-        """The computation's callback: `done` of `total` units (samples, batches) so far."""
+    def progress(self, done: int, total: int | None, note: str | None = None) -> None:
+        """The computation's callback: `done` of `total` units (samples, rows) so far, and optionally a few words
+        on where it is ("pass 1 of 2: counting values")."""
         self.done_count, self.total = int(done), None if total is None else int(total)
+        if note is not None:
+            self.note = note
 
     @property
     def fraction(self) -> float:

@@ -9,6 +9,9 @@ that size. Interactions cost 2^F forwards a sample below EXACT_MAX_FIELDS fields
 coalitions above, so they take their own, smaller default (`default_interaction_rows`): a prefix of the same
 permutation, hence a subset of the attention's sample.
 
+A prepared data set (`autoint.prepared`) gives the same sample without loading its split: `prepared_sample` reads
+only the row groups that hold a sampled row.
+
 The computations take a progress callback (done, total) for the app's progress bars; interactions are cached on disk
 as `autoint.interactions.interactions_of_split` caches them (the run's weights, the data's fingerprint, the split,
 the sample's size and seed, the baseline).
@@ -150,3 +153,53 @@ def interactions_of_sample(run_path: str | os.PathLike, model, dataset, sample: 
         result.rows, result.total, result.seed = positions, measured.total, measured.seed
         return result
     return cached_split_interactions(cache_dir or default_cache_dir(), key, compute)
+
+
+def _read_rows(prepared, split: str, order: np.ndarray):
+    """(FieldTensors, labels) of a prepared split's rows at `order` (positions, any order), reading only the row
+    groups that hold one."""
+    by_position = np.argsort(order, kind="stable")
+    picked = order[by_position]
+    parts, labels = [], []
+    for group in prepared.row_groups(split):
+        lo, hi = np.searchsorted(picked, [group.first_row, group.first_row + group.rows])
+        if hi > lo:
+            x, y = prepared.read(group)
+            rows = torch.from_numpy(picked[lo:hi] - group.first_row)
+            parts.append(x.index(rows))
+            labels.append(y[rows])
+    inputs = type(parts[0])(*(torch.cat([p[k] for p in parts]) for k in range(3)))
+    back = torch.from_numpy(np.argsort(by_position, kind="stable"))  # split order -> `order`
+    return inputs.index(back), torch.cat(labels)[back]
+
+
+def prepared_sample(prepared, split: str = "test", size: int | None = None, seed: int = DEFAULT_SEED):
+    """(Dataset, SplitSample): the same seeded sample as `split_sample`, read from a prepared data set
+    (`autoint.prepared.Prepared`) without loading its split: only the row groups holding a sampled row are read.
+    The Dataset holds the sample, in permutation order, as its `split`; the SplitSample indexes it (`order`
+    0..size-1) and still counts the whole split (`total`), so it reads '5,000 of 4,584,061 test samples' and its
+    prefixes are the permutation's. Beside it, as "train", a seeded sample of DEFAULT_SAMPLE_ROWS training rows
+    (all of them when fewer): what the interactions' training-mean baseline embedding is averaged over."""
+    from .data import Dataset
+    import polars as pl
+    total = prepared.rows(split)
+    if total == 0:
+        raise UsageError(f"the {split} split of {prepared.path} has no samples: choose another split.")
+    size = default_size(total) if size is None else int(size)
+    if size < 1:
+        raise UsageError(f"a sample of {size} rows: give at least 1 (the {split} split has {total:,}).")
+    size = min(size, total)
+    inputs, y = _read_rows(prepared, split, permutation_prefix(total, size, seed))
+    splits = {split: np.arange(size, dtype=np.int64)}
+    train_rows = prepared.rows("train") if split != "train" else 0
+    if train_rows:
+        n = default_size(train_rows)
+        tx, ty = _read_rows(prepared, "train", permutation_prefix(train_rows, n, seed))
+        inputs = type(inputs)(*(torch.cat([a, b]) for a, b in zip(inputs, tx)))
+        y = torch.cat([y, ty])
+        splits["train"] = np.arange(size, size + n, dtype=np.int64)
+    source = {"prepared": str(prepared.path), "dataset": prepared.manifest.get("dataset"),
+              "sample": {"split": split, "rows": size, "of": total, "seed": int(seed)}}
+    data = Dataset(prepared.schema, pl.DataFrame({"label": y.numpy()}), inputs, y, splits,
+                   f"{prepared.fingerprint}:sample:{split}:{size}:{seed}", source=source)
+    return data, SplitSample(split, int(seed), total, np.arange(size, dtype=np.int64))

@@ -160,8 +160,56 @@ def test_pickers_of_large_vocabularies_search_instead_of_listing(app):
     # Dataset correlations: the slice's value, searched among the sample's values
     finish_background(at.switch_page("app/correlations.py").run())
     finish_background(at.selectbox(key="corr_field").set_value("C3").run())
+    assert not at.exception and not at.error, ([e.value for e in at.error], at.exception)
     assert len(at.selectbox(key="corr_value_C3").options) <= 200
     finish_background(at.text_input(key="corr_search_C3").set_value(text).run())
     assert not any("holds that text" in w.value for w in at.warning)
     assert all(text in o for o in at.selectbox(key="corr_value_C3").options)
     assert not at.exception and not at.error, [e.value for e in at.error]
+
+
+def test_a_big_data_set_not_prepared_yet_is_offered_a_prepare_button_with_progress(app, monkeypatch, tmp_path):
+    import app.state as state
+    from autoint.datasets import builtin_spec
+    from autoint.prepared import default_dir, is_prepared
+    folder, run_path, data, model, calls = app
+    copy = tmp_path / "criteo"
+    shutil.copytree(folder, copy)  # prepared beside its raw files: a copy, so the other tests' folder stays as it is
+    monkeypatch.setenv("AUTOINT_DATA_DIR", str(copy))
+    monkeypatch.setattr(state, "PREPARE_OVER_BYTES", 1000)  # 10,000 rows are about 2 MB: "big" here
+    at = start(corr_sample_rows=4)
+    assert any(c.value.startswith("**Not prepared yet.**") for c in at.sidebar.caption)
+    at.sidebar.button(key="prepare_data").click().run()
+    assert not at.exception, at.exception
+    assert state.preparer().wait_idle(TIMEOUT)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert is_prepared(default_dir(builtin_spec("criteo"), copy), builtin_spec("criteo"), copy)
+    assert any(c.value.startswith("Prepared copy:") for c in at.sidebar.caption)
+    assert not [b for b in at.sidebar.button if b.key == "prepare_data"]
+    task = state.preparer().tasks()[-1]
+    assert task.note.startswith("pass 2 of 2, encoding:") and "rows/s" in task.note  # the progress it reported
+
+    # A run trained on the prepared copy (its vocabularies): the views read their sample from the copy's row groups
+    from autoint.model import AutoIntConfig
+    from autoint.prepared import Prepared
+    from autoint.runs import save_run
+    from autoint.sampling import permutation_prefix
+    from autoint.train import TrainConfig, train
+    prepared = Prepared.open(default_dir(builtin_spec("criteo"), copy))
+    trained = train(prepared.to_dataset(), AutoIntConfig(layers=1, heads=1, embed_dim=4, attn_dim=4),
+                    TrainConfig(epochs=1, batch_size=512), progress=False)
+    runs = tmp_path / "runs"
+    path = save_run(runs / "on-prepared", trained.model, metrics=trained.metrics, data_fingerprint=prepared.fingerprint,
+                    extra={"dataset": "criteo"})
+    monkeypatch.setenv("AUTOINT_RUNS_DIR", str(runs))
+    test_rows = prepared.rows("test")
+    at = start("app/correlations.py", corr_sample_rows=4, corr_sample_size=300, run_path=str(path))
+    assert f"300 of {test_rows:,} test samples, seed 0" in captions(at)
+    from autoint.explain import dataset_correlations
+    x, y = prepared.read_split("test")
+    order = torch.from_numpy(permutation_prefix(test_rows, 300, 0))
+    expected = dataset_correlations(trained.model, x.index(order), y[order])
+    figure = chart(at, "Mean attention over")
+    assert "300 samples" in figure["layout"]["title"]["text"]
+    np.testing.assert_allclose(array(figure["data"][0]["customdata"])[..., 0], expected.per_layer.mean(0), atol=1e-5)

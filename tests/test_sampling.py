@@ -108,3 +108,25 @@ def test_background_runner_progress_result_error_and_one_run_per_key():
     assert runner.task("c").result() == "fixed"
     runner.submit("d", lambda progress: "d").wait(10)
     assert runner.task("b") is None and runner.task("a") is not None  # keep=2: the least recently asked made room
+
+
+def test_a_prepared_sample_is_the_same_permutation_prefix_read_from_its_row_groups(tmp_path):
+    from autoint.datasets import builtin_spec
+    from autoint.datasets.synth import generate_criteo
+    from autoint.prepared import prepare
+    from autoint.sampling import permutation_prefix, prepared_sample
+    folder = generate_criteo(tmp_path / "criteo", rows=3000, seed=2)
+    prepared = prepare(builtin_spec("criteo"), folder, row_group_rows=64, progress=False)
+    x, y = prepared.read_split("test")
+    total = len(y)
+    data, sample = prepared_sample(prepared, "test", 50, seed=4)
+    assert sample.describe() == f"50 of {total:,} test samples, seed 4" and sample.total == total
+    order = torch.from_numpy(permutation_prefix(total, 50, 4))  # the rows, in permutation order
+    sx, sy = data.split("test")
+    np.testing.assert_array_equal(sy.numpy(), y[order].numpy())
+    np.testing.assert_array_equal(sx.categorical.numpy(), x.categorical[order].numpy())
+    np.testing.assert_array_equal(sx.numeric.numpy(), x.numeric[order].numpy())
+    bigger, _ = prepared_sample(prepared, "test", 80, seed=4)
+    np.testing.assert_array_equal(bigger.split("test")[1][:50].numpy(), sy.numpy())  # nested: a prefix
+    np.testing.assert_array_equal(data.split("test")[0].categorical[sample.prefix(10).positions].numpy(),
+                                  x.categorical[order[:10]].numpy())
