@@ -60,7 +60,8 @@ def test_views_of_a_sample_equal_the_library_on_those_rows(trained_run, synth_da
     np.testing.assert_allclose(result.per_head, expected.per_head, atol=1e-6)
     measured = interactions_of_sample(trained_run.path, model, synth_dataset, sample, rows=40, cache_dir=tmp_path)
     first = sample.prefix(40).positions
-    exact = split_interactions(model, x.index(torch.from_numpy(first)), mean_embedding(model, synth_dataset.split("train")[0]))
+    base = mean_embedding(model, synth_dataset.split("train")[0])
+    exact = split_interactions(model, x.index(torch.from_numpy(first)), base)
     np.testing.assert_array_equal(measured.rows, first)
     np.testing.assert_allclose(measured.pairs, exact.pairs, atol=1e-6)
     assert measured.total == len(x) and measured.sampled and measured.describe()["rows"] == 40
