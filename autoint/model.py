@@ -13,8 +13,8 @@ Shapes: B batch, F fields, d embed_dim, H heads, d' attn_dim.
 
 The model runs the interacting layers in a column layout, (width, F, B): every sample is one column, the batch
 innermost. There one matmul projects every field of every sample (Eqs. 5-8's W), and Eqs. 5-8 on top of it are
-one fused kernel with no layout copy in between (`FusedAttention`, compiled by `torch.compile` when a C++
-compiler works). `InteractingLayer.forward`, the layer as first written in the (B, F, d) layout, is kept as the
+one fused kernel with no layout copy in between (`FusedAttention`: on the CPU the hand-written C++ kernel
+autoint/kernels/attention.cpp, else `torch.compile`'s, when a C++ compiler works). `InteractingLayer.forward`, the layer as first written in the (B, F, d) layout, is kept as the
 reference the tests compare it with (benchmarks/NOTES.md, issue 14).
 
 Options beyond the paper's equations, all off by default (the default is the paper's model, bit for bit), taken
