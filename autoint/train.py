@@ -408,7 +408,8 @@ def train(data, model_config: AutoIntConfig, train_config: TrainConfig,
             "samples": source.samples(),
             "fields": data.schema.names, "params": sum(p.numel() for p in net.parameters()),
             "device": str(device), "threads": torch.get_num_threads(),
-            "compile_seconds": round(compile_seconds, 2), "kernels": KERNELS.mode(device.type),
+            "compile_seconds": round(compile_seconds, 2), "kernels": (KERNELS.mode(device.type) if getattr(net, "fused", False)
+                        else "reference"),  # wide schemas and the baselines have no fused layer
             **source.describe(),
         }
 
