@@ -59,9 +59,9 @@ import pyarrow.parquet as pq
 import torch
 
 from .data import DataError, Dataset
-from .encoding import FieldTensors, encode_frame
+from .encoding import FieldTensors
 from .errors import UsageError
-from .schema import UNKNOWN, Schema, SchemaError
+from .schema import Schema, SchemaError
 
 FORMAT = "autoint-prepared/1"
 MANIFEST = "prepared.json"
@@ -70,10 +70,11 @@ SPLITS = ("train", "val", "test")
 ROW_GROUP_ROWS = 65536  # rows of each row group (the last of a split may be shorter)
 BATCH_ROWS = 131072  # rows of a Parquet source read at once
 BATCH_BYTES = 32 << 20  # bytes of a CSV source read at once (Criteo: about 125,000 lines)
+COMPRESSION = "lz4"  # of the part files: zstd wrote 10% smaller files 30% slower (benchmarks/README.md)
 GROUPS_PER_FILE = 64  # row groups of a part file before the next part starts
-MERGE_EVERY = 8  # batches between merges of the per-batch count frames
 EDGE_BYTES = 1 << 20  # a source's fingerprint hashes its first and last MiB
 LABEL, LINE = "label", "line"
+SPLIT = ":split"  # the staged batches' split code column (0 train, 1 val, 2 test)
 RAW = "raw:"  # prefix of a numeric field's raw value column
 MAX_MANIFEST_BYTES = 64 << 20
 
@@ -416,9 +417,59 @@ def _check_lines(source: _Source, chunk: bytes, first_line: int, expected: int, 
     return len(ends)
 
 
-def _csv_batches(spec, source: _Source, names: list[str], wanted: list[str], batch_bytes: int, on_bytes):
-    """Batches of whole lines, about `batch_bytes` each, of one CSV file: the wanted columns as text, with
-    LINE and FILE."""
+def _typed_columns(spec, names: list[str], wanted: list[str]) -> dict:
+    """Columns the fast path parses as Float64: those read only by numeric fields without `missing` values, and
+    the label column when no field reads it. None without joins' string keys or a multi-byte separator."""
+    if spec.format == "parquet" or spec.joins or len(spec.separator.encode("utf-8")) != 1:
+        return {}
+    uses: dict[str, list] = {}
+    for f in spec.fields:
+        for c in f.columns:
+            uses.setdefault(c, []).append(f)
+    typed = {c: pl.Float64 for c, fields in uses.items() if c in wanted and c != spec.label.column
+             and all(f.kind == "numeric" and not f.missing and f.derive is None for f in fields)}
+    if spec.label.column in names and spec.label.column not in uses:
+        typed[spec.label.column] = pl.Float64
+    return typed
+
+
+def _typed_frame(spec, chunk: bytes, names: list[str], typed: dict) -> pl.DataFrame | None:
+    """The fast path: `chunk` parsed once with the `typed` columns as Float64, when that is exact, else None.
+
+    Exact when the chunk holds no quote, its separators number lines * (columns - 1) and polars parses it
+    without error (polars refuses a line with more columns than `names`, so none has fewer either; a blank line
+    has none and so fails the count), and the typed values are what the text path accepts: finite numbers, a
+    label that is a number (0 or 1 without a label rule). Otherwise the batch takes the text path, whose checks
+    name the file, line and fix as before."""
+    if b'"' in chunk:
+        return None
+    buf = np.frombuffer(chunk, dtype=np.uint8)
+    lines = int(np.count_nonzero(buf == 10)) + (chunk[-1:] != b"\n")
+    if int(np.count_nonzero(buf == spec.separator.encode("utf-8")[0])) != lines * (len(names) - 1):
+        return None
+    try:
+        frame = pl.read_csv(chunk, has_header=False, separator=spec.separator, new_columns=names, infer_schema=False,
+                            schema_overrides=typed, quote_char=None)
+    except pl.exceptions.PolarsError:
+        return None
+    if frame.height != lines:
+        return None
+    checks = [(pl.col(c).is_nan() | pl.col(c).is_infinite()).any() for c in typed if c != spec.label.column]
+    label = spec.label.column
+    if label in typed:
+        bad = pl.col(label).is_null() | pl.col(label).is_nan()
+        if spec.label.op is None:
+            bad = bad | ~pl.col(label).is_in([0.0, 1.0])
+        checks.append(bad.any())
+    if checks and any(frame.select(checks).row(0)):
+        return None
+    return frame
+
+
+def _csv_batches(spec, source: _Source, names: list[str], wanted: list[str], batch_bytes: int, on_bytes,
+                 typed: dict | None = None):
+    """Batches of whole lines, about `batch_bytes` each, of one CSV file: the wanted columns (as text; the
+    `typed` ones as Float64 when `_typed_frame` applies), with LINE and FILE."""
     from .datasets.generic import FILE, LINE as SOURCE_LINE
     indices = [names.index(c) for c in wanted]
     with source.path.open("rb") as fh:
@@ -446,13 +497,18 @@ def _csv_batches(spec, source: _Source, names: list[str], wanted: list[str], bat
                     pending = data
                     continue
                 chunk, pending = data[:cut], data[cut:]
-            lines = _check_lines(source, chunk, line, len(names), spec.separator)
-            try:
-                frame = pl.read_csv(chunk, has_header=False, separator=spec.separator, infer_schema=False,
-                                    new_columns=names, columns=indices)
-            except pl.exceptions.PolarsError as exc:
-                raise DataError(f"{source.shown}, lines {line}-{line + lines - 1}: cannot be read as CSV "
-                                f"({str(exc).splitlines()[0]:.200}).") from exc
+            frame = _typed_frame(spec, chunk, names, typed) if typed else None
+            if frame is not None:
+                lines = frame.height
+            else:
+                lines = _check_lines(source, chunk, line, len(names), spec.separator)
+                try:
+                    frame = pl.read_csv(chunk, has_header=False, separator=spec.separator, infer_schema=False,
+                                        new_columns=names, columns=indices)
+                except pl.exceptions.PolarsError as exc:
+                    raise DataError(f"{source.shown}, lines {line}-{line + lines - 1}: cannot be read as CSV "
+                                    f"({str(exc).splitlines()[0]:.200}).") from exc
+            del chunk
             # A quoted field holding a line break makes a row of several lines: rows are then counted, not lines.
             frame = frame.select(wanted).with_columns(
                 pl.Series(SOURCE_LINE, np.arange(line, line + frame.height, dtype=np.int64)),
@@ -516,6 +572,7 @@ class _Reader:
         wanted = wanted_columns(spec, after)
         self.main = [c for c in wanted if c in self.names]
         self.wanted = wanted
+        self.typed = _typed_columns(spec, self.names, self.main)
         self.total_bytes = sum(s.path.stat().st_size for s in sources)
 
     def batches(self, on_bytes):
@@ -524,7 +581,7 @@ class _Reader:
             if self.spec.format == "parquet":
                 it = _parquet_batches(s, self.main, self.batch_rows, on_bytes)
             else:
-                it = _csv_batches(self.spec, s, self.names, self.main, self.batch_bytes, on_bytes)
+                it = _csv_batches(self.spec, s, self.names, self.main, self.batch_bytes, on_bytes, self.typed)
             for frame in it:
                 for join, right in self.joins:
                     frame = frame.join(right, on=join.on, how="left", maintain_order="left")
@@ -548,36 +605,39 @@ def _arrow_schema(schema: Schema) -> pa.Schema:
 
 
 class _SplitWriter:
-    """Appends a split's rows in row groups of exactly `group_rows`, rolling to a new part file every
-    GROUPS_PER_FILE groups."""
+    """Appends a split's rows (staged, coded frames) in row groups of exactly `group_rows`, each encoded by
+    `encode` as it is written, rolling to a new part file every GROUPS_PER_FILE groups."""
 
-    def __init__(self, root: Path, split: str, arrow_schema: pa.Schema, group_rows: int):
+    def __init__(self, root: Path, split: str, arrow_schema: pa.Schema, group_rows: int, encode):
         self.dir, self.split, self.schema, self.group_rows = root / split, split, arrow_schema, group_rows
+        self.encode = encode
         self.dir.mkdir()
-        self.pending: list[pa.Table] = []
+        self.pending: list[pl.DataFrame] = []
         self.pending_rows = 0
         self.writer = None
         self.files: list[dict] = []
 
-    def add(self, table: pa.Table) -> None:
-        if not table.num_rows:
+    def add(self, frame: pl.DataFrame) -> None:
+        if not frame.height:
             return
-        self.pending.append(table)
-        self.pending_rows += table.num_rows
+        self.pending.append(frame)
+        self.pending_rows += frame.height
         if self.pending_rows >= self.group_rows:
-            whole = pa.concat_tables(self.pending).combine_chunks()
-            full = whole.num_rows - whole.num_rows % self.group_rows
+            whole = pl.concat(self.pending, rechunk=False)
+            full = whole.height - whole.height % self.group_rows
             for start in range(0, full, self.group_rows):
                 self._write(whole.slice(start, self.group_rows))
             rest = whole.slice(full)
-            self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+            self.pending, self.pending_rows = ([rest] if rest.height else []), rest.height
 
-    def _write(self, table: pa.Table) -> None:
+    def _write(self, frame: pl.DataFrame) -> None:
+        table = self.encode(frame)
         if self.writer is None or len(self.files[-1]["row_groups"]) >= GROUPS_PER_FILE:
             if self.writer is not None:
                 self.writer.close()
             name = f"{self.split}/part-{len(self.files):05d}.parquet"
-            self.writer = pq.ParquetWriter(self.dir.parent / name, self.schema, compression="zstd")
+            self.writer = pq.ParquetWriter(self.dir.parent / name, self.schema, compression=COMPRESSION,
+                                           use_dictionary=[c for c in self.schema.names if c != LINE])
             self.files.append({"name": name, "rows": 0, "row_groups": []})
         self.writer.write_table(table, row_group_size=table.num_rows)
         self.files[-1]["rows"] += table.num_rows
@@ -585,29 +645,120 @@ class _SplitWriter:
 
     def close(self) -> list[dict]:
         if self.pending_rows:
-            self._write(pa.concat_tables(self.pending).combine_chunks())
+            self._write(pl.concat(self.pending, rechunk=False))
             self.pending, self.pending_rows = [], 0
         if self.writer is not None:
             self.writer.close()
         return self.files
 
 
-def _encoded_table(schema: Schema, sample: pl.DataFrame, arrow_schema: pa.Schema) -> pa.Table:
-    fill = [pl.col(f.name).fill_null(UNKNOWN) for f in schema.fields if f.kind == "categorical"]
-    inputs = encode_frame(schema, sample.with_columns(fill) if fill else sample)
-    columns = [pa.array(sample["label"].to_numpy().astype(np.float32)), pa.array(sample["source_line"].to_numpy())]
-    kinds = {"categorical": 0, "multivalued": 0, "numeric": 0}
+class _Codes:
+    """Each categorical and multi-valued field's values as codes of a polars Categorical with categories of its
+    own, for this `prepare` alone: pass 1 replaces the text by the codes (staged), keeps each code's value the
+    first time it appears, and counts the training rows' codes with np.bincount; these give `value_counts`'s
+    frames. Pass 2 turns codes into vocabulary slots with one numpy lookup per field (a missing value: slot 0,
+    `<unknown>`)."""
+
+    def __init__(self, spec):
+        self.fields = [f for f in spec.fields if f.kind != "numeric"]
+        self.categories = {f.name: pl.Categories.random() for f in self.fields}
+        # polars drops a Categories' values once no data refers to them: an empty column of each keeps them.
+        self._keep = [pl.Series([], dtype=pl.Categorical(c)) for c in self.categories.values()]
+        self.counts = {f.name: np.zeros(0, dtype=np.int64) for f in self.fields}
+        self.seen = {f.name: 0 for f in self.fields}  # codes below are known, with their values in `values`
+        self.values: dict[str, list[pl.DataFrame]] = {f.name: [] for f in self.fields}
+        self.lookups: dict[str, np.ndarray] = {}
+
+    def _dtype(self, f):
+        dtype = pl.Categorical(self.categories[f.name])
+        return pl.List(dtype) if f.kind == "multivalued" else dtype
+
+    def code(self, sample: pl.DataFrame) -> pl.DataFrame:
+        """The sample frame with each categorical column as UInt32 codes (multi-valued: lists of them); the
+        values of codes new in this batch are kept."""
+        coded = sample.with_columns([pl.col(f.name).cast(self._dtype(f)).to_physical() for f in self.fields])
+        for f in self.fields:
+            pairs = pl.DataFrame({"code": coded[f.name], "value": sample[f.name]})
+            if f.kind == "multivalued":
+                pairs = pairs.explode(["code", "value"])
+            new = pairs.filter(pl.col("code") >= self.seen[f.name]).unique("code")
+            if new.height:
+                self.values[f.name].append(new)
+                self.seen[f.name] = int(new["code"].max()) + 1
+        return coded
+
+    def count(self, coded: pl.DataFrame) -> None:
+        """Adds the codes of `coded` (the training rows) to the counts."""
+        for f in self.fields:
+            column = coded[f.name]
+            if f.kind == "multivalued":
+                column = column.explode()
+            codes = column.drop_nulls().to_numpy()
+            if not len(codes):
+                continue
+            new = np.bincount(codes)
+            old = self.counts[f.name]
+            if len(new) > len(old):
+                new[:len(old)] += old
+                self.counts[f.name] = new
+            else:
+                old[:len(new)] += new
+
+    def value_counts(self) -> dict[str, pl.DataFrame]:
+        """Per field what `generic.value_counts` gives for all the training rows counted."""
+        out = {}
+        for f in self.fields:
+            pairs = pl.concat(self.values[f.name]) if self.values[f.name] else \
+                pl.DataFrame({"code": [], "value": []}, schema={"code": pl.UInt32, "value": pl.String})
+            counts = np.zeros(self.seen[f.name], dtype=np.int64)
+            counts[:len(self.counts[f.name])] = self.counts[f.name]
+            frame = pl.DataFrame({"value": pairs["value"].cast(pl.String),
+                                  "count": pl.Series(counts[pairs["code"].to_numpy()], dtype=pl.UInt64)})
+            out[f.name] = frame.filter(pl.col("count") > 0)
+        return out
+
+    def build_lookups(self, schema: Schema) -> None:
+        """code -> slot per field (one more entry, for a missing value); values not in the vocabulary: slot 0."""
+        self.values = {}
+        for f in self.fields:
+            field = next(x for x in schema.fields if x.name == f.name)
+            vocab = pl.Series(list(field.vocab[1:]), dtype=pl.String)
+            codes = vocab.cast(pl.Categorical(self.categories[f.name])).to_physical().to_numpy()
+            lookup = np.zeros(self.seen[f.name] + 1, dtype=np.int32)
+            lookup[codes] = np.arange(1, len(field.vocab), dtype=np.int32)
+            self.lookups[f.name] = lookup
+
+    def slots(self, f, column: pl.Series, width: int) -> pa.Array:
+        """A coded column's slots as `encode_frame` gives them: categorical int32; multi-valued a fixed-size list
+        of `width` int32 (the first max_len values, -1 padding, a row without values: slot 0 alone)."""
+        lookup = self.lookups[f.name]
+        if f.kind != "multivalued":
+            return pa.array(lookup[column.fill_null(len(lookup) - 1).to_numpy()])
+        n = len(column)
+        heads = column.list.head(f.max_len)
+        lengths = heads.list.len().fill_null(0).to_numpy().astype(np.int64)
+        flat = heads.to_arrow().flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+        out = np.full((n, width), -1, dtype=np.int32)
+        rows = np.repeat(np.arange(n), lengths)
+        cols = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        out[rows, cols] = lookup[flat]
+        out[lengths == 0, 0] = 0
+        return pa.FixedSizeListArray.from_arrays(pa.array(out.reshape(-1)), width)
+
+
+def _encoded_codes(schema: Schema, coded: pl.DataFrame, codes: _Codes, arrow_schema: pa.Schema) -> pa.Table:
+    """A staged batch (`_Codes.code` of the sample frame) encoded as `encode_frame` would the sample frame."""
+    from .datasets.generic import LINE as SOURCE_LINE
+    width = max((f.max_len for f in schema.of_kind("multivalued")), default=1)
+    columns = [pa.array(coded[LABEL].to_numpy().astype(np.float32)), pa.array(coded[SOURCE_LINE].to_numpy())]
     for f in schema.fields:
-        j = kinds[f.kind]
-        kinds[f.kind] += 1
-        if f.kind == "categorical":
-            columns.append(pa.array(inputs.categorical[:, j].numpy().astype(np.int32)))
-        elif f.kind == "multivalued":
-            slots = inputs.multivalued[:, j, :].numpy().astype(np.int32)
-            columns.append(pa.FixedSizeListArray.from_arrays(pa.array(slots.reshape(-1)), slots.shape[1]))
+        if f.kind == "numeric":
+            raw = coded[f.name].cast(pl.Float64).to_numpy()
+            columns.append(pa.array(((f.transformed(raw) - f.min_value) / (f.max_value - f.min_value))
+                                    .astype(np.float32)))
         else:
-            columns.append(pa.array(inputs.numeric[:, j].numpy()))
-    columns += [pa.array(sample[f.name].cast(pl.Float64).to_numpy()) for f in schema.of_kind("numeric")]
+            columns.append(codes.slots(f, coded[f.name], width))
+    columns += [pa.array(coded[f.name].cast(pl.Float64).to_numpy()) for f in schema.of_kind("numeric")]
     return pa.Table.from_arrays(columns, schema=arrow_schema)
 
 
@@ -639,14 +790,10 @@ class _Progress:
         self.bar.close()
 
 
-def _merge(frames: list[pl.DataFrame]) -> pl.DataFrame:
-    return pl.concat(frames).group_by("value").agg(pl.col("count").sum())
-
-
 def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, progress: bool = True,
             callback=None, batch_rows: int = BATCH_ROWS, batch_bytes: int = BATCH_BYTES) -> Prepared:
     """Prepare `spec`'s files in `data_dir` into `out` (default `data_dir/prepared/NAME`), or reuse it."""
-    from .datasets.generic import (numeric_range, resolve_files, sample_frame, schema_from, value_counts)
+    from .datasets.generic import numeric_range, resolve_files, sample_frame, schema_from
     if isinstance(row_group_rows, bool) or not isinstance(row_group_rows, int) or row_group_rows < 1:
         raise UsageError(f"row_group_rows {row_group_rows!r}: give a whole number of rows, at least 1.")
     for name, value in (("batch_rows", batch_rows), ("batch_bytes", batch_bytes)):
@@ -685,25 +832,26 @@ def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, p
         folds, rule = split_rule(spec)
         fingerprints = [source_fingerprint(p) for p in files + reader.join_files]
 
-        # Pass 1: counts over the training rows, numeric ranges and longest lists over all rows.
-        counted = {f.name: [] for f in spec.fields if f.kind != "numeric"}
+        # Pass 1: parse and check each batch once; count the training rows' values, the numeric ranges and
+        # longest lists over all rows; stage the batch (values as categorical codes) for pass 2.
+        codes = _Codes(spec)
         ranges = {f.name: None for f in spec.fields if f.kind == "numeric"}
         longest = {f.name: 0 for f in spec.fields if f.kind == "multivalued"}
         rows = {s: 0 for s in SPLITS}
         positives = {s: 0 for s in SPLITS}
         bar = _Progress(1, reader.total_bytes, "B", progress, callback)
-        row = 0
+        row, staged = 0, []
+        from .datasets.generic import FILE
         for b, frame in enumerate(reader.batches(bar.advance)):
             sample = sample_frame(spec, frame, shown)
             del frame
             n = sample.height
-            codes = split_codes(np.arange(row, row + n), spec.seed, folds)
+            split = split_codes(np.arange(row, row + n), spec.seed, folds)
             row += n
-            labels = sample["label"].to_numpy()
+            labels = sample[LABEL].to_numpy()
             for k, s in enumerate(SPLITS):
-                rows[s] += int((codes == k).sum())
-                positives[s] += int(labels[codes == k].sum())
-            train = sample.filter(pl.Series(codes == 0))
+                rows[s] += int((split == k).sum())
+                positives[s] += int(labels[split == k].sum())
             for f in spec.fields:
                 if f.kind == "numeric":
                     r, old = numeric_range(f, sample[f.name].to_numpy()), ranges[f.name]
@@ -711,47 +859,43 @@ def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, p
                         ranges[f.name] = r if old is None else (min(old[0], r[0]), max(old[1], r[1]))
                 elif f.kind == "multivalued":
                     longest[f.name] = max(longest[f.name], int(sample[f.name].list.len().max() or 0))
-                    counted[f.name].append(value_counts(train[f.name].explode()))
-                else:
-                    counted[f.name].append(value_counts(train[f.name]))
-            if (b + 1) % MERGE_EVERY == 0:
-                counted = {k: [_merge(v)] for k, v in counted.items()}
+            coded = codes.code(sample.drop(FILE)).with_columns(pl.Series(SPLIT, split))
+            del sample
+            codes.count(coded.filter(pl.col(SPLIT) == 0))
+            staged.append(staging / f".stage-{b:06d}.arrow")
+            coded.write_ipc(staged[-1], compression="uncompressed")
+            del coded
             bar.rows_done(n)
         bar.close()
+        for s in sources:
+            if s.path != s.shown:
+                s.path.unlink()
         if row < folds:
             raise DataError(f"{', '.join(map(str, shown))}: only {row} samples; at least {folds} are needed to "
                             f"split them.")
-        empty = pl.DataFrame({"value": [], "count": []}, schema={"value": pl.String, "count": pl.UInt64})
-        counts = {k: _merge(v) if v else empty for k, v in counted.items()}
-        del counted
-        schema = schema_from(spec, counts, ranges, longest)
-        del counts
+        schema = schema_from(spec, codes.value_counts(), ranges, longest)
+        codes.counts = {}
         vocab_path = staging / VOCABULARIES
         with vocab_path.open("w", encoding="utf-8") as fh:
             json.dump(schema.to_json(), fh)
 
-        # Pass 2: encode and write the row groups.
+        # Pass 2: read the staged batches back, encode and write the row groups; drop each staged file.
+        codes.build_lookups(schema)
         arrow_schema = _arrow_schema(schema)
-        writers = {s: _SplitWriter(staging, s, arrow_schema, row_group_rows) for s in SPLITS}
+        def encode(frame):
+            return _encoded_codes(schema, frame, codes, arrow_schema)
+        writers = {s: _SplitWriter(staging, s, arrow_schema, row_group_rows, encode) for s in SPLITS}
         bar = _Progress(2, row, "row", progress, callback, total_rows=row)
-        row = 0
-        for frame in reader.batches(lambda _: None):
-            sample = sample_frame(spec, frame, shown)
-            del frame
-            n = sample.height
-            codes = split_codes(np.arange(row, row + n), spec.seed, folds)
-            row += n
-            table = _encoded_table(schema, sample, arrow_schema)
-            del sample
+        for path in staged:
+            coded = pl.read_ipc(path)
+            path.unlink()
             for k, s in enumerate(SPLITS):
-                writers[s].add(table.filter(pa.array(codes == k)))
-            bar.advance(n)
-            bar.rows_done(n)
+                writers[s].add(coded.filter(pl.col(SPLIT) == k))
+            bar.advance(coded.height)
+            bar.rows_done(coded.height)
+            del coded
         bar.close()
         split_files = {s: w.close() for s, w in writers.items()}
-        for s in sources:
-            if s.path != s.shown:
-                s.path.unlink()
         seconds = time.perf_counter() - started
         manifest = {
             "format": FORMAT, "dataset": spec.name, "spec": str(spec.path) if spec.path else None,

@@ -199,7 +199,7 @@ def _refuse_first(bad, spec: DatasetSpec, frame: pl.DataFrame, files, message) -
 
 def labels_of(spec: DatasetSpec, frame: pl.DataFrame, files: list[Path]) -> np.ndarray:
     rule, raw = spec.label, frame[spec.label.column]
-    number = raw.str.strip_chars().cast(pl.Float64, strict=False)
+    number = _as_number(raw)
     _refuse_first((number.is_null() | number.is_nan()).arg_true(), spec, frame, files, lambda n: (
         f"the label column {rule.column} is {raw[n]!r}, not a number ({spec.where('label')}: label = "
         f"{rule.text!r}). Fix or remove the line."))
@@ -212,6 +212,14 @@ def labels_of(spec: DatasetSpec, frame: pl.DataFrame, files: list[Path]) -> np.n
     compare = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal, "==": np.equal,
                "!=": np.not_equal}[rule.op]
     return compare(values, rule.threshold).astype(np.int8)
+
+
+def _as_number(raw: pl.Series) -> pl.Series:
+    """Text stripped and read as Float64 (null where it is no number); a column already parsed as numbers (the
+    typed CSV parse of `autoint.prepared`, for columns only numeric fields or the label read) as it is."""
+    if raw.dtype == pl.String:
+        return raw.str.strip_chars().cast(pl.Float64, strict=False)
+    return raw.cast(pl.Float64)
 
 
 def _text(frame: pl.DataFrame, f: FieldSpec, column: str) -> pl.Series:
@@ -240,7 +248,7 @@ def _derive(spec: DatasetSpec, f: FieldSpec, frame: pl.DataFrame, files) -> pl.S
 
 def _numeric(spec: DatasetSpec, f: FieldSpec, frame: pl.DataFrame, files) -> pl.Series:
     raw = _text(frame, f, f.columns[0])
-    number = raw.str.strip_chars().cast(pl.Float64, strict=False)
+    number = _as_number(raw)
     bad = ((number.is_null() & raw.is_not_null()) | number.is_nan() | number.is_infinite()).arg_true()
     _refuse_first(bad, spec, frame, files, lambda n: (
         f"{f.columns[0]} is {raw[n]!r}, not a finite number, but field {f.name} is numeric "
