@@ -46,9 +46,12 @@ import json
 import os
 import shutil
 import sys
+import queue
 import tempfile
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +74,8 @@ ROW_GROUP_ROWS = 65536  # rows of each row group (the last of a split may be sho
 BATCH_ROWS = 131072  # rows of a Parquet source read at once
 BATCH_BYTES = 32 << 20  # bytes of a CSV source read at once (Criteo: about 125,000 lines)
 COMPRESSION = "lz4"  # of the part files: zstd wrote 10% smaller files 30% slower (benchmarks/README.md)
-GROUPS_PER_FILE = 64  # row groups of a part file before the next part starts
+GROUPS_PER_FILE = 64
+WRITES_AHEAD = 2  # encoded row groups waiting for the writer thread, per split  # row groups of a part file before the next part starts
 EDGE_BYTES = 1 << 20  # a source's fingerprint hashes its first and last MiB
 LABEL, LINE = "label", "line"
 SPLIT = ":split"  # the staged batches' split code column (0 train, 1 val, 2 test)
@@ -417,6 +421,50 @@ def _check_lines(source: _Source, chunk: bytes, first_line: int, expected: int, 
     return len(ends)
 
 
+def _ahead(batches):
+    """The items of the generator `batches`, each made in a worker thread while the one before is used (polars
+    and numpy release the GIL): at most one waits. An exception comes where its item would have; when the
+    consumer stops early, the worker stops after its current item."""
+    items: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def work():
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        items.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            items.put((None, exc))
+
+    thread = threading.Thread(target=work, name="prepare-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = items.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.05)
+        batches.close()
+
+
 def _typed_columns(spec, names: list[str], wanted: list[str]) -> dict:
     """Columns the fast path parses as Float64: those read only by numeric fields without `missing` values, and
     the label column when no field reads it. None without joins' string keys or a multi-byte separator."""
@@ -608,14 +656,16 @@ class _SplitWriter:
     """Appends a split's rows (staged, coded frames) in row groups of exactly `group_rows`, each encoded by
     `encode` as it is written, rolling to a new part file every GROUPS_PER_FILE groups."""
 
-    def __init__(self, root: Path, split: str, arrow_schema: pa.Schema, group_rows: int, encode):
+    def __init__(self, root: Path, split: str, arrow_schema: pa.Schema, group_rows: int, encode,
+                 pool: ThreadPoolExecutor):
         self.dir, self.split, self.schema, self.group_rows = root / split, split, arrow_schema, group_rows
-        self.encode = encode
+        self.encode, self.pool = encode, pool
         self.dir.mkdir()
         self.pending: list[pl.DataFrame] = []
         self.pending_rows = 0
         self.writer = None
         self.files: list[dict] = []
+        self._futures = []
 
     def add(self, frame: pl.DataFrame) -> None:
         if not frame.height:
@@ -634,21 +684,30 @@ class _SplitWriter:
         table = self.encode(frame)
         if self.writer is None or len(self.files[-1]["row_groups"]) >= GROUPS_PER_FILE:
             if self.writer is not None:
-                self.writer.close()
+                self._submit(self.writer.close)
             name = f"{self.split}/part-{len(self.files):05d}.parquet"
             self.writer = pq.ParquetWriter(self.dir.parent / name, self.schema, compression=COMPRESSION,
                                            use_dictionary=[c for c in self.schema.names if c != LINE])
             self.files.append({"name": name, "rows": 0, "row_groups": []})
-        self.writer.write_table(table, row_group_size=table.num_rows)
+        self._submit(self.writer.write_table, table, row_group_size=table.num_rows)
         self.files[-1]["rows"] += table.num_rows
         self.files[-1]["row_groups"].append(table.num_rows)
+
+    def _submit(self, fn, *args, **kwargs) -> None:
+        """Parquet work runs in `pool`'s one thread, in order (pyarrow releases the GIL), overlapping the next
+        batch's encoding; at most WRITES_AHEAD calls wait, so memory stays bounded."""
+        self._futures.append(self.pool.submit(fn, *args, **kwargs))
+        while len(self._futures) > WRITES_AHEAD:
+            self._futures.pop(0).result()
 
     def close(self) -> list[dict]:
         if self.pending_rows:
             self._write(pl.concat(self.pending, rechunk=False))
             self.pending, self.pending_rows = [], 0
         if self.writer is not None:
-            self.writer.close()
+            self._submit(self.writer.close)
+        while self._futures:
+            self._futures.pop(0).result()
         return self.files
 
 
@@ -842,7 +901,7 @@ def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, p
         bar = _Progress(1, reader.total_bytes, "B", progress, callback)
         row, staged = 0, []
         from .datasets.generic import FILE
-        for b, frame in enumerate(reader.batches(bar.advance)):
+        for b, frame in enumerate(_ahead(reader.batches(bar.advance))):
             sample = sample_frame(spec, frame, shown)
             del frame
             n = sample.height
@@ -884,18 +943,19 @@ def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, p
         arrow_schema = _arrow_schema(schema)
         def encode(frame):
             return _encoded_codes(schema, frame, codes, arrow_schema)
-        writers = {s: _SplitWriter(staging, s, arrow_schema, row_group_rows, encode) for s in SPLITS}
         bar = _Progress(2, row, "row", progress, callback, total_rows=row)
-        for path in staged:
-            coded = pl.read_ipc(path)
-            path.unlink()
-            for k, s in enumerate(SPLITS):
-                writers[s].add(coded.filter(pl.col(SPLIT) == k))
-            bar.advance(coded.height)
-            bar.rows_done(coded.height)
-            del coded
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-write") as pool:
+            writers = {s: _SplitWriter(staging, s, arrow_schema, row_group_rows, encode, pool) for s in SPLITS}
+            for path in staged:
+                coded = pl.read_ipc(path)
+                path.unlink()
+                for k, s in enumerate(SPLITS):
+                    writers[s].add(coded.filter(pl.col(SPLIT) == k))
+                bar.advance(coded.height)
+                bar.rows_done(coded.height)
+                del coded
+            split_files = {s: w.close() for s, w in writers.items()}
         bar.close()
-        split_files = {s: w.close() for s, w in writers.items()}
         seconds = time.perf_counter() - started
         manifest = {
             "format": FORMAT, "dataset": spec.name, "spec": str(spec.path) if spec.path else None,
