@@ -208,3 +208,49 @@ def test_the_prepare_command(criteo_dir, tmp_path, capsys):
     assert "no such folder" in capsys.readouterr().err
     assert main(["prepare", "--dataset", "criteo", "--data-dir", str(criteo_dir), "--row-group-rows", "0"]) == 2
     assert "row_group_rows 0" in capsys.readouterr().err
+
+
+def test_values_the_fast_path_cannot_take_get_the_text_paths_errors(criteo_dir, spec, tmp_path):
+    """The typed parse refuses nothing itself: a batch with nan, a label of 2 or an extra column is read again
+    by the text path, whose errors name the file, line and fix."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    lines = (criteo_dir / "train.txt").read_text().splitlines(keepends=True)
+    for text, message in [("0\tnan\t" + lines[1500].split("\t", 2)[2], r"line 1501: I1 is 'nan', not a finite number"),
+                          ("2\t" + lines[1500].split("\t", 1)[1], r"line 1501: the label column label is '2', not 0 or 1"),
+                          (lines[1500].rstrip("\n") + "\textra\n", r"line 1501: expected 40 tab-separated columns, got 41")]:
+        changed = list(lines)
+        changed[1500] = text
+        (folder / "train.txt").write_text("".join(changed))
+        with pytest.raises(DataError, match=message):
+            prepare(spec, folder, progress=False, batch_bytes=BATCH)
+        assert [p.name for p in folder.rglob("*") if p.name != "train.txt"] in ([], ["prepared"])
+
+
+def test_multivalued_join_and_derived_fields_encode_as_in_memory(tmp_path):
+    """A CSV with a header, a multi-valued field, a derived weekday and a join (the text path): the schema and
+    every encoded value are the in-memory reader's."""
+    import importlib.util
+    from autoint.datasets.spec import read_spec
+    from autoint.encoding import encode_frame
+    from autoint.schema import UNKNOWN
+    path = os.path.join(os.path.dirname(__file__), "test_datasets.py")
+    module = importlib.util.spec_from_file_location("_datasets_specs", path)
+    specs = importlib.util.module_from_spec(module)
+    module.loader.exec_module(specs)
+    folder = synth.generate_clicks(tmp_path / "shop", rows=3000, seed=0)
+    (folder / "shop.toml").write_text(specs.USER_SPEC)
+    spec = read_spec(folder / "shop.toml")
+    prepared = prepare(spec, folder, row_group_rows=700, progress=False, batch_bytes=40_000)
+    frame, files = read_frame(spec, folder)
+    frame = sample_frame(spec, frame, files)
+    codes = split_codes(np.arange(frame.height), spec.seed, 10)
+    assert prepared.schema == build_schema(spec, frame, np.flatnonzero(codes == 0))
+    assert prepared.schema.of_kind("multivalued")
+    lines = np.concatenate([pl.read_parquet(prepared.path / s)["line"].to_numpy() for s in SPLITS])
+    rows = frame.join(pl.DataFrame({"source_line": lines}), on="source_line", how="right")
+    fill = [pl.col(f.name).fill_null(UNKNOWN) for f in prepared.schema.of_kind("categorical")]
+    expected = encode_frame(prepared.schema, rows.with_columns(fill))
+    got = [prepared.read_split(s)[0] for s in SPLITS]
+    for k in range(3):
+        assert torch.equal(torch.cat([g[k] for g in got]), expected[k])
