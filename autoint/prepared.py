@@ -18,14 +18,21 @@ The directory (default `DATA_DIR/prepared/NAME`):
                         Unix times stay exact). Row groups hold exactly `row_group_rows` rows; the last one of a
                         split may be shorter. A part file holds at most GROUPS_PER_FILE row groups.
 
-`prepare` reads the raw files in batches: a CSV file as blocks of `batch_bytes` cut at line ends, each
-batch's column counts checked with numpy, then parsed by polars' CSV reader; a Parquet file by pyarrow's
-iterator, `batch_rows` rows at a time), so the raw file is never whole in memory. Each batch goes through the same
-`generic.sample_frame` as the in-memory reader (label rule, numeric, derived and multi-valued fields, errors
-naming the file and line). Pass 1 counts the training rows' values (per-batch polars count frames, merged
-by group_by every few batches), the numeric ranges and the longest lists, and builds the schema with
-`generic.schema_from`, the function `generic.build_schema` ends in, so both give the same schema for the
-same training rows. Pass 2 parses again, encodes with `encoding.encode_frame` and writes the row groups.
+`prepare` reads the raw files in batches: a CSV file as blocks of `batch_bytes` cut at line ends (read and
+parsed in a worker thread, one batch ahead); a Parquet file by pyarrow's iterator, `batch_rows` rows at a time.
+The raw file is never whole in memory. A CSV batch without quotes first takes a fast path: one polars parse
+with the columns only numeric fields (and the label) read typed as Float64, exact when the batch's separator
+count is lines * (columns - 1) and polars, which refuses a line with too many columns, parses it; values the
+text path would refuse (nan, inf, a label not 0/1) send the batch to the text path too. The text path checks
+each line's column count with numpy and parses the batch as text, so its errors name the file, line and fix.
+Each batch goes through the same `generic.sample_frame` as the in-memory reader. Pass 1 parses each batch once:
+categorical and multi-valued values become codes of a polars Categorical with categories of each field's own
+(`_Codes`), the training rows' codes are counted with np.bincount, each code's value is staged once, the numeric
+ranges and longest lists are kept, and the coded batch is staged as Arrow IPC in the staging folder. The schema
+comes from `generic.schema_from`, the function `generic.build_schema` ends in, so both give the same schema for
+the same training rows. Pass 2 reads the staged batches back (no text, no checks), maps codes to vocabulary slots
+with a numpy lookup per field (what `encoding.encode_frame` gives; tests compare them), writes the row groups
+(lz4, in a writer thread) and deletes each staged file.
 
 The split is stream-friendly: row r (0-based, in file order over all files) goes to a fold
 splitmix64(r + splitmix64(seed)) % folds (`split = "random"`: % 10); fold 0 is the test split, fold 1
@@ -74,8 +81,8 @@ ROW_GROUP_ROWS = 65536  # rows of each row group (the last of a split may be sho
 BATCH_ROWS = 131072  # rows of a Parquet source read at once
 BATCH_BYTES = 32 << 20  # bytes of a CSV source read at once (Criteo: about 125,000 lines)
 COMPRESSION = "lz4"  # of the part files: zstd wrote 10% smaller files 30% slower (benchmarks/README.md)
-GROUPS_PER_FILE = 64
-WRITES_AHEAD = 2  # encoded row groups waiting for the writer thread, per split  # row groups of a part file before the next part starts
+GROUPS_PER_FILE = 64  # row groups of a part file before the next part starts
+WRITES_AHEAD = 2  # encoded row groups waiting for the writer thread, per split
 EDGE_BYTES = 1 << 20  # a source's fingerprint hashes its first and last MiB
 LABEL, LINE = "label", "line"
 SPLIT = ":split"  # the staged batches' split code column (0 train, 1 val, 2 test)
@@ -718,14 +725,15 @@ class _Codes:
     frames. Pass 2 turns codes into vocabulary slots with one numpy lookup per field (a missing value: slot 0,
     `<unknown>`)."""
 
-    def __init__(self, spec):
+    def __init__(self, spec, staging: Path):
+        self.staging = staging
         self.fields = [f for f in spec.fields if f.kind != "numeric"]
         self.categories = {f.name: pl.Categories.random() for f in self.fields}
         # polars drops a Categories' values once no data refers to them: an empty column of each keeps them.
         self._keep = [pl.Series([], dtype=pl.Categorical(c)) for c in self.categories.values()]
         self.counts = {f.name: np.zeros(0, dtype=np.int64) for f in self.fields}
         self.seen = {f.name: 0 for f in self.fields}  # codes below are known, with their values in `values`
-        self.values: dict[str, list[pl.DataFrame]] = {f.name: [] for f in self.fields}
+        self.values: dict[str, list[Path]] = {f.name: [] for f in self.fields}  # (code, value) files, staged
         self.lookups: dict[str, np.ndarray] = {}
 
     def _dtype(self, f):
@@ -741,8 +749,10 @@ class _Codes:
             if f.kind == "multivalued":
                 pairs = pairs.explode(["code", "value"])
             new = pairs.filter(pl.col("code") >= self.seen[f.name]).unique("code")
-            if new.height:
-                self.values[f.name].append(new)
+            if new.height:  # staged, not held: a field may have millions of values
+                path = self.staging / f".values-{self.fields.index(f)}-{len(self.values[f.name]):06d}.arrow"
+                new.write_ipc(path, compression="uncompressed")
+                self.values[f.name].append(path)
                 self.seen[f.name] = int(new["code"].max()) + 1
         return coded
 
@@ -767,18 +777,21 @@ class _Codes:
         """Per field what `generic.value_counts` gives for all the training rows counted."""
         out = {}
         for f in self.fields:
-            pairs = pl.concat(self.values[f.name]) if self.values[f.name] else \
-                pl.DataFrame({"code": [], "value": []}, schema={"code": pl.UInt32, "value": pl.String})
             counts = np.zeros(self.seen[f.name], dtype=np.int64)
             counts[:len(self.counts[f.name])] = self.counts[f.name]
-            frame = pl.DataFrame({"value": pairs["value"].cast(pl.String),
-                                  "count": pl.Series(counts[pairs["code"].to_numpy()], dtype=pl.UInt64)})
-            out[f.name] = frame.filter(pl.col("count") > 0)
+            parts = [pl.DataFrame({"value": [], "count": []}, schema={"value": pl.String, "count": pl.UInt64})]
+            for path in self.values[f.name]:
+                pairs = pl.read_ipc(path)
+                path.unlink()
+                frame = pl.DataFrame({"value": pairs["value"].cast(pl.String),
+                                      "count": pl.Series(counts[pairs["code"].to_numpy()], dtype=pl.UInt64)})
+                parts.append(frame.filter(pl.col("count") > 0))
+            out[f.name] = pl.concat(parts)
+        self.values = {}
         return out
 
     def build_lookups(self, schema: Schema) -> None:
         """code -> slot per field (one more entry, for a missing value); values not in the vocabulary: slot 0."""
-        self.values = {}
         for f in self.fields:
             field = next(x for x in schema.fields if x.name == f.name)
             vocab = pl.Series(list(field.vocab[1:]), dtype=pl.String)
@@ -893,7 +906,7 @@ def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, p
 
         # Pass 1: parse and check each batch once; count the training rows' values, the numeric ranges and
         # longest lists over all rows; stage the batch (values as categorical codes) for pass 2.
-        codes = _Codes(spec)
+        codes = _Codes(spec, staging)
         ranges = {f.name: None for f in spec.fields if f.kind == "numeric"}
         longest = {f.name: 0 for f in spec.fields if f.kind == "multivalued"}
         rows = {s: 0 for s in SPLITS}

@@ -216,9 +216,11 @@ def test_values_the_fast_path_cannot_take_get_the_text_paths_errors(criteo_dir, 
     folder = tmp_path / "odd"
     folder.mkdir()
     lines = (criteo_dir / "train.txt").read_text().splitlines(keepends=True)
-    for text, message in [("0\tnan\t" + lines[1500].split("\t", 2)[2], r"line 1501: I1 is 'nan', not a finite number"),
-                          ("2\t" + lines[1500].split("\t", 1)[1], r"line 1501: the label column label is '2', not 0 or 1"),
-                          (lines[1500].rstrip("\n") + "\textra\n", r"line 1501: expected 40 tab-separated columns, got 41")]:
+    rest = lines[1500].split("\t", 2)
+    for text, message in [("0\tnan\t" + rest[2], r"line 1501: I1 is 'nan', not a finite number"),
+                          ("2\t" + rest[1] + "\t" + rest[2], r"line 1501: the label column label is '2', not 0 or 1"),
+                          (lines[1500].rstrip("\n") + "\textra\n", r"line 1501: expected 40 tab-separated columns, "
+                                                                   r"got 41")]:
         changed = list(lines)
         changed[1500] = text
         (folder / "train.txt").write_text("".join(changed))
