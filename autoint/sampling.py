@@ -85,6 +85,16 @@ def default_interaction_rows(n_fields: int, size: int) -> int:
     return max(1, min(size, max(SAMPLED_ROWS, EXACT_FORWARDS // 2 ** n_fields)))
 
 
+def sample_size(total: int, size: int | None, split: str) -> int:
+    """The rows a sample of `split` (described in words) takes: `default_size` when None, at most the split."""
+    if total == 0:
+        raise UsageError(f"{split} has no samples: choose another split.")
+    size = default_size(total) if size is None else int(size)
+    if size < 1:
+        raise UsageError(f"a sample of {size} rows: give at least 1 ({split} has {total:,}).")
+    return min(size, total)
+
+
 def permutation_prefix(total: int, size: int, seed: int) -> np.ndarray:
     """The first `size` of a seeded permutation of range(total): nested in `size`, fixed by `seed`."""
     return np.random.default_rng(seed).permutation(total)[:size].astype(np.int64)
@@ -96,12 +106,7 @@ def split_sample(dataset, split: str = "test", size: int | None = None, seed: in
     if split not in dataset.splits:
         raise UsageError(f"unknown split {split!r}; choose one of {', '.join(dataset.splits)}.")
     total = len(dataset.splits[split])
-    if total == 0:
-        raise UsageError(f"the {split} split has no samples: choose another split.")
-    size = default_size(total) if size is None else int(size)
-    if size < 1:
-        raise UsageError(f"a sample of {size} rows: give at least 1 (the {split} split has {total:,}).")
-    size = min(size, total)
+    size = sample_size(total, size, f"the {split} split")
     order = np.arange(total, dtype=np.int64) if size == total else permutation_prefix(total, size, seed)
     return SplitSample(split, int(seed), total, order)
 
@@ -183,12 +188,7 @@ def prepared_sample(prepared, split: str = "test", size: int | None = None, seed
     from .data import Dataset
     import polars as pl
     total = prepared.rows(split)
-    if total == 0:
-        raise UsageError(f"the {split} split of {prepared.path} has no samples: choose another split.")
-    size = default_size(total) if size is None else int(size)
-    if size < 1:
-        raise UsageError(f"a sample of {size} rows: give at least 1 (the {split} split has {total:,}).")
-    size = min(size, total)
+    size = sample_size(total, size, f"the {split} split of {prepared.path}")
     inputs, y = _read_rows(prepared, split, permutation_prefix(total, size, seed))
     splits = {split: np.arange(size, dtype=np.int64)}
     train_rows = prepared.rows("train") if split != "train" else 0
