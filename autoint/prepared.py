@@ -26,13 +26,23 @@ count is lines * (columns - 1) and polars, which refuses a line with too many co
 text path would refuse (nan, inf, a label not 0/1) send the batch to the text path too. The text path checks
 each line's column count with numpy and parses the batch as text, so its errors name the file, line and fix.
 Each batch goes through the same `generic.sample_frame` as the in-memory reader. Pass 1 parses each batch once:
-categorical and multi-valued values become codes of a polars Categorical with categories of each field's own
-(`_Codes`), the training rows' codes are counted with np.bincount, each code's value is staged once, the numeric
-ranges and longest lists are kept, and the coded batch is staged as Arrow IPC in the staging folder. The schema
-comes from `generic.schema_from`, the function `generic.build_schema` ends in, so both give the same schema for
-the same training rows. Pass 2 reads the staged batches back (no text, no checks), maps codes to vocabulary slots
-with a numpy lookup per field (what `encoding.encode_frame` gives; tests compare them), writes the row groups
+categorical and multi-valued values become 64-bit hashes (`_Hashes`: polars' hash, a fixed seed), the training
+rows' hashes are counted per batch and go into a fixed-size count-min sketch (SKETCH_ROWS x 2^SKETCH_BITS
+uint64 counters, 128 MiB, shared by all fields); the text of a value is kept only once its estimate reaches its
+field's min_count (the sketch never underestimates, so no value that reaches min_count is missed); the numeric
+ranges and longest lists are kept, and the hashed batch and its per-batch counts are staged as Arrow IPC in the
+staging folder. After pass 1 the candidates are counted exactly from the staged per-batch counts, so memory
+follows the candidates (about the vocabulary), not the long tail of rare values; a field with min_count 1
+keeps every training value, and memory grows with its vocabulary. A 64-bit collision (two values of a field
+with one hash) is negligible: about n^2 / 2^65 for n distinct values. The schema comes from
+`generic.schema_from`, the function `generic.build_schema` ends in, so both give the same schema for the same
+training rows. Pass 2 reads the staged batches back (no text, no checks), maps hashes to vocabulary slots by a
+hash-table lookup per field (what `encoding.encode_frame` gives; tests compare them), writes the row groups
 (lz4, in a writer thread) and deletes each staged file.
+
+Measured (benchmarks/README.md, "prepare"; generated Criteo-format file, 2 cores): 1M rows 7.2 s wall, 958 MiB
+peak RSS; 10M rows 57.4 s wall (174,216 rows/s), 1,060 MiB (before the sketch: 1,574 MiB, growing with the
+distinct values). The 300,000 rows/s target is not reached.
 
 The split is stream-friendly: row r (0-based, in file order over all files) goes to a fold
 splitmix64(r + splitmix64(seed)) % folds (`split = "random"`: % 10); fold 0 is the test split, fold 1
@@ -88,6 +98,9 @@ LABEL, LINE = "label", "line"
 SPLIT = ":split"  # the staged batches' split code column (0 train, 1 val, 2 test)
 RAW = "raw:"  # prefix of a numeric field's raw value column
 MAX_MANIFEST_BYTES = 64 << 20
+HASH_SEED = 0x5EED_AB1E  # polars' hash seed for categorical values (any fixed number: one run hashes alike)
+SKETCH_BITS = 23  # each count-min sketch row has 2^23 counters (uint64: 64 MiB a row)
+SKETCH_ROWS = 2  # rows of the sketch (a value's estimate is the least of its SKETCH_ROWS counters)
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -718,108 +731,206 @@ class _SplitWriter:
         return self.files
 
 
-class _Codes:
-    """Each categorical and multi-valued field's values as codes of a polars Categorical with categories of its
-    own, for this `prepare` alone: pass 1 replaces the text by the codes (staged), keeps each code's value the
-    first time it appears, and counts the training rows' codes with np.bincount; these give `value_counts`'s
-    frames. Pass 2 turns codes into vocabulary slots with one numpy lookup per field (a missing value: slot 0,
-    `<unknown>`)."""
+class _HashTable:
+    """Distinct uint64 keys -> their positions 0..n-1, by open addressing (linear probing) in numpy arrays of a
+    power-of-two size at most half full; `find` looks many keys up at once (-1: absent). Keys are stored with
+    their lowest bit set (0 marks an empty slot), so two hashes that differ only there are one key: with
+    64-bit hashes that is one more collision chance in 2^63, as negligible as the collisions themselves."""
+
+    def __init__(self, keys: np.ndarray):
+        keys = np.asarray(keys, dtype=np.uint64) | np.uint64(1)
+        bits = max(4, int(2 * len(keys)).bit_length())
+        self.shift, self.mask = np.uint64(64 - bits), (1 << bits) - 1
+        self.keys = np.zeros(1 << bits, dtype=np.uint64)
+        self.values = np.full(1 << bits, -1, dtype=np.int32)
+        pos = (keys >> self.shift).astype(np.int64)
+        pending = np.arange(len(keys))
+        while len(pending):
+            slot = pos[pending]
+            free = self.keys[slot] == 0
+            taken, first = np.unique(slot[free], return_index=True)  # one key per free slot and round
+            won = pending[free][first]
+            self.keys[taken], self.values[taken] = keys[won], won
+            placed = np.zeros(len(keys), dtype=bool)
+            placed[won] = True
+            pending = pending[~placed[pending]]
+            pos[pending] = (pos[pending] + 1) & self.mask
+
+    def find(self, hashes: np.ndarray) -> np.ndarray:
+        hashes = np.asarray(hashes, dtype=np.uint64) | np.uint64(1)
+        out = np.full(len(hashes), -1, dtype=np.int32)
+        pos = (hashes >> self.shift).astype(np.int64)
+        rows = np.arange(len(hashes))
+        while len(rows):
+            key = self.keys[pos]
+            hit = key == hashes
+            out[rows[hit]] = self.values[pos[hit]]
+            more = ~hit & (key != 0)
+            rows, hashes, pos = rows[more], hashes[more], (pos[more] + 1) & self.mask
+        return out
+
+
+class _Hashes:
+    """Categorical and multi-valued values as 64-bit hashes, so that memory does not grow with the long tail of
+    values seen fewer than `min_count` times.
+
+    Pass 1 (`stage`): each value is hashed (polars `hash`, seed HASH_SEED: the same value hashes the same in
+    every batch of a run; a missing value stays null). The staged batch holds the hashes instead of the text.
+    The training rows' hashes are counted per batch (a polars group-by: distinct hash, count, one value), and
+    those batch counts are staged too (small: one row per distinct value of the batch). The counts go into a
+    count-min sketch shared by all fields, SKETCH_ROWS rows of 2^SKETCH_BITS uint64 counters indexed by
+    independent bits of splitmix64(hash ^ the field's salt): a value's estimate, the least of its counters,
+    is at least its count so far and never less. After the batch, each value of the batch whose estimate
+    reaches its field's min_count becomes a *candidate*: its (hash, text) is kept, once. A value that reaches
+    min_count in the training rows has its estimate >= min_count in the batch of its last training occurrence,
+    so it is a candidate: no kept value is lost. Memory: the sketch (fixed) and the candidates (about the
+    vocabulary, plus values that collide with frequent ones in every sketch row).
+    Fields with min_count 1 keep every training value: the sketch cannot help there, every value is a
+    candidate, and memory grows with their vocabulary (which the model embeds anyway).
+
+    `value_counts` then counts the candidates exactly from the staged batch counts (a hash-table lookup and
+    np.bincount) and gives `generic.value_counts`'s frames of the values that may be kept (every value with a
+    count >= min_count is among them, with its exact count), so `schema_from` builds the same vocabularies
+    (most frequent first, ties by value). Pass 2 (`slots`) maps each hash to its vocabulary slot by a lookup in
+    the field's hash table; a hash not in the vocabulary, or a missing value, gets slot 0 (`<unknown>`).
+
+    Two distinct values of one field with the same 64-bit hash would count as one: with n distinct values the
+    chance of any such pair is about n^2 / 2^65 (3e-4 for 10^8 values of one field); it would merge two
+    values' counts, nothing else."""
 
     def __init__(self, spec, staging: Path):
         self.staging = staging
         self.fields = [f for f in spec.fields if f.kind != "numeric"]
-        self.categories = {f.name: pl.Categories.random() for f in self.fields}
-        # polars drops a Categories' values once no data refers to them: an empty column of each keeps them.
-        self._keep = [pl.Series([], dtype=pl.Categorical(c)) for c in self.categories.values()]
-        self.counts = {f.name: np.zeros(0, dtype=np.int64) for f in self.fields}
-        self.seen = {f.name: 0 for f in self.fields}  # codes below are known, with their values in `values`
-        self.values: dict[str, list[Path]] = {f.name: [] for f in self.fields}  # (code, value) files, staged
-        self.lookups: dict[str, np.ndarray] = {}
+        self.salts = {f.name: _splitmix64(np.array([i + 1], dtype=np.uint64))[0] for i, f in enumerate(self.fields)}
+        self.sketch = np.zeros((SKETCH_ROWS, 1 << SKETCH_BITS), dtype=np.uint64) \
+            if any(f.min_count > 1 for f in self.fields) else None
+        self.candidates = {f.name: [] for f in self.fields}  # frames (hash, value), distinct hashes per frame
+        self.candidate_rows = {f.name: 0 for f in self.fields}
+        self.compacted = {f.name: 0 for f in self.fields}
+        self.counted: list[Path] = []  # staged batch counts
+        self.tables: dict[str, _HashTable] = {}
+        self.slot_of: dict[str, np.ndarray] = {}
 
-    def _dtype(self, f):
-        dtype = pl.Categorical(self.categories[f.name])
-        return pl.List(dtype) if f.kind == "multivalued" else dtype
+    def _cells(self, name: str, hashes: np.ndarray) -> list[np.ndarray]:
+        with np.errstate(over="ignore"):
+            mixed = _splitmix64(hashes ^ self.salts[name])
+        full = np.uint64((1 << SKETCH_BITS) - 1)
+        return [((mixed >> np.uint64(64 - SKETCH_BITS * (r + 1))) & full).astype(np.int64)
+                for r in range(SKETCH_ROWS)]
 
-    def code(self, sample: pl.DataFrame) -> pl.DataFrame:
-        """The sample frame with each categorical column as UInt32 codes (multi-valued: lists of them); the
-        values of codes new in this batch are kept."""
-        coded = sample.with_columns([pl.col(f.name).cast(self._dtype(f)).to_physical() for f in self.fields])
-        for f in self.fields:
-            pairs = pl.DataFrame({"code": coded[f.name], "value": sample[f.name]})
+    def stage(self, sample: pl.DataFrame, train: np.ndarray, batch: int) -> pl.DataFrame:
+        """The sample frame with each categorical column as UInt64 hashes (multi-valued: lists of them; missing:
+        null); the training rows' values counted (sketch, candidates, staged batch counts)."""
+        hashed = sample.with_columns([
+            (pl.col(f.name).list.eval(pl.element().hash(HASH_SEED)) if f.kind == "multivalued" else
+             pl.when(pl.col(f.name).is_null()).then(None).otherwise(pl.col(f.name).hash(HASH_SEED))).alias(f.name)
+            for f in self.fields])
+        keep = pl.Series(train)
+        counts, cells = [], {}
+        for i, f in enumerate(self.fields):
+            pairs = pl.DataFrame({"hash": hashed[f.name].filter(keep), "value": sample[f.name].filter(keep)})
             if f.kind == "multivalued":
-                pairs = pairs.explode(["code", "value"])
-            new = pairs.filter(pl.col("code") >= self.seen[f.name]).unique("code")
-            if new.height:  # staged, not held: a field may have millions of values
-                path = self.staging / f".values-{self.fields.index(f)}-{len(self.values[f.name]):06d}.arrow"
-                new.write_ipc(path, compression="uncompressed")
-                self.values[f.name].append(path)
-                self.seen[f.name] = int(new["code"].max()) + 1
-        return coded
-
-    def count(self, coded: pl.DataFrame) -> None:
-        """Adds the codes of `coded` (the training rows) to the counts."""
-        for f in self.fields:
-            column = coded[f.name]
-            if f.kind == "multivalued":
-                column = column.explode()
-            codes = column.drop_nulls().to_numpy()
-            if not len(codes):
-                continue
-            new = np.bincount(codes)
-            old = self.counts[f.name]
-            if len(new) > len(old):
-                new[:len(old)] += old
-                self.counts[f.name] = new
+                pairs = pairs.explode(["hash", "value"])
+            pairs = pairs.drop_nulls("hash")
+            per = pairs["hash"].value_counts(name="count")
+            counts.append(per.select(pl.lit(i, pl.UInt16).alias("field"), "hash", "count"))
+            if f.min_count > 1:
+                cells[f.name] = (pairs, per, self._cells(f.name, per["hash"].to_numpy()))
+                for r, at in enumerate(cells[f.name][2]):
+                    np.add.at(self.sketch[r], at, per["count"].to_numpy().astype(np.uint64))
             else:
-                old[:len(new)] += new
+                self._candidates(f, pairs.unique("hash", keep="first"))
+        for f in self.fields:
+            if f.name in cells:  # the text of the batch's values whose estimate reaches min_count, once each
+                pairs, per, at = cells[f.name]
+                if not per.height:
+                    continue
+                estimate = np.minimum.reduce([self.sketch[r][a] for r, a in enumerate(at)])
+                reached = per["hash"].filter(pl.Series(estimate >= f.min_count))
+                if len(reached):
+                    self._candidates(f, pairs.filter(pl.col("hash").is_in(reached.implode()))
+                                     .unique("hash", keep="first"))
+        if counts:
+            path = self.staging / f".counts-{batch:06d}.arrow"
+            pl.concat(counts).write_ipc(path, compression="uncompressed")
+            self.counted.append(path)
+        return hashed
+
+    def _candidates(self, f, frame: pl.DataFrame) -> None:
+        """Keeps `frame`'s (hash, value) pairs, each hash once (merged when the kept rows double)."""
+        if not frame.height:
+            return
+        self.candidates[f.name].append(frame)
+        self.candidate_rows[f.name] += frame.height
+        if self.candidate_rows[f.name] > 2 * self.compacted[f.name] + 65536:
+            merged = pl.concat(self.candidates[f.name]).unique("hash", keep="first")
+            self.candidates[f.name], self.candidate_rows[f.name] = [merged], merged.height
+            self.compacted[f.name] = merged.height
 
     def value_counts(self) -> dict[str, pl.DataFrame]:
-        """Per field what `generic.value_counts` gives for all the training rows counted."""
-        out = {}
-        for f in self.fields:
-            counts = np.zeros(self.seen[f.name], dtype=np.int64)
-            counts[:len(self.counts[f.name])] = self.counts[f.name]
-            parts = [pl.DataFrame({"value": [], "count": []}, schema={"value": pl.String, "count": pl.UInt64})]
-            for path in self.values[f.name]:
-                pairs = pl.read_ipc(path)
-                path.unlink()
-                frame = pl.DataFrame({"value": pairs["value"].cast(pl.String),
-                                      "count": pl.Series(counts[pairs["code"].to_numpy()], dtype=pl.UInt64)})
-                parts.append(frame.filter(pl.col("count") > 0))
-            out[f.name] = pl.concat(parts)
-        self.values = {}
-        return out
+        """Per field `generic.value_counts`'s frame of its candidates with their exact training counts: every
+        value counted min_count times or more is there, so `vocab_of` keeps what it keeps from all values."""
+        chosen, tables, totals = {}, {}, {}
+        for i, f in enumerate(self.fields):
+            frames = self.candidates.pop(f.name)
+            merged = pl.concat(frames).unique("hash", keep="first") if frames else \
+                pl.DataFrame({"hash": [], "value": []}, schema={"hash": pl.UInt64, "value": pl.String})
+            if f.min_count > 1 and merged.height:  # the final estimates: fewer candidates than along the way
+                at = self._cells(f.name, merged["hash"].to_numpy())
+                estimate = np.minimum.reduce([self.sketch[r][a] for r, a in enumerate(at)])
+                merged = merged.filter(pl.Series(estimate >= f.min_count))
+            chosen[f.name] = merged
+            tables[i] = _HashTable(merged["hash"].to_numpy())
+            totals[i] = np.zeros(merged.height, dtype=np.int64)
+        self.sketch = None
+        for path in self.counted:
+            counts = pl.read_ipc(path)
+            path.unlink()
+            for i, part in counts.partition_by("field", as_dict=True, include_key=False).items():
+                at = tables[i[0]].find(part["hash"].to_numpy())
+                found = at >= 0
+                totals[i[0]] += np.bincount(at[found], weights=part["count"].to_numpy()[found],
+                                            minlength=len(totals[i[0]])).astype(np.int64)
+        self.counted = []
+        return {f.name: pl.DataFrame({"value": chosen[f.name]["value"].cast(pl.String),
+                                      "count": pl.Series(totals[i], dtype=pl.UInt64)})
+                for i, f in enumerate(self.fields)}
 
     def build_lookups(self, schema: Schema) -> None:
-        """code -> slot per field (one more entry, for a missing value); values not in the vocabulary: slot 0."""
+        """hash -> slot per field: a hash table of the vocabulary's hashes (values not in it: slot 0)."""
         for f in self.fields:
             field = next(x for x in schema.fields if x.name == f.name)
             vocab = pl.Series(list(field.vocab[1:]), dtype=pl.String)
-            codes = vocab.cast(pl.Categorical(self.categories[f.name])).to_physical().to_numpy()
-            lookup = np.zeros(self.seen[f.name] + 1, dtype=np.int32)
-            lookup[codes] = np.arange(1, len(field.vocab), dtype=np.int32)
-            self.lookups[f.name] = lookup
+            self.tables[f.name] = _HashTable(vocab.hash(HASH_SEED).to_numpy())
+            # position -> slot; the extra last entry (position -1: absent) is slot 0
+            self.slot_of[f.name] = np.append(np.arange(1, len(field.vocab), dtype=np.int32), np.int32(0))
 
     def slots(self, f, column: pl.Series, width: int) -> pa.Array:
-        """A coded column's slots as `encode_frame` gives them: categorical int32; multi-valued a fixed-size list
-        of `width` int32 (the first max_len values, -1 padding, a row without values: slot 0 alone)."""
-        lookup = self.lookups[f.name]
+        """A hashed column's slots as `encode_frame` gives them: categorical int32 (missing: 0); multi-valued a
+        fixed-size list of `width` int32 (the first max_len values, -1 padding, a row without values: slot 0
+        alone)."""
+        table, slot_of = self.tables[f.name], self.slot_of[f.name]
         if f.kind != "multivalued":
-            return pa.array(lookup[column.fill_null(len(lookup) - 1).to_numpy()])
+            hashes = column.to_numpy(allow_copy=True) if column.null_count() == 0 else \
+                column.fill_null(0).to_numpy()
+            out = slot_of[table.find(hashes)]
+            if column.null_count():
+                out[column.is_null().to_numpy()] = 0
+            return pa.array(out)
         n = len(column)
         heads = column.list.head(f.max_len)
         lengths = heads.list.len().fill_null(0).to_numpy().astype(np.int64)
-        flat = heads.to_arrow().flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+        flat = heads.to_arrow().flatten().to_numpy(zero_copy_only=False).astype(np.uint64)
         out = np.full((n, width), -1, dtype=np.int32)
         rows = np.repeat(np.arange(n), lengths)
         cols = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        out[rows, cols] = lookup[flat]
+        out[rows, cols] = slot_of[table.find(flat)]
         out[lengths == 0, 0] = 0
         return pa.FixedSizeListArray.from_arrays(pa.array(out.reshape(-1)), width)
 
 
-def _encoded_codes(schema: Schema, coded: pl.DataFrame, codes: _Codes, arrow_schema: pa.Schema) -> pa.Table:
-    """A staged batch (`_Codes.code` of the sample frame) encoded as `encode_frame` would the sample frame."""
+def _encoded_codes(schema: Schema, coded: pl.DataFrame, codes: "_Hashes", arrow_schema: pa.Schema) -> pa.Table:
+    """A staged batch (`_Hashes.stage` of the sample frame) encoded as `encode_frame` would the sample frame."""
     from .datasets.generic import LINE as SOURCE_LINE
     width = max((f.max_len for f in schema.of_kind("multivalued")), default=1)
     columns = [pa.array(coded[LABEL].to_numpy().astype(np.float32)), pa.array(coded[SOURCE_LINE].to_numpy())]
@@ -906,7 +1017,7 @@ def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, p
 
         # Pass 1: parse and check each batch once; count the training rows' values, the numeric ranges and
         # longest lists over all rows; stage the batch (values as categorical codes) for pass 2.
-        codes = _Codes(spec, staging)
+        codes = _Hashes(spec, staging)
         ranges = {f.name: None for f in spec.fields if f.kind == "numeric"}
         longest = {f.name: 0 for f in spec.fields if f.kind == "multivalued"}
         rows = {s: 0 for s in SPLITS}
@@ -931,9 +1042,8 @@ def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, p
                         ranges[f.name] = r if old is None else (min(old[0], r[0]), max(old[1], r[1]))
                 elif f.kind == "multivalued":
                     longest[f.name] = max(longest[f.name], int(sample[f.name].list.len().max() or 0))
-            coded = codes.code(sample.drop(FILE)).with_columns(pl.Series(SPLIT, split))
+            coded = codes.stage(sample.drop(FILE), split == 0, b).with_columns(pl.Series(SPLIT, split))
             del sample
-            codes.count(coded.filter(pl.col(SPLIT) == 0))
             staged.append(staging / f".stage-{b:06d}.arrow")
             coded.write_ipc(staged[-1], compression="uncompressed")
             del coded
@@ -946,7 +1056,6 @@ def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, p
             raise DataError(f"{', '.join(map(str, shown))}: only {row} samples; at least {folds} are needed to "
                             f"split them.")
         schema = schema_from(spec, codes.value_counts(), ranges, longest)
-        codes.counts = {}
         vocab_path = staging / VOCABULARIES
         with vocab_path.open("w", encoding="utf-8") as fh:
             json.dump(schema.to_json(), fh)

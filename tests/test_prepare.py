@@ -256,3 +256,25 @@ def test_multivalued_join_and_derived_fields_encode_as_in_memory(tmp_path):
     got = [prepared.read_split(s)[0] for s in SPLITS]
     for k in range(3):
         assert torch.equal(torch.cat([g[k] for g in got]), expected[k])
+
+
+@pytest.mark.parametrize("bits", [2, 12])
+def test_a_count_min_sketch_full_of_collisions_loses_no_value(criteo_dir, spec, tmp_path, monkeypatch, bits):
+    """With 4 counters a row every value collides with frequent ones (all are candidates, counted exactly);
+    with 4096 some do: both give the in-memory schema and encoding (min_count 10 here)."""
+    import autoint.prepared as prepared_module
+    from autoint.encoding import encode_frame
+    from autoint.schema import UNKNOWN
+    monkeypatch.setattr(prepared_module, "SKETCH_BITS", bits)
+    assert all(f.min_count > 1 for f in spec.fields if f.kind != "numeric")
+    out = prepare(spec, criteo_dir, tmp_path / "p", row_group_rows=GROUP, progress=False, batch_bytes=BATCH)
+    frame, files = read_frame(spec, criteo_dir)
+    frame = sample_frame(spec, frame, files)
+    codes = split_codes(np.arange(frame.height), spec.seed, spec.folds)
+    assert out.schema == build_schema(spec, frame, np.flatnonzero(codes == 0))
+    lines = np.concatenate([pl.read_parquet(out.path / s)["line"].to_numpy() for s in SPLITS])
+    rows = frame.join(pl.DataFrame({"source_line": lines}), on="source_line", how="right")
+    fill = [pl.col(f.name).fill_null(UNKNOWN) for f in out.schema.of_kind("categorical")]
+    expected = encode_frame(out.schema, rows.with_columns(fill))
+    got = [out.read_split(s)[0] for s in SPLITS]
+    assert torch.equal(torch.cat([g.categorical for g in got]), expected.categorical)
