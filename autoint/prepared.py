@@ -67,7 +67,6 @@ import queue
 import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +80,7 @@ import torch
 from .data import DataError, Dataset
 from .encoding import FieldTensors
 from .errors import UsageError
+from .files import swap_into_place
 from .schema import Schema, SchemaError
 
 FORMAT = "autoint-prepared/1"
@@ -976,7 +976,7 @@ class _Progress:
 def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, progress: bool = True,
             callback=None, batch_rows: int = BATCH_ROWS, batch_bytes: int = BATCH_BYTES) -> Prepared:
     """Prepare `spec`'s files in `data_dir` into `out` (default `data_dir/prepared/NAME`), or reuse it."""
-    from .datasets.generic import numeric_range, resolve_files, sample_frame, schema_from
+    from .datasets.generic import is_gzip, numeric_range, resolve_files, sample_frame, schema_from
     if isinstance(row_group_rows, bool) or not isinstance(row_group_rows, int) or row_group_rows < 1:
         raise UsageError(f"row_group_rows {row_group_rows!r}: give a whole number of rows, at least 1.")
     for name, value in (("batch_rows", batch_rows), ("batch_bytes", batch_bytes)):
@@ -1002,7 +1002,7 @@ def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, p
         sources = []
         for i, path in enumerate(files):
             read_from = path
-            if _is_gzip(path):  # streamed into the staging folder, never whole in memory
+            if is_gzip(path):  # streamed into the staging folder, never whole in memory
                 read_from = staging / f".source-{i}"
                 with gzip.open(path, "rb") as src, read_from.open("wb") as dst:
                     try:
@@ -1095,24 +1095,8 @@ def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, p
             json.dump(manifest, fh, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
-        _publish(staging, out)
+        swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Prepared.open(out)
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Rename the staging folder into place; an old directory is moved aside first, then removed."""
-    if out.exists():
-        trash = out.parent / f"{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(out, trash)
-        os.rename(staging, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(staging, out)
-
-
-def _is_gzip(path: Path) -> bool:
-    with path.open("rb") as fh:
-        return fh.read(2) == b"\x1f\x8b"

@@ -19,7 +19,6 @@ import re
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import AutoIntError
+from .files import swap_into_place
 from .baselines import build_model, config_from_json
 from .model import ConfigError
 from .schema import Schema, SchemaError
@@ -122,15 +122,7 @@ def save_run(path: str | os.PathLike, model: torch.nn.Module, *, metrics: dict, 
             fh.flush()
             os.fsync(fh.fileno())
         with registry_lock(path.parent):  # other writers and listers wait for the swap
-            if path.exists():
-                # Replace an old run. A kill between the two renames leaves only `.NAME.old-*`, which
-                # `clean_staging` renames back, so the old run is never lost.
-                trash = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-                os.rename(path, trash)
-                os.rename(staging, path)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.rename(staging, path)
+            swap_into_place(staging, path)  # an old run is never lost (clean_staging renames `.NAME.old-*` back)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

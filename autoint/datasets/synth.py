@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from ..files import swap_into_place
 from ..schema import log2_transform
 from .movielens import AGE_NAMES, GENRES
 
@@ -73,10 +74,9 @@ def _stage(out: Path) -> Path:
 
 def _publish(staging: Path, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.move(str(staging), out)
-    return out
+    if staging.parent.resolve() != out.parent.resolve():  # staged elsewhere (no folder yet): move it beside first
+        staging = Path(shutil.move(str(staging), out.parent / staging.name))
+    return swap_into_place(staging, out)
 
 
 def _write(path: Path, lines, compress: bool = False) -> None:
