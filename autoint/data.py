@@ -8,10 +8,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-import torch
+
+if TYPE_CHECKING:  # imported where tensors are made, so `prepare` starts without torch
+    import torch
 
 from .encoding import FieldTensors
 from .errors import AutoIntError
@@ -64,6 +67,7 @@ class Dataset:
     def split(self, name: str) -> tuple[FieldTensors, torch.Tensor]:
         if name not in self.splits:
             raise DataError(f"unknown split {name!r}; choose one of {', '.join(self.splits)}")
+        import torch
         rows = torch.from_numpy(self.splits[name])
         return self.inputs.index(rows), self.labels[rows]
 

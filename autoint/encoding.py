@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import numpy as np
 import polars as pl
-import torch
+
+if TYPE_CHECKING:  # torch is imported where tensors are made, so `prepare` starts without it
+    import torch
 
 from .schema import UNKNOWN, Schema, SchemaError
 
@@ -43,6 +45,7 @@ def encode_values(schema: Schema, columns: dict[str, list]) -> FieldTensors:
     The few-sample twin of `encode_frame` (explanations, what-if, the movie catalogue): plain dict
     lookups take microseconds where building a polars frame costs about 8 ms a call.
     """
+    import torch
     n = len(next(iter(columns.values())))
     categorical = np.zeros((n, len(schema.of_kind("categorical"))), dtype=np.int64)
     for j, f in enumerate(schema.of_kind("categorical")):
@@ -64,6 +67,7 @@ def encode_values(schema: Schema, columns: dict[str, list]) -> FieldTensors:
 
 def encode_frame(schema: Schema, frame: pl.DataFrame) -> FieldTensors:
     """Vectorised `encode_values` for a whole sample frame (a column per field)."""
+    import torch
     n = frame.height
     cats = []
     for f in schema.of_kind("categorical"):

@@ -18,13 +18,14 @@ The directory (default `DATA_DIR/prepared/NAME`):
                         Unix times stay exact). Row groups hold exactly `row_group_rows` rows; the last one of a
                         split may be shorter. A part file holds at most GROUPS_PER_FILE row groups.
 
-`prepare` reads the raw files in batches: a CSV file as blocks of `batch_bytes` cut at line ends (read and
-parsed in a worker thread, one batch ahead); a Parquet file by pyarrow's iterator, `batch_rows` rows at a time.
-The raw file is never whole in memory. A CSV batch without quotes first takes a fast path: one polars parse
-with the columns only numeric fields (and the label) read typed as Float64, exact when the batch's separator
-count is lines * (columns - 1) and polars, which refuses a line with too many columns, parses it; values the
-text path would refuse (nan, inf, a label not 0/1) send the batch to the text path too. The text path checks
-each line's column count with numpy and parses the batch as text, so its errors name the file, line and fix.
+`prepare` reads the raw files in batches: a CSV file as blocks of at most `batch_bytes` cut at line ends
+(`_next_chunk`: one copy from the file each; read and parsed in a worker thread, one batch ahead); a Parquet file
+by pyarrow's iterator, `batch_rows` rows at a time. The raw file is never whole in memory. A CSV batch without
+quotes first takes a fast path: one polars parse with the columns only numeric fields (and the label) read typed
+as Float64, exact when the batch's separator count is lines * (columns - 1) and polars, which refuses a line with
+too many columns, parses it; values the text path would refuse (nan, inf, a label not 0/1) send the batch to the
+text path too. The text path checks each line's column count with numpy and parses the batch as text, so its
+errors name the file, line and fix.
 Each batch goes through the same `generic.sample_frame` as the in-memory reader. Pass 1 parses each batch once:
 categorical and multi-valued values become 64-bit hashes (`_Hashes`: polars' hash, a fixed seed), the training
 rows' hashes are counted per batch and go into a fixed-size count-min sketch (SKETCH_ROWS x 2^SKETCH_BITS
@@ -40,9 +41,10 @@ training rows. Pass 2 reads the staged batches back (no text, no checks), maps h
 hash-table lookup per field (what `encoding.encode_frame` gives; tests compare them), writes the row groups
 (lz4, in a writer thread) and deletes each staged file.
 
-Measured (benchmarks/README.md, "prepare"; generated Criteo-format file, 2 cores): 1M rows 7.2 s wall, 958 MiB
-peak RSS; 10M rows 57.4 s wall (174,216 rows/s), 1,060 MiB (before the sketch: 1,574 MiB, growing with the
-distinct values). The 300,000 rows/s target is not reached.
+Measured (benchmarks/README.md, "prepare", attempt 7; generated Criteo-format file, 2 cores): 1M rows 6.4 s
+wall, 929 MiB peak RSS; 10M rows 42.8 s wall (233,501 rows/s), 932 MiB (before the sketch: 1,574 MiB, growing
+with the distinct values). The 300,000 rows/s target is not reached. torch is imported only where tensors are
+made, so `prepare` itself runs without it (the CLI still imports it for `train`'s help texts).
 
 The split is stream-friendly: row r (0-based, in file order over all files) goes to a fold
 splitmix64(r + splitmix64(seed)) % folds (`split = "random"`: % 10); fold 0 is the test split, fold 1
@@ -70,12 +72,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from .data import DataError, Dataset
 from .encoding import FieldTensors
@@ -83,12 +85,16 @@ from .errors import UsageError
 from .files import swap_into_place
 from .schema import Schema, SchemaError
 
+if TYPE_CHECKING:  # imported where tensors are made: `prepare` runs without torch (about 1 s of start-up)
+    import torch
+
 FORMAT = "autoint-prepared/1"
 MANIFEST = "prepared.json"
 VOCABULARIES = "vocabularies.json"
 SPLITS = ("train", "val", "test")
 ROW_GROUP_ROWS = 65536  # rows of each row group (the last of a split may be shorter)
 BATCH_ROWS = 131072  # rows of a Parquet source read at once
+ENCODE_THREADS = 2  # threads encoding a row group's fields in pass 2
 BATCH_BYTES = 32 << 20  # bytes of a CSV source read at once (Criteo: about 125,000 lines)
 COMPRESSION = "lz4"  # of the part files: zstd wrote 10% smaller files 30% slower (benchmarks/README.md)
 GROUPS_PER_FILE = 64  # row groups of a part file before the next part starts
@@ -299,6 +305,7 @@ class Prepared:
         return table
 
     def _tensors(self, table: pa.Table) -> tuple[FieldTensors, torch.Tensor]:
+        import torch
         n = table.num_rows
         cats = [table.column(f.name).to_numpy() for f in self.schema.of_kind("categorical")]
         categorical = np.stack(cats, axis=1).astype(np.int64) if cats else np.zeros((n, 0), dtype=np.int64)
@@ -319,6 +326,7 @@ class Prepared:
         return self._tensors(self._table(group))
 
     def read_split(self, split: str) -> tuple[FieldTensors, torch.Tensor]:
+        import torch
         parts = [self.read(g) for g in self.row_groups(split)]
         if not parts:
             empty = self._tensors(self._empty_table())
@@ -359,6 +367,7 @@ class Prepared:
     def to_dataset(self, decode: bool = False) -> Dataset:
         """All three splits in one in-memory Dataset (train, then val, then test rows; `splits` index them).
         decode=False: the frame holds only label and line (enough for training); True: raw values too."""
+        import torch
         inputs, labels, frames, splits, start = [], [], [], {}, 0
         for s in SPLITS:
             tables = [self._table(g) for g in self.row_groups(s)] or [self._empty_table()]
@@ -534,6 +543,39 @@ def _typed_frame(spec, chunk: bytes, names: list[str], typed: dict) -> pl.DataFr
     return frame
 
 
+def _next_chunk(fh, batch_bytes: int) -> bytes:
+    """The next whole lines of `fh` (at a line start), about `batch_bytes`, read into one new bytes object.
+
+    The cut is found first (the last line break before `batch_bytes`, looked for in windows of 1 MiB read from
+    the end backwards; none: the next one after), then exactly the lines up to it are read, so the block is
+    copied once from the file (reading a whole block, joining the previous block's tail and cutting cost two
+    more 32 MiB copies and their page faults: 0.65 s against 0.08 s per 255 MiB). A quoted field may hold a
+    line break: while the lines hold an odd number of quotes, the cut is inside one, and lines are added.
+    At the end of the file the rest is the last chunk, line break or not; b"" after it."""
+    start = fh.tell()
+    fd, size = fh.fileno(), os.fstat(fh.fileno()).st_size
+    end = start + batch_bytes
+    if end < size:
+        cut, probe = -1, end
+        while cut < 0 and probe > start:
+            low = max(start, probe - (1 << 20))
+            found = os.pread(fd, probe - low, low).rfind(b"\n")
+            cut, probe = (low + found + 1 if found >= 0 else -1), low
+        if cut < 0:  # no line break within batch_bytes: up to the next one
+            fh.seek(end)
+            cut = end + len(fh.readline())
+        fh.seek(start)
+        chunk = fh.read(cut - start)
+    else:
+        chunk = fh.read()
+    while b'"' in chunk and chunk.count(b'"') % 2:
+        more = fh.readline()
+        if not more:
+            break
+        chunk += more
+    return chunk
+
+
 def _csv_batches(spec, source: _Source, names: list[str], wanted: list[str], batch_bytes: int, on_bytes,
                  typed: dict | None = None):
     """Batches of whole lines, about `batch_bytes` each, of one CSV file: the wanted columns (as text; the
@@ -546,25 +588,11 @@ def _csv_batches(spec, source: _Source, names: list[str], wanted: list[str], bat
             head = fh.readline()
             on_bytes(len(head))
             line = 2
-        pending = b""
         while True:
-            block = fh.read(batch_bytes)
-            on_bytes(len(block))
-            data = pending + block if pending else block
-            if not data:
+            chunk = _next_chunk(fh, batch_bytes)
+            if not chunk:
                 return
-            if not block:  # the end of the file: the rest is the last batch
-                chunk, pending = data, b""
-            else:
-                cut = data.rfind(b"\n") + 1
-                # A quoted field may hold a line break: keep its lines together (an odd number of quotes
-                # before the cut means the cut is inside one).
-                while cut and b'"' in data and data.count(b'"', 0, cut) % 2:
-                    cut = data.find(b"\n", cut) + 1
-                if not cut:  # no complete line (or record) yet: read on
-                    pending = data
-                    continue
-                chunk, pending = data[:cut], data[cut:]
+            on_bytes(len(chunk))
             frame = _typed_frame(spec, chunk, names, typed) if typed else None
             if frame is not None:
                 lines = frame.height
@@ -757,16 +785,23 @@ class _HashTable:
             pos[pending] = (pos[pending] + 1) & self.mask
 
     def find(self, hashes: np.ndarray) -> np.ndarray:
+        """Positions of `hashes` (-1: absent). The first probe is done for all keys in a few whole-array passes
+        (most keys end there); only the rest probe on (1.4-3x faster than probing all rows round by round)."""
         hashes = np.asarray(hashes, dtype=np.uint64) | np.uint64(1)
-        out = np.full(len(hashes), -1, dtype=np.int32)
         pos = (hashes >> self.shift).astype(np.int64)
-        rows = np.arange(len(hashes))
-        while len(rows):
-            key = self.keys[pos]
-            hit = key == hashes
-            out[rows[hit]] = self.values[pos[hit]]
-            more = ~hit & (key != 0)
-            rows, hashes, pos = rows[more], hashes[more], (pos[more] + 1) & self.mask
+        key = self.keys[pos]
+        out = self.values[pos]  # right where the key matches; the other rows are set below
+        rows = np.flatnonzero(key != hashes)
+        if len(rows):
+            out[rows] = -1
+            rows = rows[key[rows] != 0]  # not at an empty slot: probe on
+            while len(rows):
+                at = (pos[rows] + 1) & self.mask
+                pos[rows] = at
+                key = self.keys[at]
+                hit = key == hashes[rows]
+                out[rows[hit]] = self.values[at[hit]]
+                rows = rows[~hit & (key != 0)]
         return out
 
 
@@ -796,7 +831,8 @@ class _Hashes:
 
     Two distinct values of one field with the same 64-bit hash would count as one: with n distinct values the
     chance of any such pair is about n^2 / 2^65 (3e-4 for 10^8 values of one field); it would merge two
-    values' counts, nothing else."""
+    values' counts, nothing else. A missing categorical value is staged as hash 0: a value whose own hash is 0
+    (a chance of 2^-64 each) would count as missing."""
 
     def __init__(self, spec, staging: Path):
         self.staging = staging
@@ -819,36 +855,47 @@ class _Hashes:
                 for r in range(SKETCH_ROWS)]
 
     def stage(self, sample: pl.DataFrame, train: np.ndarray, batch: int) -> pl.DataFrame:
-        """The sample frame with each categorical column as UInt64 hashes (multi-valued: lists of them; missing:
-        null); the training rows' values counted (sketch, candidates, staged batch counts)."""
+        """The sample frame with each categorical column as UInt64 hashes (multi-valued: lists of them, a missing
+        list null; a missing categorical value: 0, so pass 2 has no nulls to fill); the training rows' values
+        counted (sketch, candidates, staged batch counts)."""
         hashed = sample.with_columns([
             (pl.col(f.name).list.eval(pl.element().hash(HASH_SEED)) if f.kind == "multivalued" else
-             pl.when(pl.col(f.name).is_null()).then(None).otherwise(pl.col(f.name).hash(HASH_SEED))).alias(f.name)
+             pl.when(pl.col(f.name).is_null()).then(pl.lit(0, pl.UInt64))
+             .otherwise(pl.col(f.name).hash(HASH_SEED))).alias(f.name)
             for f in self.fields])
         keep = pl.Series(train)
-        counts, cells = [], {}
-        for i, f in enumerate(self.fields):
-            pairs = pl.DataFrame({"hash": hashed[f.name].filter(keep), "value": sample[f.name].filter(keep)})
+
+        def pairs_of(f, rows: pl.Series) -> pl.DataFrame:
+            """(hash, value) of field f in `rows` (a row mask), one per value, missing ones dropped."""
+            pairs = pl.DataFrame({"hash": hashed[f.name].filter(rows), "value": sample[f.name].filter(rows)})
             if f.kind == "multivalued":
                 pairs = pairs.explode(["hash", "value"])
-            pairs = pairs.drop_nulls("hash")
-            per = pairs["hash"].value_counts(name="count")
+            return pairs.filter(pl.col("hash") != 0)  # missing: 0 (categorical), null (an empty list)
+
+        counts, cells = [], {}
+        for i, f in enumerate(self.fields):
+            # Counted on the hashes alone: the text is copied only for candidates (below).
+            hashes = hashed[f.name].filter(keep).alias("hash")
+            if f.kind == "multivalued":
+                hashes = hashes.explode()
+            per = hashes.filter(hashes != 0).value_counts(name="count")  # not the missing ones (0, null)
             counts.append(per.select(pl.lit(i, pl.UInt16).alias("field"), "hash", "count"))
             if f.min_count > 1:
-                cells[f.name] = (pairs, per, self._cells(f.name, per["hash"].to_numpy()))
-                for r, at in enumerate(cells[f.name][2]):
+                cells[f.name] = (per, self._cells(f.name, per["hash"].to_numpy()))
+                for r, at in enumerate(cells[f.name][1]):
                     np.add.at(self.sketch[r], at, per["count"].to_numpy().astype(np.uint64))
             else:
-                self._candidates(f, pairs.unique("hash", keep="first"))
+                self._candidates(f, pairs_of(f, keep).unique("hash", keep="first"))
         for f in self.fields:
             if f.name in cells:  # the text of the batch's values whose estimate reaches min_count, once each
-                pairs, per, at = cells[f.name]
+                per, at = cells[f.name]
                 if not per.height:
                     continue
                 estimate = np.minimum.reduce([self.sketch[r][a] for r, a in enumerate(at)])
                 reached = per["hash"].filter(pl.Series(estimate >= f.min_count))
                 if len(reached):
-                    self._candidates(f, pairs.filter(pl.col("hash").is_in(reached.implode()))
+                    rows = keep if f.kind == "multivalued" else keep & hashed[f.name].is_in(reached.implode())
+                    self._candidates(f, pairs_of(f, rows).filter(pl.col("hash").is_in(reached.implode()))
                                      .unique("hash", keep="first"))
         if counts:
             path = self.staging / f".counts-{batch:06d}.arrow"
@@ -911,11 +958,9 @@ class _Hashes:
         alone)."""
         table, slot_of = self.tables[f.name], self.slot_of[f.name]
         if f.kind != "multivalued":
-            hashes = column.to_numpy(allow_copy=True) if column.null_count() == 0 else \
-                column.fill_null(0).to_numpy()
+            hashes = column.to_numpy()  # missing values are staged as hash 0: no nulls to fill
             out = slot_of[table.find(hashes)]
-            if column.null_count():
-                out[column.is_null().to_numpy()] = 0
+            out[hashes == 0] = 0
             return pa.array(out)
         n = len(column)
         heads = column.list.head(f.max_len)
@@ -929,18 +974,21 @@ class _Hashes:
         return pa.FixedSizeListArray.from_arrays(pa.array(out.reshape(-1)), width)
 
 
-def _encoded_codes(schema: Schema, coded: pl.DataFrame, codes: "_Hashes", arrow_schema: pa.Schema) -> pa.Table:
-    """A staged batch (`_Hashes.stage` of the sample frame) encoded as `encode_frame` would the sample frame."""
+def _encoded_codes(schema: Schema, coded: pl.DataFrame, codes: "_Hashes", arrow_schema: pa.Schema,
+                   pool: ThreadPoolExecutor | None = None) -> pa.Table:
+    """A staged batch (`_Hashes.stage` of the sample frame) encoded as `encode_frame` would the sample frame.
+    With `pool`, the fields are encoded in its threads (numpy's lookups release the GIL)."""
     from .datasets.generic import LINE as SOURCE_LINE
     width = max((f.max_len for f in schema.of_kind("multivalued")), default=1)
     columns = [pa.array(coded[LABEL].to_numpy().astype(np.float32)), pa.array(coded[SOURCE_LINE].to_numpy())]
-    for f in schema.fields:
+
+    def field_column(f):
         if f.kind == "numeric":
             raw = coded[f.name].cast(pl.Float64).to_numpy()
-            columns.append(pa.array(((f.transformed(raw) - f.min_value) / (f.max_value - f.min_value))
-                                    .astype(np.float32)))
-        else:
-            columns.append(codes.slots(f, coded[f.name], width))
+            return pa.array(((f.transformed(raw) - f.min_value) / (f.max_value - f.min_value)).astype(np.float32))
+        return codes.slots(f, coded[f.name], width)
+
+    columns += list(pool.map(field_column, schema.fields) if pool is not None else map(field_column, schema.fields))
     columns += [pa.array(coded[f.name].cast(pl.Float64).to_numpy()) for f in schema.of_kind("numeric")]
     return pa.Table.from_arrays(columns, schema=arrow_schema)
 
@@ -1063,10 +1111,12 @@ def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, p
         # Pass 2: read the staged batches back, encode and write the row groups; drop each staged file.
         codes.build_lookups(schema)
         arrow_schema = _arrow_schema(schema)
-        def encode(frame):
-            return _encoded_codes(schema, frame, codes, arrow_schema)
         bar = _Progress(2, row, "row", progress, callback, total_rows=row)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-write") as pool:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-write") as pool, \
+                ThreadPoolExecutor(max_workers=ENCODE_THREADS, thread_name_prefix="prepare-encode") as fields_pool:
+            def encode(frame):
+                return _encoded_codes(schema, frame, codes, arrow_schema, fields_pool)
+
             writers = {s: _SplitWriter(staging, s, arrow_schema, row_group_rows, encode, pool) for s in SPLITS}
             for path in staged:
                 coded = pl.read_ipc(path)

@@ -278,3 +278,40 @@ def test_a_count_min_sketch_full_of_collisions_loses_no_value(criteo_dir, spec, 
     expected = encode_frame(out.schema, rows.with_columns(fill))
     got = [out.read_split(s)[0] for s in SPLITS]
     assert torch.equal(torch.cat([g.categorical for g in got]), expected.categorical)
+
+
+@pytest.mark.parametrize("batch_bytes", [1, 7, 64, 5000])
+def test_csv_chunks_are_whole_lines_with_quoted_line_breaks_kept_together(tmp_path, batch_bytes):
+    """`_next_chunk` reads the file once, in chunks of whole lines (at most batch_bytes unless one line is
+    longer), a quoted field's line break never cut, the last line without a line break kept."""
+    import random
+    from autoint.prepared import _next_chunk
+    rng = random.Random(batch_bytes)
+    for trial in range(40):
+        lines = [b'a,"x\ny",' + b"z" * rng.randint(0, 50) if rng.random() < 0.1 else
+                 b"" if rng.random() < 0.05 else b"q" * rng.randint(0, 80) + b",1" for _ in range(rng.randint(0, 60))]
+        data = b"\n".join(lines) + (b"\n" if trial % 2 else b"")
+        path = tmp_path / f"{trial}.csv"
+        path.write_bytes(data)
+        chunks = []
+        with path.open("rb") as fh:
+            while chunk := _next_chunk(fh, batch_bytes):
+                chunks.append(chunk)
+        assert b"".join(chunks) == data
+        longest = max((len(x) + 1 for x in data.split(b"\n")), default=0)
+        for chunk in chunks[:-1]:
+            assert chunk.endswith(b"\n") and chunk.count(b'"') % 2 == 0
+            assert b'"' in chunk or len(chunk) <= max(batch_bytes, longest)
+        if b'"' not in data and batch_bytes >= longest:
+            assert all(len(c) <= batch_bytes for c in chunks)
+
+
+def test_prepare_imports_no_torch():
+    """torch is imported only where tensors are made: `prepare`'s modules load without it (about 1 s)."""
+    import subprocess
+    import sys
+    code = ("import sys, autoint.prepared, autoint.datasets.generic, autoint.encoding, autoint.data; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])})
+    assert out.stdout.strip() == "False"

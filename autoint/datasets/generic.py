@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
 
 from ..data import DataError, Dataset, file_fingerprint, split_indices
 from ..encoding import encode_frame
@@ -399,5 +398,6 @@ def load_spec_dataset(spec: DatasetSpec, data_dir: str | Path, schema: Schema | 
                        f"{spec.folds} stratified folds, seed {spec.seed}: fold 1 test, fold 2 validation, the rest "
                        f"training",
               **({"about": spec.about} if spec.about else {})}
+    import torch  # here, not at the top: `prepare` imports this module and needs no torch
     return Dataset(schema, frame, inputs, torch.from_numpy(labels.astype(np.float32)), splits,
                    spec_fingerprint(spec, files), source=source)
