@@ -47,3 +47,16 @@ def trained_run(synth_dataset, tmp_path_factory):
                     train_config=asdict(train_config), history=result.history,
                     data_fingerprint=synth_dataset.fingerprint)
     return load_run(path)
+
+
+def tiny_criteo_run(tmp_path_factory, name: str, rows: int, batch_size: int, **generate) -> tuple[Path, Path]:
+    """(data folder, run folder): `rows` generated Criteo-format rows (synth.generate_criteo, seed 5 and `generate`)
+    and an AutoInt of 1 layer, 1 head, d=4 trained one epoch on them through the CLI."""
+    from autoint.__main__ import main as cli
+    from autoint.datasets.synth import generate_criteo
+    folder = generate_criteo(tmp_path_factory.mktemp(name) / "criteo", rows=rows, seed=5, **generate)
+    run = tmp_path_factory.mktemp(f"{name}-runs") / f"criteo-{name}"
+    assert cli(["train", "--dataset", "criteo", "--data-dir", str(folder), "--epochs", "1", "--layers", "1",
+                "--heads", "1", "--embed-dim", "4", "--attn-dim", "4", "--batch-size", str(batch_size), "--quiet",
+                "--out", str(run)]) == 0
+    return folder, run

@@ -6,8 +6,7 @@ import shutil
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from autoint.__main__ import main as cli
-from conftest import REPO
+from conftest import tiny_criteo_run
 from test_app import array, chart, start as start_app  # the app tests' helpers
 
 TIMEOUT = 180
@@ -17,13 +16,7 @@ MOVIELENS_WORDS = ("Gender", "Genre", "Age", "Occupation", "Zipcode", "ReleaseTi
 @pytest.fixture(scope="module")
 def criteo(tmp_path_factory):
     """(data folder, run folder): 3,000 Criteo-format rows and an AutoInt (1 layer, 1 head, d=4) trained one epoch."""
-    from autoint.datasets.synth import generate_criteo
-    folder = generate_criteo(tmp_path_factory.mktemp("criteo") / "criteo", rows=3000, seed=5)
-    run = tmp_path_factory.mktemp("criteo-runs") / "criteo-tiny"
-    assert cli(["train", "--dataset", "criteo", "--data-dir", str(folder), "--epochs", "1", "--layers", "1",
-                "--heads", "1", "--embed-dim", "4", "--attn-dim", "4", "--batch-size", "256", "--quiet",
-                "--out", str(run)]) == 0
-    return folder, run
+    return tiny_criteo_run(tmp_path_factory, "tiny", 3000, 256)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import autoint.sampling
-from autoint.__main__ import main as cli
+from conftest import tiny_criteo_run
 from test_app import array, chart, finish_background, start as start_app
 
 TIMEOUT = 180
@@ -19,13 +19,7 @@ TIMEOUT = 180
 def big_vocab(tmp_path_factory):
     """(data folder, run folder): 10,000 Criteo-format rows drawing each category from 400 values (about 330 kept
     per field at min_count 10), and an AutoInt (1 layer, 1 head, d=4) trained one epoch."""
-    from autoint.datasets.synth import generate_criteo
-    folder = generate_criteo(tmp_path_factory.mktemp("big-vocab") / "criteo", rows=10000, seed=5, pool=400)
-    run = tmp_path_factory.mktemp("big-vocab-runs") / "criteo-wide"
-    assert cli(["train", "--dataset", "criteo", "--data-dir", str(folder), "--epochs", "1", "--layers", "1",
-                "--heads", "1", "--embed-dim", "4", "--attn-dim", "4", "--batch-size", "512", "--quiet",
-                "--out", str(run)]) == 0
-    return folder, run
+    return tiny_criteo_run(tmp_path_factory, "big-vocab", 10000, 512, pool=400)
 
 
 @pytest.fixture

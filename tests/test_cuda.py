@@ -48,3 +48,40 @@ def test_cuda_training_does_not_sync_per_batch(synth_dataset):
     extra_batches = -(-len(synth_dataset.splits["train"]) // 32) - -(-len(synth_dataset.splits["train"]) // 64)
     added = count_syncs(synth_dataset, 32) - count_syncs(synth_dataset, 64)
     assert extra_batches > 100 and added <= extra_batches / 25, (added, extra_batches)
+
+
+@pytest.fixture(scope="module")
+def prepared_criteo(tmp_path_factory):
+    """A generated Criteo-format set, 12,000 rows, prepared in row groups of 512 rows."""
+    from autoint.datasets import builtin_spec
+    from autoint.datasets.synth import generate_criteo
+    from autoint.prepared import prepare
+    root = tmp_path_factory.mktemp("cuda-stream")
+    generate_criteo(root / "raw", rows=12000, seed=4)
+    return prepare(builtin_spec("criteo"), root / "raw", root / "prepared", row_group_rows=512, progress=False)
+
+
+def streamed_syncs(prepared, batch_size: int) -> tuple[int, dict]:
+    """Host-device synchronisations of one streamed epoch (and its evaluations) on CUDA, and the run's metrics."""
+    config = AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1)
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = train(prepared, config, TrainConfig(epochs=1, batch_size=batch_size, seed=1, device="cuda",
+                                                         data_path="streamed"), progress=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message).lower() for w in caught), result.metrics
+
+
+@cuda
+def test_streamed_cuda_training_copies_pinned_batches_without_a_sync_per_batch(prepared_criteo):
+    """Issue 15: pinned host batches, non-blocking copies: no host-device copy blocks a batch. As above, halving
+    the batch doubles the batches; a blocking copy per batch would add about one sync per extra batch."""
+    rows = prepared_criteo.rows("train")
+    extra_batches = -(-rows // 32) - -(-rows // 64)
+    syncs_32, metrics = streamed_syncs(prepared_criteo, 32)
+    syncs_64, _ = streamed_syncs(prepared_criteo, 64)
+    assert metrics["data_path"] == "streamed" and metrics["device"].startswith("cuda")
+    assert extra_batches > 100 and syncs_32 - syncs_64 <= extra_batches / 25, (syncs_32, syncs_64, extra_batches)
