@@ -304,6 +304,13 @@ class Prepared:
                             f"{group.rows}; the file was changed after it was prepared. Prepare it again.")
         return table
 
+    def encoded_bytes(self) -> int:
+        """The bytes `_tensors` gives for all splits in memory: int64 slots, float32 numbers and labels."""
+        multi = self.schema.of_kind("multivalued")
+        per_row = 8 * len(self.schema.of_kind("categorical")) \
+            + 8 * len(multi) * max((f.max_len for f in multi), default=1) + 4 * len(self.schema.of_kind("numeric")) + 4
+        return per_row * sum(self.rows(split) for split in SPLITS)
+
     def _tensors(self, table: pa.Table) -> tuple[FieldTensors, torch.Tensor]:
         import torch
         n = table.num_rows

@@ -148,7 +148,7 @@ class ShardBuffer:
         self.pieces, self.capacity, self.generator, self.on_read = pieces, capacity, generator, on_read
         self.x: FieldTensors | None = None
         self.y: torch.Tensor | None = None
-        self.shuffled, self.exhausted, self.max_held, self.rows_read = True, False, 0, 0
+        self.shuffled, self.exhausted, self.max_held = True, False, 0
 
     @property
     def held(self) -> int:
@@ -160,7 +160,6 @@ class ShardBuffer:
         except StopIteration:
             self.exhausted = True
             return
-        self.rows_read += len(y)
         if self.y is None or not len(self.y):
             self.x, self.y = x, y
         else:
@@ -315,6 +314,12 @@ class StreamedBatches:
                 x, y = dummy_batch(*self.template())
                 scale = 0.0
             yield _to(x, self.device, self.pin), y.to(self.device, non_blocking=self.pin), scale
+
+    def evaluate(self, model, split: str) -> dict:
+        """The split's AUC and logloss over all its rows (every process's predictions gathered)."""
+        from .train import metrics
+        probabilities, labels = self.predictions(model, split)
+        return metrics(labels, probabilities)
 
     @torch.no_grad()
     def predictions(self, model, split: str) -> tuple[torch.Tensor, torch.Tensor]:

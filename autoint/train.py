@@ -174,11 +174,15 @@ def log_loss(labels: torch.Tensor, probabilities: torch.Tensor) -> float:
     return float(F_.binary_cross_entropy(p, labels.double()).item())
 
 
+def metrics(labels: torch.Tensor, probabilities: torch.Tensor) -> dict:
+    """A split's AUC and logloss from all its labels and predicted probabilities."""
+    return {"auc": roc_auc(labels, probabilities), "logloss": log_loss(labels, probabilities)}
+
+
 @torch.no_grad()
 def evaluate(model: AutoInt, inputs: FieldTensors, labels: torch.Tensor) -> dict:
     device = next(model.parameters()).device
-    probabilities = model.predict_proba(inputs.to(device)).cpu()
-    return {"auc": roc_auc(labels, probabilities), "logloss": log_loss(labels, probabilities)}
+    return metrics(labels, model.predict_proba(inputs.to(device)).cpu())
 
 
 @dataclass
@@ -324,20 +328,6 @@ class InMemoryBatches:
         return evaluate(model, *self.dataset.split(split))
 
 
-def _streamed_evaluate(source, model: AutoInt, split: str) -> dict:
-    probabilities, labels = source.predictions(model, split)
-    return {"auc": roc_auc(labels, probabilities), "logloss": log_loss(labels, probabilities)}
-
-
-def encoded_bytes(prepared) -> int:
-    """The bytes of a prepared set's encoded tensors in memory (int64 slots, float32 numbers and labels)."""
-    schema = prepared.schema
-    multi = schema.of_kind("multivalued")
-    per_row = 8 * len(schema.of_kind("categorical")) + 8 * len(multi) * max((f.max_len for f in multi), default=1) \
-        + 4 * len(schema.of_kind("numeric")) + 4
-    return per_row * sum(prepared.rows(split) for split in ("train", "val", "test"))
-
-
 def choose_data_path(data, train_config: TrainConfig, world: int = 1) -> str:
     """"in-memory" or "streamed" for this data (a Dataset or a prepared directory) and these settings."""
     if isinstance(data, Dataset):
@@ -347,7 +337,7 @@ def choose_data_path(data, train_config: TrainConfig, world: int = 1) -> str:
         return "in-memory"
     if train_config.data_path != "auto":
         return train_config.data_path
-    return "in-memory" if world == 1 and encoded_bytes(data) <= IN_MEMORY_MAX_BYTES else "streamed"
+    return "in-memory" if world == 1 and data.encoded_bytes() <= IN_MEMORY_MAX_BYTES else "streamed"
 
 
 def batch_source(data, train_config: TrainConfig, device: torch.device, rank: int = 0, world: int = 1):
@@ -357,11 +347,9 @@ def batch_source(data, train_config: TrainConfig, device: torch.device, rank: in
         dataset = data if isinstance(data, Dataset) else data.to_dataset()
         return InMemoryBatches(dataset, device, train_config.batch_size, train_config.seed, rank, world)
     from .stream import StreamedBatches
-    source = StreamedBatches(data, device, batch_size=train_config.batch_size, shards=train_config.virtual_shards,
-                             buffer_rows=train_config.buffer_rows, seed=train_config.seed,
-                             workers=train_config.loader_workers, rank=rank, world=world)
-    source.evaluate = lambda model, split: _streamed_evaluate(source, model, split)
-    return source
+    return StreamedBatches(data, device, batch_size=train_config.batch_size, shards=train_config.virtual_shards,
+                           buffer_rows=train_config.buffer_rows, seed=train_config.seed,
+                           workers=train_config.loader_workers, rank=rank, world=world)
 
 
 def train(data, model_config: AutoIntConfig, train_config: TrainConfig,
@@ -408,8 +396,9 @@ def train(data, model_config: AutoIntConfig, train_config: TrainConfig,
             "samples": source.samples(),
             "fields": data.schema.names, "params": sum(p.numel() for p in net.parameters()),
             "device": str(device), "threads": torch.get_num_threads(),
-            "compile_seconds": round(compile_seconds, 2), "kernels": (KERNELS.mode(device.type) if getattr(net, "fused", False)
-                        else "reference"),  # wide schemas and the baselines have no fused layer
+            "compile_seconds": round(compile_seconds, 2),
+            # wide schemas (F > 16) and the baselines have no fused layer: the reference layer or none runs
+            "kernels": KERNELS.mode(device.type) if getattr(net, "fused", False) else "reference",
             **source.describe(),
         }
 
