@@ -13,13 +13,15 @@ from autoint.explain import METHOD_NAMES, explain_sample
 from autoint.figures import (agreement_bars, agreement_scatter, attention_grid, attention_heatmap,
                              attention_interaction_side_by_side, attribution_bars)
 from autoint.interactions import matrix_to_pairs, pair_index
+from autoint.samples import random_position
 
 DEFAULT_METHODS = ["integrated_gradients", "feature_ablation"]  # Shapley sampling costs ~0.4 s more per sample
 
 
 def pick_movielens() -> tuple[dict, object]:
     """A user, a movie and a request time: the sample's values, and a function that shows its real rating."""
-    folder, cat, run_path, model, sample = state.exploring()
+    cat = state.catalog(str(state.data_source().folder))
+    sample = state.current_sample(cat)
     user_ids = cat.users["user_id"].to_list()
     movie_ids = cat.movies["movie_id"].to_list()
     titles = dict(zip(movie_ids, cat.movies["title"].to_list()))
@@ -121,11 +123,6 @@ def pick_row() -> tuple[dict, object]:
         column.metric("Real label", "click" if row.label else "no click",
                       help=f"the sample's label in the data: {row.label}")
     return row.values, real_label
-
-
-def random_position(positions) -> int:
-    from autoint.samples import random_position as pick
-    return pick(positions)
 
 
 source = state.data_source()

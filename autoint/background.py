@@ -39,7 +39,6 @@ class Task:
         self.done_count = 0
         self.total: int | None = None
         self.note = ""
-        self.submitted = time.monotonic()
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self._result: Any = None
@@ -143,13 +142,6 @@ class BackgroundRunner:
             if left is not None and left <= 0:
                 return False
             pending[0].wait(left)
-
-    def forget(self, key: Hashable) -> None:
-        """Drop a finished or failed task, so that the next `submit` computes it again."""
-        with self._lock:
-            task = self._tasks.get(key)
-            if task is not None and task.done:
-                del self._tasks[key]
 
     def _run(self, task: Task, compute) -> None:
         task.started_at = time.monotonic()

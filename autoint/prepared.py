@@ -953,7 +953,7 @@ class _Hashes:
     def build_lookups(self, schema: Schema) -> None:
         """hash -> slot per field: a hash table of the vocabulary's hashes (values not in it: slot 0)."""
         for f in self.fields:
-            field = next(x for x in schema.fields if x.name == f.name)
+            field = schema[f.name]
             vocab = pl.Series(list(field.vocab[1:]), dtype=pl.String)
             self.tables[f.name] = _HashTable(vocab.hash(HASH_SEED).to_numpy())
             # position -> slot; the extra last entry (position -1: absent) is slot 0
@@ -1136,10 +1136,11 @@ def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, p
             split_files = {s: w.close() for s, w in writers.items()}
         bar.close()
         seconds = time.perf_counter() - started
+        settings = _settings_hash(spec)
         manifest = {
             "format": FORMAT, "dataset": spec.name, "spec": str(spec.path) if spec.path else None,
-            "spec_settings": _settings_hash(spec), "data_dir": str(data_dir), "sources": fingerprints,
-            "fingerprint": hashlib.sha256(json.dumps([fingerprints, _settings_hash(spec)], sort_keys=True)
+            "spec_settings": settings, "data_dir": str(data_dir), "sources": fingerprints,
+            "fingerprint": hashlib.sha256(json.dumps([fingerprints, settings], sort_keys=True)
                                           .encode()).hexdigest()[:16],
             "rows": row, "row_group_rows": row_group_rows,
             "splits": {s: {"rows": rows[s], "positives": positives[s], "files": split_files[s]} for s in SPLITS},
