@@ -332,6 +332,42 @@ class Prepared:
         """One row group's encoded inputs (int64 slots, float32 values, as the model takes them) and labels."""
         return self._tensors(self._table(group))
 
+    def _rows_table(self, split: str, positions) -> pa.Table:
+        """The rows at `positions` (0-based within the split, any order, repeats allowed) as one table in that
+        order, reading only the row groups that hold one of them."""
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        total = self.rows(split)
+        outside = positions[(positions < 0) | (positions >= total)]
+        if outside.size:
+            raise UsageError(f"row {int(outside[0])}: the {split} split of {self.path} has {total:,} rows; choose "
+                             f"a row from 0 to {max(total - 1, 0):,}.")
+        by_position = np.argsort(positions, kind="stable")
+        picked = positions[by_position]
+        tables = []
+        for g in self.row_groups(split):
+            lo, hi = np.searchsorted(picked, [g.first_row, g.first_row + g.rows])
+            if hi > lo:
+                tables.append(self._table(g).take(pa.array(picked[lo:hi] - g.first_row)))
+        table = pa.concat_tables(tables) if tables else self._empty_table()
+        if np.any(by_position != np.arange(len(positions))):  # back from split order to the order asked for
+            table = table.take(pa.array(np.argsort(by_position, kind="stable")))
+        return table
+
+    def read_rows(self, split: str, positions) -> tuple[FieldTensors, torch.Tensor]:
+        """The encoded inputs and labels of a split's rows at `positions` (any order), in that order; only the
+        row groups that hold one are read."""
+        return self._tensors(self._rows_table(split, positions))
+
+    def take(self, split: str, positions) -> Dataset:
+        """A split's rows at `positions` (any order) as a Dataset of those rows, in that order, decoded: its frame
+        holds each field's raw value (`_decode`), the label and the source `line`; its `split` indexes them all.
+        Only the row groups that hold one are read (Explore's one sample reads one row group)."""
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        table = self._rows_table(split, positions)
+        inputs, labels = self._tensors(table)
+        return Dataset(self.schema, self._decode(table), inputs, labels, {split: np.arange(len(positions))},
+                       self.fingerprint, source=self._source())
+
     def read_split(self, split: str) -> tuple[FieldTensors, torch.Tensor]:
         import torch
         parts = [self.read(g) for g in self.row_groups(split)]
@@ -397,16 +433,9 @@ class Prepared:
         k = max(0, min(int(rows), total))
         picked = np.sort(np.random.default_rng(seed).choice(total, size=k, replace=False)) if k else \
             np.zeros(0, dtype=np.int64)
-        tables = []
-        for g in self.row_groups(split):
-            lo, hi = np.searchsorted(picked, [g.first_row, g.first_row + g.rows])
-            if hi > lo:
-                tables.append(self._table(g).take(pa.array(picked[lo:hi] - g.first_row)))
-        table = pa.concat_tables(tables) if tables else self._empty_table()
-        inputs, labels = self._tensors(table)
-        source = {**self._source(), "sample": {"split": split, "rows": k, "of": total, "seed": seed}}
-        return Dataset(self.schema, self._decode(table), inputs, labels, {split: np.arange(k)}, self.fingerprint,
-                       source=source)
+        data = self.take(split, picked)
+        data.source = {**data.source, "sample": {"split": split, "rows": k, "of": total, "seed": seed}}
+        return data
 
     def summary(self) -> dict:
         m = self.manifest

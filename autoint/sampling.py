@@ -160,24 +160,6 @@ def interactions_of_sample(run_path: str | os.PathLike, model, dataset, sample: 
     return cached_split_interactions(cache_dir or default_cache_dir(), key, compute)
 
 
-def _read_rows(prepared, split: str, order: np.ndarray):
-    """(FieldTensors, labels) of a prepared split's rows at `order` (positions, any order), reading only the row
-    groups that hold one."""
-    by_position = np.argsort(order, kind="stable")
-    picked = order[by_position]
-    parts, labels = [], []
-    for group in prepared.row_groups(split):
-        lo, hi = np.searchsorted(picked, [group.first_row, group.first_row + group.rows])
-        if hi > lo:
-            x, y = prepared.read(group)
-            rows = torch.from_numpy(picked[lo:hi] - group.first_row)
-            parts.append(x.index(rows))
-            labels.append(y[rows])
-    inputs = type(parts[0])(*(torch.cat([p[k] for p in parts]) for k in range(3)))
-    back = torch.from_numpy(np.argsort(by_position, kind="stable"))  # split order -> `order`
-    return inputs.index(back), torch.cat(labels)[back]
-
-
 def prepared_sample(prepared, split: str = "test", size: int | None = None, seed: int = DEFAULT_SEED):
     """(Dataset, SplitSample): the same seeded sample as `split_sample`, read from a prepared data set
     (`autoint.prepared.Prepared`) without loading its split: only the row groups holding a sampled row are read.
@@ -189,12 +171,12 @@ def prepared_sample(prepared, split: str = "test", size: int | None = None, seed
     import polars as pl
     total = prepared.rows(split)
     size = sample_size(total, size, f"the {split} split of {prepared.path}")
-    inputs, y = _read_rows(prepared, split, permutation_prefix(total, size, seed))
+    inputs, y = prepared.read_rows(split, permutation_prefix(total, size, seed))
     splits = {split: np.arange(size, dtype=np.int64)}
     train_rows = prepared.rows("train") if split != "train" else 0
     if train_rows:
         n = default_size(train_rows)
-        tx, ty = _read_rows(prepared, "train", permutation_prefix(train_rows, n, seed))
+        tx, ty = prepared.read_rows("train", permutation_prefix(train_rows, n, seed))
         inputs = type(inputs)(*(torch.cat([a, b]) for a, b in zip(inputs, tx)))
         y = torch.cat([y, ty])
         splits["train"] = np.arange(size, size + n, dtype=np.int64)

@@ -1,0 +1,68 @@
+"""`Prepared.take` and `Prepared.read_rows`: given rows of a prepared split, read from the row groups holding them
+(what Explore reads for one sample, and `Prepared.sample` and `sampling.prepared_sample` read for theirs)."""
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from autoint.datasets import builtin_spec, synth
+from autoint.errors import UsageError
+from autoint.prepared import prepare
+from autoint.schema import UNKNOWN
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    folder = synth.generate_criteo(tmp_path_factory.mktemp("take") / "criteo", rows=3000, seed=0)
+    return prepare(builtin_spec("criteo"), folder, row_group_rows=256, progress=False)
+
+
+def test_take_reads_given_rows_in_the_order_asked_decoded_as_the_raw_line(prepared):
+    test_rows = prepared.rows("test")
+    positions = [test_rows - 1, 0, 257, 3, 257]  # any order, repeats, across row groups
+    data = prepared.take("test", positions)
+    x, y = prepared.read_split("test")
+    index = torch.tensor(positions)
+    assert torch.equal(data.inputs.categorical, x.categorical[index]) and torch.equal(data.labels, y[index])
+    assert torch.equal(data.inputs.numeric, x.numeric[index])
+    got_x, got_y = prepared.read_rows("test", positions)
+    assert torch.equal(got_x.categorical, x.categorical[index]) and torch.equal(got_y, y[index])
+    assert data.splits == {"test": pytest.approx(np.arange(5))} and data.fingerprint == prepared.fingerprint
+    # decoded: each value is the raw file's, on the line the copy records (a value too rare for a slot: <unknown>)
+    lines = (prepared.path.parent.parent / "train.txt").read_text().splitlines()
+    columns = builtin_spec("criteo").columns
+    for record in data.frame.iter_rows(named=True):
+        raw = lines[record["line"] - 1].split("\t")
+        assert record["label"] == int(raw[0])
+        for f in prepared.schema.fields:
+            text = raw[columns.index(f.name)]
+            if f.kind == "numeric":
+                if text:
+                    assert record[f.name] == float(text)
+            else:
+                assert record[f.name] == (text if text in f._lookup else UNKNOWN)
+
+
+def test_a_row_outside_the_split_is_refused_with_the_rows_it_has(prepared):
+    rows = prepared.rows("val")
+    with pytest.raises(UsageError, match=rf"row {rows}: the val split of .* has {rows:,} rows; choose a row from 0 "
+                                         rf"to {rows - 1:,}"):
+        prepared.take("val", [0, rows])
+    with pytest.raises(UsageError, match="row -1"):
+        prepared.read_rows("val", [-1])
+    empty = prepared.take("val", [])
+    assert empty.frame.height == 0 and len(empty.labels) == 0
+
+
+def test_sample_is_take_of_a_seeded_choice_and_prepared_sample_reads_the_same_rows(prepared):
+    from autoint.sampling import permutation_prefix, prepared_sample
+    sample = prepared.sample("train", 50, seed=4)
+    picked = np.sort(np.random.default_rng(4).choice(prepared.rows("train"), size=50, replace=False))
+    assert sample.frame.equals(prepared.take("train", picked).frame)
+    assert sample.source["sample"] == {"split": "train", "rows": 50, "of": prepared.rows("train"), "seed": 4}
+    data, order = prepared_sample(prepared, "test", 40, seed=1)
+    x, y = prepared.read_split("test")
+    rows = torch.from_numpy(permutation_prefix(prepared.rows("test"), 40, 1))
+    test_x, test_y = data.split("test")
+    assert torch.equal(test_x.categorical, x.categorical[rows]) and torch.equal(test_y, y[rows])
+    assert isinstance(data.frame, pl.DataFrame) and len(order) == 40
