@@ -68,6 +68,29 @@ def pick_movielens() -> tuple[dict, object]:
     return values, real_rating
 
 
+def pick_prepared_row(prepared) -> tuple[dict, object]:
+    """A test sample of a prepared copy (the run was trained on it), picked by its position in the split or at
+    random, and read from the copy: the row group that holds it, never the whole data set. Its values, decoded, and
+    a function that shows its real label."""
+    total = prepared.rows("test")
+    row = state.current_row(source, run_path)
+    st.session_state["explore_position"] = row.position + 1
+    position_column, random_column, about_column = st.columns([2, 1, 3], vertical_alignment="bottom")
+    position_column.number_input(f"Test sample (of {total:,} in the prepared copy)", 1, total, key="explore_position",
+                                 on_change=lambda: state.choose_row(source, st.session_state["explore_position"] - 1),
+                                 help="its position in the prepared copy's test split, from 1")
+    random_column.button("Random sample", key="explore_random", icon=":material/casino:",
+                         on_click=lambda: state.choose_row(source, int(np.random.default_rng().integers(total))))
+    about_column.caption(f"test sample {row.position + 1:,} of the prepared copy (`{prepared.path.name}`), line "
+                         f"{row.line:,} of the raw data; read from its row group alone. Picking by field values would "
+                         f"read the whole test split, so here a sample is picked by position.")
+
+    def real_label(column) -> None:
+        column.metric("Real label", "click" if row.label else "no click",
+                      help=f"the sample's label in the data: {row.label}")
+    return row.values, real_label
+
+
 def pick_row() -> tuple[dict, object]:
     """A test sample of any data set, picked by field values (a large vocabulary is searched, not listed: it can
     hold a million values) or at random: its values, and a function that shows its real label."""
@@ -136,9 +159,12 @@ if source.is_movielens:
                "its attention shows which fields each field combined with.")
     values, show_label = pick_movielens()
 else:
-    st.caption(f"Pick a sample of {source.label}'s test split by its field values, or at random. The model predicts "
-               "the click-through rate (CTR); its attention shows which fields each field combined with.")
-    values, show_label = pick_row()
+    prepared = state.prepared_for(source, run_path)
+    st.caption(f"Pick a sample of {source.label}'s test split "
+               + ("by its position" if prepared is not None else "by its field values")
+               + ", or at random. The model predicts the click-through rate (CTR); its attention shows which fields "
+                 "each field combined with.")
+    values, show_label = pick_prepared_row(prepared) if prepared is not None else pick_row()
 
 methods = st.multiselect("Attribution methods", list(METHOD_NAMES), default=DEFAULT_METHODS, key="explore_methods",
                          format_func=METHOD_NAMES.get,

@@ -28,6 +28,7 @@ from autoint.jobs import ACTIVE, Job, JobQueue
 from autoint.model import AutoIntConfig
 from autoint.recommend import ItemScorer
 from autoint.runs import CheckpointError, clean_staging, list_runs, load_run
+from autoint.samples import Row
 from autoint.train import TrainConfig, pick_device
 
 SYNTHETIC_DIR = Path("data/synthetic")
@@ -203,9 +204,15 @@ def load_model(run_path: str):
     return load_run(run_path, device=device()).model
 
 
-@st.cache_resource(max_entries=8)
+@st.cache_resource(max_entries=8, show_spinner="Averaging the training embeddings ...")
 def baseline(run_path: str, folder: str) -> torch.Tensor:
-    """Integrated Gradients' baseline: the training-mean embedding of each field."""
+    """Integrated Gradients' baseline: the training-mean embedding of each field, over the training split in
+    memory, or for a run trained on the prepared copy over a seeded sample of its training split read from a few
+    row groups (`sampling.spread_positions`), so the data set is never loaded whole."""
+    prepared = prepared_for(source_of(folder), run_path)
+    if prepared is not None:
+        from autoint.sampling import spread_positions
+        return mean_embedding(load_model(run_path), prepared.read_rows("train", spread_positions(prepared))[0])
     return mean_embedding(load_model(run_path), dataset(folder, run_path).split("train")[0])
 
 
@@ -345,15 +352,40 @@ def current() -> Current:
 
 def current_row(source: DataSource, run_path: str):
     """This session's sample of a data set other than MovieLens: a position in its test split (the first
-    sample to begin with), kept per data set."""
+    sample to begin with), kept per data set. For a run trained on the prepared copy it is read from the copy (one
+    row group: `prepared_row`), else from the data set in memory."""
     from autoint.samples import SampleError, split_row
-    data = dataset(source.key, run_path)
     rows = st.session_state.setdefault("rows", {})
+    prepared = prepared_for(source, run_path)
+    if prepared is not None:
+        position = int(rows.get(source.key, 0))
+        if not 0 <= position < prepared.rows("test"):  # another copy's, of another size: start again
+            position = rows[source.key] = 0
+        return prepared_row(str(prepared.path), prepared.fingerprint, "test", position, _prepared=prepared)
+    data = dataset(source.key, run_path)
     try:
         return split_row(data, "test", int(rows.get(source.key, 0)))
     except SampleError:  # another model's data of another size: start again
         rows[source.key] = 0
         return split_row(data, "test", 0)
+
+
+@dataclass(frozen=True)
+class PreparedRow(Row):
+    """A sample read from a prepared copy: `index` is its row in the copy's split, `line` its line in the raw file
+    (the copy's `line` column; a Parquet source's row from 1)."""
+
+    line: int = 0
+
+
+@st.cache_data(max_entries=64, show_spinner="Reading the sample from the prepared copy ...")
+def prepared_row(path: str, fingerprint: str, split: str, position: int, _prepared=None) -> PreparedRow:
+    """The `position`-th sample of a prepared split, decoded (`Prepared.take`: its raw values, label and line)."""
+    from autoint.samples import raw_values
+    data = _prepared.take(split, [position])
+    record = data.frame.row(0, named=True)
+    return PreparedRow(split, position, position, raw_values(data.schema, record), int(record["label"]),
+                       line=int(record["line"]))
 
 
 def choose_row(source: DataSource, position: int) -> None:
@@ -478,23 +510,60 @@ def raw_bytes(source: DataSource) -> int:
         return 0
 
 
+def needs_preparing(source: DataSource) -> bool:
+    """Too big to parse whole in memory on every load (raw files over PREPARE_OVER_BYTES) and not prepared yet:
+    the sidebar offers to prepare it, and the Train page prepares it before training."""
+    return raw_bytes(source) > PREPARE_OVER_BYTES and prepared_copy(source) is None
+
+
 def prepared_copy(source: DataSource):
-    """The data source's prepared copy (autoint.prepared) when it is up to date, else None."""
+    """The data source's prepared copy (autoint.prepared) when it is up to date, else None. The freshness check
+    (the manifest read, each source's fingerprint) runs once per state of the files: its answer is kept per
+    (source, the size and mtime of each raw file and of the copy's manifest), so a rerun only stats the files."""
     if source.is_movielens:
         return None
-    from autoint.prepared import Prepared, default_dir, is_prepared
+    from autoint.prepared import MANIFEST, _source_paths, default_dir
     try:
         spec = source_spec(source)
         out = default_dir(spec, source.folder)
-        return _open_prepared(str(out), out.stat().st_mtime_ns) if is_prepared(out, spec, source.folder) else None
+        stamp = tuple((str(path), *_stat(path)) for path in [*_source_paths(spec, source.folder), out / MANIFEST])
+    except (AutoIntError, OSError):
+        return None
+    return _fresh_copy(source.key, str(out), stamp)
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return -1, -1
+    return info.st_size, info.st_mtime_ns
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _fresh_copy(key: str, out: str, stamp: tuple):
+    """The copy at `out`, opened, when it is up to date for the files as `stamp` saw them (prepared.is_prepared)."""
+    from autoint.prepared import Prepared, is_prepared
+    source = source_of(key)
+    try:
+        return Prepared.open(out) if is_prepared(out, source_spec(source), source.folder) else None
     except (AutoIntError, OSError):
         return None
 
 
-@st.cache_resource(max_entries=4)
-def _open_prepared(path: str, stamp: int):
-    from autoint.prepared import Prepared
-    return Prepared.open(path)
+def prepared_for(source: DataSource, run_path: str):
+    """The prepared copy when the pages read this run's samples from it (the run was trained on the copy: the same
+    schema, hence the same encoding), else None (they read the data set in memory). One decision for every view:
+    the copy's freshness is `prepared_copy`'s, the schema comparison is made once per run and copy."""
+    prepared = prepared_copy(source)
+    if prepared is None or not _same_schema(run_path, str(prepared.path), prepared.fingerprint, _prepared=prepared):
+        return None
+    return prepared
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _same_schema(run_path: str, path: str, fingerprint: str, _prepared=None) -> bool:
+    return load_model(run_path).schema == _prepared.schema
 
 
 def prepare_source(source: DataSource) -> Task:
@@ -516,10 +585,10 @@ def prepare_source(source: DataSource) -> Task:
 
 def views_data(source: DataSource, run_path: str, split: str, size: int, seed: int):
     """(Dataset, SplitSample) for the dataset-level views: a seeded sample of the split, read from the prepared copy
-    when there is one that the run's vocabularies match (only the row groups it needs), else from the data in
-    memory. A prepared sample is read in the background, with progress."""
-    prepared = prepared_copy(source)
-    if prepared is not None and prepared.schema.to_json() == load_model(run_path).schema.to_json():
+    when the run was trained on it (`prepared_for`: only the row groups it needs), else from the data in memory. A
+    prepared sample is read in the background, with progress."""
+    prepared = prepared_for(source, run_path)
+    if prepared is not None:
         from autoint.sampling import prepared_sample
         task = submit(("prepared-sample", str(prepared.path), prepared.fingerprint, split, size, seed),
                       lambda progress: prepared_sample(prepared, split, size, seed),
@@ -530,8 +599,8 @@ def views_data(source: DataSource, run_path: str, split: str, size: int, seed: i
 
 def split_total(source: DataSource, run_path: str, split: str) -> int:
     """How many samples a split holds: the prepared copy's count when the views read it, else the data's."""
-    prepared = prepared_copy(source)
-    if prepared is not None and prepared.schema.to_json() == load_model(run_path).schema.to_json():
+    prepared = prepared_for(source, run_path)
+    if prepared is not None:
         return prepared.rows(split)
     return len(dataset(source.key, run_path).splits[split])
 

@@ -13,7 +13,7 @@ from autoint.figures import attention_grid, training_curves
 from autoint.jobs import ACTIVE
 from autoint.model import PRESET_DESCRIPTIONS, PRESETS, AutoIntConfig, ConfigError
 from autoint.runs import read_manifest
-from autoint.train import TrainConfig
+from autoint.train import IN_MEMORY_MAX_BYTES, TrainConfig, choose_data_path
 
 FAITHFULNESS_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "attention-faithfulness"
 # The form's widget for each model setting, so a preset can fill the form (AutoInt+'s widths are two widgets).
@@ -70,6 +70,48 @@ if len(PRESETS) > 1:
 else:  # a selector with one choice would say nothing: say why there is one
     st.caption(faithfulness_verdict())
 
+
+
+def training_data() -> tuple[object, bool]:
+    """Say which data the run will read, and why: (the prepared copy or None, whether training can start). A
+    source too big to parse whole in memory (state.needs_preparing, the sidebar's rule) is prepared first."""
+    prepared = state.prepared_copy(source)
+    if prepared is not None:
+        defaults = TrainConfig()
+        encoded, limit = prepared.encoded_bytes(), IN_MEMORY_MAX_BYTES
+        rows = sum(prepared.rows(s) for s in ("train", "val", "test"))
+        if choose_data_path(prepared, defaults) == "in-memory":
+            how = (f"loaded whole into memory: its encoded tensors take {encoded / 2**20:,.0f} MiB, within the "
+                   f"{limit / 2**30:g} GiB up to which the in-memory path (faster) is taken")
+        else:
+            how = (f"streamed through shuffle buffers of {defaults.buffer_rows:,} rows: its encoded tensors would "
+                   f"take {encoded / 2**30:,.1f} GiB, over the {limit / 2**30:g} GiB the in-memory path takes, so "
+                   f"memory is bounded by the buffers")
+        st.markdown(f":material/dataset: **Data:** the prepared copy `{prepared.path}` ({rows:,} rows), {how}. "
+                    f"The explaining pages then read this run's samples from the same copy.")
+        return prepared, True
+    if source.is_movielens:
+        st.markdown(":material/dataset: **Data:** the MovieLens files, read whole into memory (small).")
+        return None, True
+    size = state.raw_bytes(source)
+    if not state.needs_preparing(source):
+        st.markdown(f":material/dataset: **Data:** the raw files ({size / 1e6:,.1f} MB), parsed whole into memory: "
+                    f"under the {state.PREPARE_OVER_BYTES / 2**20:,.0f} MiB from which a data set is prepared first.")
+        return None, True
+    st.warning(f"**Prepare first.** The raw files ({size / 1e6:,.0f} MB) are too big to parse whole into memory for "
+               f"training (over {state.PREPARE_OVER_BYTES / 2**20:,.0f} MiB). Prepare them once (encoded Parquet in "
+               f"{source.folder.name}/prepared/); runs then train on the prepared copy, streamed when it is big.",
+               icon=":material/dataset:")
+    task = state.preparer().task(("prepare", source.key))
+    if task is not None and not task.done:
+        st.caption("Preparing: its progress is in the sidebar; training can start when it is done.")
+    elif st.button("Prepare", key="train_prepare", icon=":material/dataset:"):
+        state.prepare_source(source)
+        st.rerun()
+    return None, False
+
+
+prepared_copy, can_start = training_data()
 with st.form("train_form"):
     st.markdown(f"**A new run** on **{source.label}** (the data set chosen in the sidebar). It trains in a "
                 f"separate process ({state.JOB_THREADS} thread(s)), so the other pages stay usable meanwhile.")
@@ -98,7 +140,8 @@ with st.form("train_form"):
         attention_dropout = a3.slider("Attention dropout", 0.0, 0.9, step=0.05, key="train_attention_dropout",
                                       help="dropout on the attention weights before Eq. 6, in training only; "
                                            "explanations always show the undropped weights")
-    submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
+    submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
+                                      disabled=not can_start)
 
 if submitted:
     try:
@@ -113,7 +156,8 @@ if submitted:
                                residual=residual, dropout=dropout, scaled_attention=scaled, layer_norm=layer_norm,
                                qkv_relu=qkv_relu, projection_bias=projection_bias,
                                attention_dropout=attention_dropout, dnn_hidden=widths)
-        which = {} if source.is_movielens else {"spec": source.spec} if source.spec else {"dataset": source.dataset}
+        which = {"prepared": prepared_copy.path} if prepared_copy is not None else {} if source.is_movielens else \
+            {"spec": source.spec} if source.spec else {"dataset": source.dataset}
         job = queue.submit(config, TrainConfig(epochs=int(epochs)), source.folder, run_name=name.strip() or None,
                            **which)
         st.session_state.setdefault("train_my_jobs", []).append(job.id)  # this session follows its own jobs

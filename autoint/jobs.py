@@ -125,8 +125,12 @@ class JobQueue:
 
     def submit(self, model_config: AutoIntConfig, train_config: TrainConfig, data_dir: str | os.PathLike,
                run_name: str | None = None, snapshot: tuple[int, str] | None = None,
-               dataset: str | None = None, spec: str | os.PathLike | None = None) -> Job:
+               dataset: str | None = None, spec: str | os.PathLike | None = None,
+               prepared: str | os.PathLike | None = None) -> Job:
         """Queue a training job; bad settings raise ConfigError here, before any process starts.
+
+        `prepared`: a prepared copy of the data in `data_dir` (autoint.prepared) to train on (`train --prepared`,
+        in memory or streamed as `train_config.data_path` says) instead of reading the raw files (`dataset`, `spec`).
 
         `snapshot=(epoch, name)` also saves the best weights after that epoch as the run `name` while
         training goes on to `run_name` (a quick model to use now, a converged one later)."""
@@ -158,11 +162,14 @@ class JobQueue:
             data += ["--dataset", dataset]
         if spec is not None:
             data += ["--spec", str(Path(spec).resolve())]
+        if prepared is not None:  # the copy names its data set and spec itself
+            data = ["--prepared", str(Path(prepared).resolve())]
         spec = {"id": job_id, "run_name": run_name, "run_path": str(run_path.resolve()), "device": device,
                 "data_dir": str(Path(data_dir).resolve()), "epochs": train_config.epochs,
                 "model_config": model_config.to_json(), "threads": self.threads, "idle_threads": self.idle_threads,
                 "snapshot": snapshot,
                 "dataset": dataset, "spec": str(Path(spec).resolve()) if spec is not None else None,
+                "prepared": str(Path(prepared).resolve()) if prepared is not None else None,
                 "command": [self.python, "-m", "autoint", "train", *data, "--config", str(folder / SETTINGS),
                             "--quiet", "--progress-jsonl", str(folder / "progress.jsonl"),
                             "--out", str(run_path.resolve()), *extra],

@@ -66,3 +66,15 @@ def test_sample_is_take_of_a_seeded_choice_and_prepared_sample_reads_the_same_ro
     test_x, test_y = data.split("test")
     assert torch.equal(test_x.categorical, x.categorical[rows]) and torch.equal(test_y, y[rows])
     assert isinstance(data.frame, pl.DataFrame) and len(order) == 40
+
+
+def test_spread_positions_read_a_few_row_groups_spread_over_the_split(prepared):
+    from autoint.sampling import spread_positions
+    groups = prepared.row_groups("train")
+    assert len(groups) > 8
+    positions = spread_positions(prepared, "train", rows=400, groups=4, seed=0)
+    assert len(positions) == 400 and len(set(positions.tolist())) == 400
+    touched = {next(i for i, g in enumerate(groups) if g.first_row <= p < g.first_row + g.rows) for p in positions}
+    assert touched == {0, len(groups) - 1} | set(np.linspace(0, len(groups) - 1, 4).round().astype(int).tolist())
+    assert np.array_equal(positions, spread_positions(prepared, "train", rows=400, groups=4, seed=0))
+    assert len(spread_positions(prepared, "train", rows=10**9, groups=2)) == groups[0].rows + groups[-1].rows
