@@ -107,8 +107,8 @@ def offer_prepare(source: state.DataSource) -> None:
     if size <= state.PREPARE_OVER_BYTES:
         return
     if state.prepared_copy(source) is not None:
-        st.caption(f"Prepared copy: dataset-level views read their samples from it, not from the "
-                   f"{size / 1e6:,.0f} MB of raw files.")
+        st.caption(f"Prepared copy: new runs train on it, and the pages read the samples of a run trained on it "
+                   f"from it, not from the {size / 1e6:,.0f} MB of raw files.")
         return
     task = state.preparer().task(("prepare", source.key))
     if task is not None and not task.done:

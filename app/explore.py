@@ -74,16 +74,18 @@ def pick_prepared_row(prepared) -> tuple[dict, object]:
     a function that shows its real label."""
     total = prepared.rows("test")
     row = state.current_row(source, run_path)
-    st.session_state["explore_position"] = row.position + 1
+    st.session_state["explore_position"] = row.position
     position_column, random_column, about_column = st.columns([2, 1, 3], vertical_alignment="bottom")
-    position_column.number_input(f"Test sample (of {total:,} in the prepared copy)", 1, total, key="explore_position",
-                                 on_change=lambda: state.choose_row(source, st.session_state["explore_position"] - 1),
-                                 help="its position in the prepared copy's test split, from 1")
+    position_column.number_input(f"Test sample (0 to {total - 1:,}: {total:,} in the prepared copy)", 0, total - 1,
+                                 key="explore_position",
+                                 on_change=lambda: state.choose_row(source, st.session_state["explore_position"]),
+                                 help="its position in the prepared copy's test split, from 0 (as `--row N` on the "
+                                      "command line)")
     random_column.button("Random sample", key="explore_random", icon=":material/casino:",
                          on_click=lambda: state.choose_row(source, int(np.random.default_rng().integers(total))))
-    about_column.caption(f"test sample {row.position + 1:,} of the prepared copy (`{prepared.path.name}`), line "
-                         f"{row.line:,} of the raw data; read from its row group alone. Picking by field values would "
-                         f"read the whole test split, so here a sample is picked by position.")
+    about_column.caption(f"test sample {row.position:,} of the prepared copy (`{prepared.path}`), line {row.line:,} "
+                         f"of the raw data, read from its row group alone. Picking by field values would read the "
+                         f"whole test split, so here a sample is picked by position.")
 
     def real_label(column) -> None:
         column.metric("Real label", "click" if row.label else "no click",

@@ -119,13 +119,15 @@ def test_explore_and_what_if_read_the_sample_from_the_copy_never_the_whole_data(
     refuse_reading_whole(monkeypatch)
     at = start(corr_sample_rows=4)
     picker = at.number_input(key="explore_position")
-    assert picker.max == prepared.rows("test") and picker.value == 1
+    assert picker.min == 0 and picker.max == prepared.rows("test") - 1 and picker.value == 0
     assert "of the prepared copy" in texts(at.caption)
-    at.number_input(key="explore_position").set_value(prepared.rows("test") - 3).run()
+    position = prepared.rows("test") - 3
+    at.number_input(key="explore_position").set_value(position).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    record = prepared.take("test", [prepared.rows("test") - 4]).frame.row(0, named=True)
+    record = prepared.take("test", [position]).frame.row(0, named=True)
     raw = raw_line(folder, record["line"])
-    assert f"line {record['line']:,} of the raw data" in texts(at.caption)
+    assert f"test sample {position:,} of the prepared copy (`{prepared.path}`), line {record['line']:,} of the raw " \
+           f"data" in texts(at.caption)
     from autoint.datasets import builtin_spec
     columns = builtin_spec("criteo").columns
     shown = texts(at.markdown)
@@ -141,13 +143,13 @@ def test_explore_and_what_if_read_the_sample_from_the_copy_never_the_whole_data(
 
     at.button(key="explore_random").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert 1 <= at.number_input(key="explore_position").value <= prepared.rows("test")
+    assert 0 <= at.number_input(key="explore_position").value < prepared.rows("test")
 
     # What-if starts from that sample, read from the copy too
-    at.number_input(key="explore_position").set_value(prepared.rows("test") - 3).run()
+    at.number_input(key="explore_position").set_value(position).run()
     at.switch_page("app/what_if.py").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert f"test sample {prepared.rows('test') - 4:,}" in texts(at.caption)
+    assert f"Start: test sample {position:,} (from Explore)" in texts(at.caption)
     c5 = raw[columns.index("C5")]
     assert at.selectbox(key="whatif_field_C5").value == (c5 if c5 in prepared.schema["C5"]._lookup else "<unknown>")
 
