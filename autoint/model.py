@@ -13,8 +13,9 @@ Shapes: B batch, F fields, d embed_dim, H heads, d' attn_dim.
 
 The model runs the interacting layers in a column layout, (width, F, B): every sample is one column, the batch
 innermost. There one matmul projects every field of every sample (Eqs. 5-8's W), and Eqs. 5-8 on top of it are
-one fused kernel with no layout copy in between (`FusedAttention`: on the CPU the hand-written C++ kernel
-autoint/kernels/attention.cpp, else `torch.compile`'s, when a C++ compiler works). `InteractingLayer.forward`, the layer as first written in the (B, F, d) layout, is kept as the
+one fused kernel with no layout copy in between (`FusedAttention`: `torch.compile`'s, when a C++ compiler works). On
+the CPU the hand-written C++ kernel autoint/kernels/attention.cpp computes the projection and Eqs. 5-8 together,
+per 64-sample batch tile (`FusedLayer`). `InteractingLayer.forward`, the layer as first written in the (B, F, d) layout, is kept as the
 reference the tests compare it with (benchmarks/NOTES.md, issue 14).
 
 Options beyond the paper's equations, all off by default (the default is the paper's model, bit for bit), taken
@@ -292,18 +293,22 @@ def cuda_mode() -> str:
 
 
 # The CPU default for the fused layer's kernels: "cpp" (autoint/kernels/attention.cpp, built once per machine
-# with torch.utils.cpp_extension; batch tiles outermost, benchmarks/NOTES.md issue 14 attempt 9) or "inductor"
-# (torch.compile of attention_forward/attention_backward). AUTOINT_CPU_KERNEL overrides it. Either falls back:
-# the C++ build failing -> inductor, compiling failing or no C++ compiler at all -> eager, one warning each.
+# with torch.utils.cpp_extension: `layer_forward`/`layer_backward`, the projection and Eqs. 5-8 per 64-sample
+# batch tile in the thread that owns it, benchmarks/NOTES.md issue 14 attempt 12), "cpp-attention" (the
+# previous default, attempt 9: the projection as one torch.mm, then the C++ kernel's `attention_forward`/
+# `attention_backward`) or "inductor" (torch.mm, then torch.compile of attention_forward/attention_backward).
+# AUTOINT_CPU_KERNEL overrides it. Each falls back: the C++ build failing -> inductor, compiling failing or no
+# C++ compiler at all -> eager, one warning each.
 CPU_KERNEL = "cpp"
+CPU_KERNELS = ("cpp", "cpp-attention", "inductor")
 CPP_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "attention.cpp")
 CPP_MAX_FIELDS = 16  # the C++ kernel is instantiated for 1..16 fields (FUSED_MAX_FIELDS)
 
 
 def cpu_kernel() -> str:
     choice = os.environ.get("AUTOINT_CPU_KERNEL", CPU_KERNEL)
-    if choice not in ("cpp", "inductor"):
-        raise ConfigError(f"AUTOINT_CPU_KERNEL={choice!r}: choose cpp or inductor.")
+    if choice not in CPU_KERNELS:
+        raise ConfigError(f"AUTOINT_CPU_KERNEL={choice!r}: choose one of {', '.join(CPU_KERNELS)}.")
     return choice
 
 
@@ -334,8 +339,9 @@ class _Kernels:
     A call with arguments not seen before (device, shapes, options) may compile; such calls take a lock (the
     app calls from several threads), their time is added to `compile_seconds`, and if compiling fails the
     device type falls back to eager for the rest of the process with one warning. The C++ kernel (float32 CPU
-    tensors, up to CPP_MAX_FIELDS fields) is built on its first use, under the same lock and clock; if the build
-    fails, inductor takes over, with one warning. Batches under `MIN_COMPILED_BATCH` samples run eagerly: there
+    tensors, up to CPP_MAX_FIELDS fields; with CPU_KERNEL "cpp" it runs the whole layer, projection included:
+    `runs_layer`, `FusedLayer`) is built on its first use, under the same lock and clock; if the build fails,
+    inductor takes over, with one warning. Batches under `MIN_COMPILED_BATCH` samples run eagerly: there
     a kernel gains nothing worth its seconds (one sample's explanation takes ~2 ms either way, and the app's
     first click would wait for a compile).
     """
@@ -369,7 +375,7 @@ class _Kernels:
             if problem:
                 self.fall_back(device_type, problem)
                 return "eager"
-        if device_type == "cpu" and cpu_kernel() == "cpp" and self.cpp_problem is None:
+        if device_type == "cpu" and cpu_kernel() != "inductor" and self.cpp_problem is None:
             return "cpp"
         return "compiled"
 
@@ -400,7 +406,19 @@ class _Kernels:
                 self.compile_seconds += time.perf_counter() - started
         return self.cpp
 
+    def runs_layer(self, x: torch.Tensor) -> bool:
+        """Whether the C++ kernel's layer_forward/layer_backward (projection included) run a layer on x (in, F,
+        B): the CPU kernel "cpp", float32, up to CPP_MAX_FIELDS fields, at least MIN_COMPILED_BATCH samples."""
+        return (x.device.type == "cpu" and x.dtype == torch.float32 and x.shape[1] <= CPP_MAX_FIELDS
+                and x.shape[2] >= self.MIN_COMPILED_BATCH and cpu_kernel() == "cpp" and self.mode("cpu") == "cpp"
+                and self.cpp_module() is not None)
+
     def run(self, which: int, device_type: str, key: tuple, *args):
+        """which: 0/1 attention_forward/backward (C++, compiled or eager), 2/3 the C++ layer_forward/backward."""
+        if which >= 2:
+            tensors = [a.contiguous() if isinstance(a, torch.Tensor) else a for a in args]
+            return tuple(self.cpp_module().layer_forward(*tensors) if which == 2
+                         else self.cpp_module().layer_backward(*tensors))
         eager = (attention_forward, attention_backward)[which]
         p = args[0]
         if p.shape[-1] < self.MIN_COMPILED_BATCH:  # p: (.., B)
@@ -475,6 +493,33 @@ class FusedAttention(torch.autograd.Function):
         return grad_p, None, None, None, None, None
 
 
+class FusedLayer(torch.autograd.Function):
+    """Eqs. 5-8 with their projection (W_Query, W_Key, W_Value and W_Res of every head) as one autograd node: the
+    C++ kernel's layer_forward/layer_backward, which compute each 64-sample batch tile's projection, attention
+    and gradients in the thread that owns the tile, so p and grad_p never leave its L2 (benchmarks/NOTES.md,
+    issue 14 attempt 12). The forward keeps the raw projection, tile by tile, for the backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, attn_keep, head_keep, heads: int, scale: float, residual: bool,
+                qkv_relu: bool, save: bool):
+        options = (heads, scale, residual, qkv_relu)
+        out, alpha, saved = KERNELS.run(2, "cpu", (), x, weight, bias, attn_keep, head_keep, *options, save)
+        ctx.save_for_backward(x, weight, saved, alpha, out, attn_keep, head_keep)
+        ctx.options, ctx.has_bias = options, bias is not None
+        ctx.set_materialize_grads(False)
+        return out, alpha
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_alpha):
+        x, weight, saved, alpha, out, attn_keep, head_keep = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = torch.zeros_like(out)
+        grad_x, grad_weight, grad_bias = KERNELS.run(
+            3, "cpu", (), x, weight, saved, alpha, out, grad_out, grad_alpha, attn_keep, head_keep, *ctx.options,
+            ctx.needs_input_grad[0], ctx.has_bias and ctx.needs_input_grad[2])
+        return grad_x, grad_weight, grad_bias, None, None, None, None, None, None, None
+
+
 class FusedInteractingLayer(InteractingLayer):
     """Eqs. 5-8 in the column layout: the same parameters and maths as `InteractingLayer` (its forward is the
     reference), one matmul for W_Query, W_Key, W_Value and W_Res of every head, then `FusedAttention`."""
@@ -484,16 +529,21 @@ class FusedInteractingLayer(InteractingLayer):
         C_in, F, B = x.shape
         H, dh = self.heads, self.attn_dim
         W, bias = self.projection.weight, self.projection.bias
-        flat = x.reshape(C_in, F * B)  # (in, F*B) a view
-        projected = torch.mm(W, flat) if bias is None else torch.addmm(bias.unsqueeze(1), W, flat)  # (4*H*d', F*B)
-        p = projected.view(-1, H, dh, F, B)  # (3 or 4, H, d', F, B)  W_Query e, W_Key e, W_Value e, W_Res e
         attn_keep = head_keep = None
         if self.training and self.attention_dropout is not None:
-            attn_keep = _keep_mask((H, F, F, B), self.attention_dropout.p, p)  # (H, F_m, F_k, B)
+            attn_keep = _keep_mask((H, F, F, B), self.attention_dropout.p, x)  # (H, F_m, F_k, B)
         if self.training and self.dropout.p > 0:
-            head_keep = _keep_mask((H, dh, F, B), self.dropout.p, p)  # (H, d', F, B)
+            head_keep = _keep_mask((H, dh, F, B), self.dropout.p, x)  # (H, d', F, B)
         scale = 1.0 / math.sqrt(dh) if self.scaled else 1.0
-        out, alpha = FusedAttention.apply(p, attn_keep, head_keep, scale, self.residual, self.qkv_relu)
+        if KERNELS.runs_layer(x):  # the projection and Eqs. 5-8 per batch tile, in C++
+            save = torch.is_grad_enabled() and (x.requires_grad or W.requires_grad)
+            out, alpha = FusedLayer.apply(x, W, bias, attn_keep, head_keep, H, scale, self.residual, self.qkv_relu,
+                                          save)
+        else:
+            flat = x.reshape(C_in, F * B)  # (in, F*B) a view
+            projected = torch.mm(W, flat) if bias is None else torch.addmm(bias.unsqueeze(1), W, flat)  # (4*H*d', F*B)
+            p = projected.view(-1, H, dh, F, B)  # (3 or 4, H, d', F, B)  W_Query e, W_Key e, W_Value e, W_Res e
+            out, alpha = FusedAttention.apply(p, attn_keep, head_keep, scale, self.residual, self.qkv_relu)
         out = out.view(H * dh, F, B)  # (H*d', F, B)  Eqs. 7-8
         if isinstance(self.norm, nn.LayerNorm):  # authors' code: layer norm over each field's H*d' values
             mean = out.mean(0)  # (F, B)

@@ -66,13 +66,13 @@ OURS_FORWARD = AutoInt.forward_embedded
 
 
 VERSION_ENV = {"ours-eager": {"AUTOINT_COMPILE": "0"}, "ours-inductor": {"AUTOINT_CPU_KERNEL": "inductor"},
-               "ours-cpp": {"AUTOINT_CPU_KERNEL": "cpp"}}
+               "ours-cpp": {"AUTOINT_CPU_KERNEL": "cpp"}, "ours-cpp-attention": {"AUTOINT_CPU_KERNEL": "cpp-attention"}}
 
 
 @contextmanager
 def version(name: str):
-    """"reference", "ours" (the fused layer, CPU_KERNEL's kernel), "ours-inductor" / "ours-cpp" (that kernel),
-    or "ours-eager" (the fused layer with its kernels uncompiled)."""
+    """"reference", "ours" (the fused layer, CPU_KERNEL's kernel), "ours-inductor" / "ours-cpp" /
+    "ours-cpp-attention" (that kernel), or "ours-eager" (the fused layer with its kernels uncompiled)."""
     AutoInt.forward_embedded = reference_forward_embedded if name == "reference" else OURS_FORWARD
     env = VERSION_ENV.get(name, {})
     before = {k: os.environ.get(k) for k in env}
@@ -223,6 +223,9 @@ def main(argv=None) -> int:
     parser.add_argument("--with-eager", action="store_true", help="also time the fused layer uncompiled")
     parser.add_argument("--with-inductor", action="store_true",
                         help="also time the fused layer with inductor's kernel (when the default is the C++ one)")
+    parser.add_argument("--with-cpp-attention", action="store_true",
+                        help="also time the previous C++ kernel (torch.mm projection, then the C++ attention core; "
+                             "issue 14 attempt 9) when the default is the C++ layer with its projection (attempt 12)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "python benchmarks/bench_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -255,8 +258,8 @@ def main(argv=None) -> int:
     floor.measure()  # the first pass: before any epoch
 
     if not args.skip_training:  # one epoch of the paper's config, through the real train(), interleaved
-        names = ("reference", "ours") + (("ours-inductor",) if args.with_inductor else ()) \
-            + (("ours-eager",) if args.with_eager else ())
+        names = ("reference", "ours") + (("ours-cpp-attention",) if args.with_cpp_attention else ()) \
+            + (("ours-inductor",) if args.with_inductor else ()) + (("ours-eager",) if args.with_eager else ())
         # Compile the kernels for the epoch's two batch sizes first, so that no epoch's clocks hold a compile.
         warm_compile = {name: warm_up(name, dataset, paper, [1024, n_train - (steps - 1) * 1024]) for name in names}
         epochs, cpu, aucs, compiles, kernels = ({n: [] for n in names} for _ in range(5))

@@ -55,12 +55,14 @@ def losses_and_grads(model, x, y, forward, with_attention):
     return logit.detach(), attention.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("mode", ["cpp", "compiled", "eager"])
+@pytest.mark.parametrize("mode", ["cpp", "cpp-attention", "compiled", "eager"])
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_fused_layer_matches_the_reference(synth_dataset, monkeypatch, mode, name):
+    """cpp: the C++ layer_forward/backward (projection per batch tile); cpp-attention: torch.mm, then the C++
+    attention core; compiled: torch.mm, then inductor's; eager: torch.mm, then the functions uncompiled."""
     monkeypatch.setenv("AUTOINT_COMPILE", "0" if mode == "eager" else "1")
-    monkeypatch.setenv("AUTOINT_CPU_KERNEL", "inductor" if mode == "compiled" else "cpp")
-    if mode != "eager" and model_module.KERNELS.mode("cpu") != mode:
+    monkeypatch.setenv("AUTOINT_CPU_KERNEL", {"compiled": "inductor", "eager": "cpp"}.get(mode, mode))
+    if mode != "eager" and model_module.KERNELS.mode("cpu") != mode.split("-")[0]:
         pytest.skip(f"no working C++ compiler or kernel build here ({model_module.KERNELS.mode('cpu')}): "
                     "the eager case checks the same layer")
     torch.manual_seed(0)
@@ -70,9 +72,14 @@ def test_fused_layer_matches_the_reference(synth_dataset, monkeypatch, mode, nam
             if layer.projection.bias is not None:
                 layer.projection.bias.normal_(std=0.1)
     x, y = synth_dataset.split("train")
-    x, y = x.index(slice(0, 96)), y[:96]
+    x, y = x.index(slice(0, 96)), y[:96]  # 96: a whole 64-sample tile of the C++ kernel and a part of one
     with_attention = name in ("paper", "authors-code")
+    runs = []
+    real = model_module.KERNELS.run
+    monkeypatch.setattr(model_module.KERNELS, "run", lambda which, *a: runs.append(which) or real(which, *a))
     fused = losses_and_grads(model, x, y, lambda m, b: m(b, return_attention=True), with_attention)
+    layers = model.config.layers
+    assert runs == ([2] * layers + [3] * layers if mode == "cpp" else [0] * layers + [1] * layers), runs
     ref = losses_and_grads(model, x, y, reference, with_attention)
     assert torch.allclose(fused[0], ref[0], atol=1e-5, rtol=0), (fused[0] - ref[0]).abs().max()
     assert torch.allclose(fused[1], ref[1], atol=1e-5, rtol=0), (fused[1] - ref[1]).abs().max()
@@ -231,6 +238,69 @@ def test_cpp_kernel_matches_attention_forward_and_backward(shape):
                 assert torch.allclose(grad2, grad, atol=2e-5, rtol=1e-5), (case, (grad2 - grad).abs().max())
 
 
+def _untile(saved: torch.Tensor, parts: int, D: int, B: int) -> torch.Tensor:
+    """layer_forward's kept projection, (T, H, parts * D, 4 * F * 16) by tile, as p (parts, H, D, F, B)."""
+    T, H, _, cols = saved.shape
+    F = cols // 64
+    tiles = saved.view(T, H, parts, D, 4, F, 16).permute(2, 1, 3, 5, 0, 4, 6)  # (parts, H, D, F, T, 4, 16)
+    return tiles.reshape(parts, H, D, F, T * 64)[..., :B]
+
+
+@pytest.mark.parametrize("shape", [(2, 32, 7, 1024, 64), (2, 32, 7, 200, 16), (1, 4, 3, 70, 8), (2, 8, 16, 130, 13),
+                                   (3, 5, 1, 17, 5)])
+def test_cpp_layer_matches_the_projection_and_attention(shape):
+    """layer_forward/layer_backward (the projection inside the C++ kernel, per batch tile) against the projection
+    in float64 and attention_forward/attention_backward under autograd, in float64 from the same float32
+    projection (so that a ReLU's mask cannot flip on a rounding): p, out, alpha, grad_x, grad_weight, grad_bias,
+    for every option (dropout masks, residual, ReLU on the projection, scaling, bias, a gradient through alpha)
+    and batches that are not a multiple of the 64-sample tile."""
+    module = model_module._Kernels().cpp_module()
+    if module is None:
+        pytest.skip("the C++ kernel does not build here: the eager and inductor cases check the layer")
+    H, D, F, B, C_in = shape
+    g = torch.Generator().manual_seed(1)
+    close = lambda ours, want: (ours.double() - want).abs().max() <= 1e-5 * max(1.0, float(want.abs().max()))
+    for residual in (True, False):
+        for qkv_relu in (False, True):
+            for dropout, grad_alpha, scale, bias in ((False, False, 1.0, False), (True, True, 0.3, True),
+                                                     (False, True, 1.0, True)):
+                parts = 4 if residual else 3
+                x = torch.randn(C_in, F, B, generator=g) * 0.3
+                weight = torch.randn(parts * H * D, C_in, generator=g) * 0.3
+                b = torch.randn(parts * H * D, generator=g) * 0.1 if bias else None
+                attn_keep = (torch.rand(H, F, F, B, generator=g) > 0.3).float() / 0.7 if dropout else None
+                head_keep = (torch.rand(H, D, F, B, generator=g) > 0.2).float() / 0.8 if dropout else None
+                grad_out = torch.randn(H, D, F, B, generator=g)
+                extra = torch.randn(H, F, F, B, generator=g) if grad_alpha else None
+                out, alpha, saved = module.layer_forward(x, weight, b, attn_keep, head_keep, H, scale, residual,
+                                                         qkv_relu, True)
+                grad_x, grad_weight, grad_bias = module.layer_backward(
+                    x, weight, saved, alpha, out, grad_out, extra, attn_keep, head_keep, H, scale, residual,
+                    qkv_relu, True, bias)
+                case = (shape, residual, qkv_relu, dropout, grad_alpha, scale, bias)
+                flat = x.double().reshape(C_in, F * B)
+                projected = weight.double() @ flat + (b.double()[:, None] if bias else 0)
+                p = _untile(saved, parts, D, B).double().requires_grad_()
+                assert close(p, projected.view(p.shape)), case
+                d = lambda t: None if t is None else t.double()
+                out64, alpha64 = model_module.attention_forward(p, d(attn_keep), d(head_keep), scale, residual,
+                                                                qkv_relu)
+                ((out64 * d(grad_out)).sum() + ((alpha64 * d(extra)).sum() if grad_alpha else 0)).backward()
+                grad_p = p.grad.reshape(-1, F * B)
+                want = {"out": out64, "alpha": alpha64, "grad_x": (weight.double().t() @ grad_p).view(x.shape),
+                        "grad_weight": grad_p @ flat.t()}
+                ours = {"out": out, "alpha": alpha, "grad_x": grad_x, "grad_weight": grad_weight}
+                if bias:
+                    want["grad_bias"], ours["grad_bias"] = grad_p.sum(1), grad_bias
+                else:
+                    assert grad_bias is None
+                for name in want:
+                    assert close(ours[name], want[name].detach()), (case, name,
+                                                                   (ours[name].double() - want[name]).abs().max())
+                _, _, kept = module.layer_forward(x, weight, b, None, None, H, scale, residual, qkv_relu, False)
+                assert kept.numel() == 0  # nothing kept for a backward that will not come (inference)
+
+
 def test_a_failing_cpp_build_falls_back_to_inductor_with_one_warning(synth_dataset, monkeypatch):
     """The C++ build failing (no ninja, a compiler error) leaves inductor's kernel, after one warning."""
     def broken_build():
@@ -261,5 +331,5 @@ def test_a_failing_cpp_build_falls_back_to_inductor_with_one_warning(synth_datas
 
 def test_the_cpu_kernel_setting_is_checked(monkeypatch):
     monkeypatch.setenv("AUTOINT_CPU_KERNEL", "fortran")
-    with pytest.raises(model_module.ConfigError, match="AUTOINT_CPU_KERNEL"):
+    with pytest.raises(model_module.ConfigError, match="AUTOINT_CPU_KERNEL.*cpp-attention"):
         model_module.cpu_kernel()

@@ -37,7 +37,7 @@ def _step_ops(dataset, config: AutoIntConfig, monkeypatch) -> tuple[Counter, Cou
     real_run = model_module.KERNELS.run
 
     def counted_run(which, *args):  # the kernel itself runs unobserved: compiled, it is one loop nest
-        kernel_calls["forward" if which == 0 else "backward"] += 1
+        kernel_calls["forward" if which % 2 == 0 else "backward"] += 1  # 0/1 attention core, 2/3 C++ layer
         with _disable_current_modes():
             return real_run(which, *args)
 
@@ -76,6 +76,10 @@ def test_training_step_op_budget(synth_dataset, monkeypatch):
     assert ops["aten._fused_adam_"] == 1 or DEVICE.type not in ("cpu", "cuda"), ops.most_common(12)
     for name in ("aten.nonzero", "aten._local_scalar_dense", "aten.item"):
         assert ops[name] == 0, f"{name} in the training step forces a host sync"
+    if DEVICE.type == "cpu" and model_module.cpu_kernel() == "cpp" and model_module.KERNELS.mode("cpu") == "cpp":
+        # The C++ layer (issue 14 attempt 12) computes the projections and their gradients per batch tile: the
+        # step's 9 projection matmuls are inside it, the 3 left are Eq. 9's; 91 ops a step when written.
+        assert ops["aten.mm"] + ops["aten.addmm"] <= 3 and total <= 100, (total, ops.most_common(12))
 
 
 def test_the_cpu_default_is_the_compiled_kernel_when_a_compiler_works():

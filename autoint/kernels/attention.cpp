@@ -10,12 +10,22 @@
 //     d' channel is a loop OUTSIDE the vector: each contraction keeps the F outputs of one field in registers
 //     (F is a template parameter, 1..16) and streams the channel through them.
 //
+// Two pairs of operators share that maths (forward_core / backward_core):
+//   * layer_forward / layer_backward (the CPU default, issue 14 attempt 12): the layer's projection too. For each
+//     tile, in the thread that owns it, W (P*H*D, in) times the tile's x (in, F * TILE) with a register-blocked
+//     micro-kernel (`gemm`), then the attention on that tile while it is in L2; backward: the tile's grad_p, then
+//     its grad_x and the thread's partial grad_W (summed at the end). So the projection and the attention
+//     partition the batch the same way, and p and grad_p never go through memory between them.
+//   * attention_forward / attention_backward (attempt 9): the attention alone, on a p that torch.mm projected.
+//
 // Shapes: P = 3 or 4 parts (query, key, value, residual), H heads, D = d', F fields, B batch.
-//   p (P, H, D, F, B); alpha, attn_keep, grad_alpha (H, F, F, B); out, grad_out, head_keep (H, D, F, B).
+//   p (P, H, D, F, B); alpha, attn_keep, grad_alpha (H, F, F, B); out, grad_out, head_keep (H, D, F, B);
+//   x, grad_x (in, F, B); weight (P*H*D, in) in nn.Linear's row order.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 #include <cstring>
+#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -94,6 +104,120 @@ struct Args {
   bool residual, qkv_relu;
 };
 
+// The maths of one head on one vector of 16 samples. Every (channel c or field m, field) array is addressed as
+// X[r * s + f]: `s` vectors between its rows (F in the packed layout of attention_forward/backward, NV * F in
+// the tile layout of layer_forward/backward), the caller's pointer already at the vector.
+template <int F>
+inline void forward_core(const Args& a, int64_t s, const vf* Q, const vf* K, const vf* V, const vf* R,
+                         const vf* HK, const vf* AK, vf* O, vf* A, vf* w) {
+  const int64_t D = a.D;
+  for (int m = 0; m < F; ++m) {  // Eq. 5: scores of field m against every k, then the softmax over k
+    vf acc[F];
+#pragma GCC unroll 16
+    for (int kk = 0; kk < F; ++kk) acc[kk] = splat(0.0f);
+    for (int64_t c = 0; c < D; ++c) {
+      const vf qm = Q[c * s + m];
+      const vf* Kc = K + c * s;
+#pragma GCC unroll 16
+      for (int kk = 0; kk < F; ++kk) acc[kk] += qm * Kc[kk];
+    }
+    vf mx = acc[0] * a.scale;
+#pragma GCC unroll 16
+    for (int kk = 0; kk < F; ++kk) { acc[kk] *= a.scale; mx = vmax(mx, acc[kk]); }
+    vf sum = splat(0.0f);
+#pragma GCC unroll 16
+    for (int kk = 0; kk < F; ++kk) { acc[kk] = vexp(acc[kk] - mx); sum += acc[kk]; }
+    const vf inv = 1.0f / sum;
+#pragma GCC unroll 16
+    for (int kk = 0; kk < F; ++kk) {
+      const vf alpha_mk = acc[kk] * inv;
+      A[m * s + kk] = alpha_mk;
+      w[m * F + kk] = AK ? alpha_mk * AK[m * s + kk] : alpha_mk;
+    }
+  }
+  for (int64_t c = 0; c < D; ++c) {  // Eq. 6: sum_k alpha_mk v_k; Eq. 8: + W_Res e_m, ReLU
+    vf vk[F];
+#pragma GCC unroll 16
+    for (int kk = 0; kk < F; ++kk) vk[kk] = V[c * s + kk];
+#pragma GCC unroll 16
+    for (int m = 0; m < F; ++m) {
+      vf acc = splat(0.0f);
+#pragma GCC unroll 16
+      for (int kk = 0; kk < F; ++kk) acc += w[m * F + kk] * vk[kk];
+      if (HK) acc *= HK[c * s + m];
+      if (R) acc += R[c * s + m];
+      O[c * s + m] = relu(acc);
+    }
+  }
+}
+
+// The gradient of forward_core. Q, K, V after the ReLU of qkv_relu; RQ, RK, RV, RR the raw projection (its
+// ReLU's masks; null without qkv_relu; RR null without the residual too); GR null without the residual.
+// Scratch: gc (D * F), w and gs (F * F).
+template <int F>
+inline void backward_core(const Args& a, int64_t s, const vf* Q, const vf* K, const vf* V, const vf* RQ,
+                          const vf* RK, const vf* RV, const vf* RR, const vf* O, const vf* GO, const vf* HK,
+                          const vf* A, const vf* AK, const vf* GA, vf* GQ, vf* GK, vf* GV, vf* GR, vf* gc, vf* w,
+                          vf* gs) {
+  const int64_t D = a.D;
+  // Through Eq. 8's ReLU (and the head dropout); grad_weights_mk = sum_c grad_combined_cm v_ck.
+  for (int m = 0; m < F; ++m) {
+    vf acc[F];
+#pragma GCC unroll 16
+    for (int kk = 0; kk < F; ++kk) acc[kk] = splat(0.0f);
+    for (int64_t c = 0; c < D; ++c) {
+      const int64_t i = c * s + m;
+      const vf g = O[i] > 0.0f ? GO[i] : splat(0.0f);
+      if (GR) GR[i] = RR ? (RR[i] > 0.0f ? g : splat(0.0f)) : g;
+      const vf g2 = HK ? g * HK[i] : g;
+      gc[c * F + m] = g2;
+      const vf* Vc = V + c * s;
+#pragma GCC unroll 16
+      for (int kk = 0; kk < F; ++kk) acc[kk] += g2 * Vc[kk];
+    }
+    // The softmax's gradient: grad_scores = alpha (gat - sum_k alpha gat) scale.
+    vf gat[F];
+    vf dot = splat(0.0f);
+#pragma GCC unroll 16
+    for (int kk = 0; kk < F; ++kk) {
+      const int64_t i = m * s + kk;
+      gat[kk] = AK ? acc[kk] * AK[i] : acc[kk];
+      if (GA) gat[kk] += GA[i];
+      dot += A[i] * gat[kk];
+      w[m * F + kk] = AK ? A[i] * AK[i] : A[i];
+    }
+#pragma GCC unroll 16
+    for (int kk = 0; kk < F; ++kk) gs[m * F + kk] = A[m * s + kk] * (gat[kk] - dot) * a.scale;
+  }
+  // grad_value_ck = sum_m w_mk gc_cm; grad_key_ck = sum_m gs_mk q_cm; grad_query_cm = sum_k gs_mk k_ck.
+  for (int64_t c = 0; c < D; ++c) {
+    vf accv[F], acck[F];
+#pragma GCC unroll 16
+    for (int kk = 0; kk < F; ++kk) { accv[kk] = splat(0.0f); acck[kk] = splat(0.0f); }
+#pragma GCC unroll 16
+    for (int m = 0; m < F; ++m) {
+      const vf g = gc[c * F + m], qm = Q[c * s + m];
+#pragma GCC unroll 16
+      for (int kk = 0; kk < F; ++kk) { accv[kk] += w[m * F + kk] * g; acck[kk] += gs[m * F + kk] * qm; }
+    }
+    const vf* Kc = K + c * s;
+#pragma GCC unroll 16
+    for (int m = 0; m < F; ++m) {
+      vf acc = splat(0.0f);
+#pragma GCC unroll 16
+      for (int kk = 0; kk < F; ++kk) acc += gs[m * F + kk] * Kc[kk];
+      const int64_t i = c * s + m;
+      GQ[i] = RQ ? (RQ[i] > 0.0f ? acc : splat(0.0f)) : acc;
+    }
+#pragma GCC unroll 16
+    for (int kk = 0; kk < F; ++kk) {
+      const int64_t i = c * s + kk;
+      GV[i] = RV ? (RV[i] > 0.0f ? accv[kk] : splat(0.0f)) : accv[kk];
+      GK[i] = RK ? (RK[i] > 0.0f ? acck[kk] : splat(0.0f)) : acck[kk];
+    }
+  }
+}
+
 template <int F>
 void forward_tiles(const Args& a, const float* p, const float* attn_keep, const float* head_keep, float* out,
                    float* alpha, int64_t t0, int64_t t1) {
@@ -118,49 +242,10 @@ void forward_tiles(const Args& a, const float* p, const float* attn_keep, const 
         for (auto& x : v) x = relu(x);
         for (auto& x : res) x = relu(x);
       }
-      for (int j = 0; j < NV; ++j) {
-        const vf *Q = &q[j * DF], *K = &k[j * DF], *V = &v[j * DF];
-        vf* A = &al[j * FF];
-        for (int m = 0; m < F; ++m) {  // Eq. 5: scores of field m against every k, then the softmax over k
-          vf acc[F];
-#pragma GCC unroll 16
-          for (int kk = 0; kk < F; ++kk) acc[kk] = splat(0.0f);
-          for (int64_t c = 0; c < D; ++c) {
-            const vf qm = Q[c * F + m];
-            const vf* Kc = K + c * F;
-#pragma GCC unroll 16
-            for (int kk = 0; kk < F; ++kk) acc[kk] += qm * Kc[kk];
-          }
-          vf mx = acc[0] * a.scale;
-#pragma GCC unroll 16
-          for (int kk = 0; kk < F; ++kk) { acc[kk] *= a.scale; mx = vmax(mx, acc[kk]); }
-          vf sum = splat(0.0f);
-#pragma GCC unroll 16
-          for (int kk = 0; kk < F; ++kk) { acc[kk] = vexp(acc[kk] - mx); sum += acc[kk]; }
-          const vf inv = 1.0f / sum;
-#pragma GCC unroll 16
-          for (int kk = 0; kk < F; ++kk) {
-            const vf alpha_mk = acc[kk] * inv;
-            A[m * F + kk] = alpha_mk;
-            w[m * F + kk] = attn_keep ? alpha_mk * ak[j * FF + m * F + kk] : alpha_mk;
-          }
-        }
-        vf* O = &o[j * DF];
-        for (int64_t c = 0; c < D; ++c) {  // Eq. 6: sum_k alpha_mk v_k; Eq. 8: + W_Res e_m, ReLU
-          vf vk[F];
-#pragma GCC unroll 16
-          for (int kk = 0; kk < F; ++kk) vk[kk] = V[c * F + kk];
-#pragma GCC unroll 16
-          for (int m = 0; m < F; ++m) {
-            vf acc = splat(0.0f);
-#pragma GCC unroll 16
-            for (int kk = 0; kk < F; ++kk) acc += w[m * F + kk] * vk[kk];
-            if (head_keep) acc *= hk[j * DF + c * F + m];
-            if (a.residual) acc += res[j * DF + c * F + m];
-            O[c * F + m] = relu(acc);
-          }
-        }
-      }
+      for (int j = 0; j < NV; ++j)
+        forward_core<F>(a, F, &q[j * DF], &k[j * DF], &v[j * DF], a.residual ? &res[j * DF] : nullptr,
+                        head_keep ? &hk[j * DF] : nullptr, attn_keep ? &ak[j * FF] : nullptr, &o[j * DF],
+                        &al[j * FF], w.data());
       unpack(out + h * DF * B, o.data(), DF, B, b0, n);
       unpack(alpha + h * FF * B, al.data(), FF, B, b0, n);
     }
@@ -201,63 +286,13 @@ void backward_tiles(const Args& a, const float* p, const float* alpha, const flo
       if (attn_keep) pack(ak.data(), attn_keep + h * FF * B, FF, B, b0, n);
       if (grad_alpha) pack(ga.data(), grad_alpha + h * FF * B, FF, B, b0, n);
       for (int j = 0; j < NV; ++j) {
-        const vf *Q = &q[j * DF], *K = &k[j * DF], *V = &v[j * DF], *A = &al[j * FF];
-        // Through Eq. 8's ReLU (and the head dropout); grad_weights_mk = sum_c grad_combined_cm v_ck.
-        for (int m = 0; m < F; ++m) {
-          vf acc[F];
-#pragma GCC unroll 16
-          for (int kk = 0; kk < F; ++kk) acc[kk] = splat(0.0f);
-          for (int64_t c = 0; c < D; ++c) {
-            const int64_t i = j * DF + c * F + m;
-            const vf g = o[i] > 0.0f ? go[i] : splat(0.0f);
-            if (a.residual) gr[i] = a.qkv_relu ? (pres[i] > 0.0f ? g : splat(0.0f)) : g;
-            const vf g2 = head_keep ? g * hk[i] : g;
-            gc[c * F + m] = g2;
-            const vf* Vc = V + c * F;
-#pragma GCC unroll 16
-            for (int kk = 0; kk < F; ++kk) acc[kk] += g2 * Vc[kk];
-          }
-          // The softmax's gradient: grad_scores = alpha (gat - sum_k alpha gat) scale.
-          vf gat[F];
-          vf dot = splat(0.0f);
-#pragma GCC unroll 16
-          for (int kk = 0; kk < F; ++kk) {
-            const int64_t i = m * F + kk;
-            gat[kk] = attn_keep ? acc[kk] * ak[j * FF + i] : acc[kk];
-            if (grad_alpha) gat[kk] += ga[j * FF + i];
-            dot += A[i] * gat[kk];
-            w[i] = attn_keep ? A[i] * ak[j * FF + i] : A[i];
-          }
-#pragma GCC unroll 16
-          for (int kk = 0; kk < F; ++kk) gs[m * F + kk] = A[m * F + kk] * (gat[kk] - dot) * a.scale;
-        }
-        // grad_value_ck = sum_m w_mk gc_cm; grad_key_ck = sum_m gs_mk q_cm; grad_query_cm = sum_k gs_mk k_ck.
-        for (int64_t c = 0; c < D; ++c) {
-          vf accv[F], acck[F];
-#pragma GCC unroll 16
-          for (int kk = 0; kk < F; ++kk) { accv[kk] = splat(0.0f); acck[kk] = splat(0.0f); }
-#pragma GCC unroll 16
-          for (int m = 0; m < F; ++m) {
-            const vf g = gc[c * F + m], qm = Q[c * F + m];
-#pragma GCC unroll 16
-            for (int kk = 0; kk < F; ++kk) { accv[kk] += w[m * F + kk] * g; acck[kk] += gs[m * F + kk] * qm; }
-          }
-          const vf* Kc = K + c * F;
-#pragma GCC unroll 16
-          for (int m = 0; m < F; ++m) {
-            vf acc = splat(0.0f);
-#pragma GCC unroll 16
-            for (int kk = 0; kk < F; ++kk) acc += gs[m * F + kk] * Kc[kk];
-            const int64_t i = j * DF + c * F + m;
-            gq[i] = a.qkv_relu ? (rq[i] > 0.0f ? acc : splat(0.0f)) : acc;
-          }
-#pragma GCC unroll 16
-          for (int kk = 0; kk < F; ++kk) {
-            const int64_t i = j * DF + c * F + kk;
-            gv[i] = a.qkv_relu ? (rv[i] > 0.0f ? accv[kk] : splat(0.0f)) : accv[kk];
-            gk[i] = a.qkv_relu ? (rk[i] > 0.0f ? acck[kk] : splat(0.0f)) : acck[kk];
-          }
-        }
+        const int64_t x = j * DF, y = j * FF;
+        const bool r = a.qkv_relu;
+        backward_core<F>(a, F, &q[x], &k[x], &v[x], r ? &rq[x] : nullptr, r ? &rk[x] : nullptr,
+                         r ? &rv[x] : nullptr, r && a.residual ? &pres[x] : nullptr, &o[x], &go[x],
+                         head_keep ? &hk[x] : nullptr, &al[y], attn_keep ? &ak[y] : nullptr,
+                         grad_alpha ? &ga[y] : nullptr, &gq[x], &gk[x], &gv[x], a.residual ? &gr[x] : nullptr,
+                         gc.data(), w.data(), gs.data());
       }
       float* gh = grad_p + h * DF * B;
       unpack(gh, gq.data(), DF, B, b0, n);
@@ -265,6 +300,222 @@ void backward_tiles(const Args& a, const float* p, const float* alpha, const flo
       unpack(gh + 2 * part, gv.data(), DF, B, b0, n);
       if (a.residual) unpack(gh + 3 * part, gr.data(), DF, B, b0, n);
     }
+  }
+}
+
+// ---- The layer with its projection, per batch tile (issue 14 attempt 12) ----------------------------------
+// layer_forward / layer_backward compute W_Query, W_Key, W_Value and W_Res of all heads for one 64-sample tile
+// in the thread that owns the tile, then the attention on that tile while it is in L2; backward: the tile's
+// grad_p, then its grad_x and a per-thread partial grad_W. The tile layout: a (rows, F) array of the tile is
+// rows x NV x F vectors, vector (r, j, f) at [(r * NV + j) * F + f]; so the projection of a tile is one
+// (rows_W, in) x (in, NV * F vectors) product.
+
+// Copy rows (r, f) of a (R, F, B) column-layout array (row r * F + f starts at src + (r * F + f) * B + b0) into
+// the tile layout, zero-padding past n samples.
+inline void pack_tile(vf* dst, const float* src, int64_t R, int64_t F, int64_t B, int64_t b0, int n) {
+  const int64_t rows = R * F;
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* s = src + i * B + b0;
+    vf* d = dst + (i / F) * NV * F + i % F;
+    if (i + AHEAD < rows) {
+      const float* next = s + AHEAD * B;
+      for (int j = 0; j < NV; ++j) __builtin_prefetch(next + j * W, 0, 3);
+    }
+    if (n == TILE) {
+      for (int j = 0; j < NV; ++j) std::memcpy(&d[j * F], s + j * W, sizeof(vf));
+    } else {
+      float tmp[TILE] = {0};
+      std::memcpy(tmp, s, n * sizeof(float));
+      for (int j = 0; j < NV; ++j) std::memcpy(&d[j * F], tmp + j * W, sizeof(vf));
+    }
+  }
+}
+
+inline void unpack_tile(float* dst, const vf* src, int64_t R, int64_t F, int64_t B, int64_t b0, int n) {
+  const int64_t rows = R * F;
+  for (int64_t i = 0; i < rows; ++i) {
+    float* d = dst + i * B + b0;
+    const vf* s = src + (i / F) * NV * F + i % F;
+    if (i + AHEAD < rows) {
+      float* next = d + AHEAD * B;
+      for (int j = 0; j < NV; ++j) __builtin_prefetch(next + j * W, 1, 3);
+    }
+    if (n == TILE) {
+      for (int j = 0; j < NV; ++j) std::memcpy(d + j * W, &s[j * F], sizeof(vf));
+    } else {
+      float tmp[TILE];
+      for (int j = 0; j < NV; ++j) std::memcpy(tmp + j * W, &s[j * F], sizeof(vf));
+      std::memcpy(d, tmp, n * sizeof(float));
+    }
+  }
+}
+
+// C[m][n] (+)= sum_k A[m * lda + k] B[k * ldb + n]: MR rows of scalars against NR vectors, in registers.
+template <int MR, int NR>
+inline void micro(int64_t K, const float* A, int64_t lda, const vf* B, int64_t ldb, vf* C, int64_t ldc,
+                  bool accumulate) {
+  vf acc[MR][NR];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NR; ++v) acc[r][v] = accumulate ? C[r * ldc + v] : splat(0.0f);
+  for (int64_t k = 0; k < K; ++k) {
+    vf b[NR];
+#pragma GCC unroll 4
+    for (int v = 0; v < NR; ++v) b[v] = B[k * ldb + v];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const vf x = splat(A[r * lda + k]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NR; ++v) acc[r][v] += x * b[v];
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NR; ++v) C[r * ldc + v] = acc[r][v];
+}
+
+constexpr int MR = 6, NR = 4;
+
+template <int R>
+inline void micro_rows(int nr, int64_t K, const float* A, int64_t lda, const vf* B, int64_t ldb, vf* C,
+                       int64_t ldc, bool acc) {
+  switch (nr) {
+    case 4: micro<R, 4>(K, A, lda, B, ldb, C, ldc, acc); break;
+    case 3: micro<R, 3>(K, A, lda, B, ldb, C, ldc, acc); break;
+    case 2: micro<R, 2>(K, A, lda, B, ldb, C, ldc, acc); break;
+    default: micro<R, 1>(K, A, lda, B, ldb, C, ldc, acc); break;
+  }
+}
+
+// C (M x N vectors, row stride ldc) (+)= A (M x K scalars, row stride lda) B (K x N vectors, row stride ldb),
+// K in chunks of kc rows of B (kept in L1 while the row blocks of A go past).
+void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const vf* B, int64_t ldb, vf* C,
+          int64_t ldc, bool accumulate, int64_t kc) {
+  for (int64_t k0 = 0; k0 < K; k0 += kc) {
+    const int64_t kk = std::min(kc, K - k0);
+    const bool acc = accumulate || k0 > 0;
+    for (int64_t n0 = 0; n0 < N; n0 += NR) {
+      const int nr = (int)std::min<int64_t>(NR, N - n0);
+      for (int64_t m0 = 0; m0 < M; m0 += MR) {
+        const int mr = (int)std::min<int64_t>(MR, M - m0);
+        const float* a = A + m0 * lda + k0;
+        const vf* b = B + k0 * ldb + n0;
+        vf* c = C + m0 * ldc + n0;
+        switch (mr) {
+          case 6: micro_rows<6>(nr, kk, a, lda, b, ldb, c, ldc, acc); break;
+          case 5: micro_rows<5>(nr, kk, a, lda, b, ldb, c, ldc, acc); break;
+          case 4: micro_rows<4>(nr, kk, a, lda, b, ldb, c, ldc, acc); break;
+          case 3: micro_rows<3>(nr, kk, a, lda, b, ldb, c, ldc, acc); break;
+          case 2: micro_rows<2>(nr, kk, a, lda, b, ldb, c, ldc, acc); break;
+          default: micro_rows<1>(nr, kk, a, lda, b, ldb, c, ldc, acc); break;
+        }
+      }
+    }
+  }
+}
+
+// Rows of W in head-major order (h, part, c), so that one head's projection is one contiguous block of PD rows.
+struct LayerArgs {
+  Args a;
+  int64_t F, in, PD;  // PD = parts * D: rows of W (and of a tile's p) per head
+};
+
+template <int F>
+void layer_forward_tiles(const LayerArgs& L, const float* x, const float* Wh, const float* bias_h,
+                         const float* attn_keep, const float* head_keep, float* out, float* alpha, float* saved,
+                         int64_t t0, int64_t t1) {
+  const Args& a = L.a;
+  const int64_t D = a.D, H = a.H, B = a.B, N = NV * F, PD = L.PD, in = L.in;
+  std::vector<vf> xt(in * N), pt(PD * N), ot(H * D * N), at(H * F * N), w(F * F);
+  std::vector<vf> hk(head_keep ? H * D * N : 0), ak(attn_keep ? H * F * N : 0);
+  for (int64_t tile = t0; tile < t1; ++tile) {
+    const int64_t b0 = tile * TILE;
+    const int n = (int)std::min<int64_t>(TILE, B - b0);
+    pack_tile(xt.data(), x, in, F, B, b0, n);
+    if (head_keep) pack_tile(hk.data(), head_keep, H * D, F, B, b0, n);
+    if (attn_keep) pack_tile(ak.data(), attn_keep, H * F, F, B, b0, n);
+    for (int64_t h = 0; h < H; ++h) {
+      if (bias_h) {
+        for (int64_t r = 0; r < PD; ++r)
+          for (int64_t c = 0; c < N; ++c) pt[r * N + c] = splat(bias_h[h * PD + r]);
+      }
+      gemm(PD, N, in, Wh + h * PD * in, in, xt.data(), N, pt.data(), N, bias_h != nullptr, 64);
+      if (saved) std::memcpy(saved + (tile * H + h) * PD * N * W, pt.data(), PD * N * sizeof(vf));
+      if (a.qkv_relu)
+        for (auto& v : pt) v = relu(v);
+      const vf* P = pt.data();
+      for (int j = 0; j < NV; ++j) {
+        const int64_t o = j * F;
+        forward_core<F>(a, N, P + o, P + D * N + o, P + 2 * D * N + o, a.residual ? P + 3 * D * N + o : nullptr,
+                        head_keep ? &hk[h * D * N + o] : nullptr, attn_keep ? &ak[h * F * N + o] : nullptr,
+                        &ot[h * D * N + o], &at[h * F * N + o], w.data());
+      }
+    }
+    unpack_tile(out, ot.data(), H * D, F, B, b0, n);
+    unpack_tile(alpha, at.data(), H * F, F, B, b0, n);
+  }
+}
+
+template <int F>
+void layer_backward_tiles(const LayerArgs& L, const float* x, const float* Wt, const float* saved,
+                          const float* alpha, const float* out, const float* grad_out, const float* grad_alpha,
+                          const float* attn_keep, const float* head_keep, float* grad_x, vf* grad_w, vf* grad_b,
+                          int64_t t0, int64_t t1) {
+  const Args& a = L.a;
+  const int64_t D = a.D, H = a.H, B = a.B, N = NV * F, PD = L.PD, in = L.in, inv = (in + W - 1) / W;
+  const int64_t O = H * PD, K = N * W;  // rows of W; samples x fields of a tile (the weight grad's reduction)
+  std::vector<vf> xt(in * N), xtt(K * inv), gt(PD * N), gx(in * N), ot(H * D * N), got(H * D * N), at(H * F * N);
+  std::vector<vf> hk(head_keep ? H * D * N : 0), ak(attn_keep ? H * F * N : 0), ga(grad_alpha ? H * F * N : 0);
+  std::vector<vf> pr(a.qkv_relu ? 3 * D * N : 0), gc(D * F), w(F * F), gs(F * F);
+  for (int64_t tile = t0; tile < t1; ++tile) {
+    const int64_t b0 = tile * TILE;
+    const int n = (int)std::min<int64_t>(TILE, B - b0);
+    pack_tile(xt.data(), x, in, F, B, b0, n);
+    {  // the tile's x transposed, (samples x fields, in) with in padded to whole vectors: the weight grad's B
+      float* t = reinterpret_cast<float*>(xtt.data());
+      const float* s = reinterpret_cast<const float*>(xt.data());
+      const int64_t ld = inv * W;
+      for (int64_t i = 0; i < in; ++i)
+        for (int64_t k = 0; k < K; ++k) t[k * ld + i] = s[i * K + k];
+    }
+    pack_tile(ot.data(), out, H * D, F, B, b0, n);
+    pack_tile(got.data(), grad_out, H * D, F, B, b0, n);
+    pack_tile(at.data(), alpha, H * F, F, B, b0, n);
+    if (head_keep) pack_tile(hk.data(), head_keep, H * D, F, B, b0, n);
+    if (attn_keep) pack_tile(ak.data(), attn_keep, H * F, F, B, b0, n);
+    if (grad_alpha) pack_tile(ga.data(), grad_alpha, H * F, F, B, b0, n);
+    for (int64_t h = 0; h < H; ++h) {
+      const vf* raw = reinterpret_cast<const vf*>(saved) + (tile * H + h) * PD * N;
+      const vf* P = raw;
+      if (a.qkv_relu) {
+        for (int64_t i = 0; i < 3 * D * N; ++i) pr[i] = relu(raw[i]);
+        P = pr.data();
+      }
+      vf* G = gt.data();
+      for (int j = 0; j < NV; ++j) {
+        const int64_t o = j * F, od = h * D * N + o, of = h * F * N + o;
+        const bool r = a.qkv_relu;
+        backward_core<F>(a, N, P + o, P + D * N + o, P + 2 * D * N + o, r ? raw + o : nullptr,
+                         r ? raw + D * N + o : nullptr, r ? raw + 2 * D * N + o : nullptr,
+                         r && a.residual ? raw + 3 * D * N + o : nullptr, &ot[od], &got[od],
+                         head_keep ? &hk[od] : nullptr, &at[of], attn_keep ? &ak[of] : nullptr,
+                         grad_alpha ? &ga[of] : nullptr, G + o, G + D * N + o, G + 2 * D * N + o,
+                         a.residual ? G + 3 * D * N + o : nullptr, gc.data(), w.data(), gs.data());
+      }
+      // grad_x += W_h^T G_h; grad_W_h += G_h x^T; grad_b_h += G_h 1
+      gemm(in, N, PD, Wt + h * PD, O, G, N, gx.data(), N, h > 0, 64);
+      gemm(PD, inv, K, reinterpret_cast<const float*>(G), K, xtt.data(), inv, grad_w + h * PD * inv, inv, true, 128);
+      if (grad_b) {
+        for (int64_t r = 0; r < PD; ++r) {
+          vf acc = grad_b[h * PD + r];
+          for (int64_t c = 0; c < N; ++c) acc += G[r * N + c];
+          grad_b[h * PD + r] = acc;
+        }
+      }
+    }
+    if (grad_x) unpack_tile(grad_x, gx.data(), in, F, B, b0, n);
   }
 }
 
@@ -336,7 +587,95 @@ at::Tensor attention_backward(at::Tensor p, at::Tensor alpha, at::Tensor out, at
   return grad_p;
 }
 
+
+// x (in, F, B), weight (parts * H * D, in) in nn.Linear's row order (part, h, c), bias (parts * H * D) or none.
+// Returns out (H, D, F, B), alpha (H, F, F, B) and, when `save`, the raw projection of every tile for
+// layer_backward (T, H, parts * D, NV * F * 16), else an empty tensor.
+std::vector<at::Tensor> layer_forward(at::Tensor x, at::Tensor weight, std::optional<at::Tensor> bias,
+                                      std::optional<at::Tensor> attn_keep, std::optional<at::Tensor> head_keep,
+                                      int64_t heads, double scale, bool residual, bool qkv_relu, bool save) {
+  check(x, "x"); check(weight, "weight");
+  if (attn_keep) check(*attn_keep, "attn_keep");
+  if (head_keep) check(*head_keep, "head_keep");
+  const int64_t in = x.size(0), F = x.size(1), B = x.size(2), O = weight.size(0), parts = residual ? 4 : 3;
+  TORCH_CHECK(weight.size(1) == in && O % (parts * heads) == 0, "weight (", O, ", ", weight.size(1),
+              ") does not fit x with ", in, " rows, ", heads, " heads, residual=", residual);
+  const int64_t H = heads, D = O / (parts * H), T = (B + TILE - 1) / TILE;
+  LayerArgs L{{parts, H, D, B, (float)scale, residual, qkv_relu}, F, in, parts * D};
+  auto Wh = weight.view({parts, H, D, in}).transpose(0, 1).contiguous();  // rows (h, part, c)
+  at::Tensor bh;
+  if (bias && bias->defined()) { check(*bias, "bias"); bh = bias->view({parts, H, D}).transpose(0, 1).contiguous(); }
+  auto out = at::empty({H, D, F, B}, x.options());
+  auto alpha = at::empty({H, F, F, B}, x.options());
+  auto saved = save ? at::empty({T, H, parts * D, NV * F * W}, x.options()) : at::empty({0}, x.options());
+  const float *px = x.data_ptr<float>(), *pw = Wh.data_ptr<float>(), *pb = bh.defined() ? bh.data_ptr<float>() : nullptr;
+  const float *ak = opt_ptr(attn_keep), *hk = opt_ptr(head_keep);
+  float *po = out.data_ptr<float>(), *pa = alpha.data_ptr<float>(), *ps = save ? saved.data_ptr<float>() : nullptr;
+  at::parallel_for(0, T, 1, [&](int64_t t0, int64_t t1) {
+#define CALL(FV) layer_forward_tiles<FV>(L, px, pw, pb, ak, hk, po, pa, ps, t0, t1)
+    DISPATCH_F(F, CALL)
+#undef CALL
+  });
+  return {out, alpha, saved};
+}
+
+// The gradients of layer_forward: grad_x (in, F, B) (undefined unless `input_grad`), grad_weight and grad_bias
+// (undefined unless `bias_grad`) in nn.Linear's order. Each thread sums its tiles' weight gradient apart.
+std::vector<at::Tensor> layer_backward(at::Tensor x, at::Tensor weight, at::Tensor saved, at::Tensor alpha,
+                                       at::Tensor out, at::Tensor grad_out, std::optional<at::Tensor> grad_alpha,
+                                       std::optional<at::Tensor> attn_keep, std::optional<at::Tensor> head_keep,
+                                       int64_t heads, double scale, bool residual, bool qkv_relu, bool input_grad,
+                                       bool bias_grad) {
+  check(x, "x"); check(weight, "weight"); check(saved, "saved"); check(alpha, "alpha"); check(out, "out");
+  check(grad_out, "grad_out");
+  if (grad_alpha) check(*grad_alpha, "grad_alpha");
+  if (attn_keep) check(*attn_keep, "attn_keep");
+  if (head_keep) check(*head_keep, "head_keep");
+  const int64_t in = x.size(0), F = x.size(1), B = x.size(2), O = weight.size(0), parts = residual ? 4 : 3;
+  const int64_t H = heads, D = O / (parts * H), T = (B + TILE - 1) / TILE, inv = (in + W - 1) / W;
+  TORCH_CHECK(saved.numel() == T * O * NV * F * W, "saved does not match x and weight");
+  LayerArgs L{{parts, H, D, B, (float)scale, residual, qkv_relu}, F, in, parts * D};
+  auto Wt = weight.view({parts, H, D, in}).transpose(0, 1).reshape({O, in}).t().contiguous();  // (in, O) cols (h, part, c)
+  auto grad_x = input_grad ? at::empty({in, F, B}, x.options()) : at::Tensor();
+  std::vector<vf> total_w(O * inv, splat(0.0f)), total_b(bias_grad ? O : 0, splat(0.0f));
+  std::mutex lock;
+  const float *px = x.data_ptr<float>(), *pw = Wt.data_ptr<float>(), *ps = saved.data_ptr<float>();
+  const float *pa = alpha.data_ptr<float>(), *po = out.data_ptr<float>(), *pg = grad_out.data_ptr<float>();
+  const float *pga = opt_ptr(grad_alpha), *ak = opt_ptr(attn_keep), *hk = opt_ptr(head_keep);
+  float* gx = input_grad ? grad_x.data_ptr<float>() : nullptr;
+  at::parallel_for(0, T, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<vf> gw(O * inv, splat(0.0f)), gb(bias_grad ? O : 0, splat(0.0f));
+#define CALL(FV) layer_backward_tiles<FV>(L, px, pw, ps, pa, po, pg, pga, ak, hk, gx, gw.data(), \
+                                          bias_grad ? gb.data() : nullptr, t0, t1)
+    DISPATCH_F(F, CALL)
+#undef CALL
+    std::lock_guard<std::mutex> guard(lock);
+    for (size_t i = 0; i < gw.size(); ++i) total_w[i] += gw[i];
+    for (size_t i = 0; i < gb.size(); ++i) total_b[i] += gb[i];
+  });
+  auto gw_h = at::empty({O, in}, x.options());  // rows (h, part, c)
+  float* g = gw_h.data_ptr<float>();
+  const float* tw = reinterpret_cast<const float*>(total_w.data());
+  for (int64_t r = 0; r < O; ++r)
+    for (int64_t i = 0; i < in; ++i) g[r * in + i] = tw[r * inv * W + i];
+  auto grad_w = gw_h.view({H, parts, D, in}).transpose(0, 1).reshape({O, in}).contiguous();
+  at::Tensor grad_b;
+  if (bias_grad) {
+    auto gb_h = at::empty({O}, x.options());
+    float* b = gb_h.data_ptr<float>();
+    for (int64_t r = 0; r < O; ++r) {
+      float s = 0.0f;
+      for (int l = 0; l < W; ++l) s += total_b[r][l];
+      b[r] = s;
+    }
+    grad_b = gb_h.view({H, parts, D}).transpose(0, 1).reshape({O}).contiguous();
+  }
+  return {grad_x, grad_w, grad_b};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("attention_forward", &attention_forward, "Eqs. 5-8, column layout: (out, alpha)");
   m.def("attention_backward", &attention_backward, "Eqs. 5-8's gradient with respect to p");
+  m.def("layer_forward", &layer_forward, "Eqs. 5-8 with their projection, per batch tile: (out, alpha, saved)");
+  m.def("layer_backward", &layer_backward, "layer_forward's gradient: (grad_x, grad_weight, grad_bias)");
 }
