@@ -8,9 +8,16 @@ carry the schema inline in run.json (key "schema"); they still load. A run is wr
 sibling folder and renamed into place, so a run folder either is complete or does not exist. Loading
 trusts nothing: it checks the JSON, the vocabularies' checksum, the tensor names, dtypes and shapes
 against the model the JSON describes, and refuses anything that is not safetensors and JSON.
+
+The registry (a folder of run folders, `list_runs`) holds one more entry, the hidden lock file `.registry.lock`
+(`registry_lock`); listing and tidying skip it as they skip every name that starts with '.'. Listing reads
+run.json alone (the vocabularies file is only checked to exist with the size run.json records), so the app can
+list on every rerun however large the vocabularies; loading checks the checksum.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import math
@@ -23,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -35,6 +41,7 @@ from .schema import Schema, SchemaError
 
 FORMAT_VERSION = 1
 WEIGHTS, MANIFEST, VOCABULARIES = "model.safetensors", "run.json", "vocabularies.json"
+REGISTRY_LOCK = ".registry.lock"  # in the registry folder; `registry_lock`
 ALLOWED_FILES = {WEIGHTS, MANIFEST, VOCABULARIES}
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 MAX_MANIFEST_BYTES = 16 << 20  # a with-ids ML-1M manifest is about 0.3 MiB (with its schema inline, as old runs)
@@ -53,6 +60,10 @@ SAFETENSORS_DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.f
 
 class CheckpointError(AutoIntError, ValueError):
     """A run folder that cannot be loaded; the message names the file and what is wrong."""
+
+
+class RegistryBusy(AutoIntError, TimeoutError):
+    """Another process held the registry's lock for longer than the wait allows."""
 
 
 @dataclass
@@ -116,7 +127,7 @@ def save_run(path: str | os.PathLike, model: torch.nn.Module, *, metrics: dict, 
             fh.flush()
             os.fsync(fh.fileno())
         manifest["vocabularies"] = {"file": VOCABULARIES, "sha256": hashlib.sha256(vocabularies).hexdigest(),
-                                    "fields": len(model.schema.fields)}
+                                    "bytes": len(vocabularies), "fields": len(model.schema.fields)}
         with open(staging / MANIFEST, "w", encoding="utf-8") as fh:
             json.dump(_json_safe(manifest), fh, indent=1)
             fh.flush()
@@ -129,9 +140,13 @@ def save_run(path: str | os.PathLike, model: torch.nn.Module, *, metrics: dict, 
     return path
 
 
-def read_manifest(path: str | os.PathLike) -> dict:
+def read_manifest(path: str | os.PathLike, vocabularies: bool = True) -> dict:
     """Read and check `run.json` of a run folder, and its `vocabularies.json` (checksum, field names,
-    max_len), without loading weights. The schema is returned under "schema", as old runs hold it inline."""
+    max_len), without loading weights. The schema is returned under "schema", as old runs hold it inline.
+
+    vocabularies=False (listing): the vocabularies file is not read, only checked to be a plain file of the size
+    run.json records (runs saved before the size was recorded: of at most MAX_VOCABULARIES_BYTES); "schema" is
+    then absent unless run.json holds it inline. `load_run` reads it and checks its sha256."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such run folder. Train one with `python -m autoint train --out {path}`.")
@@ -166,6 +181,13 @@ def read_manifest(path: str | os.PathLike) -> dict:
             raise CheckpointError(f"{manifest_path}: {key!r} must be a string.")
     schema_path = manifest_path if inline else path / VOCABULARIES
     if not inline:
+        if not vocabularies:
+            entry, size = _check_vocabularies_file(path, manifest)
+            if "bytes" in entry and size != entry["bytes"]:
+                raise CheckpointError(f"{path / VOCABULARIES}: {size:,} bytes, but {MANIFEST} records "
+                                      f"{entry['bytes']:,}: the file was changed after training. Restore it from "
+                                      f"the run's copy, or retrain the run.")
+            return manifest
         manifest["schema"] = _read_vocabularies(path, manifest)
     # Names in a manifest label things; none is ever used as a path. Refuse path-like field names anyway,
     # so that no later use (a file name for an export, say) can be steered out of its folder.
@@ -181,19 +203,30 @@ def read_manifest(path: str | os.PathLike) -> dict:
     return manifest
 
 
-def _read_vocabularies(path: Path, manifest: dict) -> list:
-    """The schema list in `vocabularies.json`, after checking run.json's entry for it and its sha256."""
+def _check_vocabularies_file(path: Path, manifest: dict) -> tuple[dict, int]:
+    """(run.json's entry for `vocabularies.json`, the file's size) after checking the entry and that the file is a
+    plain file within MAX_VOCABULARIES_BYTES: a stat, no read."""
     manifest_path, vocab_path = path / MANIFEST, path / VOCABULARIES
     entry = manifest.get("vocabularies")
     if entry is None:
         raise CheckpointError(f"{manifest_path}: the key 'vocabularies' is missing (and there is no inline "
                               f"'schema', as older runs have); this is not a complete run.")
-    if not (isinstance(entry, dict) and entry.get("file") == VOCABULARIES and isinstance(entry.get("sha256"), str)):
+    recorded = entry.get("bytes", 0) if isinstance(entry, dict) else None
+    if not (isinstance(entry, dict) and entry.get("file") == VOCABULARIES and isinstance(entry.get("sha256"), str)
+            and type(recorded) is int and recorded >= 0):
         raise CheckpointError(f"{manifest_path}: 'vocabularies' must be {{\"file\": \"{VOCABULARIES}\", "
-                              f"\"sha256\": ...}}; the run folder was edited. Retrain the run.")
+                              f"\"sha256\": ..., \"bytes\": ...}}; the run folder was edited. Retrain the run.")
     _check_plain_file(vocab_path)
-    if vocab_path.stat().st_size > MAX_VOCABULARIES_BYTES:
+    size = vocab_path.stat().st_size
+    if size > MAX_VOCABULARIES_BYTES:
         raise CheckpointError(f"{vocab_path}: larger than {MAX_VOCABULARIES_BYTES >> 30} GiB; refusing to read it.")
+    return entry, size
+
+
+def _read_vocabularies(path: Path, manifest: dict) -> list:
+    """The schema list in `vocabularies.json`, after checking run.json's entry for it and its sha256."""
+    vocab_path = path / VOCABULARIES
+    entry, _ = _check_vocabularies_file(path, manifest)
     try:
         raw = vocab_path.read_bytes()
     except OSError as exc:
@@ -310,16 +343,67 @@ def _check_tensors(weights_path: Path, expected: dict, found: dict) -> None:
 
 # ----------------------------------------------------------------------------- registry
 
-def registry_lock(root: str | os.PathLike, timeout: float = 60.0) -> FileLock:
-    """The registry's file lock, shared by every process on this machine that writes runs under `root`.
+class RegistryLock:
+    """An exclusive `flock` on the registry's lock file, held inside `with`; see `registry_lock`."""
+
+    POLL_S = 0.05
+
+    def __init__(self, root: Path, timeout: float):
+        self.root, self.timeout, self.path, self._fd = root, timeout, None, None
+
+    def _open(self) -> tuple[int, Path]:
+        """A descriptor of `root/.registry.lock` (created when missing; read-only when this account may not
+        write it: flock needs no write access), else of the temporary folder's fallback for this root."""
+        inside = self.root / REGISTRY_LOCK
+        flags = os.O_CLOEXEC | os.O_NOFOLLOW  # a planted symbolic link is not followed: the fallback is used
+        for mode in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
+            try:
+                return os.open(inside, mode | flags, 0o666), inside
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ELOOP):
+                    raise
+        key = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]
+        fallback = Path(tempfile.gettempdir()) / f"autoint-registry-{key}.lock"
+        return os.open(fallback, os.O_RDWR | os.O_CREAT | flags, 0o666), fallback
+
+    def __enter__(self) -> "RegistryLock":
+        fd, self.path = self._open()
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._fd = fd
+                return self
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise RegistryBusy(f"{self.path}: another process has held the run registry's lock for "
+                                       f"{self.timeout:.0f} s (a save or tidy of {self.root} that is stuck, e.g. on "
+                                       f"a hung network file system); try again when it finishes.") from None
+                time.sleep(self.POLL_S)
+            except BaseException:
+                os.close(fd)
+                raise
+
+    def __exit__(self, *exc) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor of this open file releases the flock
+
+
+def registry_lock(root: str | os.PathLike, timeout: float = 60.0) -> RegistryLock:
+    """The registry's file lock, shared by every process that writes runs under `root` (use it in `with`).
 
     `save_run` holds it across its renames and `clean_staging` while it tidies, so two writers of
     one name never interleave, and a lister that holds it sees no run half-way through a
-    replacement. The lock file lives in the temporary folder, named after the registry's path,
-    so the registry holds run folders only (and a read-only registry can still be listed).
+    replacement. The lock file is `root/.registry.lock`, one per registry for good: it is never removed (removing
+    a lock file that another process may have open would let two holders in), and a process that dies holding the
+    lock releases it (flock). Inside the registry it is shared by every process that sees the folder, whatever
+    their temporary folders (a systemd PrivateTmp service, a container). A registry this process may not write and
+    that has no lock file yet (a read-only copy: nobody saves there) locks a file in the temporary folder instead,
+    named after its path, so it can still be listed.
     """
-    key = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
-    return FileLock(str(Path(tempfile.gettempdir()) / f"autoint-registry-{key}.lock"), timeout=timeout, mode=0o666)
+    return RegistryLock(Path(root), timeout)
 
 
 def list_runs(root: str | os.PathLike) -> list[dict]:
@@ -350,7 +434,7 @@ def _list_runs(root: Path) -> tuple[list[dict], bool]:
         if path.name.startswith(".") or not path.is_dir():
             continue
         try:
-            manifest = read_manifest(path)
+            manifest = read_manifest(path, vocabularies=False)
             out.append({"name": path.name, "path": str(path), "model": manifest.get("model"),
                         "metrics": manifest.get("metrics", {}), "config": manifest.get("config", {}),
                         "train_config": manifest.get("train_config", {}), "created": manifest.get("created", ""),

@@ -24,7 +24,7 @@ from streamlit.testing.v1 import AppTest
 
 from autoint.jobs import ACTIVE, TRAINER_NICE, JobQueue
 from autoint.model import AutoIntConfig
-from autoint.runs import list_runs
+from autoint.runs import REGISTRY_LOCK, list_runs
 from autoint.train import TrainConfig
 from conftest import REPO
 
@@ -195,7 +195,7 @@ def test_registry_stays_consistent_under_concurrent_writers_and_listers(tmp_path
     runs = list_runs(root)
     assert all(r["error"] is None for r in runs)
     assert {r["name"] for r in runs} == {"shared"} | {f"w{w}-{i}" for w in range(writers) for i in range(count)}
-    assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []  # no staging or replaced folder left
+    assert [p.name for p in root.iterdir() if p.name.startswith(".")] == [REGISTRY_LOCK]  # no staging or old folder
     print(f"registry: {writers} writers x {2 * count} saves, listings per lister {[r['listings'] for r in reports]}")
 
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import sys
 
 import pytest
@@ -43,14 +44,15 @@ def edit_manifest(path, change):
 
 
 def edit_vocabularies(path, change, checksum=True):
-    """Change the schema in vocabularies.json; `checksum`: write its new sha256 into run.json too, as a
+    """Change the schema in vocabularies.json; `checksum`: write its new sha256 and size into run.json too, as a
     deliberate forger would, so that the checks behind the checksum are reached."""
     schema = json.loads((path / "vocabularies.json").read_text())
     change(schema)
     raw = json.dumps(schema).encode()
     (path / "vocabularies.json").write_bytes(raw)
     if checksum:
-        edit_manifest(path, lambda m: m["vocabularies"].update(sha256=hashlib.sha256(raw).hexdigest()))
+        edit_manifest(path, lambda m: m["vocabularies"].update(sha256=hashlib.sha256(raw).hexdigest(),
+                                                               bytes=len(raw)))
 
 
 def make_old(path):
@@ -172,7 +174,9 @@ def test_tampered_vocabularies(run, change, pattern):
     with pytest.raises(CheckpointError, match=r"vocabularies\.json: its sha256 does not match the one in run\.json: "
                                               r"the file was changed after training"):
         load_run(run)
-    assert "sha256" in list_runs(run.parent)[0]["error"]
+    # listing reads run.json alone: the file's size, not its checksum, shows the change there
+    assert re.search(r"vocabularies\.json: [\d,]+ bytes, but run\.json records [\d,]+: the file was changed after "
+                     r"training", list_runs(run.parent)[0]["error"])
     edit_vocabularies(run, lambda s: None)  # the same edit, now with its checksum in run.json
     with pytest.raises(CheckpointError, match=r"vocabularies\.json: " + pattern):
         load_run(run)
@@ -207,7 +211,8 @@ def test_path_like_field_names_are_refused(run, name):
     edit_vocabularies(run, lambda s: s[1].update(name=name))
     with pytest.raises(CheckpointError, match=r"vocabularies\.json: schema field name .* is not allowed"):
         load_run(run)
-    assert list_runs(run.parent)[0]["error"]  # listed as broken, not as a run
+    # with its checksum and size forged in run.json the change shows when the run loads, not when it is listed
+    assert list_runs(run.parent)[0]["error"] is None
 
 
 def test_manifest_values_are_never_opened(run, tmp_path):

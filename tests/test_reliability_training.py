@@ -21,7 +21,7 @@ import torch
 import autoint.train as train_module
 from autoint.__main__ import main
 from autoint.model import AutoInt, AutoIntConfig
-from autoint.runs import clean_staging, list_runs, load_run, save_run
+from autoint.runs import REGISTRY_LOCK, clean_staging, list_runs, load_run, save_run
 from autoint.train import TrainConfig, TrainingDiverged, train
 from conftest import REPO
 
@@ -147,7 +147,7 @@ def test_cli_divergence_without_a_good_epoch_leaves_previous_run(tiny, tmp_path,
     err = capsys.readouterr().err
     assert "no weights to keep" in err and "Traceback" not in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before, "the previous run was touched"
-    assert sorted(p.name for p in out.parent.iterdir()) == ["mine"]
+    assert sorted(p.name for p in out.parent.iterdir() if p.name != REGISTRY_LOCK) == ["mine"]
 
 
 # ----------------------------------------------------------------------------- SIGKILL mid-epoch
@@ -189,7 +189,7 @@ def test_sigkill_mid_epoch(tiny, runs_with_old, tmp_path):
     assert assert_registry_clean(runs_with_old, {"old"}) == {"old"}
     assert not (runs_with_old / "new").exists()
     clean_staging(runs_with_old)
-    assert sorted(p.name for p in runs_with_old.iterdir()) == ["old"]
+    assert sorted(p.name for p in runs_with_old.iterdir() if p.name != REGISTRY_LOCK) == ["old"]
 
 
 # ----------------------------------------------------------------------------- SIGKILL mid-save
@@ -219,7 +219,7 @@ def test_sigkill_during_save_loop(runs_with_old, tiny_dataset, tmp_path):
     assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL
     assert_registry_clean(runs_with_old, {"old", "r"})
     clean_staging(runs_with_old)
-    assert sorted(p.name for p in runs_with_old.iterdir()) == ["old", "r"]
+    assert sorted(p.name for p in runs_with_old.iterdir() if p.name != REGISTRY_LOCK) == ["old", "r"]
     assert load_run(runs_with_old / "r").metrics["v"] >= 1
 
 
@@ -275,10 +275,10 @@ def test_killed_at_each_step_of_save(runs_with_old, tiny_dataset, where, expect)
     names = assert_registry_clean(runs_with_old, {"old", "r"})
     if where != "second rename":
         assert names == {"old", "r"}
-    leftovers = [p.name for p in runs_with_old.iterdir() if p.name.startswith(".")]
+    leftovers = [p.name for p in runs_with_old.iterdir() if p.name.startswith(".") and p.name != REGISTRY_LOCK]
     assert leftovers, "a kill mid-save leaves a staging or old copy for clean_staging"
     assert sorted(clean_staging(runs_with_old)) == sorted(leftovers)
-    assert sorted(p.name for p in runs_with_old.iterdir()) == ["old", "r"]
+    assert sorted(p.name for p in runs_with_old.iterdir() if p.name != REGISTRY_LOCK) == ["old", "r"]
     assert load_run(runs_with_old / "r").metrics["v"] == expect
 
 
@@ -287,4 +287,4 @@ def test_clean_staging_spares_a_save_in_progress(runs_with_old):
     (runs_with_old / ".old.old-deadbeef").mkdir()
     assert clean_staging(runs_with_old, older_than_s=60) == []
     assert sorted(clean_staging(runs_with_old)) == [".old.old-deadbeef", ".r.tmp-abc123"]
-    assert sorted(p.name for p in runs_with_old.iterdir()) == ["old"]
+    assert sorted(p.name for p in runs_with_old.iterdir() if p.name != REGISTRY_LOCK) == ["old"]

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from autoint.runs import REGISTRY_LOCK
+
 REPO = Path(__file__).resolve().parent.parent
 MODEL = ["--embed-dim", "4", "--attn-dim", "4", "--heads", "1", "--layers", "1", "--device", "cpu", "--quiet"]
 
@@ -51,7 +53,7 @@ def test_two_processes_match_one(prepared, tmp_path):
     assert m1["test_auc"] > 0.85
     assert abs(m1["test_auc"] - m2["test_auc"]) < 0.002
     assert m1["samples"] == m2["samples"]
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["one", "two"]  # one run folder, no staging
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [REGISTRY_LOCK, "one", "two"]  # no staging
     run = json.loads((tmp_path / "runs" / "two" / "run.json").read_text())
     assert run["metrics"]["test_auc"] == m2["test_auc"] and run["train_config"]["virtual_shards"] == 8
 
@@ -109,4 +111,4 @@ def test_a_killed_rank_fails_the_job_and_keeps_the_previous_run(prepared, tmp_pa
     assert time.time() - killed < 60
     assert "rank: 1" in stderr or "rank 1" in stderr, stderr[-3000:]
     assert load_run(previous).metrics == {"test_auc": 0.5}  # the previous run is intact
-    assert sorted(p.name for p in out.parent.iterdir()) == ["run"]  # nothing half-written beside it
+    assert sorted(p.name for p in out.parent.iterdir()) == [REGISTRY_LOCK, "run"]  # nothing half-written
