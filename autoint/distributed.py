@@ -7,6 +7,8 @@ WORLD_SIZE, RANK and LOCAL_RANK in each one's environment, which is how a proces
 - Each rank streams its own virtual shards (autoint.stream), DDP averages the gradients, and validation and test
   scores are gathered from every rank (`all_gather_rows`) so each computes the exact AUC of the whole split: the
   same number, hence the same early-stopping decisions, on every rank.
+- On CUDA each process trains on the GPU of its LOCAL_RANK, `cuda:LOCAL_RANK` (`rank_device`): model, batches
+  and collectives; choose which GPUs a node offers with CUDA_VISIBLE_DEVICES.
 - Rank 0 alone writes the run folder (autoint.runs.save_run, atomic as ever).
 - A killed rank: torchrun stops the others and exits non-zero naming the failed rank; a survivor blocked in a
   collective gets an error from the backend (`PEER_TIMEOUT_S` bounds the wait), which `peer_failure` turns into
@@ -55,20 +57,54 @@ def launch_from_env(environ=None) -> Launch | None:
     return launch
 
 
-def start(launch: Launch, device_request: str | None = None) -> torch.device:
-    """Join the job's process group: NCCL on CUDA (one GPU per process, LOCAL_RANK), gloo on CPU; the device."""
+_started_device: torch.device | None = None  # set by `start`, for `train` (`started_device`)
+
+
+def rank_device(launch: Launch, requested: str | None = None, gpus: int | None = None) -> torch.device:
+    """This process's device in a torchrun job: `cuda:LOCAL_RANK` when it trains on CUDA (asked for with
+    "cuda", or present when nothing is asked), else the CPU. `gpus`: the CUDA devices this process sees
+    (torch.cuda.device_count() unless given). "cuda:N" is refused unless N is LOCAL_RANK: N processes of a node
+    on one GPU would make NCCL fail; CUDA_VISIBLE_DEVICES chooses a node's GPUs instead."""
     from .train import pick_device
-    device = pick_device(device_request)
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    device = pick_device(requested, cuda_available=gpus > 0)
+    if device.type != "cuda":
+        return device
+    if device.index is not None and device.index != launch.local_rank:
+        raise UsageError(f"--device {requested}: under torchrun each process trains on the GPU of its LOCAL_RANK "
+                         f"(this one, LOCAL_RANK={launch.local_rank}: cuda:{launch.local_rank}). Pass --device cuda "
+                         f"and choose a node's GPUs with CUDA_VISIBLE_DEVICES.")
+    if launch.local_rank >= gpus:
+        raise UsageError(f"LOCAL_RANK={launch.local_rank}, but this process sees {gpus} CUDA GPU"
+                         f"{'s' if gpus != 1 else ''}: start at most {gpus} process{'es' if gpus != 1 else ''} per "
+                         f"node (torchrun --nproc-per-node {gpus}), or train on the CPU with --device cpu.")
+    return torch.device("cuda", launch.local_rank)
+
+
+def start(launch: Launch, device_request: str | None = None) -> torch.device:
+    """Join the job's process group: NCCL on CUDA (this process on `rank_device`, cuda:LOCAL_RANK, made the
+    current CUDA device), gloo on CPU; returns the device, which `train` then uses (`started_device`)."""
+    global _started_device
+    device = rank_device(launch, device_request)
     if device.type == "cuda":
-        device = torch.device("cuda", launch.local_rank if device.index is None else device.index)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                timeout=timedelta(seconds=PEER_TIMEOUT_S))
+        if device.type == "cuda":  # device_id binds the communicator to this GPU (no guess from the rank)
+            dist.init_process_group("nccl", timeout=timedelta(seconds=PEER_TIMEOUT_S), device_id=device)
+        else:
+            dist.init_process_group("gloo", timeout=timedelta(seconds=PEER_TIMEOUT_S))
+    _started_device = device
     return device
 
 
+def started_device() -> torch.device | None:
+    """The device `start` chose for this process (None outside a torchrun job): where `train` puts the model."""
+    return _started_device if dist.is_initialized() else None
+
+
 def stop() -> None:
+    global _started_device
+    _started_device = None
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -81,20 +117,32 @@ def world() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
-def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
-    """Every rank's 1-D tensor, concatenated in rank order (lengths may differ), on every rank."""
+def all_gather_rows(*tensors: torch.Tensor):
+    """Every rank's 1-D tensor, concatenated in rank order (lengths may differ), on every rank (on the CPU).
+
+    Several tensors of one length (a split's scores and labels) travel together: one exchange of the lengths and
+    one of the rows for all of them (when they share a dtype), and a tuple comes back."""
+    if not tensors or len({len(t) for t in tensors}) != 1 or any(t.dim() != 1 for t in tensors):
+        raise UsageError(f"all_gather_rows takes 1-D tensors of one length; got shapes "
+                         f"{[tuple(t.shape) for t in tensors]}.")
     if world() == 1:
-        return t
+        return tensors[0] if len(tensors) == 1 else tensors
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    n = torch.tensor([len(t)], device=device)
+    n = torch.tensor([len(tensors[0])], device=device)
     sizes = [torch.zeros_like(n) for _ in range(world())]
     dist.all_gather(sizes, n)
-    longest = int(max(s.item() for s in sizes))
-    padded = torch.zeros(longest, dtype=t.dtype, device=device)
-    padded[:len(t)] = t.to(device)
-    out = [torch.zeros_like(padded) for _ in range(world())]
-    dist.all_gather(out, padded)
-    return torch.cat([o[:int(s.item())] for o, s in zip(out, sizes)]).cpu()
+    counts = [int(s.item()) for s in sizes]
+    groups = [list(tensors)] if len({t.dtype for t in tensors}) == 1 else [[t] for t in tensors]
+    out = []
+    for group in groups:
+        padded = torch.zeros((len(group), max(counts)), dtype=group[0].dtype, device=device)
+        for row, t in zip(padded, group):
+            row[:len(t)] = t.to(device)
+        gathered = [torch.zeros_like(padded) for _ in range(world())]
+        dist.all_gather(gathered, padded)
+        joined = torch.cat([g[:, :count] for g, count in zip(gathered, counts)], dim=1).cpu()
+        out += list(joined.unbind(0))
+    return out[0] if len(out) == 1 else tuple(out)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

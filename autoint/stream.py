@@ -336,5 +336,5 @@ class StreamedBatches:
         scores = torch.cat(scores) if scores else torch.zeros(0)
         labels = torch.cat(labels) if labels else torch.zeros(0)
         if self.world > 1:
-            scores, labels = distributed.all_gather_rows(scores), distributed.all_gather_rows(labels)
+            scores, labels = distributed.all_gather_rows(scores, labels)  # one exchange for both
         return scores, labels

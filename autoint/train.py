@@ -139,14 +139,18 @@ def settings_from_json(obj: dict, where: str = "settings") -> tuple:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-def pick_device(requested: str | None = None) -> torch.device:
+def pick_device(requested: str | None = None, cuda_available: bool | None = None) -> torch.device:
+    """The device a name asks for (None, "" or "auto": CUDA when present, else the CPU), checked against this
+    machine (`cuda_available`: torch.cuda.is_available() unless given). Under torchrun,
+    autoint.distributed.rank_device turns "cuda" into each process's cuda:LOCAL_RANK."""
+    cuda_available = torch.cuda.is_available() if cuda_available is None else cuda_available
     if requested in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if cuda_available else "cpu")
     try:
         device = torch.device(requested)
     except RuntimeError as exc:
         raise ConfigError(f"device={requested!r} is not a device name; use cpu, cuda or cuda:N.") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type == "cuda" and not cuda_available:
         raise ConfigError(f"device={requested!r} asked for CUDA, but this machine has no CUDA GPU; use --device cpu.")
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"device={requested!r}: only cpu and cuda are supported.")
@@ -369,15 +373,16 @@ def train(data, model_config: AutoIntConfig, train_config: TrainConfig,
     model_config.validate()
     train_config.validate()
     rank, world = distributed.rank(), distributed.world()
-    device = pick_device(train_config.device)
+    device = distributed.started_device() or pick_device(train_config.device)  # torchrun: cuda:LOCAL_RANK
+    if world > 1 and device.type == "cuda" and device.index is None:  # a process group started elsewhere
+        device = torch.device("cuda", torch.cuda.current_device())
     seed_everything(train_config.seed)
     model = build_model(model_config, data.schema).to(device)
     optimizer = make_optimizer(model, train_config)
     net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
-        net = DistributedDataParallel(model, device_ids=[device.index or torch.cuda.current_device()]
-                                      if device.type == "cuda" else None)
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     train_step = TrainStep(net, optimizer, device)
     source = batch_source(data, train_config, device, rank, world)
     progress = progress and rank == 0
@@ -387,8 +392,12 @@ def train(data, model_config: AutoIntConfig, train_config: TrainConfig,
     compile_seconds = 0.0  # torch.compile of the fused layer (autoint.model.KERNELS): once a process, timed apart
 
     def summary(net: AutoInt, best_epoch: int) -> dict:
-        """A run's metrics: these weights on validation and test, and how training went so far."""
-        val, test = source.evaluate(net, "val"), source.evaluate(net, "test")
+        """A run's metrics: these weights (the best epoch's) on validation and test, and how training went so far.
+        Validation was measured for exactly these weights after their epoch (history), so it is not read again:
+        on a big split that is a whole pass (and every process's scores gathered) for the same numbers."""
+        best = history[best_epoch - 1] if best_epoch else None
+        val = {"auc": best["val_auc"], "logloss": best["val_logloss"]} if best else source.evaluate(net, "val")
+        test = source.evaluate(net, "test")
         return {
             "model": model_config.name, "test_auc": test["auc"], "test_logloss": test["logloss"],
             "val_auc": val["auc"], "val_logloss": val["logloss"], "best_epoch": best_epoch,
@@ -417,10 +426,12 @@ def train(data, model_config: AutoIntConfig, train_config: TrainConfig,
         model.train()
         steps = source.steps(epoch)
         loss_sum = torch.zeros((), device=device)
+        total = None  # the loss summed over every process's batches so far, as last agreed
         bar = tqdm(total=steps, desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
         for step, (x, y, scale) in enumerate(source.batches(epoch)):
             loss_sum += train_step(x, y, scale)
             bar.update(1)
+            total = None
             if (step + 1) % 50 == 0 or step + 1 == steps:  # one host sync per 50 batches, not per batch
                 total, _ = agreed(loss_sum, False)
                 mean_loss = total / (step + 1)
@@ -435,7 +446,9 @@ def train(data, model_config: AutoIntConfig, train_config: TrainConfig,
                     _restore(model, best_state)
                     raise TrainingCancelled(f"cancelled in epoch {epoch}")
         bar.close()
-        train_loss = agreed(loss_sum, False)[0] / max(steps, 1)
+        if total is None:  # the last step (or a break) agreed the sum already: that one all-reduce is the epoch's
+            total = agreed(loss_sum, False)[0]
+        train_loss = total / max(steps, 1)
         compiling = KERNELS.compile_seconds - compiled_before  # the first steps' compile, reported apart
         compile_seconds += compiling
         epoch_seconds.append(round(time.perf_counter() - started - compiling, 3))
