@@ -351,14 +351,13 @@ class RegistryLock:
     def __init__(self, root: Path, timeout: float):
         self.root, self.timeout, self.path, self._fd = root, timeout, None, None
 
-    def _open(self) -> tuple[int, Path]:
+    def _open(self, inside: bool = True) -> tuple[int, Path]:
         """A descriptor of `root/.registry.lock` (created when missing; read-only when this account may not
         write it: flock needs no write access), else of the temporary folder's fallback for this root."""
-        inside = self.root / REGISTRY_LOCK
         flags = os.O_CLOEXEC | os.O_NOFOLLOW  # a planted symbolic link is not followed: the fallback is used
-        for mode in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
+        for mode in (os.O_RDWR | os.O_CREAT, os.O_RDONLY) if inside else ():
             try:
-                return os.open(inside, mode | flags, 0o666), inside
+                return os.open(self.root / REGISTRY_LOCK, mode | flags, 0o666), self.root / REGISTRY_LOCK
             except OSError as exc:
                 if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ELOOP):
                     raise
@@ -369,21 +368,27 @@ class RegistryLock:
     def __enter__(self) -> "RegistryLock":
         fd, self.path = self._open()
         deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._fd = fd
-                return self
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    self._fd, fd = fd, None
+                    return self
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise RegistryBusy(f"{self.path}: another process has held the run registry's lock for "
+                                           f"{self.timeout:.0f} s (a save or tidy of {self.root} that is stuck, e.g. "
+                                           f"on a hung network file system); try again when it finishes.") from None
+                    time.sleep(self.POLL_S)
+                except OSError as exc:  # NFS emulates flock by POSIX locks, which a read-only descriptor cannot take
+                    if exc.errno != errno.EBADF or self.path.name != REGISTRY_LOCK:
+                        raise
                     os.close(fd)
-                    raise RegistryBusy(f"{self.path}: another process has held the run registry's lock for "
-                                       f"{self.timeout:.0f} s (a save or tidy of {self.root} that is stuck, e.g. on "
-                                       f"a hung network file system); try again when it finishes.") from None
-                time.sleep(self.POLL_S)
-            except BaseException:
+                    fd = None
+                    fd, self.path = self._open(inside=False)
+        finally:
+            if fd is not None:
                 os.close(fd)
-                raise
 
     def __exit__(self, *exc) -> None:
         fd, self._fd = self._fd, None

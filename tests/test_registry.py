@@ -174,3 +174,21 @@ def test_a_read_only_registry_without_a_lock_file_still_lists(tmp_path, temp_dir
     key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
     assert [p.name for p in temp_dir.iterdir()] == [f"autoint-registry-{key}.lock"]
     assert not (root / REGISTRY_LOCK).exists()
+
+
+def test_where_a_read_only_descriptor_cannot_be_locked_the_temp_folder_is_used(tmp_path, temp_dir, monkeypatch):
+    """NFS emulates flock by POSIX locks, which refuse a read-only descriptor (EBADF)."""
+    import fcntl
+    root = tmp_path / "runs"
+    root.mkdir()
+    (root / REGISTRY_LOCK).touch()
+    _refuse(monkeypatch, {os.O_RDWR: errno.EACCES})
+    real_flock = fcntl.flock
+
+    def nfs_flock(fd, operation):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        return real_flock(fd, operation)
+    monkeypatch.setattr(runs.fcntl, "flock", nfs_flock)
+    with registry_lock(root) as lock:
+        assert lock.path.parent == temp_dir and lock.path.name.startswith("autoint-registry-")
