@@ -76,11 +76,10 @@ def pick_prepared_row(prepared) -> tuple[dict, object]:
     row = state.current_row(source, run_path)
     st.session_state["explore_position"] = row.position
     position_column, random_column, about_column = st.columns([2, 1, 3], vertical_alignment="bottom")
-    position_column.number_input(f"Test sample (0 to {total - 1:,}: {total:,} in the prepared copy)", 0, total - 1,
-                                 key="explore_position",
+    position_column.number_input(f"Test sample (0 to {total - 1:,})", 0, total - 1, key="explore_position",
                                  on_change=lambda: state.choose_row(source, st.session_state["explore_position"]),
-                                 help="its position in the prepared copy's test split, from 0 (as `--row N` on the "
-                                      "command line)")
+                                 help=f"its position among the prepared copy's {total:,} test samples, from 0 (as "
+                                      "`--row N` on the command line)")
     random_column.button("Random sample", key="explore_random", icon=":material/casino:",
                          on_click=lambda: state.choose_row(source, int(np.random.default_rng().integers(total))))
     about_column.caption(f"test sample {row.position:,} of the prepared copy (`{prepared.path}`), line {row.line:,} "

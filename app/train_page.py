@@ -96,10 +96,10 @@ def training_data() -> tuple[object, bool]:
     size = state.raw_bytes(source)
     if not state.needs_preparing(source):
         st.markdown(f":material/dataset: **Data:** the raw files ({size / 1e6:,.1f} MB), parsed whole into memory: "
-                    f"under the {state.PREPARE_OVER_BYTES / 2**20:,.0f} MiB from which a data set is prepared first.")
+                    f"under the {state.PREPARE_OVER_BYTES / 1e6:,.0f} MB from which a data set is prepared first.")
         return None, True
     st.warning(f"**Prepare first.** The raw files ({size / 1e6:,.0f} MB) are too big to parse whole into memory for "
-               f"training (over {state.PREPARE_OVER_BYTES / 2**20:,.0f} MiB). Prepare them once (encoded Parquet in "
+               f"training (over {state.PREPARE_OVER_BYTES / 1e6:,.0f} MB). Prepare them once (encoded Parquet in "
                f"{source.folder.name}/prepared/); runs then train on the prepared copy, streamed when it is big.",
                icon=":material/dataset:")
     task = state.preparer().task(("prepare", source.key))
