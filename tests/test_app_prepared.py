@@ -152,6 +152,12 @@ def test_explore_and_what_if_read_the_sample_from_the_copy_never_the_whole_data(
     assert f"Start: test sample {position:,} (from Explore)" in texts(at.caption)
     c5 = raw[columns.index("C5")]
     assert at.selectbox(key="whatif_field_C5").value == (c5 if c5 in prepared.schema["C5"]._lookup else "<unknown>")
+    # and so do Learn and Dataset correlations (a sample of the copy), still without the data set in memory
+    at.switch_page("app/learn.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    finish_background(at.switch_page("app/correlations.py").run(), TIMEOUT)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert f"of {prepared.rows('test'):,} test samples" in texts(at.caption)
 
 
 def test_the_copys_freshness_is_checked_once_per_state_of_its_files(env, monkeypatch):
