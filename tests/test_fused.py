@@ -238,12 +238,12 @@ def test_cpp_kernel_matches_attention_forward_and_backward(shape):
                 assert torch.allclose(grad2, grad, atol=2e-5, rtol=1e-5), (case, (grad2 - grad).abs().max())
 
 
-def _untile(saved: torch.Tensor, parts: int, D: int, B: int) -> torch.Tensor:
-    """layer_forward's kept projection, (T, H, parts * D, 4 * F * 16) by tile, as p (parts, H, D, F, B)."""
-    T, H, _, cols = saved.shape
-    F = cols // 64
-    tiles = saved.view(T, H, parts, D, 4, F, 16).permute(2, 1, 3, 5, 0, 4, 6)  # (parts, H, D, F, T, 4, 16)
-    return tiles.reshape(parts, H, D, F, T * 64)[..., :B]
+def _untile(saved: torch.Tensor, D: int, B: int) -> torch.Tensor:
+    """layer_forward's kept projection, (T, H, kept * D, 4 * F * 16) by tile, as p (kept, H, D, F, B)."""
+    T, H, rows, cols = saved.shape
+    F, kept = cols // 64, rows // D
+    tiles = saved.view(T, H, kept, D, 4, F, 16).permute(2, 1, 3, 5, 0, 4, 6)  # (kept, H, D, F, T, 4, 16)
+    return tiles.reshape(kept, H, D, F, T * 64)[..., :B]
 
 
 @pytest.mark.parametrize("shape", [(2, 32, 7, 1024, 64), (2, 32, 7, 200, 16), (1, 4, 3, 70, 8), (2, 8, 16, 130, 13),
@@ -280,8 +280,11 @@ def test_cpp_layer_matches_the_projection_and_attention(shape):
                 case = (shape, residual, qkv_relu, dropout, grad_alpha, scale, bias)
                 flat = x.double().reshape(C_in, F * B)
                 projected = weight.double() @ flat + (b.double()[:, None] if bias else 0)
-                p = _untile(saved, parts, D, B).double().requires_grad_()
-                assert close(p, projected.view(p.shape)), case
+                kept = _untile(saved, D, B).double()  # query, key, value (and W_Res e with qkv_relu)
+                assert len(kept) == (parts if qkv_relu else 3), case
+                projected = projected.view(parts, H, D, F, B)
+                assert close(kept, projected[:len(kept)]), case
+                p = torch.cat([kept, projected[len(kept):]]).requires_grad_()
                 d = lambda t: None if t is None else t.double()
                 out64, alpha64 = model_module.attention_forward(p, d(attn_keep), d(head_keep), scale, residual,
                                                                 qkv_relu)

@@ -25,6 +25,10 @@
 #include <ATen/Parallel.h>
 
 #include <cstring>
+#include <cstdint>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 #include <mutex>
 #include <optional>
 #include <vector>
@@ -37,7 +41,9 @@ constexpr int W = 16;          // samples a vector
 constexpr int TILE = 64;       // samples a tile
 constexpr int NV = TILE / W;   // vectors a tile
 
-inline vf splat(float x) { return vf{} + x; }
+// A broadcast (vbroadcastss), not `vf{} + x`: 0 + x cannot fold away under IEEE rules (-0), and the micro-kernel's
+// inner loop would pay a scalar add for every element of A.
+inline vf splat(float x) { return vf{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 inline vf relu(vf a) { return a > 0.0f ? a : splat(0.0f); }
 
@@ -416,11 +422,40 @@ void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const vf
   }
 }
 
+// Each thread's buffers for layer_forward / layer_backward, kept between calls: no allocation, zeroing or page
+// faults per call (a call's buffers come to ~1 MB a thread at the paper's shape). Contents are undefined.
+struct Scratch {
+  std::vector<vf> slots[16];
+  vf* get(int slot, int64_t n) {
+    auto& b = slots[slot];
+    if ((int64_t)b.size() < n) b.assign(n, splat(0.0f));
+    return b.data();
+  }
+};
+
+inline Scratch& scratch() {
+  static thread_local Scratch s;
+  return s;
+}
+
 // Rows of W in head-major order (h, part, c), so that one head's projection is one contiguous block of PD rows.
 struct LayerArgs {
   Args a;
   int64_t F, in, PD;  // PD = parts * D: rows of W (and of a tile's p) per head
+  int64_t kept;       // rows of a head's p kept for the backward: Q, K, V, and W_Res e only for qkv_relu's mask
 };
+
+// The kept projection goes straight to memory (non-temporal stores): it is read again only in the backward, so
+// caching it would only evict the tile's working set (and a normal store reads each line first).
+inline void stream_out(float* dst, const vf* src, int64_t n) {
+#ifdef __AVX512F__
+  if ((reinterpret_cast<std::uintptr_t>(dst) & 63) == 0) {
+    for (int64_t i = 0; i < n; ++i) _mm512_stream_ps(dst + i * W, (__m512)src[i]);
+    return;
+  }
+#endif
+  std::memcpy(dst, src, n * sizeof(vf));
+}
 
 template <int F>
 void layer_forward_tiles(const LayerArgs& L, const float* x, const float* Wh, const float* bias_h,
@@ -428,34 +463,38 @@ void layer_forward_tiles(const LayerArgs& L, const float* x, const float* Wh, co
                          int64_t t0, int64_t t1) {
   const Args& a = L.a;
   const int64_t D = a.D, H = a.H, B = a.B, N = NV * F, PD = L.PD, in = L.in;
-  std::vector<vf> xt(in * N), pt(PD * N), ot(H * D * N), at(H * F * N), w(F * F);
-  std::vector<vf> hk(head_keep ? H * D * N : 0), ak(attn_keep ? H * F * N : 0);
+  Scratch& S = scratch();
+  vf *xt = S.get(0, in * N), *pt = S.get(1, PD * N), *ot = S.get(2, H * D * N), *at = S.get(3, H * F * N);
+  vf *w = S.get(4, F * F), *hk = S.get(5, head_keep ? H * D * N : 0), *ak = S.get(6, attn_keep ? H * F * N : 0);
   for (int64_t tile = t0; tile < t1; ++tile) {
     const int64_t b0 = tile * TILE;
     const int n = (int)std::min<int64_t>(TILE, B - b0);
-    pack_tile(xt.data(), x, in, F, B, b0, n);
-    if (head_keep) pack_tile(hk.data(), head_keep, H * D, F, B, b0, n);
-    if (attn_keep) pack_tile(ak.data(), attn_keep, H * F, F, B, b0, n);
+    pack_tile(xt, x, in, F, B, b0, n);
+    if (head_keep) pack_tile(hk, head_keep, H * D, F, B, b0, n);
+    if (attn_keep) pack_tile(ak, attn_keep, H * F, F, B, b0, n);
     for (int64_t h = 0; h < H; ++h) {
       if (bias_h) {
         for (int64_t r = 0; r < PD; ++r)
           for (int64_t c = 0; c < N; ++c) pt[r * N + c] = splat(bias_h[h * PD + r]);
       }
-      gemm(PD, N, in, Wh + h * PD * in, in, xt.data(), N, pt.data(), N, bias_h != nullptr, 64);
-      if (saved) std::memcpy(saved + (tile * H + h) * PD * N * W, pt.data(), PD * N * sizeof(vf));
+      gemm(PD, N, in, Wh + h * PD * in, in, xt, N, pt, N, bias_h != nullptr, 64);
+      if (saved) stream_out(saved + (tile * H + h) * L.kept * N * W, pt, L.kept * N);
       if (a.qkv_relu)
-        for (auto& v : pt) v = relu(v);
-      const vf* P = pt.data();
+        for (int64_t i = 0; i < PD * N; ++i) pt[i] = relu(pt[i]);
+      const vf* P = pt;
       for (int j = 0; j < NV; ++j) {
         const int64_t o = j * F;
         forward_core<F>(a, N, P + o, P + D * N + o, P + 2 * D * N + o, a.residual ? P + 3 * D * N + o : nullptr,
                         head_keep ? &hk[h * D * N + o] : nullptr, attn_keep ? &ak[h * F * N + o] : nullptr,
-                        &ot[h * D * N + o], &at[h * F * N + o], w.data());
+                        &ot[h * D * N + o], &at[h * F * N + o], w);
       }
     }
-    unpack_tile(out, ot.data(), H * D, F, B, b0, n);
-    unpack_tile(alpha, at.data(), H * F, F, B, b0, n);
+    unpack_tile(out, ot, H * D, F, B, b0, n);
+    unpack_tile(alpha, at, H * F, F, B, b0, n);
   }
+#ifdef __AVX512F__
+  _mm_sfence();  // the streamed stores are visible before the backward reads them
+#endif
 }
 
 template <int F>
@@ -466,34 +505,42 @@ void layer_backward_tiles(const LayerArgs& L, const float* x, const float* Wt, c
   const Args& a = L.a;
   const int64_t D = a.D, H = a.H, B = a.B, N = NV * F, PD = L.PD, in = L.in, inv = (in + W - 1) / W;
   const int64_t O = H * PD, K = N * W;  // rows of W; samples x fields of a tile (the weight grad's reduction)
-  std::vector<vf> xt(in * N), xtt(K * inv), gt(PD * N), gx(in * N), ot(H * D * N), got(H * D * N), at(H * F * N);
-  std::vector<vf> hk(head_keep ? H * D * N : 0), ak(attn_keep ? H * F * N : 0), ga(grad_alpha ? H * F * N : 0);
-  std::vector<vf> pr(a.qkv_relu ? 3 * D * N : 0), gc(D * F), w(F * F), gs(F * F);
+  Scratch& S = scratch();
+  vf *xt = S.get(0, in * N), *xtt = S.get(1, K * inv), *gt = S.get(2, PD * N), *gx = S.get(3, in * N);
+  vf *ot = S.get(4, H * D * N), *got = S.get(5, H * D * N), *at = S.get(6, H * F * N);
+  vf *hk = S.get(7, head_keep ? H * D * N : 0), *ak = S.get(8, attn_keep ? H * F * N : 0);
+  vf *ga = S.get(9, grad_alpha ? H * F * N : 0), *pr = S.get(10, a.qkv_relu ? 3 * D * N : 0);
+  vf *gc = S.get(11, D * F), *w = S.get(12, F * F), *gs = S.get(13, F * F);
+  if (in % W) {  // the padding columns of the transposed x stay zero
+    float* t = reinterpret_cast<float*>(xtt);
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t i = in; i < inv * W; ++i) t[k * inv * W + i] = 0.0f;
+  }
   for (int64_t tile = t0; tile < t1; ++tile) {
     const int64_t b0 = tile * TILE;
     const int n = (int)std::min<int64_t>(TILE, B - b0);
-    pack_tile(xt.data(), x, in, F, B, b0, n);
+    pack_tile(xt, x, in, F, B, b0, n);
     {  // the tile's x transposed, (samples x fields, in) with in padded to whole vectors: the weight grad's B
-      float* t = reinterpret_cast<float*>(xtt.data());
-      const float* s = reinterpret_cast<const float*>(xt.data());
+      float* t = reinterpret_cast<float*>(xtt);
+      const float* s = reinterpret_cast<const float*>(xt);
       const int64_t ld = inv * W;
       for (int64_t i = 0; i < in; ++i)
         for (int64_t k = 0; k < K; ++k) t[k * ld + i] = s[i * K + k];
     }
-    pack_tile(ot.data(), out, H * D, F, B, b0, n);
-    pack_tile(got.data(), grad_out, H * D, F, B, b0, n);
-    pack_tile(at.data(), alpha, H * F, F, B, b0, n);
-    if (head_keep) pack_tile(hk.data(), head_keep, H * D, F, B, b0, n);
-    if (attn_keep) pack_tile(ak.data(), attn_keep, H * F, F, B, b0, n);
-    if (grad_alpha) pack_tile(ga.data(), grad_alpha, H * F, F, B, b0, n);
+    pack_tile(ot, out, H * D, F, B, b0, n);
+    pack_tile(got, grad_out, H * D, F, B, b0, n);
+    pack_tile(at, alpha, H * F, F, B, b0, n);
+    if (head_keep) pack_tile(hk, head_keep, H * D, F, B, b0, n);
+    if (attn_keep) pack_tile(ak, attn_keep, H * F, F, B, b0, n);
+    if (grad_alpha) pack_tile(ga, grad_alpha, H * F, F, B, b0, n);
     for (int64_t h = 0; h < H; ++h) {
-      const vf* raw = reinterpret_cast<const vf*>(saved) + (tile * H + h) * PD * N;
+      const vf* raw = reinterpret_cast<const vf*>(saved) + (tile * H + h) * L.kept * N;
       const vf* P = raw;
       if (a.qkv_relu) {
         for (int64_t i = 0; i < 3 * D * N; ++i) pr[i] = relu(raw[i]);
-        P = pr.data();
+        P = pr;
       }
-      vf* G = gt.data();
+      vf* G = gt;
       for (int j = 0; j < NV; ++j) {
         const int64_t o = j * F, od = h * D * N + o, of = h * F * N + o;
         const bool r = a.qkv_relu;
@@ -502,11 +549,11 @@ void layer_backward_tiles(const LayerArgs& L, const float* x, const float* Wt, c
                          r && a.residual ? raw + 3 * D * N + o : nullptr, &ot[od], &got[od],
                          head_keep ? &hk[od] : nullptr, &at[of], attn_keep ? &ak[of] : nullptr,
                          grad_alpha ? &ga[of] : nullptr, G + o, G + D * N + o, G + 2 * D * N + o,
-                         a.residual ? G + 3 * D * N + o : nullptr, gc.data(), w.data(), gs.data());
+                         a.residual ? G + 3 * D * N + o : nullptr, gc, w, gs);
       }
       // grad_x += W_h^T G_h; grad_W_h += G_h x^T; grad_b_h += G_h 1
-      gemm(in, N, PD, Wt + h * PD, O, G, N, gx.data(), N, h > 0, 64);
-      gemm(PD, inv, K, reinterpret_cast<const float*>(G), K, xtt.data(), inv, grad_w + h * PD * inv, inv, true, 128);
+      gemm(in, N, PD, Wt + h * PD, O, G, N, gx, N, h > 0, 64);
+      gemm(PD, inv, K, reinterpret_cast<const float*>(G), K, xtt, inv, grad_w + h * PD * inv, inv, true, 128);
       if (grad_b) {
         for (int64_t r = 0; r < PD; ++r) {
           vf acc = grad_b[h * PD + r];
@@ -515,7 +562,7 @@ void layer_backward_tiles(const LayerArgs& L, const float* x, const float* Wt, c
         }
       }
     }
-    if (grad_x) unpack_tile(grad_x, gx.data(), in, F, B, b0, n);
+    if (grad_x) unpack_tile(grad_x, gx, in, F, B, b0, n);
   }
 }
 
@@ -590,7 +637,8 @@ at::Tensor attention_backward(at::Tensor p, at::Tensor alpha, at::Tensor out, at
 
 // x (in, F, B), weight (parts * H * D, in) in nn.Linear's row order (part, h, c), bias (parts * H * D) or none.
 // Returns out (H, D, F, B), alpha (H, F, F, B) and, when `save`, the raw projection of every tile for
-// layer_backward (T, H, parts * D, NV * F * 16), else an empty tensor.
+// layer_backward (T, H, kept * D, NV * F * 16; kept = 3 parts, query, key and value, or all with qkv_relu), else
+// an empty tensor.
 std::vector<at::Tensor> layer_forward(at::Tensor x, at::Tensor weight, std::optional<at::Tensor> bias,
                                       std::optional<at::Tensor> attn_keep, std::optional<at::Tensor> head_keep,
                                       int64_t heads, double scale, bool residual, bool qkv_relu, bool save) {
@@ -601,13 +649,13 @@ std::vector<at::Tensor> layer_forward(at::Tensor x, at::Tensor weight, std::opti
   TORCH_CHECK(weight.size(1) == in && O % (parts * heads) == 0, "weight (", O, ", ", weight.size(1),
               ") does not fit x with ", in, " rows, ", heads, " heads, residual=", residual);
   const int64_t H = heads, D = O / (parts * H), T = (B + TILE - 1) / TILE;
-  LayerArgs L{{parts, H, D, B, (float)scale, residual, qkv_relu}, F, in, parts * D};
+  LayerArgs L{{parts, H, D, B, (float)scale, residual, qkv_relu}, F, in, parts * D, (qkv_relu ? parts : 3) * D};
   auto Wh = weight.view({parts, H, D, in}).transpose(0, 1).contiguous();  // rows (h, part, c)
   at::Tensor bh;
   if (bias && bias->defined()) { check(*bias, "bias"); bh = bias->view({parts, H, D}).transpose(0, 1).contiguous(); }
   auto out = at::empty({H, D, F, B}, x.options());
   auto alpha = at::empty({H, F, F, B}, x.options());
-  auto saved = save ? at::empty({T, H, parts * D, NV * F * W}, x.options()) : at::empty({0}, x.options());
+  auto saved = save ? at::empty({T, H, L.kept, NV * F * W}, x.options()) : at::empty({0}, x.options());
   const float *px = x.data_ptr<float>(), *pw = Wh.data_ptr<float>(), *pb = bh.defined() ? bh.data_ptr<float>() : nullptr;
   const float *ak = opt_ptr(attn_keep), *hk = opt_ptr(head_keep);
   float *po = out.data_ptr<float>(), *pa = alpha.data_ptr<float>(), *ps = save ? saved.data_ptr<float>() : nullptr;
@@ -633,8 +681,8 @@ std::vector<at::Tensor> layer_backward(at::Tensor x, at::Tensor weight, at::Tens
   if (head_keep) check(*head_keep, "head_keep");
   const int64_t in = x.size(0), F = x.size(1), B = x.size(2), O = weight.size(0), parts = residual ? 4 : 3;
   const int64_t H = heads, D = O / (parts * H), T = (B + TILE - 1) / TILE, inv = (in + W - 1) / W;
-  TORCH_CHECK(saved.numel() == T * O * NV * F * W, "saved does not match x and weight");
-  LayerArgs L{{parts, H, D, B, (float)scale, residual, qkv_relu}, F, in, parts * D};
+  LayerArgs L{{parts, H, D, B, (float)scale, residual, qkv_relu}, F, in, parts * D, (qkv_relu ? parts : 3) * D};
+  TORCH_CHECK(saved.numel() == T * H * L.kept * NV * F * W, "saved does not match x and weight");
   auto Wt = weight.view({parts, H, D, in}).transpose(0, 1).reshape({O, in}).t().contiguous();  // (in, O) cols (h, part, c)
   auto grad_x = input_grad ? at::empty({in, F, B}, x.options()) : at::Tensor();
   std::vector<vf> total_w(O * inv, splat(0.0f)), total_b(bias_grad ? O : 0, splat(0.0f));
