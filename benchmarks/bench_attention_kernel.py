@@ -6,6 +6,12 @@ inductor's (torch.compile of attention_forward/attention_backward) and eager. In
         [--threads 1] [--reps 40]
 
 Prints one JSON line per kernel and direction (ms) and the ratios inductor / C++.
+
+With --layer: the whole layer with its projection instead (x (in, F, B) -> out, alpha; backward to grad_x and
+grad_W): "mm+cpp" (torch.mm, then the C++ attention core; the backward's two mm; issue 14 attempt 9) against
+"layer" (the C++ kernel's layer_forward / layer_backward, the projection per batch tile; attempt 12).
+
+    .venv/bin/python benchmarks/bench_attention_kernel.py --layer [--in-dim 64] [--threads 1]
 """
 from __future__ import annotations
 
@@ -33,12 +39,16 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reps", type=int, default=40)
     parser.add_argument("--with-eager", action="store_true")
+    parser.add_argument("--layer", action="store_true", help="the layer with its projection: mm + C++ core vs C++ layer")
+    parser.add_argument("--in-dim", type=int, default=64, help="with --layer: the layer's input width (d or H*d')")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(json.dumps({"command": "python benchmarks/bench_attention_kernel.py " + " ".join(sys.argv[1:]),
                       "threads": torch.get_num_threads(), "load_avg_1m": round(os.getloadavg()[0], 2)}))
     torch.manual_seed(0)
     H, D, F, B = args.heads, args.attn_dim, args.fields, args.batch
+    if args.layer:
+        return layer(args)
     p = torch.randn(4, H, D, F, B)
     options = (1.0, True, False)  # the paper: unscaled, residual, no ReLU on the projection
     out, alpha = model_module.attention_forward(p, None, None, *options)
@@ -73,6 +83,50 @@ def main(argv=None) -> int:
                                                 for d in ("forward", "backward")},
                           "total_ms": {k: round(v, 3) for k, v in total.items()},
                           "load_avg_1m_after": round(os.getloadavg()[0], 2)}))
+    return 0
+
+
+def layer(args) -> int:
+    H, D, F, B, C = args.heads, args.attn_dim, args.fields, args.batch, args.in_dim
+    cpp = model_module._Kernels().cpp_module()
+    if cpp is None:
+        print(json.dumps({"skipped": "the C++ kernel does not build here"}))
+        return 0
+    x, weight = torch.randn(C, F, B) * 0.3, torch.randn(4 * H * D, C) * 0.1
+    options = (1.0, True, False)  # the paper: unscaled, residual, no ReLU on the projection
+    flat = x.view(C, F * B)
+    p = torch.mm(weight, flat).view(4, H, D, F, B)
+    out, alpha = cpp.attention_forward(p, None, None, *options)
+    grad_out = torch.randn_like(out)
+    _, _, kept = cpp.layer_forward(x, weight, None, None, None, H, *options, True)
+
+    def mm_backward():
+        grad_p = cpp.attention_backward(p, alpha, out, grad_out, None, None, None, *options).view(-1, F * B)
+        return torch.mm(weight.t(), grad_p), torch.mm(grad_p, flat.t())
+
+    kernels = {"mm+cpp": (lambda: cpp.attention_forward(torch.mm(weight, flat).view(4, H, D, F, B), None, None,
+                                                         *options), mm_backward),
+               "layer": (lambda: cpp.layer_forward(x, weight, None, None, None, H, *options, True),
+                         lambda: cpp.layer_backward(x, weight, kept, alpha, out, grad_out, None, None, None, H,
+                                                    *options, True, False))}
+    for forward, backward in kernels.values():
+        for _ in range(3):
+            forward(), backward()
+    times = {(k, d): [] for k in kernels for d in ("forward", "backward")}
+    for _ in range(args.reps):
+        for name, (forward, backward) in kernels.items():
+            for direction, fn in (("forward", forward), ("backward", backward)):
+                started = time.perf_counter()
+                fn()
+                times[(name, direction)].append(time.perf_counter() - started)
+    med = {key: statistics.median(v) * 1e3 for key, v in times.items()}
+    for (name, direction), ms in med.items():
+        print(json.dumps({"kernel": name, "in_dim": C, "direction": direction, "median_ms": round(ms, 3),
+                          "min_ms": round(min(times[(name, direction)]) * 1e3, 3)}))
+    total = {k: med[(k, "forward")] + med[(k, "backward")] for k in kernels}
+    print(json.dumps({"total_ms": {k: round(v, 3) for k, v in total.items()},
+                      "mm_cpp_over_layer": round(total["mm+cpp"] / total["layer"], 2),
+                      "load_avg_1m_after": round(os.getloadavg()[0], 2)}))
     return 0
 
 
