@@ -78,13 +78,14 @@ def cmd_prepare(args) -> int:
     """Preprocess a spec data set once into encoded Parquet row groups (autoint.prepared); print its summary."""
     from .datasets import MOVIELENS, builtin_spec, read_spec, resolve_data_dir
     from .errors import UsageError
-    from .prepared import ROW_GROUP_ROWS, prepare
+    from .prepared import ROW_GROUP_ROWS, keep_freed_memory, prepare
     if args.spec is None and args.dataset in (None, MOVIELENS):
         raise UsageError("prepare needs --dataset criteo, avazu or kdd12, or --spec FILE; MovieLens-1M is small "
                          "enough to read whole.")
     spec = read_spec(args.spec) if args.spec is not None else builtin_spec(args.dataset)
     folder = resolve_data_dir(args.dataset or spec.name, args.spec, args.data_dir)
     rows = ROW_GROUP_ROWS if args.row_group_rows is None else args.row_group_rows
+    keep_freed_memory()  # this process does nothing else: malloc and gc tuned for it
     prepared = prepare(spec, folder, args.out, row_group_rows=rows)
     print(json.dumps(prepared.summary()))
     return 0

@@ -62,6 +62,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import sys
@@ -546,6 +547,19 @@ def _typed_columns(spec, names: list[str], wanted: list[str]) -> dict:
     return typed
 
 
+_scratch = threading.local()
+
+
+def _count_byte(buf: np.ndarray, byte: int) -> int:
+    """How many times `byte` occurs in `buf`, through a comparison buffer kept per thread: a fresh 32 MiB
+    temporary per count would be 8,192 page faults, dear on this kind of VM (benchmarks/README.md)."""
+    mask = getattr(_scratch, "mask", None)
+    if mask is None or len(mask) < len(buf):
+        mask = _scratch.mask = np.empty(max(len(buf), BATCH_BYTES + (1 << 20)), dtype=bool)
+    np.equal(buf, byte, out=mask[:len(buf)])
+    return int(np.count_nonzero(mask[:len(buf)]))
+
+
 def _typed_frame(spec, chunk: bytes, names: list[str], typed: dict) -> pl.DataFrame | None:
     """The fast path: `chunk` parsed once with the `typed` columns as Float64, when that is exact, else None.
 
@@ -557,8 +571,8 @@ def _typed_frame(spec, chunk: bytes, names: list[str], typed: dict) -> pl.DataFr
     if b'"' in chunk:
         return None
     buf = np.frombuffer(chunk, dtype=np.uint8)
-    lines = int(np.count_nonzero(buf == 10)) + (chunk[-1:] != b"\n")
-    if int(np.count_nonzero(buf == spec.separator.encode("utf-8")[0])) != lines * (len(names) - 1):
+    lines = _count_byte(buf, 10) + (chunk[-1:] != b"\n")
+    if _count_byte(buf, spec.separator.encode("utf-8")[0]) != lines * (len(names) - 1):
         return None
     try:
         frame = pl.read_csv(chunk, has_header=False, separator=spec.separator, new_columns=names, infer_schema=False,
@@ -841,6 +855,47 @@ class _HashTable:
         return out
 
 
+def _zeros_in_huge_pages(shape: tuple, dtype) -> np.ndarray:
+    """np.zeros(shape, dtype) in anonymous memory advised as transparent huge pages where the system has them: the
+    sketch's counters are updated at random places, and with 4 KiB pages most updates miss the TLB (and its
+    128 MiB take 32,768 page faults to fill). Without MADV_HUGEPAGE (not Linux): plain np.zeros."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if advice is None:
+        return np.zeros(shape, dtype=dtype)
+    memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        memory.madvise(advice)
+    except OSError:  # huge pages off in this kernel: 4 KiB pages, still zeroed
+        pass
+    return np.frombuffer(memory, dtype=dtype).reshape(shape)
+
+
+def keep_freed_memory() -> None:
+    """Tunes the *process* for one long `prepare` (the CLI calls it; the app's process keeps the defaults):
+
+    - glibc's malloc keeps freed blocks of up to 128 MiB in its heap (M_MMAP_THRESHOLD) and does not hand the
+      heap's top back below 2 GiB (M_TRIM_THRESHOLD). By default each 32 MiB CSV block, parse buffer and
+      numpy temporary is a fresh mmap, and its pages fault in again every batch (about 6 us a page on this VM:
+      a 1M-row run took ~290,000 faults). Peak RSS stays bounded by the largest working set.
+    - gc.freeze(): the objects alive now (torch's, imported by the CLI) leave the collector's generations, so
+      the full collections that prepare's allocations trigger do not walk them again.
+    A C library without mallopt (not glibc) is left alone. Measured in benchmarks/README.md (prepare)."""
+    import ctypes
+    import ctypes.util
+    import gc
+    gc.freeze()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    mallopt(M_MMAP_THRESHOLD, 128 << 20)
+    mallopt(M_TRIM_THRESHOLD, (2 << 30) - 1)
+
+
 class _Hashes:
     """Categorical and multi-valued values as 64-bit hashes, so that memory does not grow with the long tail of
     values seen fewer than `min_count` times.
@@ -874,7 +929,7 @@ class _Hashes:
         self.staging = staging
         self.fields = [f for f in spec.fields if f.kind != "numeric"]
         self.salts = {f.name: _splitmix64(np.array([i + 1], dtype=np.uint64))[0] for i, f in enumerate(self.fields)}
-        self.sketch = np.zeros((SKETCH_ROWS, 1 << SKETCH_BITS), dtype=np.uint64) \
+        self.sketch = _zeros_in_huge_pages((SKETCH_ROWS, 1 << SKETCH_BITS), np.uint64) \
             if any(f.min_count > 1 for f in self.fields) else None
         self.candidates = {f.name: [] for f in self.fields}  # frames (hash, value), distinct hashes per frame
         self.candidate_rows = {f.name: 0 for f in self.fields}
@@ -893,51 +948,58 @@ class _Hashes:
     def stage(self, sample: pl.DataFrame, train: np.ndarray, batch: int) -> pl.DataFrame:
         """The sample frame with each categorical column as UInt64 hashes (multi-valued: lists of them, a missing
         list null; a missing categorical value: 0, so pass 2 has no nulls to fill); the training rows' values
-        counted (sketch, candidates, staged batch counts)."""
+        counted (sketch, candidates, staged batch counts).
+
+        One group-by per field gives each distinct training hash its count and the position of its first row;
+        the text is gathered from those positions only for the values that become candidates (a string filter
+        of the whole column and a second pass over it per field cost more than the counting)."""
         hashed = sample.with_columns([
             (pl.col(f.name).list.eval(pl.element().hash(HASH_SEED)) if f.kind == "multivalued" else
              pl.when(pl.col(f.name).is_null()).then(pl.lit(0, pl.UInt64))
              .otherwise(pl.col(f.name).hash(HASH_SEED))).alias(f.name)
             for f in self.fields])
-        keep = pl.Series(train)
-
-        def pairs_of(f, rows: pl.Series) -> pl.DataFrame:
-            """(hash, value) of field f in `rows` (a row mask), one per value, missing ones dropped."""
-            pairs = pl.DataFrame({"hash": hashed[f.name].filter(rows), "value": sample[f.name].filter(rows)})
-            if f.kind == "multivalued":
-                pairs = pairs.explode(["hash", "value"])
-            return pairs.filter(pl.col("hash") != 0)  # missing: 0 (categorical), null (an empty list)
-
+        rows = pl.Series("row", np.flatnonzero(train).astype(np.uint32))
         counts, cells = [], {}
         for i, f in enumerate(self.fields):
-            # Counted on the hashes alone: the text is copied only for candidates (below).
-            hashes = hashed[f.name].filter(keep).alias("hash")
-            if f.kind == "multivalued":
-                hashes = hashes.explode()
-            per = hashes.filter(hashes != 0).value_counts(name="count")  # not the missing ones (0, null)
+            hashes = hashed[f.name].gather(rows)
+            values = sample[f.name]
+            if f.kind == "multivalued":  # positions into the exploded training lists
+                hashes, values = hashes.explode(), values.gather(rows).explode()
+                rows_of = None
+            else:
+                rows_of = rows
+            per = (pl.DataFrame({"hash": hashes}).with_row_index("at").filter(pl.col("hash").is_not_null()
+                                                                             & (pl.col("hash") != 0))
+                   .group_by("hash").agg(pl.len().alias("count"), pl.col("at").first()))
             counts.append(per.select(pl.lit(i, pl.UInt16).alias("field"), "hash", "count"))
             if f.min_count > 1:
-                cells[f.name] = (per, self._cells(f.name, per["hash"].to_numpy()))
-                for r, at in enumerate(cells[f.name][1]):
-                    np.add.at(self.sketch[r], at, per["count"].to_numpy().astype(np.uint64))
+                at = self._cells(f.name, per["hash"].to_numpy())
+                for r, a in enumerate(at):
+                    np.add.at(self.sketch[r], a, per["count"].to_numpy().astype(np.uint64))
+                cells[f.name] = (per, at, values, rows_of)
             else:
-                self._candidates(f, pairs_of(f, keep).unique("hash", keep="first"))
+                self._candidates(f, self._pairs(per, values, rows_of))
         for f in self.fields:
             if f.name in cells:  # the text of the batch's values whose estimate reaches min_count, once each
-                per, at = cells[f.name]
+                per, at, values, rows_of = cells[f.name]
                 if not per.height:
                     continue
                 estimate = np.minimum.reduce([self.sketch[r][a] for r, a in enumerate(at)])
-                reached = per["hash"].filter(pl.Series(estimate >= f.min_count))
-                if len(reached):
-                    rows = keep if f.kind == "multivalued" else keep & hashed[f.name].is_in(reached.implode())
-                    self._candidates(f, pairs_of(f, rows).filter(pl.col("hash").is_in(reached.implode()))
-                                     .unique("hash", keep="first"))
+                reached = per.filter(pl.Series(estimate >= f.min_count))
+                if reached.height:
+                    self._candidates(f, self._pairs(reached, values, rows_of))
         if counts:
             path = self.staging / f".counts-{batch:06d}.arrow"
             pl.concat(counts).write_ipc(path, compression="uncompressed")
             self.counted.append(path)
         return hashed
+
+    @staticmethod
+    def _pairs(per: pl.DataFrame, values: pl.Series, rows_of: pl.Series | None) -> pl.DataFrame:
+        """(hash, value) of `per`'s distinct hashes: the text at each one's first position ("at": a position
+        among the training rows, `rows_of` maps it to the sample's row; None: `values` is already indexed so)."""
+        at = per["at"] if rows_of is None else rows_of.gather(per["at"])
+        return pl.DataFrame({"hash": per["hash"], "value": values.gather(at)})
 
     def _candidates(self, f, frame: pl.DataFrame) -> None:
         """Keeps `frame`'s (hash, value) pairs, each hash once (merged when the kept rows double)."""

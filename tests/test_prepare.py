@@ -315,3 +315,21 @@ def test_prepare_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])})
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("transform, edges", [("log2", None), ("minmax", None), ("bucket", [0.0, 3.0, 10.0])])
+def test_numeric_range_from_the_pieces_ends_equals_transforming_every_value(transform, edges):
+    """numeric_range transforms only each monotone piece's ends: the same (min, max) as transforming all values,
+    across the log2 transform's fold at 2 (2 -> 2 but 3 -> 1) and for negative, zero and huge values."""
+    from autoint.datasets.generic import numeric_range
+    from autoint.datasets.spec import FieldSpec
+    from autoint.schema import Field
+    rng = np.random.default_rng(7)
+    edges = tuple(edges or ())
+    f = FieldSpec(name="I1", kind="numeric", columns=("I1",), transform=transform, edges=edges)
+    cases = [np.array([2.0, 3.0]), np.array([3.0, 4.0]), np.array([-2.0, 1.0, 2.0]), np.array([5.0]),
+             np.array([0.0, 1e12, -7.0, 2.5]), np.floor(np.exp(rng.uniform(-1, 12, 5000))) - 3]
+    for values in cases:
+        every = Field("I1", "numeric", transform=transform, edges=edges).transformed(values)
+        assert numeric_range(f, values) == (float(every.min()), float(every.max())), values[:6]
+    assert numeric_range(f, np.array([], dtype=np.float64)) is None
