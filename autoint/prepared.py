@@ -1171,29 +1171,45 @@ def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, p
         bar = _Progress(1, reader.total_bytes, "B", progress, callback)
         row, staged = 0, []
         from .datasets.generic import FILE
-        for b, frame in enumerate(_ahead(reader.batches(bar.advance))):
-            sample = sample_frame(spec, frame, shown)
-            del frame
-            n = sample.height
-            split = split_codes(np.arange(row, row + n), spec.seed, folds)
-            row += n
-            labels = sample[LABEL].to_numpy()
-            for k, s in enumerate(SPLITS):
-                rows[s] += int((split == k).sum())
-                positives[s] += int(labels[split == k].sum())
-            for f in spec.fields:
-                if f.kind == "numeric":
-                    r, old = numeric_range(f, sample[f.name].to_numpy()), ranges[f.name]
-                    if r is not None:
-                        ranges[f.name] = r if old is None else (min(old[0], r[0]), max(old[1], r[1]))
-                elif f.kind == "multivalued":
-                    longest[f.name] = max(longest[f.name], int(sample[f.name].list.len().max() or 0))
-            coded = codes.stage(sample.drop(FILE), split == 0, b).with_columns(pl.Series(SPLIT, split))
-            del sample
-            staged.append(staging / f".stage-{b:06d}.arrow")
-            coded.write_ipc(staged[-1], compression="uncompressed")
-            del coded
-            bar.rows_done(n)
+
+        def checked(batches):
+            """Each batch as its sample frame and split codes, with the split counts, numeric ranges and longest
+            lists updated: run inside `_ahead`'s worker with the parse, so the main thread only counts and stages
+            (it is the slower of the two; the worker waited for it)."""
+            nonlocal row
+            for frame in batches:
+                sample = sample_frame(spec, frame, shown).drop(FILE)
+                del frame
+                n = sample.height
+                split = split_codes(np.arange(row, row + n), spec.seed, folds)
+                row += n
+                labels = sample[LABEL].to_numpy()
+                for k, s in enumerate(SPLITS):
+                    rows[s] += int((split == k).sum())
+                    positives[s] += int(labels[split == k].sum())
+                for f in spec.fields:
+                    if f.kind == "numeric":
+                        r, old = numeric_range(f, sample[f.name].to_numpy()), ranges[f.name]
+                        if r is not None:
+                            ranges[f.name] = r if old is None else (min(old[0], r[0]), max(old[1], r[1]))
+                    elif f.kind == "multivalued":
+                        longest[f.name] = max(longest[f.name], int(sample[f.name].list.len().max() or 0))
+                yield sample, split
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-stage") as stager:
+            writes = []
+            for b, (sample, split) in enumerate(_ahead(checked(reader.batches(bar.advance)))):
+                coded = codes.stage(sample, split == 0, b).with_columns(pl.Series(SPLIT, split))
+                bar.rows_done(sample.height)
+                del sample
+                staged.append(staging / f".stage-{b:06d}.arrow")
+                # written by the stager thread (IPC writes release the GIL), at most two waiting
+                writes.append(stager.submit(coded.write_ipc, staged[-1], compression="uncompressed"))
+                del coded
+                while len(writes) > 2:
+                    writes.pop(0).result()
+            for w in writes:
+                w.result()
         bar.close()
         for s in sources:
             if s.path != s.shown:
