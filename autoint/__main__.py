@@ -596,8 +596,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dnn-dropout", type=float, help="dropout in AutoInt+'s DNN (default 0)")
     p.add_argument("--with-ids", action="store_true")
     # Training flags default to None: unset, they keep TrainConfig's default (shown in each help).
-    from .train import IN_MEMORY_MAX_BYTES, TrainConfig
-    defaults = TrainConfig()
+    from types import SimpleNamespace
+    from .train_config import IN_MEMORY_MAX_BYTES, defaults as train_defaults
+    defaults = SimpleNamespace(**train_defaults())  # no torch import: `prepare` starts without it
     p.add_argument("--epochs", type=int, help=f"most epochs (default {defaults.epochs})")
     p.add_argument("--patience", type=int, help=f"epochs without a better validation AUC before stopping "
                                                 f"(default {defaults.patience})")
@@ -705,8 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .errors import AutoIntError
-    from .train import TrainingCancelled
+    from .errors import AutoIntError, TrainingCancelled
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -14,3 +14,7 @@ class AutoIntError(Exception):
 
 class UsageError(AutoIntError, ValueError):
     """A request that does not fit together (flags, form inputs, arguments); the message says which and why."""
+
+
+class TrainingCancelled(Exception):
+    """Raised when the progress callback asks training to stop (not a mistake of the user's: not an AutoIntError)."""

@@ -315,6 +315,13 @@ def test_prepare_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])})
     assert out.stdout.strip() == "False"
+    # nor does the CLI's parser (it shows TrainConfig's defaults: autoint.train_config), so `python -m autoint
+    # prepare` starts without torch
+    code = ("import sys; from autoint.__main__ import build_parser; import autoint.train_config as t; "
+            "build_parser().parse_args(['prepare', '--dataset', 'criteo']); t.defaults(); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])})
+    assert out.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("transform, edges", [("log2", None), ("minmax", None), ("bucket", [0.0, 3.0, 10.0])])

@@ -1,0 +1,82 @@
+"""Training settings: `TrainConfig`, the one place a training setting, its default and its range are written.
+
+Apart from autoint/train.py (which re-exports these names) so that reading the defaults imports no torch: the
+CLI's parser shows them in its help, and `python -m autoint prepare` then starts without torch (about 1.3 s).
+Checking a config (`validate`) imports autoint.model for its error class, and torch when a device is named.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, asdict, dataclass, fields
+
+
+DATA_PATHS = ("auto", "in-memory", "streamed")
+# "auto" keeps a prepared set in memory up to this many bytes of encoded tensors (all splits), one process only.
+IN_MEMORY_MAX_BYTES = 1 << 30
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    patience: int = 2  # epochs without a better validation AUC before stopping
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_decay: float = 1.0  # the learning rate is multiplied by this after each epoch without a better val AUC
+    seed: int = 2019
+    device: str | None = None  # None: CUDA when present, else CPU
+    # How a prepared directory's rows reach the model (module docstring): "auto", "in-memory" or "streamed".
+    data_path: str = "auto"
+    buffer_rows: int = 262144  # streamed: rows in the shuffle buffers, all virtual shards together
+    virtual_shards: int = 8  # streamed: the split's row groups are dealt to this many shards (autoint.stream)
+    loader_workers: int = 0  # streamed: DataLoader worker processes reading row groups (0: the training process)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        from .model import ConfigError  # noqa: F811  (imports torch: only when a config is checked)
+        checks = [
+            ("epochs", self.epochs, 1, 1000), ("patience", self.patience, 1, 1000),
+            ("batch_size", self.batch_size, 1, 1 << 20), ("seed", self.seed, 0, 2**63 - 1),
+            ("buffer_rows", self.buffer_rows, 1, 1 << 31), ("virtual_shards", self.virtual_shards, 1, 1024),
+            ("loader_workers", self.loader_workers, 0, 64),
+        ]
+        for name, value, low, high in checks:
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"{name}={value!r} is out of range: choose an integer from {low} to {high}.")
+        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or not 0 < self.lr <= 1:
+            raise ConfigError(f"lr={self.lr!r} is out of range: choose a learning rate in (0, 1], e.g. 0.001.")
+        if not isinstance(self.weight_decay, (int, float)) or not math.isfinite(self.weight_decay) \
+                or not 0 <= self.weight_decay < 1:
+            raise ConfigError(f"weight_decay={self.weight_decay!r} is out of range: choose a number in [0, 1).")
+        if isinstance(self.lr_decay, bool) or not isinstance(self.lr_decay, (int, float)) \
+                or not math.isfinite(self.lr_decay) or not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"lr_decay={self.lr_decay!r} is out of range: choose a factor in (0, 1], e.g. 0.5; "
+                              "1 keeps the learning rate constant.")
+        if self.data_path not in DATA_PATHS:
+            raise ConfigError(f"data_path={self.data_path!r}: choose one of {', '.join(DATA_PATHS)} (auto: in memory "
+                              "when a prepared set is small, else streamed).")
+        if self.device is not None:
+            from .train import pick_device  # torch: only when a device is named
+            pick_device(self.device)
+
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(obj: dict) -> "TrainConfig":
+        from .model import ConfigError
+        if not isinstance(obj, dict):
+            raise ConfigError(f"training settings must be a JSON object, not {type(obj).__name__}.")
+        known = {f.name for f in fields(TrainConfig)}
+        unknown = set(obj) - known
+        if unknown:
+            raise ConfigError(f"unknown training settings {sorted(unknown)}; known: {sorted(known)}")
+        return TrainConfig(**obj)
+
+
+def defaults() -> dict:
+    """Each setting's default, without building (and so checking) a TrainConfig: no torch import."""
+    return {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
