@@ -51,8 +51,8 @@ splitmix64(r + splitmix64(seed)) % folds (`split = "random"`: % 10); fold 0 is t
 validation, the rest training. The shares are those of the in-memory reader (80/10/10 with 10 folds) but the
 rows are not: that reader permutes all rows (and stratifies the folds by label), which streaming cannot.
 
-Everything is written into `DIR.tmp-XXXX` beside the directory and renamed into place, so the directory is
-complete or absent; gzip sources are decompressed (streaming) into that staging folder first. A directory is
+Everything is written into `.DIR.tmp-XXXX` beside the directory and renamed into place, so the directory is
+complete or absent (a killed prepare's staging folder is removed by the next one once it is STALE_STAGING_S old); gzip sources are decompressed (streaming) into that staging folder first. A directory is
 reused while it is up to date: same spec settings and the same source files, by fingerprint: each file's
 name, size, mtime_ns and the sha256 of its first and last MiB (not its whole content: a change in the middle
 of a file that keeps its size and modification time goes unseen; touch the file to force a rebuild).
@@ -67,7 +67,6 @@ import os
 import shutil
 import sys
 import queue
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -83,7 +82,7 @@ import pyarrow.parquet as pq
 from .data import DataError, Dataset
 from .encoding import FieldTensors
 from .errors import UsageError
-from .files import swap_into_place
+from .files import staging_dir, swap_into_place, tidy_siblings
 from .schema import Schema, SchemaError
 
 if TYPE_CHECKING:  # imported where tensors are made: `prepare` runs without torch (about 1 s of start-up)
@@ -100,6 +99,7 @@ BATCH_BYTES = 32 << 20  # bytes of a CSV source read at once (Criteo: about 125,
 COMPRESSION = "lz4"  # of the part files: zstd wrote 10% smaller files 30% slower (benchmarks/README.md)
 GROUPS_PER_FILE = 64  # row groups of a part file before the next part starts
 WRITES_AHEAD = 2  # encoded row groups waiting for the writer thread, per split
+STALE_STAGING_S = 600.0  # a staging folder untouched this long belongs to a killed prepare (a live one adds files)
 EDGE_BYTES = 1 << 20  # a source's fingerprint hashes its first and last MiB
 LABEL, LINE = "label", "line"
 SPLIT = ":split"  # the staged batches' split code column (0 train, 1 val, 2 test)
@@ -161,8 +161,11 @@ def _settings_hash(spec) -> str:
     return hashlib.sha256(json.dumps(spec_settings(spec), sort_keys=True).encode()).hexdigest()
 
 
-def _source_paths(spec, data_dir: Path) -> list[Path]:
+def source_paths(spec, data_dir) -> list[Path]:
+    """The raw files a prepared copy is made from and checked against (`is_prepared`): the spec's main files and
+    the join files present."""
     from .datasets.generic import resolve_files
+    data_dir = Path(data_dir)
     return resolve_files(spec, data_dir) + [data_dir / j.file for j in spec.joins if (data_dir / j.file).is_file()]
 
 
@@ -179,7 +182,7 @@ def _stale(out: Path, spec, data_dir: Path) -> str | None:
     if manifest.get("spec_settings") != _settings_hash(spec):
         return "the spec's settings changed"
     old = {s.get("name"): s for s in manifest.get("sources", []) if isinstance(s, dict)}
-    paths = _source_paths(spec, data_dir)
+    paths = source_paths(spec, data_dir)
     for path in paths:
         if path.name not in old:
             return f"{path.name} is new"
@@ -340,8 +343,9 @@ class Prepared:
         total = self.rows(split)
         outside = positions[(positions < 0) | (positions >= total)]
         if outside.size:
-            raise UsageError(f"row {int(outside[0])}: the {split} split of {self.path} has {total:,} rows; choose "
-                             f"a row from 0 to {max(total - 1, 0):,}.")
+            choose = f"choose a row from 0 to {total - 1:,}" if total else \
+                "it is empty: prepare the data set from more rows, or use another split"
+            raise UsageError(f"row {int(outside[0])}: the {split} split of {self.path} has {total:,} rows; {choose}.")
         by_position = np.argsort(positions, kind="stable")
         picked = positions[by_position]
         tables = []
@@ -1143,7 +1147,8 @@ def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, p
                         f"field {clash[0]!r} has the name of a prepared column ({LABEL}, {LINE}); rename the field.")
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    tidy_siblings(out, STALE_STAGING_S)  # what a killed prepare left (its staging folder, or the old copy aside)
+    staging = staging_dir(out)
     try:
         sources = []
         for i, path in enumerate(files):

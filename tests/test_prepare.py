@@ -340,3 +340,28 @@ def test_numeric_range_from_the_pieces_ends_equals_transforming_every_value(tran
         every = Field("I1", "numeric", transform=transform, edges=edges).transformed(values)
         assert numeric_range(f, values) == (float(every.min()), float(every.max())), values[:6]
     assert numeric_range(f, np.array([], dtype=np.float64)) is None
+
+
+def test_a_killed_prepares_leftovers_are_tidied_by_the_next_and_a_live_ones_kept(criteo_dir, spec, tmp_path):
+    """Staging folders are hidden siblings (.NAME.tmp-*); the next prepare removes one untouched for
+    STALE_STAGING_S (by its newest file), keeps a younger one (a prepare still running), and puts back a copy a
+    kill left aside between swap_into_place's two renames (.NAME.old-*)."""
+    import time
+    from autoint.prepared import STALE_STAGING_S
+    out = tmp_path / "prepared" / "criteo"
+    out.parent.mkdir()
+    dead, live = out.parent / ".criteo.tmp-dead0001", out.parent / ".criteo.tmp-live0001"
+    for folder in (dead, live):
+        folder.mkdir()
+        (folder / ".stage-000000.arrow").write_bytes(b"x")
+    old = time.time() - STALE_STAGING_S - 60
+    for p in (dead, dead / ".stage-000000.arrow"):
+        os.utime(p, (old, old))
+    os.utime(live, (old, old))  # the folder is old, but a file in it was written just now: still running
+    aside = out.parent / ".criteo.old-aside001"
+    aside.mkdir()
+    (aside / MANIFEST).write_text("{}")
+    prepare(spec, criteo_dir, out, row_group_rows=GROUP, progress=False, batch_bytes=BATCH)
+    names = sorted(p.name for p in out.parent.iterdir())
+    assert names == [".criteo.tmp-live0001", "criteo"], names  # the aside copy came back, then was replaced
+    assert is_prepared(out, spec, criteo_dir)
