@@ -202,12 +202,18 @@ def is_prepared(out, spec, data_dir) -> bool:
     return _stale(Path(out), spec, Path(data_dir)) is None
 
 
-def _read_json(path: Path, limit: int):
+def _read_json(path: Path, limit: int, sha256: str | None = None):
+    """The JSON in `path` (at most `limit` bytes), read once; with `sha256`, its bytes must have that digest."""
     try:
         if path.stat().st_size > limit:
             raise DataError(f"{path}: larger than {limit >> 20} MiB; refusing to read it. Prepare the data set "
                             f"again.")
-        return json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+            raise DataError(f"{path}: its sha256 does not match the one in {MANIFEST}: the file was changed after "
+                            f"it was prepared. Restore it, or run `python -m autoint prepare` again (it rebuilds "
+                            f"{path.parent}).")
+        return json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise DataError(f"{path}: not valid JSON ({type(exc).__name__}); prepare the data set again.") from exc
     except OSError as exc:
@@ -269,11 +275,9 @@ class Prepared:
         vocab_path = path / VOCABULARIES
         if not vocab_path.is_file():
             raise DataError(f"{vocab_path}: missing; {fix}.")
-        if _sha256(vocab_path) != vocab["sha256"]:
-            raise DataError(f"{vocab_path}: its sha256 does not match the one in {MANIFEST}: the file was changed "
-                            f"after it was prepared. Restore it, or {fix}.")
+        schema_json = _read_json(vocab_path, 1 << 30, sha256=vocab["sha256"])  # read once: checked, then parsed
         try:
-            schema = Schema.from_json(_read_json(vocab_path, 1 << 30))
+            schema = Schema.from_json(schema_json)
         except (SchemaError, TypeError, ValueError) as exc:
             raise DataError(f"{vocab_path}: {exc}; {fix}.") from exc
         return Prepared(path, manifest, schema)
