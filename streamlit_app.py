@@ -35,13 +35,13 @@ def offer_download(source: state.DataSource) -> None:
                f"synthetic ratings whose clicks follow planted field pairs (`{source.folder}`). Download "
                f"MovieLens-1M below, or set `AUTOINT_DATA_DIR` to a folder that holds it.",
                icon=":material/science:")
-    if st.button("Download MovieLens-1M (about 6 MB)", key="download_ml1m", icon=":material/download:"):
+    if st.button("Download MovieLens-1M (about 6 MiB)", key="download_ml1m", icon=":material/download:"):
         bar = st.progress(0.0, text="Connecting to files.grouplens.org ...")
 
         def progress(received: int, total: int | None) -> None:
             fraction = received / total if total else 0.0
-            bar.progress(min(fraction, 1.0), text=f"Downloaded {received / 1e6:.1f} MB"
-                         + (f" of {total / 1e6:.1f} MB" if total else ""))
+            bar.progress(min(fraction, 1.0), text=f"Downloaded {state.size_text(received)}"
+                         + (f" of {state.size_text(total)}" if total else ""))
         try:
             download_ml1m(source.requested, progress=progress)
         except DownloadError as exc:
@@ -108,7 +108,7 @@ def offer_prepare(source: state.DataSource) -> None:
         return
     if state.prepared_copy(source) is not None:
         st.caption(f"Prepared copy: new runs train on it, and the pages read the samples of a run trained on it "
-                   f"from it, not from the {size / 1e6:,.0f} MB of raw files.")
+                   f"from it, not from the {state.size_text(size)} of raw files.")
         return
     task = state.preparer().task(("prepare", source.key))
     if task is not None and not task.done:
@@ -122,7 +122,7 @@ def offer_prepare(source: state.DataSource) -> None:
                 traceback.format_exception(task.error)))
             st.error(f"Preparing failed ({type(task.error).__name__}: {task.error}). The details are in the server "
                      "log.", icon=":material/bug_report:")
-    st.caption(f"**Not prepared yet.** {size / 1e6:,.0f} MB of raw files are parsed whole on every load. Prepare "
+    st.caption(f"**Not prepared yet.** {state.size_text(size)} of raw files are parsed whole on every load. Prepare "
                f"them once (encoded Parquet in {source.folder.name}/prepared/) and the dataset-level views read "
                f"seeded samples of the copy.")
     if st.button("Prepare", key="prepare_data", icon=":material/dataset:"):

@@ -68,11 +68,23 @@ def pick_movielens() -> tuple[dict, object]:
     return values, real_rating
 
 
+def real_label(row):
+    """A function that shows a data sample's real label in a column (what `pick_prepared_row` and `pick_row` give)."""
+    def show(column) -> None:
+        column.metric("Real label", "click" if row.label else "no click",
+                      help=f"the sample's label in the data: {row.label}")
+    return show
+
+
 def pick_prepared_row(prepared) -> tuple[dict, object]:
     """A test sample of a prepared copy (the run was trained on it), picked by its position in the split or at
     random, and read from the copy: the row group that holds it, never the whole data set. Its values, decoded, and
     a function that shows its real label."""
     total = prepared.rows("test")
+    if not total:
+        st.warning(f"The prepared copy `{prepared.path}` has no test sample to explain: prepare the data set from "
+                   f"more rows.", icon=":material/dataset:")
+        st.stop()
     row = state.current_row(source, run_path)
     st.session_state["explore_position"] = row.position
     position_column, random_column, about_column = st.columns([2, 1, 3], vertical_alignment="bottom")
@@ -85,11 +97,7 @@ def pick_prepared_row(prepared) -> tuple[dict, object]:
     about_column.caption(f"test sample {row.position:,} of the prepared copy (`{prepared.path}`), line {row.line:,} "
                          f"of the raw data, read from its row group alone. Picking by field values would read the "
                          f"whole test split, so here a sample is picked by position.")
-
-    def real_label(column) -> None:
-        column.metric("Real label", "click" if row.label else "no click",
-                      help=f"the sample's label in the data: {row.label}")
-    return row.values, real_label
+    return row.values, real_label(row)
 
 
 def pick_row() -> tuple[dict, object]:
@@ -142,11 +150,7 @@ def pick_row() -> tuple[dict, object]:
         st.button("Random sample", key="explore_random", icon=":material/casino:",
                   on_click=lambda: state.choose_row(source, random_position(positions)))
         st.caption(f"test sample {row.position:,} (row {row.index + 1:,} of the data)")
-
-    def real_label(column) -> None:
-        column.metric("Real label", "click" if row.label else "no click",
-                      help=f"the sample's label in the data: {row.label}")
-    return row.values, real_label
+    return row.values, real_label(row)
 
 
 source = state.data_source()

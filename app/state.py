@@ -494,6 +494,13 @@ def background_progress(key: tuple, runner: str = "views") -> None:
 PREPARE_OVER_BYTES = 200 * 2 ** 20  # raw files bigger than this: the sidebar offers to prepare the data set once
 
 
+def size_text(n_bytes: int) -> str:
+    """A size as every page gives it, in binary units (PREPARE_OVER_BYTES is 200 MiB): MiB below 1 GiB, else GiB;
+    whole numbers from 10 up, one decimal below."""
+    value, unit = (n_bytes / 2 ** 30, "GiB") if n_bytes >= 2 ** 30 else (n_bytes / 2 ** 20, "MiB")
+    return f"{value:,.0f} {unit}" if value >= 10 else f"{value:,.1f} {unit}"
+
+
 def source_spec(source: DataSource):
     """The spec of a data source other than MovieLens (a built-in's, or the user's file)."""
     return read_spec(source.spec) if source.spec else builtin_spec(source.dataset)
@@ -519,14 +526,21 @@ def needs_preparing(source: DataSource) -> bool:
 def prepared_copy(source: DataSource):
     """The data source's prepared copy (autoint.prepared) when it is up to date, else None. The freshness check
     (the manifest read, each source's fingerprint) runs once per state of the files: its answer is kept per
-    (source, the size and mtime of each raw file and of the copy's manifest), so a rerun only stats the files."""
+    (source, the size and mtime of each raw file, of the spec file and of the copy's manifest), so a rerun only
+    stats the files.
+
+    Stale only when a file changes and keeps its size and mtime to the nanosecond (content copied in with its old
+    time kept: `is_prepared` would see the first or last MiB differ), or when the copy's part or vocabularies files
+    change without its manifest (`prepare` rewrites the manifest with them; a part file edited by hand is refused
+    when its row group is read, the vocabularies when the copy is opened again)."""
     if source.is_movielens:
         return None
-    from autoint.prepared import MANIFEST, _source_paths, default_dir
+    from autoint.prepared import MANIFEST, default_dir, source_paths
     try:
         spec = source_spec(source)
         out = default_dir(spec, source.folder)
-        stamp = tuple((str(path), *_stat(path)) for path in [*_source_paths(spec, source.folder), out / MANIFEST])
+        files = [*source_paths(spec, source.folder), *([Path(source.spec)] if source.spec else []), out / MANIFEST]
+        stamp = tuple((str(path), *_stat(path)) for path in files)
     except (AutoIntError, OSError):
         return None
     return _fresh_copy(source.key, str(out), stamp)

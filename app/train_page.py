@@ -81,12 +81,12 @@ def training_data() -> tuple[object, bool]:
         encoded, limit = prepared.encoded_bytes(), IN_MEMORY_MAX_BYTES
         rows = sum(prepared.rows(s) for s in ("train", "val", "test"))
         if choose_data_path(prepared, defaults) == "in-memory":
-            how = (f"loaded whole into memory: its encoded tensors take {encoded / 2**20:,.0f} MiB, within the "
-                   f"{limit / 2**30:g} GiB up to which the in-memory path (faster) is taken")
+            how = (f"loaded whole into memory: its encoded tensors take {state.size_text(encoded)}, within the "
+                   f"{state.size_text(limit)} up to which the in-memory path (faster) is taken")
         else:
             how = (f"streamed through shuffle buffers of {defaults.buffer_rows:,} rows: its encoded tensors would "
-                   f"take {encoded / 2**30:,.1f} GiB, over the {limit / 2**30:g} GiB the in-memory path takes, so "
-                   f"memory is bounded by the buffers")
+                   f"take {state.size_text(encoded)}, over the {state.size_text(limit)} the in-memory path takes, "
+                   f"so memory is bounded by the buffers")
         st.markdown(f":material/dataset: **Data:** the prepared copy `{prepared.path}` ({rows:,} rows), {how}. "
                     f"The explaining pages then read this run's samples from the same copy.")
         return prepared, True
@@ -95,12 +95,13 @@ def training_data() -> tuple[object, bool]:
         return None, True
     size = state.raw_bytes(source)
     if not state.needs_preparing(source):
-        st.markdown(f":material/dataset: **Data:** the raw files ({size / 1e6:,.1f} MB), parsed whole into memory: "
-                    f"under the {state.PREPARE_OVER_BYTES / 1e6:,.0f} MB from which a data set is prepared first.")
+        st.markdown(f":material/dataset: **Data:** the raw files ({state.size_text(size)}), parsed whole into "
+                    f"memory: under the {state.size_text(state.PREPARE_OVER_BYTES)} from which a data set is prepared "
+                    f"first.")
         return None, True
-    st.warning(f"**Prepare first.** The raw files ({size / 1e6:,.0f} MB) are too big to parse whole into memory for "
-               f"training (over {state.PREPARE_OVER_BYTES / 1e6:,.0f} MB). Prepare them once (encoded Parquet in "
-               f"{source.folder.name}/prepared/); runs then train on the prepared copy, streamed when it is big.",
+    st.warning(f"**Prepare first.** The raw files ({state.size_text(size)}) are too big to parse whole into memory "
+               f"for training (over {state.size_text(state.PREPARE_OVER_BYTES)}). Prepare them once (encoded Parquet "
+               f"in {source.folder.name}/prepared/); runs then train on the prepared copy, streamed when it is big.",
                icon=":material/dataset:")
     task = state.preparer().task(("prepare", source.key))
     if task is not None and not task.done:
@@ -255,7 +256,7 @@ chosen = st.multiselect("Runs", list(names), default=list(names)[:2], max_select
 if len(chosen) != 2:
     st.caption("Pick two runs.")
     st.stop()
-manifests = {path: read_manifest(path) for path in chosen}
+manifests = {path: read_manifest(path, vocabularies=False) for path in chosen}  # metrics and settings: no schema
 metric_rows = ["model", "test_auc", "test_logloss", "val_auc", "val_logloss", "best_epoch", "epochs_run", "params"]
 setting_rows = ["layers", "heads", "embed_dim", "attn_dim", "residual", "dropout", "scaled_attention", "layer_norm",
                 "qkv_relu", "projection_bias", "attention_dropout"]

@@ -187,3 +187,37 @@ def test_the_copys_freshness_is_checked_once_per_state_of_its_files(env, monkeyp
         assert "parsed whole into memory" in texts(at.markdown)
     finally:
         os.utime(folder / "train.txt", ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+SHOP_SPEC = """\
+name = "shop"
+files = ["impressions.csv"]
+separator = ";"
+label = "clicked"
+min_count = {min_count}
+
+[[field]]
+names = ["country", "device", "ad_category"]
+kind = "categorical"
+
+[[field]]
+name = "price"
+kind = "numeric"
+"""
+
+
+def test_a_changed_spec_file_makes_its_copy_stale_at_once(tmp_path):
+    """The spec file is part of the state the freshness answer is kept for: editing it (other settings, the same raw
+    files) is seen on the next rerun, not only when the cached answer is evicted."""
+    import app.state as state
+    from autoint.datasets import read_spec
+    from autoint.datasets.synth import generate_clicks
+    from autoint.prepared import prepare
+    folder = generate_clicks(tmp_path / "shop", rows=1500, seed=0)
+    spec_file = folder / "shop.toml"
+    spec_file.write_text(SHOP_SPEC.format(min_count=2))
+    prepare(read_spec(spec_file), folder, row_group_rows=256, progress=False)
+    (source,) = [s for s in state.found_in(folder) if s.spec]
+    assert state.prepared_copy(source) is not None
+    spec_file.write_text(SHOP_SPEC.format(min_count=20))
+    assert state.prepared_copy(source) is None
