@@ -198,6 +198,8 @@ def spread_positions(prepared, split: str = "train", rows: int = DEFAULT_SAMPLE_
         return np.zeros(0, dtype=np.int64)
     chosen = [chosen[i] for i in np.unique(np.linspace(0, len(chosen) - 1, min(groups, len(chosen))).round()
                                            .astype(np.int64))]
-    rng, each = np.random.default_rng(seed), max(1, -(-int(rows) // len(chosen)))
-    parts = [g.first_row + np.sort(rng.choice(g.rows, size=min(each, g.rows), replace=False)) for g in chosen]
+    rng = np.random.default_rng(seed)
+    shares = int(rows) // len(chosen) + (np.arange(len(chosen)) < int(rows) % len(chosen))  # they sum to `rows`
+    parts = [g.first_row + np.sort(rng.choice(g.rows, size=min(int(share), g.rows), replace=False))
+             for g, share in zip(chosen, shares)]
     return np.concatenate(parts).astype(np.int64)

@@ -52,6 +52,13 @@ def test_a_row_outside_the_split_is_refused_with_the_rows_it_has(prepared):
         prepared.read_rows("val", [-1])
     empty = prepared.take("val", [])
     assert empty.frame.height == 0 and len(empty.labels) == 0
+    # an empty split says so, not "choose a row from 0 to -1"
+    from autoint.prepared import Prepared
+    splits = {**prepared.manifest["splits"], "val": {"rows": 0, "positives": 0, "files": []}}
+    no_val = Prepared(prepared.path, {**prepared.manifest, "splits": splits}, prepared.schema)
+    with pytest.raises(UsageError, match=r"row 0: the val split of .* has 0 rows; it is empty: prepare the data set "
+                                         r"from more rows, or use another split"):
+        no_val.take("val", [0])
 
 
 def test_sample_is_take_of_a_seeded_choice_and_prepared_sample_reads_the_same_rows(prepared):
@@ -78,3 +85,5 @@ def test_spread_positions_read_a_few_row_groups_spread_over_the_split(prepared):
     assert touched == {0, len(groups) - 1} | set(np.linspace(0, len(groups) - 1, 4).round().astype(int).tolist())
     assert np.array_equal(positions, spread_positions(prepared, "train", rows=400, groups=4, seed=0))
     assert len(spread_positions(prepared, "train", rows=10**9, groups=2)) == groups[0].rows + groups[-1].rows
+    uneven = spread_positions(prepared, "train", rows=10, groups=3, seed=0)  # never more than asked for
+    assert len(uneven) == 10 and len(set(uneven.tolist())) == 10
