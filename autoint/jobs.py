@@ -30,6 +30,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from .errors import UsageError
 from .model import AutoIntConfig
 from .runs import RUN_NAME, CheckpointError
 from .train import TrainConfig, pick_device, settings_to_json
@@ -134,6 +135,9 @@ class JobQueue:
 
         `snapshot=(epoch, name)` also saves the best weights after that epoch as the run `name` while
         training goes on to `run_name` (a quick model to use now, a converged one later)."""
+        if prepared is not None and (dataset is not None or spec is not None):
+            raise UsageError(f"submit: prepared={str(prepared)!r} names its data set and spec itself; pass "
+                             f"dataset={dataset!r} and spec={spec!r} only without it (to read the raw files).")
         device = str(pick_device(train_config.device))
         settings = settings_to_json(model_config, replace(train_config, device=device))  # validates both
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]

@@ -52,6 +52,18 @@ def test_a_job_names_its_data_set(tmp_path):
     assert args.dataset == "criteo" and args.spec is None
     args, _ = _job_settings(tmp_path, TINY, TrainConfig(device="cpu"), spec=tmp_path / "mine.toml")
     assert args.spec == str((tmp_path / "mine.toml").resolve())
+    args, _ = _job_settings(tmp_path, TINY, TrainConfig(device="cpu"), prepared=tmp_path / "copy")
+    assert args.prepared == str((tmp_path / "copy").resolve()) and args.dataset is None and args.spec is None
+
+
+def test_a_prepared_copy_and_a_raw_data_set_are_not_both_taken(tmp_path):
+    """The copy names its data set and spec itself: naming them too would be silently ignored, so it is refused."""
+    from autoint.errors import UsageError
+    queue = JobQueue(tmp_path / "runs", python="/bin/true")
+    with pytest.raises(UsageError, match=r"prepared=.*copy' names its data set and spec itself; pass "
+                                         r"dataset='criteo' and spec=None only without it"):
+        queue.submit(TINY, TrainConfig(device="cpu"), tmp_path, dataset="criteo", prepared=tmp_path / "copy")
+    assert queue.jobs() == []
 
 
 def test_train_config_and_flags_do_not_mix(tmp_path):
