@@ -353,17 +353,23 @@ class RegistryLock:
 
     def _open(self, inside: bool = True) -> tuple[int, Path]:
         """A descriptor of `root/.registry.lock` (created when missing; read-only when this account may not
-        write it: flock needs no write access), else of the temporary folder's fallback for this root."""
+        write it: flock needs no write access), else of the temporary folder's fallback for this root (read-only
+        too when another account created it)."""
         flags = os.O_CLOEXEC | os.O_NOFOLLOW  # a planted symbolic link is not followed: the fallback is used
-        for mode in (os.O_RDWR | os.O_CREAT, os.O_RDONLY) if inside else ():
-            try:
-                return os.open(self.root / REGISTRY_LOCK, mode | flags, 0o666), self.root / REGISTRY_LOCK
-            except OSError as exc:
-                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ELOOP):
-                    raise
         key = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]
         fallback = Path(tempfile.gettempdir()) / f"autoint-registry-{key}.lock"
-        return os.open(fallback, os.O_RDWR | os.O_CREAT | flags, 0o666), fallback
+        tried = []
+        for path in [self.root / REGISTRY_LOCK] * inside + [fallback]:
+            for mode in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
+                try:
+                    return os.open(path, mode | flags, 0o666), path
+                except OSError as exc:
+                    tried.append(f"{path}: {exc.strerror}")
+                    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ELOOP):
+                        break
+        raise CheckpointError(f"the run registry {self.root} cannot be locked: {'; '.join(dict.fromkeys(tried))}. "
+                              f"Make {self.root / REGISTRY_LOCK} a plain file this account can open (or let it "
+                              f"create one there), or free the temporary folder's {fallback}.")
 
     def __enter__(self) -> "RegistryLock":
         fd, self.path = self._open()
