@@ -365,3 +365,19 @@ def test_a_killed_prepares_leftovers_are_tidied_by_the_next_and_a_live_ones_kept
     names = sorted(p.name for p in out.parent.iterdir())
     assert names == [".criteo.tmp-live0001", "criteo"], names  # the aside copy came back, then was replaced
     assert is_prepared(out, spec, criteo_dir)
+
+
+def test_hash_table_lookups_equal_a_dict_with_collisions_zero_and_absent_keys():
+    """_HashTable.lookup gives position + 1 of each key (0: absent; 0 itself, a missing value, gives 0), also when
+    many keys share their first slot (keys that differ only in the low bits) and the probes wrap around."""
+    from autoint.prepared import _HashTable
+    rng = np.random.default_rng(3)
+    crowded = (np.arange(1, 40, dtype=np.uint64) | (np.uint64(0xFF) << np.uint64(56)))  # one first slot
+    for keys in (rng.integers(1, 2**63, 1000, dtype=np.uint64), crowded, np.array([], dtype=np.uint64)):
+        table = _HashTable(keys)
+        position = {int(k): i + 1 for i, k in enumerate(keys)}
+        queries = np.concatenate([keys, rng.integers(1, 2**63, 500, dtype=np.uint64), np.zeros(3, np.uint64),
+                                  crowded + np.uint64(1000)])
+        got = table.lookup(queries)
+        assert got.dtype == np.int32
+        assert got.tolist() == [position.get(int(q), 0) for q in queries]
