@@ -60,3 +60,15 @@ def tiny_criteo_run(tmp_path_factory, name: str, rows: int, batch_size: int, **g
                 "--heads", "1", "--embed-dim", "4", "--attn-dim", "4", "--batch-size", str(batch_size), "--quiet",
                 "--out", str(run)]) == 0
     return folder, run
+
+
+def prepared_criteo(tmp_path_factory, name: str, rows: int, seed: int, row_group_rows: int):
+    """A Prepared copy (autoint.prepared) of `rows` generated Criteo-format rows (synth.generate_criteo, `seed`), in
+    row groups of `row_group_rows` rows: raw files in `name`*/raw, the copy in `name`*/prepared."""
+    from autoint.datasets import builtin_spec
+    from autoint.datasets.synth import generate_criteo
+    from autoint.prepared import prepare
+    root = tmp_path_factory.mktemp(name)
+    generate_criteo(root / "raw", rows=rows, seed=seed)
+    return prepare(builtin_spec("criteo"), root / "raw", root / "prepared", row_group_rows=row_group_rows,
+                   progress=False)

@@ -15,7 +15,7 @@ from autoint.distributed import Launch, rank_device
 from autoint.errors import UsageError
 from autoint.model import AutoIntConfig, ConfigError
 from autoint.train import InMemoryBatches, TrainConfig, train
-from conftest import REPO
+from conftest import REPO, prepared_criteo
 
 TINY = AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1)
 
@@ -112,12 +112,7 @@ finally:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from autoint.datasets import builtin_spec
-    from autoint.datasets.synth import generate_criteo
-    from autoint.prepared import prepare
-    root = tmp_path_factory.mktemp("distributed")
-    generate_criteo(root / "raw", rows=3000, seed=6)
-    return prepare(builtin_spec("criteo"), root / "raw", root / "prepared", row_group_rows=256, progress=False).path
+    return prepared_criteo(tmp_path_factory, "distributed", rows=3000, seed=6, row_group_rows=256).path
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@ import torch
 from autoint.model import AutoIntConfig, ConfigError
 from autoint.stream import EpochPlan, SplitStream, StreamedBatches
 from autoint.train import TrainConfig, choose_data_path, train
+from conftest import prepared_criteo
 
 TINY = AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1)
 
@@ -13,12 +14,7 @@ TINY = AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1)
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """A generated Criteo-format set, 12,000 rows, prepared in row groups of 512 rows (19 train groups)."""
-    from autoint.datasets import builtin_spec
-    from autoint.datasets.synth import generate_criteo
-    from autoint.prepared import prepare
-    root = tmp_path_factory.mktemp("stream")
-    generate_criteo(root / "raw", rows=12000, seed=4)
-    return prepare(builtin_spec("criteo"), root / "raw", root / "prepared", row_group_rows=512, progress=False)
+    return prepared_criteo(tmp_path_factory, "stream", rows=12000, seed=4, row_group_rows=512)
 
 
 class RowIds(SplitStream):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from autoint.runs import REGISTRY_LOCK
+from conftest import prepared_criteo
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = ["--embed-dim", "4", "--attn-dim", "4", "--heads", "1", "--layers", "1", "--device", "cpu", "--quiet"]
@@ -18,12 +19,7 @@ MODEL = ["--embed-dim", "4", "--attn-dim", "4", "--heads", "1", "--layers", "1",
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from autoint.datasets import builtin_spec
-    from autoint.datasets.synth import generate_criteo
-    from autoint.prepared import prepare
-    root = tmp_path_factory.mktemp("torchrun")
-    generate_criteo(root / "raw", rows=12000, seed=4)
-    return prepare(builtin_spec("criteo"), root / "raw", root / "prepared", row_group_rows=512, progress=False).path
+    return prepared_criteo(tmp_path_factory, "torchrun", rows=12000, seed=4, row_group_rows=512).path
 
 
 def env() -> dict:
