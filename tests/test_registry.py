@@ -137,12 +137,13 @@ def test_the_lock_excludes_another_process_and_is_freed_when_it_ends(tmp_path, t
     assert list(temp_dir.iterdir()) == []
 
 
-def _refuse(monkeypatch, refused: dict):
-    """os.open refuses the lock file inside the registry with errno for the given access modes."""
+def _refuse(monkeypatch, refused: dict, suffix: str = REGISTRY_LOCK):
+    """os.open refuses the lock file inside the registry (suffix ".lock": the temporary folder's too) with errno for
+    the given access modes."""
     real_open = os.open
 
     def fake_open(path, flags, *args, **kwargs):
-        if os.fspath(path).endswith(REGISTRY_LOCK):
+        if os.fspath(path).endswith(suffix):
             for access, code in refused.items():
                 if flags & (os.O_RDWR | os.O_WRONLY) == access:
                     raise OSError(code, os.strerror(code), os.fspath(path))
@@ -194,19 +195,6 @@ def test_where_a_read_only_descriptor_cannot_be_locked_the_temp_folder_is_used(t
         assert lock.path.parent == temp_dir and lock.path.name.startswith("autoint-registry-")
 
 
-def _refuse_all(monkeypatch, refused: dict):
-    """os.open refuses both lock files (the registry's and the temporary folder's) with errno per access mode."""
-    real_open = os.open
-
-    def fake_open(path, flags, *args, **kwargs):
-        if os.fspath(path).endswith(".lock"):
-            for access, code in refused.items():
-                if flags & (os.O_RDWR | os.O_WRONLY) == access:
-                    raise OSError(code, os.strerror(code), os.fspath(path))
-        return real_open(path, flags, *args, **kwargs)
-    monkeypatch.setattr(runs.os, "open", fake_open)
-
-
 def test_a_temp_folder_lock_file_of_another_account_is_locked_read_only(tmp_path, temp_dir, monkeypatch):
     """A read-only registry listed by a second account: the temporary folder's lock file is the first account's
     (not writable here), so it is opened read-only instead of failing."""
@@ -214,7 +202,7 @@ def test_a_temp_folder_lock_file_of_another_account_is_locked_read_only(tmp_path
     root.mkdir()
     key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
     (temp_dir / f"autoint-registry-{key}.lock").touch()
-    _refuse_all(monkeypatch, {os.O_RDWR: errno.EACCES})
+    _refuse(monkeypatch, {os.O_RDWR: errno.EACCES}, ".lock")
     _refuse(monkeypatch, {os.O_RDWR: errno.EROFS, os.O_RDONLY: errno.ENOENT})
     with registry_lock(root) as lock:
         assert lock.path == temp_dir / f"autoint-registry-{key}.lock"
@@ -225,7 +213,7 @@ def test_a_temp_folder_lock_file_of_another_account_is_locked_read_only(tmp_path
 def test_a_registry_that_cannot_be_locked_anywhere_says_which_files_and_the_fix(tmp_path, temp_dir, monkeypatch):
     root = tmp_path / "runs"
     root.mkdir()
-    _refuse_all(monkeypatch, {os.O_RDWR: errno.EACCES, os.O_RDONLY: errno.EACCES})
+    _refuse(monkeypatch, {os.O_RDWR: errno.EACCES, os.O_RDONLY: errno.EACCES}, ".lock")
     with pytest.raises(CheckpointError, match=rf"the run registry {root} cannot be locked: {root / REGISTRY_LOCK}: "
                                               rf"Permission denied; {temp_dir}/autoint-registry-.*\.lock: Permission "
                                               rf"denied\. Make {root / REGISTRY_LOCK} a plain file this account can "
