@@ -102,7 +102,8 @@ def choose_data_set(source: state.DataSource) -> None:
 
 def offer_prepare(source: state.DataSource) -> None:
     """A big data set (raw files over state.PREPARE_OVER_BYTES) not prepared yet: a button that prepares it once in
-    the background (autoint.prepared), with its progress; the dataset-level views then read samples of the copy."""
+    the background (autoint.prepared), with its progress; new runs then train on the copy, and the pages read the
+    samples of a run trained on it from the copy."""
     size = state.raw_bytes(source)
     if size <= state.PREPARE_OVER_BYTES:
         return
@@ -123,8 +124,8 @@ def offer_prepare(source: state.DataSource) -> None:
             st.error(f"Preparing failed ({type(task.error).__name__}: {task.error}). The details are in the server "
                      "log.", icon=":material/bug_report:")
     st.caption(f"**Not prepared yet.** {state.size_text(size)} of raw files are parsed whole on every load. Prepare "
-               f"them once (encoded Parquet in {source.folder.name}/prepared/) and the dataset-level views read "
-               f"seeded samples of the copy.")
+               f"them once (encoded Parquet in {source.folder.name}/prepared/): new runs train on the copy, and the "
+               f"pages read the samples of a run trained on it from the copy.")
     if st.button("Prepare", key="prepare_data", icon=":material/dataset:"):
         state.prepare_source(source)
         st.rerun()

@@ -118,7 +118,8 @@ def world() -> int:
 
 
 def all_gather_rows(*tensors: torch.Tensor):
-    """Every rank's 1-D tensor, concatenated in rank order (lengths may differ), on every rank (on the CPU).
+    """Every rank's 1-D tensor, concatenated in rank order (lengths may differ), on every rank, on the CPU (in one
+    process: the tensors as given, where they are).
 
     Several tensors of one length (a split's scores and labels) travel together: one exchange of the lengths and
     one of the rows for all of them (when they share a dtype), and a tuple comes back."""

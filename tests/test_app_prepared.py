@@ -89,7 +89,8 @@ def test_the_train_page_trains_on_the_prepared_copy_and_says_so(env, monkeypatch
     # A copy too big for memory is streamed, and the page says so (the trainer decides by the same rule)
     monkeypatch.setattr("autoint.train.IN_MEMORY_MAX_BYTES", 1000)
     at.run()
-    assert "streamed through shuffle buffers of 262,144 rows" in texts(at.markdown)
+    from autoint.train import TrainConfig
+    assert f"streamed through shuffle buffers of {TrainConfig().buffer_rows:,} rows" in texts(at.markdown)
 
 
 def test_a_source_too_big_for_memory_without_a_copy_is_prepared_before_training(env, monkeypatch, tmp_path):
