@@ -222,3 +222,24 @@ def test_a_changed_spec_file_makes_its_copy_stale_at_once(tmp_path):
     assert state.prepared_copy(source) is not None
     spec_file.write_text(SHOP_SPEC.format(min_count=20))
     assert state.prepared_copy(source) is None
+
+
+def test_compare_reads_the_runs_metrics_without_hashing_their_vocabularies_on_each_rerun(env, monkeypatch):
+    """Compare shows two runs' metrics and curves from run.json; their vocabularies are read (and hashed) once, when
+    each model is loaded, not again on every rerun of the page."""
+    import autoint.runs as runs_module
+    folder, prepared, runs = env
+    shutil.copytree(runs / "on-copy", runs / "on-copy-2")
+    reads = []
+    real = runs_module._read_vocabularies
+    monkeypatch.setattr(runs_module, "_read_vocabularies", lambda *args: (reads.append(args[0]), real(*args))[1])
+    at = start("app/train_page.py")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    table = next(d for d in at.dataframe if "metric" in d.value.columns).value
+    auc = runs_module.read_manifest(runs / "on-copy")["metrics"]["test_auc"]
+    assert set(table.columns) == {"metric", "on-copy", "on-copy-2"}
+    assert table.set_index("metric").loc["test_auc"].tolist() == [str(auc), str(auc)]
+    assert [m.label for m in at.metric] == ["CTR under on-copy", "CTR under on-copy-2"]
+    loaded = len(reads)
+    at.run()
+    assert not at.exception and len(reads) == loaded
