@@ -383,7 +383,7 @@ class RegistryLock:
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         raise RegistryBusy(f"{self.path}: another process has held the run registry's lock for "
-                                           f"{self.timeout:.0f} s (a save or tidy of {self.root} that is stuck, e.g. "
+                                           f"{self.timeout:g} s (a save or tidy of {self.root} that is stuck, e.g. "
                                            f"on a hung network file system); try again when it finishes.") from None
                     time.sleep(self.POLL_S)
                 except OSError as exc:  # NFS emulates flock by POSIX locks, which a read-only descriptor cannot take
