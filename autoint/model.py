@@ -536,7 +536,7 @@ class FusedInteractingLayer(InteractingLayer):
             head_keep = _keep_mask((H, dh, F, B), self.dropout.p, x)  # (H, d', F, B)
         scale = 1.0 / math.sqrt(dh) if self.scaled else 1.0
         if KERNELS.runs_layer(x):  # the projection and Eqs. 5-8 per batch tile, in C++
-            save = torch.is_grad_enabled() and (x.requires_grad or W.requires_grad)
+            save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, W, bias))
             out, alpha = FusedLayer.apply(x, W, bias, attn_keep, head_keep, H, scale, self.residual, self.qkv_relu,
                                           save)
         else:

@@ -247,7 +247,7 @@ def _untile(saved: torch.Tensor, D: int, B: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("shape", [(2, 32, 7, 1024, 64), (2, 32, 7, 200, 16), (1, 4, 3, 70, 8), (2, 8, 16, 130, 13),
-                                   (3, 5, 1, 17, 5)])
+                                   (3, 5, 1, 17, 5), (2, 3, 2, 1, 17)])
 def test_cpp_layer_matches_the_projection_and_attention(shape):
     """layer_forward/layer_backward (the projection inside the C++ kernel, per batch tile) against the projection
     in float64 and attention_forward/attention_backward under autograd, in float64 from the same float32
@@ -336,3 +336,28 @@ def test_the_cpu_kernel_setting_is_checked(monkeypatch):
     monkeypatch.setenv("AUTOINT_CPU_KERNEL", "fortran")
     with pytest.raises(model_module.ConfigError, match="AUTOINT_CPU_KERNEL.*cpp-attention"):
         model_module.cpu_kernel()
+
+
+def test_cpp_layer_backward_reaches_a_trainable_bias_alone():
+    """A projection bias that trains while x and the projection weight do not (a frozen layer but its bias):
+    the C++ layer must keep its projection for the backward then too, and give the bias the reference's
+    gradient (it raised 'saved does not match x and weight' when `save` looked at x and W only)."""
+    kernels = model_module.KERNELS
+    if kernels.mode("cpu") != "cpp" or kernels.cpp_module() is None or model_module.cpu_kernel() != "cpp":
+        pytest.skip(f"the C++ layer does not run here (mode {kernels.mode('cpu')!r}, kernel "
+                    f"{model_module.cpu_kernel()!r}): nothing keeps a projection")
+    torch.manual_seed(0)
+    layer = model_module.FusedInteractingLayer(8, AutoIntConfig(embed_dim=8, attn_dim=4, heads=2, layers=1,
+                                                                projection_bias=True)).eval()
+    layer.projection.weight.requires_grad_(False)
+    x = torch.randn(8, 5, 100)  # (in, F, B), no gradient wanted
+    assert kernels.runs_layer(x)
+    out, alpha = layer.forward_columns(x)
+    (out.sum() + alpha.square().sum()).backward()
+    ours = layer.projection.bias.grad.clone()
+    layer.projection.bias.grad = None
+    e = x.permute(2, 1, 0)  # (B, F, d)
+    out_ref, alpha_ref = InteractingLayer.forward(layer, e)
+    (out_ref.sum() + alpha_ref.square().sum()).backward()
+    assert torch.allclose(ours, layer.projection.bias.grad, atol=1e-4, rtol=1e-5), \
+        (ours - layer.projection.bias.grad).abs().max()

@@ -721,9 +721,15 @@ std::vector<at::Tensor> layer_backward(at::Tensor x, at::Tensor weight, at::Tens
   return {grad_x, grad_w, grad_b};
 }
 
+// Every operator runs without the GIL (as torch's own operators do): the app calls the model from a background
+// thread (training, correlations) while the page thread and Streamlit's server keep running Python; holding the
+// GIL would stop them for a whole call (seconds on a big batch). Nothing below touches a Python object; the
+// per-thread scratch (thread_local) keeps concurrent calls apart (tests/test_kernel_threads.py).
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("attention_forward", &attention_forward, "Eqs. 5-8, column layout: (out, alpha)");
-  m.def("attention_backward", &attention_backward, "Eqs. 5-8's gradient with respect to p");
-  m.def("layer_forward", &layer_forward, "Eqs. 5-8 with their projection, per batch tile: (out, alpha, saved)");
-  m.def("layer_backward", &layer_backward, "layer_forward's gradient: (grad_x, grad_weight, grad_bias)");
+  using nogil = pybind11::call_guard<pybind11::gil_scoped_release>;
+  m.def("attention_forward", &attention_forward, "Eqs. 5-8, column layout: (out, alpha)", nogil());
+  m.def("attention_backward", &attention_backward, "Eqs. 5-8's gradient with respect to p", nogil());
+  m.def("layer_forward", &layer_forward, "Eqs. 5-8 with their projection, per batch tile: (out, alpha, saved)",
+        nogil());
+  m.def("layer_backward", &layer_backward, "layer_forward's gradient: (grad_x, grad_weight, grad_bias)", nogil());
 }
