@@ -298,15 +298,29 @@ def cuda_mode() -> str:
 # previous default, attempt 9: the projection as one torch.mm, then the C++ kernel's `attention_forward`/
 # `attention_backward`) or "inductor" (torch.mm, then torch.compile of attention_forward/attention_backward).
 # AUTOINT_CPU_KERNEL overrides it. Each falls back: the C++ build failing -> inductor, compiling failing or no
-# C++ compiler at all -> eager, one warning each.
+# C++ compiler at all -> eager, one warning each. "cpp" is the default only where the CPU has AVX-512 (the
+# layer kernel's 16-float vectors and 6 x 4 register blocks are built for its 32 zmm registers; built for AVX2
+# it spills, and one layer took 62 ms where cpp-attention took 17, benchmarks/NOTES.md attempt 12 review);
+# elsewhere the default is "cpp-attention".
 CPU_KERNEL = "cpp"
+CPU_KERNEL_WITHOUT_AVX512 = "cpp-attention"
 CPU_KERNELS = ("cpp", "cpp-attention", "inductor")
 CPP_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "attention.cpp")
 CPP_MAX_FIELDS = 16  # the C++ kernel is instantiated for 1..16 fields (FUSED_MAX_FIELDS)
 
 
+def _cpu_flags() -> str:
+    """The "flags" line of /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line for line in info if line.startswith("flags")), "")
+    except OSError:
+        return ""
+
+
 def cpu_kernel() -> str:
-    choice = os.environ.get("AUTOINT_CPU_KERNEL", CPU_KERNEL)
+    default = CPU_KERNEL if "avx512f" in _cpu_flags().split() else CPU_KERNEL_WITHOUT_AVX512
+    choice = os.environ.get("AUTOINT_CPU_KERNEL", default)
     if choice not in CPU_KERNELS:
         raise ConfigError(f"AUTOINT_CPU_KERNEL={choice!r}: choose one of {', '.join(CPU_KERNELS)}.")
     return choice
@@ -319,13 +333,7 @@ def _build_cpp_extension():
     import hashlib
     import platform
     from torch.utils.cpp_extension import load
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as info:
-            flags = next((line for line in info if line.startswith("flags")), "")
-    except OSError:
-        pass
-    tag = hashlib.sha1((platform.machine() + flags).encode()).hexdigest()[:10]
+    tag = hashlib.sha1((platform.machine() + _cpu_flags()).encode()).hexdigest()[:10]
     cflags = ["-O3", "-march=native", "-fopenmp"]
     if platform.machine() in ("x86_64", "AMD64"):
         cflags.append("-mprefer-vector-width=512")

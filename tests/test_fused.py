@@ -361,3 +361,18 @@ def test_cpp_layer_backward_reaches_a_trainable_bias_alone():
     (out_ref.sum() + alpha_ref.square().sum()).backward()
     assert torch.allclose(ours, layer.projection.bias.grad, atol=1e-4, rtol=1e-5), \
         (ours - layer.projection.bias.grad).abs().max()
+
+
+def test_the_cpu_kernel_default_needs_avx512(monkeypatch):
+    """The C++ layer kernel is the default only on CPUs with AVX-512: built for AVX2 its 16-float vectors spill
+    (one layer 62 ms against 17 ms for cpp-attention, benchmarks/NOTES.md); AUTOINT_CPU_KERNEL still chooses."""
+    monkeypatch.delenv("AUTOINT_CPU_KERNEL", raising=False)
+    monkeypatch.setattr(model_module, "_cpu_flags", lambda: "flags\t\t: fpu sse2 avx avx2 fma")
+    assert model_module.cpu_kernel() == "cpp-attention"
+    monkeypatch.setattr(model_module, "_cpu_flags", lambda: "")  # no /proc/cpuinfo
+    assert model_module.cpu_kernel() == "cpp-attention"
+    monkeypatch.setattr(model_module, "_cpu_flags", lambda: "flags\t\t: fpu avx2 avx512f avx512bw")
+    assert model_module.cpu_kernel() == "cpp"
+    monkeypatch.setattr(model_module, "_cpu_flags", lambda: "flags\t\t: fpu sse2 avx avx2 fma")
+    monkeypatch.setenv("AUTOINT_CPU_KERNEL", "cpp")
+    assert model_module.cpu_kernel() == "cpp"
