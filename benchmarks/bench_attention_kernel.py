@@ -63,17 +63,7 @@ def main(argv=None) -> int:
     if args.with_eager:
         kernels["eager"] = (lambda: model_module.attention_forward(p, None, None, *options),
                             lambda: model_module.attention_backward(p, alpha, out, grad_out, None, None, None, *options))
-    for forward, backward in kernels.values():  # compile, build, warm the caches
-        for _ in range(3):
-            forward(), backward()
-    times = {(k, d): [] for k in kernels for d in ("forward", "backward")}
-    for _ in range(args.reps):
-        for name, (forward, backward) in kernels.items():
-            for direction, fn in (("forward", forward), ("backward", backward)):
-                started = time.perf_counter()
-                fn()
-                times[(name, direction)].append(time.perf_counter() - started)
-    med = {key: statistics.median(v) * 1e3 for key, v in times.items()}
+    times, med = _interleaved(kernels, args.reps)
     for (name, direction), ms in med.items():
         print(json.dumps({"kernel": name, "direction": direction, "median_ms": round(ms, 3),
                           "min_ms": round(min(times[(name, direction)]) * 1e3, 3)}))
@@ -84,6 +74,22 @@ def main(argv=None) -> int:
                           "total_ms": {k: round(v, 3) for k, v in total.items()},
                           "load_avg_1m_after": round(os.getloadavg()[0], 2)}))
     return 0
+
+
+def _interleaved(kernels: dict, reps: int) -> tuple[dict, dict]:
+    """Each kernel's (forward, backward) warmed 3 times (compile, build, caches), then timed `reps` times, the
+    kernels interleaved: (the times in s per (name, direction), their medians in ms)."""
+    for forward, backward in kernels.values():
+        for _ in range(3):
+            forward(), backward()
+    times = {(k, d): [] for k in kernels for d in ("forward", "backward")}
+    for _ in range(reps):
+        for name, (forward, backward) in kernels.items():
+            for direction, fn in (("forward", forward), ("backward", backward)):
+                started = time.perf_counter()
+                fn()
+                times[(name, direction)].append(time.perf_counter() - started)
+    return times, {key: statistics.median(v) * 1e3 for key, v in times.items()}
 
 
 def layer(args) -> int:
@@ -109,17 +115,7 @@ def layer(args) -> int:
                "layer": (lambda: cpp.layer_forward(x, weight, None, None, None, H, *options, True),
                          lambda: cpp.layer_backward(x, weight, kept, alpha, out, grad_out, None, None, None, H,
                                                     *options, True, False))}
-    for forward, backward in kernels.values():
-        for _ in range(3):
-            forward(), backward()
-    times = {(k, d): [] for k in kernels for d in ("forward", "backward")}
-    for _ in range(args.reps):
-        for name, (forward, backward) in kernels.items():
-            for direction, fn in (("forward", forward), ("backward", backward)):
-                started = time.perf_counter()
-                fn()
-                times[(name, direction)].append(time.perf_counter() - started)
-    med = {key: statistics.median(v) * 1e3 for key, v in times.items()}
+    times, med = _interleaved(kernels, args.reps)
     for (name, direction), ms in med.items():
         print(json.dumps({"kernel": name, "in_dim": C, "direction": direction, "median_ms": round(ms, 3),
                           "min_ms": round(min(times[(name, direction)]) * 1e3, 3)}))

@@ -72,3 +72,17 @@ def prepared_criteo(tmp_path_factory, name: str, rows: int, seed: int, row_group
     generate_criteo(root / "raw", rows=rows, seed=seed)
     return prepare(builtin_spec("criteo"), root / "raw", root / "prepared", row_group_rows=row_group_rows,
                    progress=False)
+
+
+def layer_inputs(H, D, F, B, C_in, residual, dropout, bias, grad_alpha, g):
+    """Random inputs of one C++ layer call (test_fused, test_kernel_threads), drawn from generator g in one order:
+    x (in, F, B), weight, bias, the dropout masks, the output's gradient and (grad_alpha) the attention's."""
+    parts = 4 if residual else 3
+    x = torch.randn(C_in, F, B, generator=g) * 0.3
+    weight = torch.randn(parts * H * D, C_in, generator=g) * 0.3
+    b = torch.randn(parts * H * D, generator=g) * 0.1 if bias else None
+    attn_keep = (torch.rand(H, F, F, B, generator=g) > 0.3).float() / 0.7 if dropout else None
+    head_keep = (torch.rand(H, D, F, B, generator=g) > 0.2).float() / 0.8 if dropout else None
+    grad_out = torch.randn(H, D, F, B, generator=g)
+    extra = torch.randn(H, F, F, B, generator=g) if grad_alpha else None
+    return x, weight, b, attn_keep, head_keep, grad_out, extra

@@ -18,6 +18,7 @@ import torch.nn.functional as F_
 
 import autoint.model as model_module
 from autoint.model import AutoInt, AutoIntConfig, InteractingLayer, _Kernels
+from conftest import layer_inputs
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = {
@@ -265,13 +266,8 @@ def test_cpp_layer_matches_the_projection_and_attention(shape):
             for dropout, grad_alpha, scale, bias in ((False, False, 1.0, False), (True, True, 0.3, True),
                                                      (False, True, 1.0, True)):
                 parts = 4 if residual else 3
-                x = torch.randn(C_in, F, B, generator=g) * 0.3
-                weight = torch.randn(parts * H * D, C_in, generator=g) * 0.3
-                b = torch.randn(parts * H * D, generator=g) * 0.1 if bias else None
-                attn_keep = (torch.rand(H, F, F, B, generator=g) > 0.3).float() / 0.7 if dropout else None
-                head_keep = (torch.rand(H, D, F, B, generator=g) > 0.2).float() / 0.8 if dropout else None
-                grad_out = torch.randn(H, D, F, B, generator=g)
-                extra = torch.randn(H, F, F, B, generator=g) if grad_alpha else None
+                x, weight, b, attn_keep, head_keep, grad_out, extra = layer_inputs(
+                    H, D, F, B, C_in, residual, dropout, bias, grad_alpha, g)
                 out, alpha, saved = module.layer_forward(x, weight, b, attn_keep, head_keep, H, scale, residual,
                                                          qkv_relu, True)
                 grad_x, grad_weight, grad_bias = module.layer_backward(

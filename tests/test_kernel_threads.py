@@ -13,6 +13,7 @@ import torch
 
 import autoint.model as model_module
 from autoint.model import AutoInt, AutoIntConfig
+from conftest import layer_inputs
 
 # (H, D, F, B, in, residual, qkv_relu, dropout, bias): different scratch sizes per thread, batches that are not
 # whole 64-sample tiles, one under a tile.
@@ -34,16 +35,7 @@ def _module():
 
 def _inputs(case, seed):
     H, D, F, B, C_in, residual, qkv_relu, dropout, bias = case
-    g = torch.Generator().manual_seed(seed)
-    parts = 4 if residual else 3
-    x = torch.randn(C_in, F, B, generator=g) * 0.3
-    weight = torch.randn(parts * H * D, C_in, generator=g) * 0.3
-    b = torch.randn(parts * H * D, generator=g) * 0.1 if bias else None
-    attn_keep = (torch.rand(H, F, F, B, generator=g) > 0.3).float() / 0.7 if dropout else None
-    head_keep = (torch.rand(H, D, F, B, generator=g) > 0.2).float() / 0.8 if dropout else None
-    grad_out = torch.randn(H, D, F, B, generator=g)
-    grad_alpha = torch.randn(H, F, F, B, generator=g)
-    return x, weight, b, attn_keep, head_keep, grad_out, grad_alpha
+    return layer_inputs(H, D, F, B, C_in, residual, dropout, bias, True, torch.Generator().manual_seed(seed))
 
 
 def _run(module, case, inputs):
@@ -54,6 +46,29 @@ def _run(module, case, inputs):
     grads = module.layer_backward(x, weight, saved, alpha, out, grad_out, grad_alpha, attn_keep, head_keep,
                                   *options, True, bias)
     return [out, alpha, saved, *(g for g in grads if g is not None)]
+
+
+def _in_threads(work, n: int) -> dict:
+    """work(i) for i < n, each in its own thread, all released together by a barrier: {i: its result}; an
+    exception in any thread fails the test."""
+    start = threading.Barrier(n)
+    results: dict[int, list] = {}
+    errors: list[BaseException] = []
+
+    def run(i):
+        try:
+            start.wait()
+            results[i] = work(i)
+        except BaseException as exc:  # reported below, with its thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return results
 
 
 def _same(ours, want, exact):
@@ -69,24 +84,7 @@ def test_concurrent_layer_calls_match_serial_runs():
     module = _module()
     inputs = [_inputs(case, seed) for seed, case in enumerate(CASES)]
     serial = [_run(module, case, inp) for case, inp in zip(CASES, inputs)]
-    rounds = 6
-    start = threading.Barrier(len(CASES))
-    results: dict[int, list] = {}
-    errors: list[BaseException] = []
-
-    def work(i):
-        try:
-            start.wait()
-            results[i] = [_run(module, CASES[i], inputs[i]) for _ in range(rounds)]
-        except BaseException as exc:  # reported below, with its thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(CASES))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    results = _in_threads(lambda i: [_run(module, CASES[i], inputs[i]) for _ in range(6)], len(CASES))
     for i, runs in results.items():
         for run in runs:
             _same(run[:3], serial[i][:3], exact=True)  # out, alpha, the kept projection
@@ -117,22 +115,7 @@ def test_concurrent_training_steps_match_serial_runs(synth_dataset):
         return [logit.detach()] + [p.grad.clone() for p in model.parameters()]
 
     serial = [step(m, b) for m, b in zip(models, batches)]
-    start = threading.Barrier(len(models))
-    results, errors = {}, []
-
-    def work(i):
-        try:
-            start.wait()
-            results[i] = [step(models[i], batches[i]) for _ in range(4)]
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(models))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    results = _in_threads(lambda i: [step(models[i], batches[i]) for _ in range(4)], len(models))
     for i, runs in results.items():
         for run in runs:
             _same(run, serial[i], exact=False)
