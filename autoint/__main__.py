@@ -85,7 +85,8 @@ def cmd_prepare(args) -> int:
     spec = read_spec(args.spec) if args.spec is not None else builtin_spec(args.dataset)
     folder = resolve_data_dir(args.dataset or spec.name, args.spec, args.data_dir)
     rows = ROW_GROUP_ROWS if args.row_group_rows is None else args.row_group_rows
-    keep_freed_memory()  # this process does nothing else: malloc and gc tuned for it
+    if args.whole_process:  # the command line's own process does nothing else: malloc and gc tuned for it
+        keep_freed_memory()
     prepared = prepare(spec, folder, args.out, row_group_rows=rows)
     print(json.dumps(prepared.summary()))
     return 0
@@ -708,6 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from .errors import AutoIntError, TrainingCancelled
     args = build_parser().parse_args(argv)
+    args.whole_process = argv is None  # main() of `python -m autoint`, not a call from other code (tests)
     try:
         return args.func(args)
     except (AutoIntError, TrainingCancelled) as exc:  # anything else is a bug: its traceback is printed
