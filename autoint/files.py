@@ -30,10 +30,10 @@ def staging_dir(path: Path) -> Path:
 
 
 def tidy_siblings(path: Path, older_than_s: float) -> list[str]:
-    """Tidy what a killed writer of `path` left beside it; returns the names removed or restored.
-    `.NAME.tmp-*` untouched for `older_than_s` (a writer adds files to it as it goes, which touches it) is
-    removed (its age: the newest of the folder and its files); `.NAME.old-*` is removed when NAME exists and renamed back to NAME when it does not (a kill
-    between `swap_into_place`'s two renames)."""
+    """Tidy what a killed writer of `path` left beside it; returns the names removed or restored. `.NAME.tmp-*`
+    untouched for `older_than_s` (a writer adds files to it as it goes, which touches it) is removed (its age: the
+    newest of the folder and its files); `.NAME.old-*` is removed when NAME exists and renamed back to NAME when it
+    does not (a kill between `swap_into_place`'s two renames)."""
     done = []
     if not path.parent.is_dir():
         return done

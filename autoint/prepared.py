@@ -52,7 +52,8 @@ validation, the rest training. The shares are those of the in-memory reader (80/
 rows are not: that reader permutes all rows (and stratifies the folds by label), which streaming cannot.
 
 Everything is written into `.DIR.tmp-XXXX` beside the directory and renamed into place, so the directory is
-complete or absent (a killed prepare's staging folder is removed by the next one once it is STALE_STAGING_S old); gzip sources are decompressed (streaming) into that staging folder first. A directory is
+complete or absent (a killed prepare's staging folder is removed by the next one once it is STALE_STAGING_S
+old); gzip sources are decompressed (streaming) into that staging folder first. A directory is
 reused while it is up to date: same spec settings and the same source files, by fingerprint: each file's
 name, size, mtime_ns and the sha256 of its first and last MiB (not its whole content: a change in the middle
 of a file that keeps its size and modification time goes unseen; touch the file to force a rebuild).
