@@ -4,9 +4,13 @@
 WORLD_SIZE, RANK and LOCAL_RANK in each one's environment, which is how a process knows it is one of several
 (`launch_from_env`). Without those variables nothing here runs and training is as before.
 
-- Each rank streams its own virtual shards (autoint.stream), DDP averages the gradients, and validation and test
-  scores are gathered from every rank (`all_gather_rows`) so each computes the exact AUC of the whole split: the
-  same number, hence the same early-stopping decisions, on every rank.
+- Each rank streams its own virtual shards (autoint.stream), DDP averages the gradients, and each rank predicts its
+  share of the validation and test row groups. Rank 0 alone gathers every rank's scores and labels (`gather_rows`,
+  lengths known from the manifest, so one `dist.gather`), computes the exact AUC and logloss of the whole split and
+  broadcasts the two numbers (`broadcast_floats`): the same numbers, hence the same early-stopping decisions, on
+  every rank, while the other ranks hold only their own rows. gloo and NCCL both have `gather` (torch's backend
+  table marks it for NCCL on GPU from 2.3, the oldest torch requirements.txt allows), so there is no all_gather
+  fallback.
 - On CUDA each process trains on the GPU of its LOCAL_RANK, `cuda:LOCAL_RANK` (`rank_device`): model, batches
   and collectives; choose which GPUs a node offers with CUDA_VISIBLE_DEVICES.
 - Rank 0 alone writes the run folder (autoint.runs.save_run, atomic as ever).
@@ -117,33 +121,56 @@ def world() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
-def all_gather_rows(*tensors: torch.Tensor):
-    """Every rank's 1-D tensor, concatenated in rank order (lengths may differ), on every rank, on the CPU (in one
-    process: the tensors as given, where they are).
+def _collective_device() -> torch.device:
+    """Where a collective's tensors must be: this process's GPU with NCCL, else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
-    Several tensors of one length (a split's scores and labels) travel together: one exchange of the lengths and
-    one of the rows for all of them (when they share a dtype), and a tuple comes back."""
+
+def gather_rows(*tensors: torch.Tensor, counts: list[int], dst: int = 0):
+    """Every rank's 1-D tensors, concatenated in rank order, on rank `dst` only (on the CPU); every other rank gets
+    its own tensors back as given, and holds no other rank's rows. In one process: the tensors as given, where
+    they are, with no collective.
+
+    `counts[r]`: the rows rank r holds, known to every rank beforehand (a split's row-group sizes), so no lengths
+    are exchanged: each rank pads its rows to max(counts) and one `dist.gather` per dtype moves them (a split's
+    scores and labels, of one dtype, travel together). A tuple comes back for several tensors."""
     if not tensors or len({len(t) for t in tensors}) != 1 or any(t.dim() != 1 for t in tensors):
-        raise UsageError(f"all_gather_rows takes 1-D tensors of one length; got shapes "
+        raise UsageError(f"gather_rows takes 1-D tensors of one length; got shapes "
                          f"{[tuple(t.shape) for t in tensors]}.")
+    if len(counts) != world() or counts[rank()] != len(tensors[0]):
+        raise UsageError(f"gather_rows on rank {rank()} of {world()}: counts={list(counts)} must give every rank's "
+                         f"rows, this rank's being {len(tensors[0])}; compute them from the same manifest on "
+                         f"every rank.")
     if world() == 1:
         return tensors[0] if len(tensors) == 1 else tensors
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    n = torch.tensor([len(tensors[0])], device=device)
-    sizes = [torch.zeros_like(n) for _ in range(world())]
-    dist.all_gather(sizes, n)
-    counts = [int(s.item()) for s in sizes]
+    device, receiving = _collective_device(), rank() == dst
+    width = max(max(counts), 1)  # a split with no rows still gathers a (padding) column
     groups = [list(tensors)] if len({t.dtype for t in tensors}) == 1 else [[t] for t in tensors]
     out = []
     for group in groups:
-        padded = torch.zeros((len(group), max(counts)), dtype=group[0].dtype, device=device)
+        padded = torch.zeros((len(group), width), dtype=group[0].dtype, device=device)
         for row, t in zip(padded, group):
             row[:len(t)] = t.to(device)
-        gathered = [torch.zeros_like(padded) for _ in range(world())]
-        dist.all_gather(gathered, padded)
-        joined = torch.cat([g[:, :count] for g, count in zip(gathered, counts)], dim=1).cpu()
-        out += list(joined.unbind(0))
+        gathered = [torch.empty_like(padded) for _ in range(world())] if receiving else None
+        dist.gather(padded, gathered, dst=dst)
+        if receiving:
+            joined = torch.cat([g[:, :count] for g, count in zip(gathered, counts)], dim=1).cpu()
+            out += list(joined.unbind(0))
+    if not receiving:
+        return tensors[0] if len(tensors) == 1 else tensors
     return out[0] if len(out) == 1 else tuple(out)
+
+
+def broadcast_floats(values: list[float] | None, n: int, src: int = 0) -> list[float]:
+    """`n` floats computed on rank `src` (`values`; None on the others), on every rank: one small broadcast, exact
+    (float64). In one process: `values` as given."""
+    if world() == 1:
+        return list(values)
+    if rank() == src and (values is None or len(values) != n):
+        raise UsageError(f"broadcast_floats on rank {src}: expected {n} values, got {values!r}.")
+    t = torch.tensor(values if rank() == src else [0.0] * n, dtype=torch.float64, device=_collective_device())
+    dist.broadcast(t, src=src)
+    return t.cpu().tolist()
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -316,15 +316,27 @@ class StreamedBatches:
             yield _to(x, self.device, self.pin), y.to(self.device, non_blocking=self.pin), scale
 
     def evaluate(self, model, split: str) -> dict:
-        """The split's AUC and logloss over all its rows (every process's predictions gathered)."""
+        """The split's AUC and logloss over all its rows: with several processes rank 0 computes them from every
+        process's predictions (gathered to it alone) and broadcasts the two numbers to the others."""
+        from . import distributed
         from .train import metrics
         probabilities, labels = self.predictions(model, split)
-        return metrics(labels, probabilities)
+        if self.world == 1:
+            return metrics(labels, probabilities)
+        found = metrics(labels, probabilities) if self.rank == 0 else None
+        auc, logloss = distributed.broadcast_floats(None if found is None else [found["auc"], found["logloss"]], 2)
+        return {"auc": auc, "logloss": logloss}
+
+    def rows_by_rank(self, split: str) -> list[int]:
+        """The rows each process predicts of a split (its row groups i with i % world == rank), from the manifest."""
+        groups = self.prepared.row_groups(split)
+        return [sum(g.rows for g in groups[r::self.world]) for r in range(self.world)]
 
     @torch.no_grad()
     def predictions(self, model, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(probabilities, labels) of the whole split, row groups read one at a time: this process predicts the
-        groups i with i % world == rank, and with several processes every one gets all of them (gathered)."""
+        """(probabilities, labels), row groups read one at a time: this process predicts the groups i with
+        i % world == rank. One process: the whole split. Several: rank 0 gets the whole split (every process's
+        rows gathered to it, in rank order), every other rank only its own rows."""
         from . import distributed
         scores, labels = [], []
         for group in self.prepared.row_groups(split)[self.rank::self.world]:
@@ -335,6 +347,6 @@ class StreamedBatches:
             labels.append(y)
         scores = torch.cat(scores) if scores else torch.zeros(0)
         labels = torch.cat(labels) if labels else torch.zeros(0)
-        if self.world > 1:
-            scores, labels = distributed.all_gather_rows(scores, labels)  # one exchange for both
+        if self.world > 1:  # one gather to rank 0 for both; the others keep their own rows
+            scores, labels = distributed.gather_rows(scores, labels, counts=self.rows_by_rank(split))
         return scores, labels

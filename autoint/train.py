@@ -327,7 +327,7 @@ def train(data, model_config: AutoIntConfig, train_config: TrainConfig,
     def summary(net: AutoInt, best_epoch: int) -> dict:
         """A run's metrics: these weights (the best epoch's) on validation and test, and how training went so far.
         Validation was measured for exactly these weights after their epoch (history), so it is not read again:
-        on a big split that is a whole pass (and every process's scores gathered) for the same numbers."""
+        on a big split that is a whole pass (and every process's scores gathered to rank 0) for the same numbers."""
         best = history[best_epoch - 1] if best_epoch else None
         val = {"auc": best["val_auc"], "logloss": best["val_logloss"]} if best else source.evaluate(net, "val")
         test = source.evaluate(net, "test")

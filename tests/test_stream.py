@@ -109,6 +109,33 @@ def test_a_rank_without_rows_joins_with_a_zero_weighted_row(prepared):
     assert sum(len(y) for p in per_rank for _, y, scale in p if scale) == sum(g.rows for g in groups)
 
 
+def test_each_rank_predicts_the_rows_the_gather_expects(prepared, monkeypatch):
+    """Under torchrun rank 0 gathers a split's predictions with lengths taken from the manifest (`rows_by_rank`),
+    not exchanged: each rank's own predictions must have exactly that length (also 0, for a rank without a row
+    group), and together they are the split. The gather itself is left out here (one process, no group):
+    tests/test_distributed.py runs it."""
+    from autoint import distributed
+    from autoint.baselines import build_model
+    seen = []
+    monkeypatch.setattr(distributed, "gather_rows",
+                        lambda scores, labels, counts: (seen.append(counts), (scores, labels))[1])
+    model = build_model(TINY, prepared.schema).eval()
+    whole = StreamedBatches(prepared, torch.device("cpu"), batch_size=256, shards=8, buffer_rows=1500, seed=0)
+    every_score, every_label = whole.predictions(model, "val")
+    assert len(every_score) == prepared.rows("val") and not seen  # one process: no gather
+    groups = len(prepared.row_groups("val"))
+    for world in (2, 4, 8):
+        ranks = [StreamedBatches(prepared, torch.device("cpu"), batch_size=256, shards=8, buffer_rows=1500, seed=0,
+                                 rank=r, world=world) for r in range(world)]
+        counts = ranks[0].rows_by_rank("val")
+        held = [source.predictions(model, "val") for source in ranks]
+        assert [len(scores) for scores, _ in held] == [len(labels) for _, labels in held] == counts
+        assert seen[-world:] == [counts] * world and sum(counts) == prepared.rows("val")
+        assert (0 in counts) == (world > groups)
+        joined = torch.cat([scores for scores, _ in held])  # rank order, as gather_rows joins them
+        assert sorted(joined.tolist()) == pytest.approx(sorted(every_score.tolist()), abs=1e-6)
+
+
 def test_virtual_shards_must_divide_among_the_ranks(prepared):
     with pytest.raises(ConfigError, match="virtual_shards=8 is not a multiple of the 3 processes"):
         SplitStream(prepared, "train", batch_size=64, shards=8, buffer_rows=100, seed=0, rank=0, world=3)
