@@ -581,14 +581,12 @@ def _keep_mask(shape: tuple, p: float, like: torch.Tensor) -> torch.Tensor:
 
 
 
-# Inductor's fused kernel vectorises each contraction over the batch only, so past ~16 fields it is slower than
-# the reference's batched matmuls (fused/reference 1.28 at F=22, 1.40 at F=39, benchmarks/NOTES.md attempt 6), and
-# so is eager's: up to FUSED_MAX_FIELDS every path uses the fused layer. The C++ kernels' wide cores (k-blocked, F
-# at run time) are faster than the reference: one layer's fwd + bwd with its projection, B=1024, d'=32, H=2,
-# in=64, 1 thread: reference/C++ layer 2.06 at F=17, 1.99 at F=22, 2.19 at F=39 (NOTES.md attempt 14). So wider
-# schemas, up to CPP_MAX_FIELDS, use the fused layer where the C++ kernel runs (CPU, float32), and the reference
-# layer in the (B, F, d) layout elsewhere (no C++ build, inductor, CUDA: same weights, same maths).
-FUSED_MAX_FIELDS = 16
+# Inductor's fused kernel vectorises each contraction over the batch only, so past ~16 fields it was slower than
+# the reference's batched matmuls (fused/reference 1.28 at F=22, 1.40 at F=39, benchmarks/NOTES.md attempt 6);
+# the C++ kernels' wide cores (k-blocked, F at run time) are faster: one layer's fwd + bwd with its projection,
+# B=1024, d'=32, H=2, in=64, 1 thread: reference/C++ layer 2.06 at F=17, 1.99 at F=22, 2.19 at F=39 (NOTES.md,
+# wide schemas). Schemas wider than this run the reference layer in the (B, F, d) layout (same weights, maths).
+FUSED_MAX_FIELDS = 64
 
 
 class AutoInt(nn.Module):
@@ -601,6 +599,7 @@ class AutoInt(nn.Module):
         widths = [config.embed_dim] + [config.heads * config.attn_dim] * config.layers
         self.interacting = nn.ModuleList(FusedInteractingLayer(widths[i], config) for i in range(config.layers))
         self.output = nn.Linear(n_fields * widths[-1], 1)  # Eq. 9: w and b
+        self.fused = n_fields <= FUSED_MAX_FIELDS  # the column layout and FusedAttention (else the reference)
         if config.dnn_hidden:  # AutoInt+: a feed-forward network over the same embeddings, trained jointly
             sizes = [n_fields * config.embed_dim, *config.dnn_hidden]
             blocks = []
@@ -616,7 +615,7 @@ class AutoInt(nn.Module):
     def forward_embedded(self, embedded: torch.Tensor, return_attention: bool = False):
         """Everything after Eqs. 2-4; attribution methods enter here with edited embeddings."""
         B, F, d = embedded.shape
-        if not self.uses_fused_layer(embedded):
+        if not self.fused:
             return self._forward_rows(embedded, return_attention)
         e = embedded.permute(2, 1, 0).contiguous()  # (d, F, B) the column layout: one column per sample
         attentions = []
@@ -636,22 +635,8 @@ class AutoInt(nn.Module):
             stacked = embedded.new_zeros(B, 0, self.config.heads, F, F)
         return logit, stacked
 
-    def runs_fused(self, device_type: str, dtype: torch.dtype = torch.float32) -> bool:
-        """Whether this model's forward takes the column layout and the fused layer on that device: up to
-        FUSED_MAX_FIELDS fields on every path, up to CPP_MAX_FIELDS where the C++ kernel runs (CPU, float32; see
-        FUSED_MAX_FIELDS); else the reference layer."""
-        F = len(self.schema.fields)
-        if F <= FUSED_MAX_FIELDS:
-            return True
-        return (F <= CPP_MAX_FIELDS and device_type == "cpu" and dtype == torch.float32
-                and KERNELS.mode("cpu") == "cpp" and KERNELS.cpp_module() is not None)
-
-    def uses_fused_layer(self, embedded: torch.Tensor) -> bool:
-        """`runs_fused` for these embeddings (B, F, d): their device and dtype."""
-        return self.runs_fused(embedded.device.type, embedded.dtype)
-
     def _forward_rows(self, embedded: torch.Tensor, return_attention: bool):
-        """Schemas the fused layer does not take (`uses_fused_layer`): the reference layer, (B, F, d) layout."""
+        """Wide schemas (F > FUSED_MAX_FIELDS): the reference layer, (B, F, d) layout, batched matmuls."""
         B, F, _ = embedded.shape
         e, attentions = embedded, []
         for layer in self.interacting:

@@ -90,9 +90,7 @@ def _matches_the_reference(dataset, monkeypatch, mode, name):
                     "the eager case checks the same layer")
     torch.manual_seed(0)
     model = AutoInt(AutoIntConfig(**CONFIGS[name]), dataset.schema).train()
-    wide = len(dataset.schema.fields) > model_module.FUSED_MAX_FIELDS  # fused there only with the C++ kernel
-    assert model.uses_fused_layer(model.embed(dataset.split("train")[0].index(slice(0, 2)))) == \
-        (not wide or mode in ("cpp", "cpp-attention"))
+    assert model.fused
     with torch.no_grad():  # a nonzero bias, so that the authors' code case checks it
         for layer in model.interacting:
             if layer.projection.bias is not None:
@@ -105,10 +103,7 @@ def _matches_the_reference(dataset, monkeypatch, mode, name):
     monkeypatch.setattr(model_module.KERNELS, "run", lambda which, *a: runs.append(which) or real(which, *a))
     fused = losses_and_grads(model, x, y, lambda m, b: m(b, return_attention=True), with_attention)
     layers = model.config.layers
-    if wide and mode not in ("cpp", "cpp-attention"):
-        assert runs == [], runs  # the reference layer: no fused kernel call
-    else:
-        assert runs == ([2] * layers + [3] * layers if mode == "cpp" else [0] * layers + [1] * layers), runs
+    assert runs == ([2] * layers + [3] * layers if mode == "cpp" else [0] * layers + [1] * layers), runs
     ref = losses_and_grads(model, x, y, reference, with_attention)
     assert torch.allclose(fused[0], ref[0], atol=1e-5, rtol=0), (fused[0] - ref[0]).abs().max()
     assert torch.allclose(fused[1], ref[1], atol=1e-5, rtol=0), (fused[1] - ref[1]).abs().max()
@@ -219,29 +214,20 @@ def test_training_reports_compile_time_apart(synth_dataset):
 
 
 def test_wide_schemas_run_the_reference_layer(synth_dataset, monkeypatch):
-    """Past FUSED_MAX_FIELDS fields the fused layer runs only where the C++ kernel does (up to CPP_MAX_FIELDS);
-    elsewhere the batched-matmul layout is faster (NOTES.md attempts 6, 14): same weights, same answers."""
+    """Past FUSED_MAX_FIELDS fields the batched-matmul layout is faster (NOTES.md): same weights, same answers."""
     config = AutoIntConfig(embed_dim=8, attn_dim=4, heads=2, layers=2)
+    monkeypatch.setattr(model_module, "FUSED_MAX_FIELDS", 3)
     torch.manual_seed(0)
-    model = AutoInt(config, synth_dataset.schema).eval()
+    wide = AutoInt(config, synth_dataset.schema).eval()
+    monkeypatch.setattr(model_module, "FUSED_MAX_FIELDS", 16)
+    torch.manual_seed(0)
+    narrow = AutoInt(config, synth_dataset.schema).eval()
+    assert not wide.fused and narrow.fused
     x, _ = synth_dataset.split("test")
     x = x.index(slice(0, 100))
-    e = model.embed(x)
-    assert model.uses_fused_layer(e)  # 7 fields: every path
     with torch.no_grad():
-        narrow = model(x, return_attention=True)
-    monkeypatch.setattr(model_module, "FUSED_MAX_FIELDS", 3)
-    monkeypatch.setattr(model_module, "CPP_MAX_FIELDS", 3)  # past both: the reference layer on every path
-    assert not model.uses_fused_layer(e)
-    with torch.no_grad():
-        wide = model(x, return_attention=True)
-    assert torch.allclose(wide[0], narrow[0], atol=1e-5) and torch.allclose(wide[1], narrow[1], atol=1e-6)
-    monkeypatch.setattr(model_module, "CPP_MAX_FIELDS", 64)  # past FUSED_MAX_FIELDS, within the C++ kernel's
-    assert model.uses_fused_layer(e) == (model_module.KERNELS.mode("cpu") == "cpp"
-                                         and model_module.KERNELS.cpp_module() is not None)
-    assert not model.uses_fused_layer(e.double())  # the C++ kernel is float32 only
-    monkeypatch.setenv("AUTOINT_CPU_KERNEL", "inductor")  # no C++ kernel: inductor is slower than the reference here
-    assert not model.uses_fused_layer(e)
+        (a_logit, a_att), (b_logit, b_att) = wide(x, return_attention=True), narrow(x, return_attention=True)
+    assert torch.allclose(a_logit, b_logit, atol=1e-5) and torch.allclose(a_att, b_att, atol=1e-6)
 
 
 def _core_inputs(H, D, F, B, residual, dropout, grad_alpha, seed=0):
