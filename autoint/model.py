@@ -307,10 +307,7 @@ CPU_KERNEL = "cpp"
 CPU_KERNEL_WITHOUT_AVX512 = "cpp-attention"
 CPU_KERNELS = ("cpp", "cpp-attention", "inductor")
 CPP_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "attention.cpp")
-# The C++ kernels' field counts: templates for 1..16 fields (F vectors of accumulators in registers), the k-blocked
-# wide cores (chunks of 16 fields, F at run time) above; used up to here, the widest schema measured against the
-# reference (FUSED_MAX_FIELDS).
-CPP_MAX_FIELDS = 64
+CPP_MAX_FIELDS = 16  # the C++ kernel is instantiated for 1..16 fields (FUSED_MAX_FIELDS)
 
 
 @functools.lru_cache(maxsize=1)
@@ -335,14 +332,11 @@ def cpu_kernel() -> str:
 def _build_cpp_extension():
     """autoint/kernels/attention.cpp as a Python module, compiled (-O3 -march=native) on the first call on this
     machine and loaded from ~/.cache/torch_extensions afterwards. The name carries the CPU's vector flags, so a
-    cache shared between different CPUs never loads a build for the wrong instruction set, and the source's
-    hash, so checkouts with different sources (git worktrees) keep their own builds instead of rebuilding over
-    each other's."""
+    cache shared between different CPUs never loads a build for the wrong instruction set."""
     import hashlib
     import platform
     from torch.utils.cpp_extension import load
-    with open(CPP_SOURCE, "rb") as source:  # a changed source (another branch, an edit) builds under its own name
-        tag = hashlib.sha1(platform.machine().encode() + _cpu_flags().encode() + source.read()).hexdigest()[:10]
+    tag = hashlib.sha1((platform.machine() + _cpu_flags()).encode()).hexdigest()[:10]
     cflags = ["-O3", "-march=native", "-fopenmp"]
     if platform.machine() in ("x86_64", "AMD64"):
         cflags.append("-mprefer-vector-width=512")
@@ -384,7 +378,7 @@ class _Kernels:
         return device_type == "cpu" or (device_type == "cuda" and cuda_mode() == "compiled")
 
     def mode(self, device_type: str) -> str:
-        """'cpp', 'compiled' or 'eager', as the next call on this device type runs (float32, F <= CPP_MAX_FIELDS)."""
+        """'cpp', 'compiled' or 'eager', as the next call on this device type will run (float32, F <= 16)."""
         if not self.wants_compile(device_type) or device_type in self.eager_reason:
             return "eager"
         if device_type == "cpu" and device_type not in self.compiled and self.cpp is None:
@@ -581,12 +575,11 @@ def _keep_mask(shape: tuple, p: float, like: torch.Tensor) -> torch.Tensor:
 
 
 
-# Inductor's fused kernel vectorises each contraction over the batch only, so past ~16 fields it was slower than
-# the reference's batched matmuls (fused/reference 1.28 at F=22, 1.40 at F=39, benchmarks/NOTES.md attempt 6);
-# the C++ kernels' wide cores (k-blocked, F at run time) are faster: one layer's fwd + bwd with its projection,
-# B=1024, d'=32, H=2, in=64, 1 thread: reference/C++ layer 2.06 at F=17, 1.99 at F=22, 2.19 at F=39 (NOTES.md,
-# wide schemas). Schemas wider than this run the reference layer in the (B, F, d) layout (same weights, maths).
-FUSED_MAX_FIELDS = 64
+# The fused kernel's contractions are vectorised over the batch only, so their cost grows with F*F*d' loads
+# where a batched matmul blocks in registers: measured (1 thread, fwd + bwd of one layer with its projection,
+# B=1024, d'=32) fused/reference 0.78 at F=7, 0.82 at F=13, 1.28 at F=22, 1.40 at F=39 (benchmarks/NOTES.md).
+# Schemas wider than this run the reference layer in the (B, F, d) layout instead (same weights, same maths).
+FUSED_MAX_FIELDS = 16
 
 
 class AutoInt(nn.Module):
