@@ -307,7 +307,10 @@ CPU_KERNEL = "cpp"
 CPU_KERNEL_WITHOUT_AVX512 = "cpp-attention"
 CPU_KERNELS = ("cpp", "cpp-attention", "inductor")
 CPP_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "attention.cpp")
-CPP_MAX_FIELDS = 16  # the C++ kernel is instantiated for 1..16 fields (FUSED_MAX_FIELDS)
+# The C++ kernels' field counts: templates for 1..16 fields (F vectors of accumulators in registers), the k-blocked
+# wide cores (chunks of 16 fields, F at run time) above; used up to here, the widest schema measured against the
+# reference (FUSED_MAX_FIELDS).
+CPP_MAX_FIELDS = 64
 
 
 @functools.lru_cache(maxsize=1)
@@ -332,11 +335,14 @@ def cpu_kernel() -> str:
 def _build_cpp_extension():
     """autoint/kernels/attention.cpp as a Python module, compiled (-O3 -march=native) on the first call on this
     machine and loaded from ~/.cache/torch_extensions afterwards. The name carries the CPU's vector flags, so a
-    cache shared between different CPUs never loads a build for the wrong instruction set."""
+    cache shared between different CPUs never loads a build for the wrong instruction set, and the source's
+    hash, so checkouts with different sources (git worktrees) keep their own builds instead of rebuilding over
+    each other's."""
     import hashlib
     import platform
     from torch.utils.cpp_extension import load
-    tag = hashlib.sha1((platform.machine() + _cpu_flags()).encode()).hexdigest()[:10]
+    with open(CPP_SOURCE, "rb") as source:  # a changed source (another branch, an edit) builds under its own name
+        tag = hashlib.sha1(platform.machine().encode() + _cpu_flags().encode() + source.read()).hexdigest()[:10]
     cflags = ["-O3", "-march=native", "-fopenmp"]
     if platform.machine() in ("x86_64", "AMD64"):
         cflags.append("-mprefer-vector-width=512")
@@ -378,7 +384,7 @@ class _Kernels:
         return device_type == "cpu" or (device_type == "cuda" and cuda_mode() == "compiled")
 
     def mode(self, device_type: str) -> str:
-        """'cpp', 'compiled' or 'eager', as the next call on this device type will run (float32, F <= 16)."""
+        """'cpp', 'compiled' or 'eager', as the next call on this device type runs (float32, F <= CPP_MAX_FIELDS)."""
         if not self.wants_compile(device_type) or device_type in self.eager_reason:
             return "eager"
         if device_type == "cpu" and device_type not in self.compiled and self.cpp is None:
@@ -575,10 +581,13 @@ def _keep_mask(shape: tuple, p: float, like: torch.Tensor) -> torch.Tensor:
 
 
 
-# The fused kernel's contractions are vectorised over the batch only, so their cost grows with F*F*d' loads
-# where a batched matmul blocks in registers: measured (1 thread, fwd + bwd of one layer with its projection,
-# B=1024, d'=32) fused/reference 0.78 at F=7, 0.82 at F=13, 1.28 at F=22, 1.40 at F=39 (benchmarks/NOTES.md).
-# Schemas wider than this run the reference layer in the (B, F, d) layout instead (same weights, same maths).
+# Inductor's fused kernel vectorises each contraction over the batch only, so past ~16 fields it is slower than
+# the reference's batched matmuls (fused/reference 1.28 at F=22, 1.40 at F=39, benchmarks/NOTES.md attempt 6), and
+# so is eager's: up to FUSED_MAX_FIELDS every path uses the fused layer. The C++ kernels' wide cores (k-blocked, F
+# at run time) are faster than the reference: one layer's fwd + bwd with its projection, B=1024, d'=32, H=2,
+# in=64, 1 thread: reference/C++ layer 2.06 at F=17, 1.99 at F=22, 2.19 at F=39 (NOTES.md attempt 14). So wider
+# schemas, up to CPP_MAX_FIELDS, use the fused layer where the C++ kernel runs (CPU, float32), and the reference
+# layer in the (B, F, d) layout elsewhere (no C++ build, inductor, CUDA: same weights, same maths).
 FUSED_MAX_FIELDS = 16
 
 
@@ -592,7 +601,6 @@ class AutoInt(nn.Module):
         widths = [config.embed_dim] + [config.heads * config.attn_dim] * config.layers
         self.interacting = nn.ModuleList(FusedInteractingLayer(widths[i], config) for i in range(config.layers))
         self.output = nn.Linear(n_fields * widths[-1], 1)  # Eq. 9: w and b
-        self.fused = n_fields <= FUSED_MAX_FIELDS  # the column layout and FusedAttention (else the reference)
         if config.dnn_hidden:  # AutoInt+: a feed-forward network over the same embeddings, trained jointly
             sizes = [n_fields * config.embed_dim, *config.dnn_hidden]
             blocks = []
@@ -608,7 +616,7 @@ class AutoInt(nn.Module):
     def forward_embedded(self, embedded: torch.Tensor, return_attention: bool = False):
         """Everything after Eqs. 2-4; attribution methods enter here with edited embeddings."""
         B, F, d = embedded.shape
-        if not self.fused:
+        if not self.uses_fused_layer(embedded):
             return self._forward_rows(embedded, return_attention)
         e = embedded.permute(2, 1, 0).contiguous()  # (d, F, B) the column layout: one column per sample
         attentions = []
@@ -628,8 +636,22 @@ class AutoInt(nn.Module):
             stacked = embedded.new_zeros(B, 0, self.config.heads, F, F)
         return logit, stacked
 
+    def runs_fused(self, device_type: str, dtype: torch.dtype = torch.float32) -> bool:
+        """Whether this model's forward takes the column layout and the fused layer on that device: up to
+        FUSED_MAX_FIELDS fields on every path, up to CPP_MAX_FIELDS where the C++ kernel runs (CPU, float32; see
+        FUSED_MAX_FIELDS); else the reference layer."""
+        F = len(self.schema.fields)
+        if F <= FUSED_MAX_FIELDS:
+            return True
+        return (F <= CPP_MAX_FIELDS and device_type == "cpu" and dtype == torch.float32
+                and KERNELS.mode("cpu") == "cpp" and KERNELS.cpp_module() is not None)
+
+    def uses_fused_layer(self, embedded: torch.Tensor) -> bool:
+        """`runs_fused` for these embeddings (B, F, d): their device and dtype."""
+        return self.runs_fused(embedded.device.type, embedded.dtype)
+
     def _forward_rows(self, embedded: torch.Tensor, return_attention: bool):
-        """Wide schemas (F > FUSED_MAX_FIELDS): the reference layer, (B, F, d) layout, batched matmuls."""
+        """Schemas the fused layer does not take (`uses_fused_layer`): the reference layer, (B, F, d) layout."""
         B, F, _ = embedded.shape
         e, attentions = embedded, []
         for layer in self.interacting:

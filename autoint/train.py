@@ -339,8 +339,10 @@ def train(data, model_config: AutoIntConfig, train_config: TrainConfig,
             "fields": data.schema.names, "params": sum(p.numel() for p in net.parameters()),
             "device": str(device), "threads": torch.get_num_threads(),
             "compile_seconds": round(compile_seconds, 2),
-            # wide schemas (F > 16) and the baselines have no fused layer: the reference layer or none runs
-            "kernels": KERNELS.mode(device.type) if getattr(net, "fused", False) else "reference",
+            # schemas the fused layer does not take here (AutoInt.runs_fused) run the reference layer; the
+            # baselines (LR, FM) have none
+            "kernels": KERNELS.mode(device.type) if hasattr(net, "runs_fused") and net.runs_fused(device.type)
+            else "reference",
             **source.describe(),
         }
 

@@ -9,9 +9,12 @@ Prints one JSON line per kernel and direction (ms) and the ratios inductor / C++
 
 With --layer: the whole layer with its projection instead (x (in, F, B) -> out, alpha; backward to grad_x and
 grad_W): "mm+cpp" (torch.mm, then the C++ attention core; the backward's two mm; issue 14 attempt 9) against
-"layer" (the C++ kernel's layer_forward / layer_backward, the projection per batch tile; attempt 12).
+"layer" (the C++ kernel's layer_forward / layer_backward, the projection per batch tile; attempt 12) and
+"reference" (`InteractingLayer.forward`, the (B, F, d) layout and batched matmuls, autograd's backward: what
+the model runs above FUSED_MAX_FIELDS fields), the paper's options (unscaled, residual, no ReLU, no bias).
+Past 16 fields the C++ kernels run their k-blocked wide cores (issue 14/15 follow-up).
 
-    .venv/bin/python benchmarks/bench_attention_kernel.py --layer [--in-dim 64] [--threads 1]
+    .venv/bin/python benchmarks/bench_attention_kernel.py --layer [--in-dim 64] [--fields 39] [--threads 1]
 """
 from __future__ import annotations
 
@@ -110,11 +113,28 @@ def layer(args) -> int:
         grad_p = cpp.attention_backward(p, alpha, out, grad_out, None, None, None, *options).view(-1, F * B)
         return torch.mm(weight.t(), grad_p), torch.mm(grad_p, flat.t())
 
+    config = model_module.AutoIntConfig(heads=H, attn_dim=D, residual=True, scaled_attention=False,
+                                        qkv_relu=False, projection_bias=False, dropout=0.0, attention_dropout=0.0,
+                                        layer_norm=False)
+    reference = model_module.InteractingLayer(C, config)
+    with torch.no_grad():
+        reference.projection.weight.copy_(weight)
+    rows = x.permute(2, 1, 0).contiguous().requires_grad_(True)  # (B, F, in)
+    grad_rows = grad_out.view(H * D, F, B).permute(2, 1, 0).contiguous()  # (B, F, H*d')
+    graph = {}
+
+    def reference_forward():
+        graph["out"] = reference(rows)[0]
+
+    def reference_backward():
+        return torch.autograd.grad(graph.pop("out"), (rows, reference.projection.weight), grad_rows)
+
     kernels = {"mm+cpp": (lambda: cpp.attention_forward(torch.mm(weight, flat).view(4, H, D, F, B), None, None,
                                                          *options), mm_backward),
                "layer": (lambda: cpp.layer_forward(x, weight, None, None, None, H, *options, True),
                          lambda: cpp.layer_backward(x, weight, kept, alpha, out, grad_out, None, None, None, H,
-                                                    *options, True, False))}
+                                                    *options, True, False)),
+               "reference": (reference_forward, reference_backward)}
     times, med = _interleaved(kernels, args.reps)
     for (name, direction), ms in med.items():
         print(json.dumps({"kernel": name, "in_dim": C, "direction": direction, "median_ms": round(ms, 3),
@@ -122,6 +142,7 @@ def layer(args) -> int:
     total = {k: med[(k, "forward")] + med[(k, "backward")] for k in kernels}
     print(json.dumps({"total_ms": {k: round(v, 3) for k, v in total.items()},
                       "mm_cpp_over_layer": round(total["mm+cpp"] / total["layer"], 2),
+                      "reference_over_layer": round(total["reference"] / total["layer"], 2),
                       "load_avg_1m_after": round(os.getloadavg()[0], 2)}))
     return 0
 

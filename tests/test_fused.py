@@ -61,18 +61,43 @@ def losses_and_grads(model, x, y, forward, with_attention):
 def test_fused_layer_matches_the_reference(synth_dataset, monkeypatch, mode, name):
     """cpp: the C++ layer_forward/backward (projection per batch tile); cpp-attention: torch.mm, then the C++
     attention core; compiled: torch.mm, then inductor's; eager: torch.mm, then the functions uncompiled."""
+    _matches_the_reference(synth_dataset, monkeypatch, mode, name)
+
+
+@pytest.fixture(scope="module")
+def criteo_dataset(tmp_path_factory):
+    """39 fields (generated Criteo format): past 16 the C++ kernels run their k-blocked wide cores."""
+    from autoint.datasets import load_dataset
+    from autoint.datasets.synth import generate_criteo
+    folder = generate_criteo(tmp_path_factory.mktemp("wide") / "criteo", rows=300, seed=5)
+    return load_dataset("criteo", data_dir=folder)
+
+
+@pytest.mark.parametrize("mode", ["cpp", "cpp-attention", "eager"])
+@pytest.mark.parametrize("name", ["paper", "authors-code"])
+def test_wide_schema_fused_layer_matches_the_reference(criteo_dataset, monkeypatch, mode, name):
+    """Criteo's 39 fields: the fused layer (the C++ kernels' wide cores, 16 + 16 + 7 fields a block) against the
+    reference, logits, attention and every gradient."""
+    assert len(criteo_dataset.schema.fields) == 39
+    _matches_the_reference(criteo_dataset, monkeypatch, mode, name)
+
+
+def _matches_the_reference(dataset, monkeypatch, mode, name):
     monkeypatch.setenv("AUTOINT_COMPILE", "0" if mode == "eager" else "1")
     monkeypatch.setenv("AUTOINT_CPU_KERNEL", {"compiled": "inductor", "eager": "cpp"}.get(mode, mode))
     if mode != "eager" and model_module.KERNELS.mode("cpu") != mode.split("-")[0]:
         pytest.skip(f"no working C++ compiler or kernel build here ({model_module.KERNELS.mode('cpu')}): "
                     "the eager case checks the same layer")
     torch.manual_seed(0)
-    model = AutoInt(AutoIntConfig(**CONFIGS[name]), synth_dataset.schema).train()
+    model = AutoInt(AutoIntConfig(**CONFIGS[name]), dataset.schema).train()
+    wide = len(dataset.schema.fields) > model_module.FUSED_MAX_FIELDS  # fused there only with the C++ kernel
+    assert model.uses_fused_layer(model.embed(dataset.split("train")[0].index(slice(0, 2)))) == \
+        (not wide or mode in ("cpp", "cpp-attention"))
     with torch.no_grad():  # a nonzero bias, so that the authors' code case checks it
         for layer in model.interacting:
             if layer.projection.bias is not None:
                 layer.projection.bias.normal_(std=0.1)
-    x, y = synth_dataset.split("train")
+    x, y = dataset.split("train")
     x, y = x.index(slice(0, 96)), y[:96]  # 96: a whole 64-sample tile of the C++ kernel and a part of one
     with_attention = name in ("paper", "authors-code")
     runs = []
@@ -80,7 +105,10 @@ def test_fused_layer_matches_the_reference(synth_dataset, monkeypatch, mode, nam
     monkeypatch.setattr(model_module.KERNELS, "run", lambda which, *a: runs.append(which) or real(which, *a))
     fused = losses_and_grads(model, x, y, lambda m, b: m(b, return_attention=True), with_attention)
     layers = model.config.layers
-    assert runs == ([2] * layers + [3] * layers if mode == "cpp" else [0] * layers + [1] * layers), runs
+    if wide and mode not in ("cpp", "cpp-attention"):
+        assert runs == [], runs  # the reference layer: no fused kernel call
+    else:
+        assert runs == ([2] * layers + [3] * layers if mode == "cpp" else [0] * layers + [1] * layers), runs
     ref = losses_and_grads(model, x, y, reference, with_attention)
     assert torch.allclose(fused[0], ref[0], atol=1e-5, rtol=0), (fused[0] - ref[0]).abs().max()
     assert torch.allclose(fused[1], ref[1], atol=1e-5, rtol=0), (fused[1] - ref[1]).abs().max()
@@ -191,20 +219,29 @@ def test_training_reports_compile_time_apart(synth_dataset):
 
 
 def test_wide_schemas_run_the_reference_layer(synth_dataset, monkeypatch):
-    """Past FUSED_MAX_FIELDS fields the batched-matmul layout is faster (NOTES.md): same weights, same answers."""
+    """Past FUSED_MAX_FIELDS fields the fused layer runs only where the C++ kernel does (up to CPP_MAX_FIELDS);
+    elsewhere the batched-matmul layout is faster (NOTES.md attempts 6, 14): same weights, same answers."""
     config = AutoIntConfig(embed_dim=8, attn_dim=4, heads=2, layers=2)
-    monkeypatch.setattr(model_module, "FUSED_MAX_FIELDS", 3)
     torch.manual_seed(0)
-    wide = AutoInt(config, synth_dataset.schema).eval()
-    monkeypatch.setattr(model_module, "FUSED_MAX_FIELDS", 16)
-    torch.manual_seed(0)
-    narrow = AutoInt(config, synth_dataset.schema).eval()
-    assert not wide.fused and narrow.fused
+    model = AutoInt(config, synth_dataset.schema).eval()
     x, _ = synth_dataset.split("test")
     x = x.index(slice(0, 100))
+    e = model.embed(x)
+    assert model.uses_fused_layer(e)  # 7 fields: every path
     with torch.no_grad():
-        (a_logit, a_att), (b_logit, b_att) = wide(x, return_attention=True), narrow(x, return_attention=True)
-    assert torch.allclose(a_logit, b_logit, atol=1e-5) and torch.allclose(a_att, b_att, atol=1e-6)
+        narrow = model(x, return_attention=True)
+    monkeypatch.setattr(model_module, "FUSED_MAX_FIELDS", 3)
+    monkeypatch.setattr(model_module, "CPP_MAX_FIELDS", 3)  # past both: the reference layer on every path
+    assert not model.uses_fused_layer(e)
+    with torch.no_grad():
+        wide = model(x, return_attention=True)
+    assert torch.allclose(wide[0], narrow[0], atol=1e-5) and torch.allclose(wide[1], narrow[1], atol=1e-6)
+    monkeypatch.setattr(model_module, "CPP_MAX_FIELDS", 64)  # past FUSED_MAX_FIELDS, within the C++ kernel's
+    assert model.uses_fused_layer(e) == (model_module.KERNELS.mode("cpu") == "cpp"
+                                         and model_module.KERNELS.cpp_module() is not None)
+    assert not model.uses_fused_layer(e.double())  # the C++ kernel is float32 only
+    monkeypatch.setenv("AUTOINT_CPU_KERNEL", "inductor")  # no C++ kernel: inductor is slower than the reference here
+    assert not model.uses_fused_layer(e)
 
 
 def _core_inputs(H, D, F, B, residual, dropout, grad_alpha, seed=0):
@@ -217,7 +254,8 @@ def _core_inputs(H, D, F, B, residual, dropout, grad_alpha, seed=0):
     return p, attn_keep, head_keep, grad_out, extra
 
 
-@pytest.mark.parametrize("shape", [(2, 32, 7, 1024), (1, 4, 3, 70), (2, 8, 16, 130), (3, 5, 1, 17)])
+@pytest.mark.parametrize("shape", [(2, 32, 7, 1024), (1, 4, 3, 70), (2, 8, 16, 130), (3, 5, 1, 17), (2, 32, 39, 70),
+                                   (1, 4, 17, 64)])
 def test_cpp_kernel_matches_attention_forward_and_backward(shape):
     """The C++ kernel against the functions it replaces, every option: dropout masks, residual or not, ReLU on
     the projection, scaling, a gradient through alpha; batches that are not a multiple of its 64-sample tile."""
@@ -248,7 +286,7 @@ def _untile(saved: torch.Tensor, D: int, B: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("shape", [(2, 32, 7, 1024, 64), (2, 32, 7, 200, 16), (1, 4, 3, 70, 8), (2, 8, 16, 130, 13),
-                                   (3, 5, 1, 17, 5), (2, 3, 2, 1, 17)])
+                                   (3, 5, 1, 17, 5), (2, 3, 2, 1, 17), (2, 32, 39, 130, 16), (1, 4, 17, 70, 8)])
 def test_cpp_layer_matches_the_projection_and_attention(shape):
     """layer_forward/layer_backward (the projection inside the C++ kernel, per batch tile) against the projection
     in float64 and attention_forward/attention_backward under autograd, in float64 from the same float32

@@ -31,27 +31,46 @@ def torchrun(n: int) -> list[str]:
             "--monitor-interval", "0.5", "-m", "autoint"]
 
 
-def test_two_processes_match_one(prepared, tmp_path):
-    """Trained to its plateau (early stopping): Adam at this rate turns float rounding differences (the gradients
-    agree to 1e-9) into different paths through the first epochs, but not into a different plateau."""
-    args = ["train", "--prepared", str(prepared), "--stream", "--epochs", "8", "--batch-size", "256", "--lr", "0.03",
-            "--seed", "5", "--buffer-rows", "2000", *MODEL]
-    one = subprocess.run([sys.executable, "-m", "autoint", *args, "--out", str(tmp_path / "runs" / "one")],
+def _train_one_and_two(prepared, runs: Path, *options: str) -> tuple[dict, dict]:
+    """The same training, seed and global batch in one process and under torchrun in two: each one's metrics."""
+    args = ["train", "--prepared", str(prepared), "--stream", "--batch-size", "256", "--buffer-rows", "2000", *options,
+            *MODEL]
+    one = subprocess.run([sys.executable, "-m", "autoint", *args, "--out", str(runs / "one")],
                          env=env(), capture_output=True, text=True, timeout=120)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([*torchrun(2), *args, "--out", str(tmp_path / "runs" / "two")], env=env(),
+    two = subprocess.run([*torchrun(2), *args, "--out", str(runs / "two")], env=env(),
                          capture_output=True, text=True, timeout=180)
     assert two.returncode == 0, two.stderr[-3000:]
     lines = [line for line in two.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1  # rank 0 alone reports
     m1, m2 = json.loads(one.stdout.splitlines()[-1]), json.loads(lines[0])
     assert m2["world_size"] == 2 and m1["world_size"] == 1 and m2["data_path"] == "streamed"
-    assert m1["test_auc"] > 0.85
-    assert abs(m1["test_auc"] - m2["test_auc"]) < 0.002
-    assert m1["samples"] == m2["samples"]
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [REGISTRY_LOCK, "one", "two"]  # no staging
-    run = json.loads((tmp_path / "runs" / "two" / "run.json").read_text())
+    assert m1["samples"] == m2["samples"] and m1["kernels"] == m2["kernels"]
+    assert sorted(p.name for p in runs.iterdir()) == [REGISTRY_LOCK, "one", "two"]  # no staging
+    run = json.loads((runs / "two" / "run.json").read_text())
     assert run["metrics"]["test_auc"] == m2["test_auc"] and run["train_config"]["virtual_shards"] == 8
+    return m1, m2
+
+
+def test_two_processes_match_one(prepared, tmp_path):
+    """The same seed and global batch give the same test AUC in two processes as in one (within 0.002), where the
+    float rounding that the split changes (per-rank means, then the all-reduce) cannot steer the training: three
+    epochs at lr 0.003. Measured with generated Criteo data, seeds 1-6, the C++ layer and the reference layer
+    alike: gaps 0 to 0.00012 (benchmarks/NOTES.md, issue 14 attempt 14)."""
+    m1, m2 = _train_one_and_two(prepared, tmp_path / "runs", "--epochs", "3", "--lr", "0.003", "--seed", "5")
+    assert abs(m1["test_auc"] - m2["test_auc"]) < 0.002
+
+
+def test_two_processes_learn_as_well_as_one(prepared, tmp_path):
+    """Trained at lr 0.03 to the best validation epoch, both reach a good test AUC. Their gap is not the bound above:
+    Adam at this rate turns rounding differences (the gradients agree to 1e-9) into different paths once the model
+    leaves its first plateau, with or without DDP. One process taking each batch whole against one taking it as two
+    halves, 8 epochs: parameters 1e-6 apart after the first epoch, 0.2-1.0 apart by the third; two against one
+    process, seeds 1-6: test AUC gaps 0.0002-0.0087 on the reference layer and 0.0008-0.0146 on the C++ layer (the
+    1-process AUCs themselves span 0.86-0.92 across seeds)."""
+    m1, m2 = _train_one_and_two(prepared, tmp_path / "runs", "--epochs", "8", "--lr", "0.03", "--seed", "5")
+    assert m1["test_auc"] > 0.85 and m2["test_auc"] > 0.85
+    assert abs(m1["test_auc"] - m2["test_auc"]) < 0.03
 
 
 def _children(pid: int) -> list[int]:

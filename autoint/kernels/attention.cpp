@@ -224,9 +224,174 @@ inline void backward_core(const Args& a, int64_t s, const vf* Q, const vf* K, co
   }
 }
 
-template <int F>
-void forward_tiles(const Args& a, const float* p, const float* attn_keep, const float* head_keep, float* out,
-                   float* alpha, int64_t t0, int64_t t1) {
+// ---- Wide schemas (more than 16 fields; Criteo 39, Avazu 22+) -----------------------------------------------
+// forward_core / backward_core keep F vectors per contraction in registers; past 16 fields (AVX-512 has 32
+// registers) they would spill on every multiply-add. The *_wide cores take F at run time and block every
+// contraction over k in chunks of KB = 16 fields (the last chunk KN = F % 16, a template): a chunk's
+// accumulators stay in registers and the partial sums go through the (L1-resident) output row between chunks.
+// The softmax takes two passes over the stored scores (max, then exp and sum) and one to normalise. The sums
+// run in the same order over k as in forward_core / backward_core.
+constexpr int KB = 16;
+
+// out[kk] = sum_c Q[c * sq] K[c * sk + kk] for kk < KN (Q at field m, K at the chunk's first field).
+template <int KN>
+inline void dot_chunk(int64_t D, int64_t sq, int64_t sk, const vf* Q, const vf* K, vf* out) {
+  vf acc[KN];
+#pragma GCC unroll 16
+  for (int kk = 0; kk < KN; ++kk) acc[kk] = splat(0.0f);
+  for (int64_t c = 0; c < D; ++c) {
+    const vf q = Q[c * sq];
+    const vf* Kc = K + c * sk;
+#pragma GCC unroll 16
+    for (int kk = 0; kk < KN; ++kk) acc[kk] += q * Kc[kk];
+  }
+#pragma GCC unroll 16
+  for (int kk = 0; kk < KN; ++kk) out[kk] = acc[kk];
+}
+
+// row[m] (+)= sum_{kk < KN} M[m * F + kk] V[kk] for m < F: V (one channel's chunk of fields) in registers.
+template <int KN>
+inline void mix_chunk(int64_t F, const vf* V, const vf* M, vf* row, bool first) {
+  vf v[KN];
+#pragma GCC unroll 16
+  for (int kk = 0; kk < KN; ++kk) v[kk] = V[kk];
+#pragma GCC unroll 2
+  for (int64_t m = 0; m < F; ++m) {
+    vf acc = first ? splat(0.0f) : row[m];
+    const vf* Mm = M + m * F;
+#pragma GCC unroll 16
+    for (int kk = 0; kk < KN; ++kk) acc += Mm[kk] * v[kk];
+    row[m] = acc;
+  }
+}
+
+// out[kk] = sum_m M[m * F + kk] G[m * g] for kk < KN (G one channel's row, at stride g).
+template <int KN>
+inline void gather_chunk(int64_t F, const vf* M, const vf* G, int64_t g, vf* out) {
+  vf acc[KN];
+#pragma GCC unroll 16
+  for (int kk = 0; kk < KN; ++kk) acc[kk] = splat(0.0f);
+  for (int64_t m = 0; m < F; ++m) {
+    const vf x = G[m * g];
+    const vf* Mm = M + m * F;
+#pragma GCC unroll 16
+    for (int kk = 0; kk < KN; ++kk) acc[kk] += Mm[kk] * x;
+  }
+#pragma GCC unroll 16
+  for (int kk = 0; kk < KN; ++kk) out[kk] = acc[kk];
+}
+
+// Each chunk of fields, the last one KN = F % KB wide (a switch over the instantiations).
+#define WIDE_CHUNKS(F, FN, ...)                                                                    \
+  for (int64_t k0 = 0; k0 < (F); k0 += KB) {                                                       \
+    switch ((int)std::min<int64_t>(KB, (F) - k0)) {                                                \
+      case 16: FN<16>(__VA_ARGS__); break; case 15: FN<15>(__VA_ARGS__); break;                   \
+      case 14: FN<14>(__VA_ARGS__); break; case 13: FN<13>(__VA_ARGS__); break;                   \
+      case 12: FN<12>(__VA_ARGS__); break; case 11: FN<11>(__VA_ARGS__); break;                   \
+      case 10: FN<10>(__VA_ARGS__); break; case 9: FN<9>(__VA_ARGS__); break;                     \
+      case 8: FN<8>(__VA_ARGS__); break; case 7: FN<7>(__VA_ARGS__); break;                       \
+      case 6: FN<6>(__VA_ARGS__); break; case 5: FN<5>(__VA_ARGS__); break;                       \
+      case 4: FN<4>(__VA_ARGS__); break; case 3: FN<3>(__VA_ARGS__); break;                       \
+      case 2: FN<2>(__VA_ARGS__); break; default: FN<1>(__VA_ARGS__); break;                      \
+    }                                                                                              \
+  }
+
+// forward_core for any F (scratch w: F * F).
+inline void forward_core_wide(const Args& a, int64_t F, int64_t s, const vf* Q, const vf* K, const vf* V,
+                              const vf* R, const vf* HK, const vf* AK, vf* O, vf* A, vf* w) {
+  const int64_t D = a.D;
+  for (int64_t m = 0; m < F; ++m) {  // Eq. 5: the scores into alpha's row, then the softmax over it
+    vf* Am = A + m * s;
+    WIDE_CHUNKS(F, dot_chunk, D, s, s, Q + m, K + k0, Am + k0)
+    vf mx = Am[0] * a.scale;
+    for (int64_t kk = 0; kk < F; ++kk) { Am[kk] *= a.scale; mx = vmax(mx, Am[kk]); }
+    vf sum = splat(0.0f);
+    for (int64_t kk = 0; kk < F; ++kk) { Am[kk] = vexp(Am[kk] - mx); sum += Am[kk]; }
+    const vf inv = 1.0f / sum;
+    for (int64_t kk = 0; kk < F; ++kk) {
+      const vf alpha_mk = Am[kk] * inv;
+      Am[kk] = alpha_mk;
+      w[m * F + kk] = AK ? alpha_mk * AK[m * s + kk] : alpha_mk;
+    }
+  }
+  for (int64_t c = 0; c < D; ++c) {  // Eq. 6: sum_k alpha_mk v_k; Eq. 8: + W_Res e_m, ReLU
+    vf* Oc = O + c * s;
+    WIDE_CHUNKS(F, mix_chunk, F, V + c * s + k0, w + k0, Oc, k0 == 0)
+    for (int64_t m = 0; m < F; ++m) {
+      vf acc = Oc[m];
+      if (HK) acc *= HK[c * s + m];
+      if (R) acc += R[c * s + m];
+      Oc[m] = relu(acc);
+    }
+  }
+}
+
+// backward_core for any F (scratch gc: D * F, w and gs: F * F).
+inline void backward_core_wide(const Args& a, int64_t F, int64_t s, const vf* Q, const vf* K, const vf* V,
+                               const vf* RQ, const vf* RK, const vf* RV, const vf* RR, const vf* O, const vf* GO,
+                               const vf* HK, const vf* A, const vf* AK, const vf* GA, vf* GQ, vf* GK, vf* GV,
+                               vf* GR, vf* gc, vf* w, vf* gs) {
+  const int64_t D = a.D;
+  for (int64_t c = 0; c < D; ++c) {  // through Eq. 8's ReLU (and the head dropout)
+    for (int64_t m = 0; m < F; ++m) {
+      const int64_t i = c * s + m;
+      const vf g = O[i] > 0.0f ? GO[i] : splat(0.0f);
+      if (GR) GR[i] = RR ? (RR[i] > 0.0f ? g : splat(0.0f)) : g;
+      gc[c * F + m] = HK ? g * HK[i] : g;
+    }
+  }
+  for (int64_t m = 0; m < F; ++m) {
+    vf* gm = gs + m * F;  // grad_weights_mk = sum_c gc_cm v_ck, then the softmax's gradient in place
+    WIDE_CHUNKS(F, dot_chunk, D, F, s, gc + m, V + k0, gm + k0)
+    vf dot = splat(0.0f);
+    for (int64_t kk = 0; kk < F; ++kk) {
+      const int64_t i = m * s + kk;
+      vf gat = AK ? gm[kk] * AK[i] : gm[kk];
+      if (GA) gat += GA[i];
+      dot += A[i] * gat;
+      gm[kk] = gat;
+      w[m * F + kk] = AK ? A[i] * AK[i] : A[i];
+    }
+    for (int64_t kk = 0; kk < F; ++kk) gm[kk] = A[m * s + kk] * (gm[kk] - dot) * a.scale;
+  }
+  // grad_value_ck = sum_m w_mk gc_cm; grad_key_ck = sum_m gs_mk q_cm; grad_query_cm = sum_k gs_mk k_ck.
+  for (int64_t c = 0; c < D; ++c) {
+    vf *GVc = GV + c * s, *GKc = GK + c * s, *GQc = GQ + c * s;
+    WIDE_CHUNKS(F, gather_chunk, F, w + k0, gc + c * F, 1, GVc + k0)
+    WIDE_CHUNKS(F, gather_chunk, F, gs + k0, Q + c * s, 1, GKc + k0)
+    WIDE_CHUNKS(F, mix_chunk, F, K + c * s + k0, gs + k0, GQc, k0 == 0)
+    for (int64_t kk = 0; kk < F; ++kk) {
+      const int64_t i = c * s + kk;
+      if (RQ) GQ[i] = RQ[i] > 0.0f ? GQ[i] : splat(0.0f);
+      if (RV) GV[i] = RV[i] > 0.0f ? GV[i] : splat(0.0f);
+      if (RK) GK[i] = RK[i] > 0.0f ? GK[i] : splat(0.0f);
+    }
+  }
+}
+
+// The cores as the tile loops call them: FT the compile-time field count (1..16), or 0 for the wide cores.
+template <int FT>
+inline void forward_core_any(const Args& a, int64_t F, int64_t s, const vf* Q, const vf* K, const vf* V,
+                             const vf* R, const vf* HK, const vf* AK, vf* O, vf* A, vf* w) {
+  if constexpr (FT > 0) forward_core<FT>(a, s, Q, K, V, R, HK, AK, O, A, w);
+  else forward_core_wide(a, F, s, Q, K, V, R, HK, AK, O, A, w);
+}
+
+template <int FT>
+inline void backward_core_any(const Args& a, int64_t F, int64_t s, const vf* Q, const vf* K, const vf* V,
+                              const vf* RQ, const vf* RK, const vf* RV, const vf* RR, const vf* O, const vf* GO,
+                              const vf* HK, const vf* A, const vf* AK, const vf* GA, vf* GQ, vf* GK, vf* GV,
+                              vf* GR, vf* gc, vf* w, vf* gs) {
+  if constexpr (FT > 0)
+    backward_core<FT>(a, s, Q, K, V, RQ, RK, RV, RR, O, GO, HK, A, AK, GA, GQ, GK, GV, GR, gc, w, gs);
+  else
+    backward_core_wide(a, F, s, Q, K, V, RQ, RK, RV, RR, O, GO, HK, A, AK, GA, GQ, GK, GV, GR, gc, w, gs);
+}
+
+template <int FT>
+void forward_tiles(const Args& a, int64_t Fr, const float* p, const float* attn_keep, const float* head_keep,
+                   float* out, float* alpha, int64_t t0, int64_t t1) {
+  const int64_t F = FT > 0 ? FT : Fr;
   const int64_t D = a.D, H = a.H, B = a.B, FF = F * F, DF = D * F;
   std::vector<vf> q(NV * DF), k(NV * DF), v(NV * DF), res(a.residual ? NV * DF : 0), hk(head_keep ? NV * DF : 0);
   std::vector<vf> o(NV * DF), al(NV * FF), ak(attn_keep ? NV * FF : 0), w(FF);
@@ -249,7 +414,7 @@ void forward_tiles(const Args& a, const float* p, const float* attn_keep, const 
         for (auto& x : res) x = relu(x);
       }
       for (int j = 0; j < NV; ++j)
-        forward_core<F>(a, F, &q[j * DF], &k[j * DF], &v[j * DF], a.residual ? &res[j * DF] : nullptr,
+        forward_core_any<FT>(a, F, F, &q[j * DF], &k[j * DF], &v[j * DF], a.residual ? &res[j * DF] : nullptr,
                         head_keep ? &hk[j * DF] : nullptr, attn_keep ? &ak[j * FF] : nullptr, &o[j * DF],
                         &al[j * FF], w.data());
       unpack(out + h * DF * B, o.data(), DF, B, b0, n);
@@ -258,10 +423,11 @@ void forward_tiles(const Args& a, const float* p, const float* attn_keep, const 
   }
 }
 
-template <int F>
-void backward_tiles(const Args& a, const float* p, const float* alpha, const float* out, const float* grad_out,
+template <int FT>
+void backward_tiles(const Args& a, int64_t Fr, const float* p, const float* alpha, const float* out, const float* grad_out,
                     const float* grad_alpha, const float* attn_keep, const float* head_keep, float* grad_p,
                     int64_t t0, int64_t t1) {
+  const int64_t F = FT > 0 ? FT : Fr;
   const int64_t D = a.D, H = a.H, B = a.B, FF = F * F, DF = D * F;
   const int64_t part = H * DF * B;
   std::vector<vf> q(NV * DF), k(NV * DF), v(NV * DF), pres(a.qkv_relu && a.residual ? NV * DF : 0);
@@ -294,7 +460,7 @@ void backward_tiles(const Args& a, const float* p, const float* alpha, const flo
       for (int j = 0; j < NV; ++j) {
         const int64_t x = j * DF, y = j * FF;
         const bool r = a.qkv_relu;
-        backward_core<F>(a, F, &q[x], &k[x], &v[x], r ? &rq[x] : nullptr, r ? &rk[x] : nullptr,
+        backward_core_any<FT>(a, F, F, &q[x], &k[x], &v[x], r ? &rq[x] : nullptr, r ? &rk[x] : nullptr,
                          r ? &rv[x] : nullptr, r && a.residual ? &pres[x] : nullptr, &o[x], &go[x],
                          head_keep ? &hk[x] : nullptr, &al[y], attn_keep ? &ak[y] : nullptr,
                          grad_alpha ? &ga[y] : nullptr, &gq[x], &gk[x], &gv[x], a.residual ? &gr[x] : nullptr,
@@ -457,11 +623,12 @@ inline void stream_out(float* dst, const vf* src, int64_t n) {
   std::memcpy(dst, src, n * sizeof(vf));
 }
 
-template <int F>
+template <int FT>
 void layer_forward_tiles(const LayerArgs& L, const float* x, const float* Wh, const float* bias_h,
                          const float* attn_keep, const float* head_keep, float* out, float* alpha, float* saved,
                          int64_t t0, int64_t t1) {
   const Args& a = L.a;
+  const int64_t F = FT > 0 ? FT : L.F;
   const int64_t D = a.D, H = a.H, B = a.B, N = NV * F, PD = L.PD, in = L.in;
   Scratch& S = scratch();
   vf *xt = S.get(0, in * N), *pt = S.get(1, PD * N), *ot = S.get(2, H * D * N), *at = S.get(3, H * F * N);
@@ -484,7 +651,7 @@ void layer_forward_tiles(const LayerArgs& L, const float* x, const float* Wh, co
       const vf* P = pt;
       for (int j = 0; j < NV; ++j) {
         const int64_t o = j * F;
-        forward_core<F>(a, N, P + o, P + D * N + o, P + 2 * D * N + o, a.residual ? P + 3 * D * N + o : nullptr,
+        forward_core_any<FT>(a, F, N, P + o, P + D * N + o, P + 2 * D * N + o, a.residual ? P + 3 * D * N + o : nullptr,
                         head_keep ? &hk[h * D * N + o] : nullptr, attn_keep ? &ak[h * F * N + o] : nullptr,
                         &ot[h * D * N + o], &at[h * F * N + o], w);
       }
@@ -497,12 +664,13 @@ void layer_forward_tiles(const LayerArgs& L, const float* x, const float* Wh, co
 #endif
 }
 
-template <int F>
+template <int FT>
 void layer_backward_tiles(const LayerArgs& L, const float* x, const float* Wt, const float* saved,
                           const float* alpha, const float* out, const float* grad_out, const float* grad_alpha,
                           const float* attn_keep, const float* head_keep, float* grad_x, vf* grad_w, vf* grad_b,
                           int64_t t0, int64_t t1) {
   const Args& a = L.a;
+  const int64_t F = FT > 0 ? FT : L.F;
   const int64_t D = a.D, H = a.H, B = a.B, N = NV * F, PD = L.PD, in = L.in, inv = (in + W - 1) / W;
   const int64_t O = H * PD, K = N * W;  // rows of W; samples x fields of a tile (the weight grad's reduction)
   Scratch& S = scratch();
@@ -544,7 +712,7 @@ void layer_backward_tiles(const LayerArgs& L, const float* x, const float* Wt, c
       for (int j = 0; j < NV; ++j) {
         const int64_t o = j * F, od = h * D * N + o, of = h * F * N + o;
         const bool r = a.qkv_relu;
-        backward_core<F>(a, N, P + o, P + D * N + o, P + 2 * D * N + o, r ? raw + o : nullptr,
+        backward_core_any<FT>(a, F, N, P + o, P + D * N + o, P + 2 * D * N + o, r ? raw + o : nullptr,
                          r ? raw + D * N + o : nullptr, r ? raw + 2 * D * N + o : nullptr,
                          r && a.residual ? raw + 3 * D * N + o : nullptr, &ot[od], &got[od],
                          head_keep ? &hk[od] : nullptr, &at[of], attn_keep ? &ak[of] : nullptr,
@@ -583,7 +751,7 @@ void check(const at::Tensor& t, const char* name) {
     case 10: CALL(10); break; case 11: CALL(11); break; case 12: CALL(12); break;        \
     case 13: CALL(13); break; case 14: CALL(14); break; case 15: CALL(15); break;        \
     case 16: CALL(16); break;                                                            \
-    default: TORCH_CHECK(false, "the C++ attention kernel takes 1 to 16 fields, got ", F_RUNTIME); \
+    default: TORCH_CHECK(F_RUNTIME > 0, "no fields"); CALL(0); break; /* wider: F at run time */ \
   }
 
 }  // namespace
@@ -603,7 +771,7 @@ std::vector<at::Tensor> attention_forward(at::Tensor p, std::optional<at::Tensor
   float *po = out.data_ptr<float>(), *pa = alpha.data_ptr<float>();
   const int64_t tiles = (B + TILE - 1) / TILE;
   at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
-#define CALL(FV) forward_tiles<FV>(a, pp, ak, hk, po, pa, t0, t1)
+#define CALL(FV) forward_tiles<FV>(a, F, pp, ak, hk, po, pa, t0, t1)
     DISPATCH_F(F, CALL)
 #undef CALL
   });
@@ -627,7 +795,7 @@ at::Tensor attention_backward(at::Tensor p, at::Tensor alpha, at::Tensor out, at
   float* gp = grad_p.data_ptr<float>();
   const int64_t tiles = (B + TILE - 1) / TILE;
   at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
-#define CALL(FV) backward_tiles<FV>(a, pp, pa, po, pg, pga, ak, hk, gp, t0, t1)
+#define CALL(FV) backward_tiles<FV>(a, F, pp, pa, po, pg, pga, ak, hk, gp, t0, t1)
     DISPATCH_F(F, CALL)
 #undef CALL
   });
