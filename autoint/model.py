@@ -585,9 +585,11 @@ def _keep_mask(shape: tuple, p: float, like: torch.Tensor) -> torch.Tensor:
 # the reference's batched matmuls (fused/reference 1.28 at F=22, 1.40 at F=39, benchmarks/NOTES.md attempt 6), and
 # so is eager's: up to FUSED_MAX_FIELDS every path uses the fused layer. The C++ kernels' wide cores (k-blocked, F
 # at run time) are faster than the reference: one layer's fwd + bwd with its projection, B=1024, d'=32, H=2,
-# in=64, 1 thread: reference/C++ layer 2.06 at F=17, 1.99 at F=22, 2.19 at F=39 (NOTES.md attempt 14). So wider
-# schemas, up to CPP_MAX_FIELDS, use the fused layer where the C++ kernel runs (CPU, float32), and the reference
-# layer in the (B, F, d) layout elsewhere (no C++ build, inductor, CUDA: same weights, same maths).
+# in=64, 1 thread: reference/C++ layer 2.06 at F=17, 1.99 at F=22, 2.19 at F=39 (NOTES.md attempt 14), and
+# torch.mm + the C++ attention core ("cpp-attention") 1.42 at F=39. Built for AVX2 (8-float vectors) both are
+# slower than the reference at F=22 and F=39 (0.32-0.88, attempt 14's AVX2 check). So wider schemas, up to
+# CPP_MAX_FIELDS, use the fused layer where a C++ kernel runs on an AVX-512 CPU (float32), and the reference layer
+# in the (B, F, d) layout elsewhere (AVX2 only, no C++ build, inductor, CUDA: same weights, same maths).
 FUSED_MAX_FIELDS = 16
 
 
@@ -638,13 +640,14 @@ class AutoInt(nn.Module):
 
     def runs_fused(self, device_type: str, dtype: torch.dtype = torch.float32) -> bool:
         """Whether this model's forward takes the column layout and the fused layer on that device: up to
-        FUSED_MAX_FIELDS fields on every path, up to CPP_MAX_FIELDS where the C++ kernel runs (CPU, float32; see
-        FUSED_MAX_FIELDS); else the reference layer."""
+        FUSED_MAX_FIELDS fields on every path, up to CPP_MAX_FIELDS where a C++ kernel runs on an AVX-512 CPU
+        (float32; see FUSED_MAX_FIELDS); else the reference layer."""
         F = len(self.schema.fields)
         if F <= FUSED_MAX_FIELDS:
             return True
         return (F <= CPP_MAX_FIELDS and device_type == "cpu" and dtype == torch.float32
-                and KERNELS.mode("cpu") == "cpp" and KERNELS.cpp_module() is not None)
+                and "avx512f" in _cpu_flags().split() and KERNELS.mode("cpu") == "cpp"
+                and KERNELS.cpp_module() is not None)
 
     def uses_fused_layer(self, embedded: torch.Tensor) -> bool:
         """`runs_fused` for these embeddings (B, F, d): their device and dtype."""

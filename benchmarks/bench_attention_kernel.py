@@ -12,7 +12,8 @@ grad_W): "mm+cpp" (torch.mm, then the C++ attention core; the backward's two mm;
 "layer" (the C++ kernel's layer_forward / layer_backward, the projection per batch tile; attempt 12) and
 "reference" (`InteractingLayer.forward`, the (B, F, d) layout and batched matmuls, autograd's backward: what
 the model runs above FUSED_MAX_FIELDS fields), the paper's options (unscaled, residual, no ReLU, no bias).
-Past 16 fields the C++ kernels run their k-blocked wide cores (issue 14/15 follow-up).
+Past 16 fields the C++ kernels run their k-blocked wide cores (issue 14/15 follow-up). --avx2-build: the C++
+kernels built as an AVX2-only CPU builds them (measured on this CPU).
 
     .venv/bin/python benchmarks/bench_attention_kernel.py --layer [--in-dim 64] [--fields 39] [--threads 1]
 """
@@ -44,7 +45,12 @@ def main(argv=None) -> int:
     parser.add_argument("--with-eager", action="store_true")
     parser.add_argument("--layer", action="store_true", help="the layer with its projection: mm + C++ core vs C++ layer")
     parser.add_argument("--in-dim", type=int, default=64, help="with --layer: the layer's input width (d or H*d')")
+    parser.add_argument("--avx2-build", action="store_true",
+                        help="build the C++ kernels for AVX2 (-march=haswell -mno-avx512f, under their own name): "
+                             "what an AVX2-only CPU runs, measured on this one")
     args = parser.parse_args(argv)
+    if args.avx2_build:
+        model_module._build_cpp_extension = _avx2_build
     torch.set_num_threads(args.threads)
     print(json.dumps({"command": "python benchmarks/bench_attention_kernel.py " + " ".join(sys.argv[1:]),
                       "threads": torch.get_num_threads(), "load_avg_1m": round(os.getloadavg()[0], 2)}))
@@ -77,6 +83,12 @@ def main(argv=None) -> int:
                           "total_ms": {k: round(v, 3) for k, v in total.items()},
                           "load_avg_1m_after": round(os.getloadavg()[0], 2)}))
     return 0
+
+
+def _avx2_build():
+    from torch.utils.cpp_extension import load
+    return load(name="autoint_attention_avx2_probe", sources=[model_module.CPP_SOURCE],
+                extra_cflags=["-O3", "-march=haswell", "-mno-avx512f", "-fopenmp"], extra_ldflags=["-fopenmp"])
 
 
 def _interleaved(kernels: dict, reps: int) -> tuple[dict, dict]:

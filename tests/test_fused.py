@@ -91,6 +91,8 @@ def _matches_the_reference(dataset, monkeypatch, mode, name):
     torch.manual_seed(0)
     model = AutoInt(AutoIntConfig(**CONFIGS[name]), dataset.schema).train()
     wide = len(dataset.schema.fields) > model_module.FUSED_MAX_FIELDS  # fused there only with the C++ kernel
+    if wide:  # which the model takes only on an AVX-512 CPU: claimed here, so that every CPU checks these cores
+        monkeypatch.setattr(model_module, "_cpu_flags", lambda: "flags\t\t: fpu avx2 avx512f")
     assert model.uses_fused_layer(model.embed(dataset.split("train")[0].index(slice(0, 2)))) == \
         (not wide or mode in ("cpp", "cpp-attention"))
     with torch.no_grad():  # a nonzero bias, so that the authors' code case checks it
@@ -219,8 +221,9 @@ def test_training_reports_compile_time_apart(synth_dataset):
 
 
 def test_wide_schemas_run_the_reference_layer(synth_dataset, monkeypatch):
-    """Past FUSED_MAX_FIELDS fields the fused layer runs only where the C++ kernel does (up to CPP_MAX_FIELDS);
-    elsewhere the batched-matmul layout is faster (NOTES.md attempts 6, 14): same weights, same answers."""
+    """Past FUSED_MAX_FIELDS fields the fused layer runs only where a C++ kernel does on an AVX-512 CPU (up to
+    CPP_MAX_FIELDS); elsewhere the batched-matmul layout is faster (NOTES.md attempts 6, 14): same weights, same
+    answers."""
     config = AutoIntConfig(embed_dim=8, attn_dim=4, heads=2, layers=2)
     torch.manual_seed(0)
     model = AutoInt(config, synth_dataset.schema).eval()
@@ -237,9 +240,15 @@ def test_wide_schemas_run_the_reference_layer(synth_dataset, monkeypatch):
         wide = model(x, return_attention=True)
     assert torch.allclose(wide[0], narrow[0], atol=1e-5) and torch.allclose(wide[1], narrow[1], atol=1e-6)
     monkeypatch.setattr(model_module, "CPP_MAX_FIELDS", 64)  # past FUSED_MAX_FIELDS, within the C++ kernel's
-    assert model.uses_fused_layer(e) == (model_module.KERNELS.mode("cpu") == "cpp"
-                                         and model_module.KERNELS.cpp_module() is not None)
-    assert not model.uses_fused_layer(e.double())  # the C++ kernel is float32 only
+    builds = model_module.KERNELS.mode("cpu") == "cpp" and model_module.KERNELS.cpp_module() is not None
+    for kernel in ("cpp", "cpp-attention"):
+        monkeypatch.setenv("AUTOINT_CPU_KERNEL", kernel)
+        monkeypatch.setattr(model_module, "_cpu_flags", lambda: "flags\t\t: fpu avx2 avx512f avx512bw")
+        assert model.uses_fused_layer(e) == builds
+        assert not model.uses_fused_layer(e.double())  # the C++ kernel is float32 only
+        monkeypatch.setattr(model_module, "_cpu_flags", lambda: "flags\t\t: fpu sse2 avx avx2 fma")
+        assert not model.uses_fused_layer(e)  # built for AVX2 both C++ paths are slower than the reference here
+    monkeypatch.setattr(model_module, "_cpu_flags", lambda: "flags\t\t: fpu avx2 avx512f avx512bw")
     monkeypatch.setenv("AUTOINT_CPU_KERNEL", "inductor")  # no C++ kernel: inductor is slower than the reference here
     assert not model.uses_fused_layer(e)
 
