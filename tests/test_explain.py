@@ -56,6 +56,34 @@ def test_chain_weight_is_product_across_layers():
     assert chains[0].fields == ["a", "b", "c"] and chains[0].weight == pytest.approx(0.72)
 
 
+def _combinations_one_by_one(attention, labels, k):
+    """top_combinations as first written: every candidate a (weight, fields, layers) in loop order, a stable sort."""
+    L, H, F, _ = attention.shape
+    mean = attention.mean(axis=1)
+    found = [(float(mean[l, m, j]), [labels[j], labels[m]], [l + 1])
+             for l in range(L) for m in range(F) for j in range(F) if m != j]
+    for l in range(1, L):
+        found += [(float(mean[l - 1, b, a] * mean[l, c, b]), [labels[a], labels[b], labels[c]], [l, l + 1])
+                  for c in range(F) for b in range(F) for a in range(F) if len({a, b, c}) == 3]
+    pairs = sorted((f for f in found if len(f[1]) == 2), key=lambda f: -f[0])[:k]
+    chains = sorted((f for f in found if len(f[1]) == 3), key=lambda f: -f[0])[:k]
+    return pairs + chains
+
+
+@pytest.mark.parametrize("L, H, F, k", [(1, 2, 7, 5), (3, 2, 7, 5), (3, 1, 12, 40), (2, 2, 1, 5), (2, 2, 2, 5),
+                                        (4, 2, 5, 1000), (2, 1, 6, 0), (2, 2, 6, 1)])
+def test_top_combinations_match_the_loop_they_replace(L, H, F, k):
+    """Vectorised (39 fields, 3 layers: 110k chains took ~1 s as objects): the same weights, fields, layers and
+    order as one object per candidate, ties included (rounded attention makes many), k past the count too."""
+    rng = np.random.default_rng(F * 10 + L)
+    attention = rng.dirichlet(np.ones(F), size=(L, H, F)).astype(np.float32).round(1)  # (L, H, F, F), ties
+    labels = [f"f{i}=v" for i in range(F)]
+    got = top_combinations(attention, labels, k=k)
+    want = _combinations_one_by_one(attention, labels, k)
+    assert [(c.weight, c.fields, c.layers) for c in got] == want
+    assert all(c.fields[0] in c.text and c.fields[-1] in c.text for c in got)
+
+
 def test_ig_completeness(trained_run, catalog, baseline):
     x = encode_sample(trained_run.schema, catalog.sample(2, 3))
     scores, gap = attribute(trained_run.model, x, methods=["integrated_gradients"], baseline=baseline)
