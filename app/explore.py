@@ -10,7 +10,7 @@ import streamlit as st
 
 from app import state
 from autoint.explain import METHOD_NAMES, explain_sample
-from autoint.figures import (agreement_bars, agreement_scatter, attention_grid, attention_heatmap,
+from autoint.figures import (MANY_FIELDS, agreement_bars, agreement_scatter, attention_grid, attention_heatmap,
                              attention_interaction_side_by_side, attribution_bars)
 from autoint.interactions import matrix_to_pairs, pair_index
 from autoint.samples import random_position
@@ -193,7 +193,9 @@ else:
     st.subheader("Attention of every layer and head")
     st.caption(f"Row m attends to column k: each row is one field's softmax over the fields (Eq. 5), so rows sum to 1. "
                f"Colour shows each weight against uniform attention (1/{F} = {1 / F:.3f}): red above, blue below, "
-               "white at uniform; the cells and the hover give the weight itself. Each title gives the head's entropy "
+               f"white at uniform; the hover (and, up to {MANY_FIELDS} fields, the enlarged map's cells) gives the weight "
+               "itself. "
+               "Each title gives the head's entropy "
                "as a fraction of log F (1 = uniform, 0 = every row on one field). All heads share one colour scale.")
     flat = explanation.near_uniform
     if flat.all():

@@ -238,14 +238,15 @@ def attention_heatmap(matrix, labels: Sequence[str], *, title: str = "Attention"
                       entropy: float | None = None, uniform: bool = False) -> go.Figure:
     """One head's (or an average's) attention: row m = query field, column k = the field it attends to.
 
-    Coloured by weight relative to uniform (see `uniform_colour`), the weight itself written in the cells.
+    Coloured by weight relative to uniform (see `uniform_colour`), the weight itself written in the cells up to
+    MANY_FIELDS fields (past that the numbers are too small to read; the hover gives each one).
     `zmax` widens the colour range to reach that weight (to match another figure); `entropy` (a fraction of
     log F) and `uniform` (every weight within 0.02 of 1/F) are added to the title.
     """
     matrix, labels = _square("matrix", matrix, labels)
     matrix = _check_weights("matrix", matrix)
     entropy, flag = _flags(entropy, uniform, (), "map (a scalar)")
-    trace = _attention_trace(matrix, labels, field_names(labels), "", show_values=True)
+    trace = _attention_trace(matrix, labels, field_names(labels), "", show_values=len(labels) <= MANY_FIELDS)
     fig = go.Figure(trace)
     bound = _uniform_bound(trace.z, zmax=zmax, fields=len(labels))
     fig.update_layout(title=head_title(title, entropy, bool(flag)), coloraxis=_uniform_axis(bound),
@@ -529,8 +530,12 @@ def agreement_scatter(attention_pairs, interaction_pairs, pair_labels: Sequence[
         raise FigureError(f"attention_pairs has {len(x)} pairs but interaction_pairs has {len(y)}; "
                           "they must list the same field pairs in the same order.")
     pairs = _check_labels("pair_labels", pair_labels, len(x), "attention_pairs")
+    shown = _labelled(x, y, MAX_SCATTER_LABELS)  # (P,) bool: whose label is drawn; hover names every point
+    positions = np.full(len(x), "top center", dtype=object)
+    positions[shown] = _label_positions(x[shown], y[shown], [p for p, keep in zip(pairs, shown) if keep])
     fig = go.Figure(go.Scatter(x=x, y=y, text=pairs, mode="markers+text", name="field pairs",
-                               textposition=_label_positions(x, y, pairs), textfont=dict(size=10, color="#444"),
+                               texttemplate=["%{text}" if keep else "" for keep in shown],
+                               textposition=list(positions), textfont=dict(size=10, color="#444"),
                                marker=dict(size=8, color="#1f77b4"),
                                hovertemplate="%{text}<br>attention %{x:.3f}<br>interaction %{y:.3f} logit"
                                              "<extra></extra>"))
@@ -539,6 +544,8 @@ def agreement_scatter(attention_pairs, interaction_pairs, pair_labels: Sequence[
                       annotation=dict(text="uniform 1/F", font=dict(size=10, color="#666")))
     statement = (f"Spearman ρ = {rho:.2f} over {len(x)} pairs" if np.isfinite(rho)
                  else f"Spearman ρ undefined over {len(x)} pairs (one side is constant)")
+    if not shown.all():
+        statement += f"; labelled: the {int(shown.sum())} strongest by either axis (hover for the others)"
     fig.update_layout(title=title, height=460, margin=dict(l=10, r=10, t=90, b=10), showlegend=False,
                       annotations=[*fig.layout.annotations,
                                    dict(text=statement, x=0, y=1.02, xref="paper", yref="paper", xanchor="left",
@@ -550,6 +557,29 @@ def agreement_scatter(attention_pairs, interaction_pairs, pair_labels: Sequence[
     fig.update_xaxes(title=x_title, range=[low - pad, high + pad])
     fig.update_yaxes(title=y_title, range=[min(0.0, float(y.min())) - 0.05 * max(top, 1e-6), top * 1.12 + 1e-6])
     return fig
+
+
+# A scatter of more field pairs than this labels only the strongest (39 fields have 741 pairs: every label drawn
+# made one unreadable blob, and placing them took ~0.8 s a rerun).
+MAX_SCATTER_LABELS = 20
+
+
+def _labelled(x: np.ndarray, y: np.ndarray, most: int) -> np.ndarray:
+    """(P,) bool: every point when there are at most `most`, else the strongest by y and by x in turns (y first),
+    `most` in all."""
+    keep = np.zeros(len(x), dtype=bool)
+    if len(x) <= most:
+        keep[:] = True
+        return keep
+    by_y, by_x = np.argsort(-y, kind="stable"), np.argsort(-x, kind="stable")
+    taken, i = 0, 0
+    while taken < most:
+        for order in (by_y, by_x):
+            if taken < most and not keep[order[i]]:
+                keep[order[i]] = True
+                taken += 1
+        i += 1
+    return keep
 
 
 def _label_positions(x: np.ndarray, y: np.ndarray, labels: Sequence[str], *, width_px: float = 800,

@@ -335,6 +335,26 @@ def test_agreement_scatter_labels_every_pair_and_states_rho():
     assert "Spearman ρ undefined over 3 pairs (one side is constant)" in [a.text for a in undefined.layout.annotations]
 
 
+def test_agreement_scatter_of_many_pairs_labels_the_strongest_and_names_every_point():
+    """39 fields: 741 pairs. Only MAX_SCATTER_LABELS labels are drawn, the strongest by interaction and by attention
+    in turns; every point keeps its name for hover and the CSV, and the figure says which are labelled."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random(741), rng.random(741)
+    labels = [f"pair {i}" for i in range(741)]
+    fig = figures.agreement_scatter(x, y, labels, rho=0.1)
+    (trace,) = fig.data
+    assert list(trace.text) == labels and "%{text}" in trace.hovertemplate
+    drawn = [i for i, t in enumerate(trace.texttemplate) if t == "%{text}"]
+    assert len(drawn) == figures.MAX_SCATTER_LABELS and all(t in ("%{text}", "") for t in trace.texttemplate)
+    assert set(np.argsort(-y)[:10]) <= set(drawn) and set(np.argsort(-x)[:10]) <= set(drawn)
+    assert "labelled: the 20 strongest by either axis" in " ".join(a.text for a in fig.layout.annotations)
+    rows = list(csv.DictReader(io.StringIO(figures.figure_csv(fig))))
+    assert [r["y"] for r in rows] == labels
+    few = figures.agreement_scatter(x[:5], y[:5], labels[:5], rho=0.1)
+    assert list(few.data[0].texttemplate) == ["%{text}"] * 5
+    assert "labelled" not in " ".join(a.text for a in few.layout.annotations)
+
+
 def test_scatter_labels_of_points_on_top_of_each_other_go_different_ways():
     positions = figures._label_positions(np.array([0.0, 0.0, 1.0]), np.array([0.0, 0.0, 1.0]),
                                          ["Zipcode × Genre", "Gender × Age", "Age × Genre"])
@@ -411,3 +431,14 @@ def test_many_fields_keep_every_label_in_compact_rows():
             else:
                 assert axis.dtick is None and axis.tickfont.size is None
         assert (fig.layout.xaxis.tickangle == -90) == (fields == 39)
+
+
+def test_attention_heatmap_writes_weights_in_cells_only_while_they_can_be_read():
+    """Up to MANY_FIELDS fields each cell shows its weight; Criteo's 39 (1,521 cells) leave the numbers to the
+    hover, which gives every weight either way."""
+    for fields, written in ((figures.MANY_FIELDS, True), (39, False)):
+        matrix = np.full((fields, fields), 1 / fields)
+        (trace,) = figures.attention_heatmap(matrix, [f"f{i}" for i in range(fields)]).data
+        assert (trace.texttemplate == "%{text}") is written and (trace.text is not None) is written
+        assert "weight α = %{customdata[0]:.3f}" in trace.hovertemplate
+        np.testing.assert_allclose(np.asarray(trace.customdata)[..., 0], matrix)
