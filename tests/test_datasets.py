@@ -567,3 +567,13 @@ def test_train_from_the_command_line_on_a_builtin_format(tmp_path):
     assert run.manifest["data_dir"] == str(folder) and run.manifest["dataset"] == "kdd12"
     assert run.schema["Position"].transform == "log2" and run.schema["UserID"].role == "user"
     assert run.manifest["data_fingerprint"] == load_dataset("kdd12", data_dir=folder).fingerprint
+
+
+def test_builtin_specs_are_parsed_once_and_unknown_names_still_refused():
+    """The app's sidebar asks for every built-in spec on each rerun: one parse per process, the same object after."""
+    from autoint.datasets import BUILTIN_SPECS
+    for name in BUILTIN_SPECS:
+        first = builtin_spec(name)
+        assert builtin_spec(name) is first and first.name == name
+    with pytest.raises(DataError, match="unknown data set 'criteo2'; choose one of"):
+        builtin_spec("criteo2")

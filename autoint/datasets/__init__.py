@@ -12,6 +12,7 @@ archive); `synth` writes small files of each format with planted interactions. E
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,10 +40,17 @@ def __getattr__(name: str):
 
 
 def builtin_spec(name: str) -> DatasetSpec:
+    """A built-in data set's spec (autoint/datasets/specs/), parsed once per process: the app's sidebar asks for
+    each one on every rerun (17 ms for the three)."""
     from ..data import DataError
-    from .spec import read_spec
     if name not in BUILTIN_SPECS:
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}, or give --spec FILE.")
+    return _read_builtin_spec(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _read_builtin_spec(name: str) -> DatasetSpec:
+    from .spec import read_spec
     return read_spec(SPEC_DIR / BUILTIN_SPECS[name])
 
 
