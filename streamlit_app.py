@@ -160,6 +160,7 @@ def converging_progress(job_id: str) -> None:
 
 
 def main() -> None:
+    state.settle_heap()  # Streamlit's collect after this run walks only what the run makes (app/state.py)
     try:
         source, problem = state.data_source(), None
     except state.USER_ERRORS as exc:  # shown below, in the frame, once the navigation exists

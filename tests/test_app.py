@@ -367,3 +367,33 @@ def test_train_page_presets_fill_the_form_and_the_authors_options_reach_the_job(
     at = start("app/train_page.py")
     assert not [s for s in at.selectbox if s.key == "train_preset"]
     assert any(c.value.startswith("Only the paper's model is offered as a preset") for c in at.caption)
+
+
+def test_each_run_freezes_the_live_heap_and_every_fiftieth_hands_it_back(monkeypatch):
+    """Streamlit's gc.collect(2) after each run then walks only what the run made; the HEAP_RESCAN_RUNS-th run
+    unfreezes, so its collect walks everything once and finds any cycle that died while frozen."""
+    import gc
+    import itertools
+    from app import state
+    monkeypatch.setattr(state, "_script_runs", itertools.count())
+    try:
+        for run in range(2 * state.HEAP_RESCAN_RUNS):
+            state.settle_heap()
+            rescan = run % state.HEAP_RESCAN_RUNS == state.HEAP_RESCAN_RUNS - 1
+            assert (gc.get_freeze_count() == 0) is rescan, run
+        import weakref
+
+        class Node:
+            pass
+        node = Node()
+        node.itself = node  # a cycle: only a collect can free it
+        alive = weakref.ref(node)
+        state.settle_heap()  # frozen while alive
+        del node
+        gc.collect(2)
+        assert alive() is not None  # died while frozen: the collect does not see it
+        gc.unfreeze()  # what the HEAP_RESCAN_RUNS-th run does
+        gc.collect(2)
+        assert alive() is None  # handed back: found and freed
+    finally:
+        gc.unfreeze()
