@@ -530,9 +530,13 @@ def agreement_scatter(attention_pairs, interaction_pairs, pair_labels: Sequence[
         raise FigureError(f"attention_pairs has {len(x)} pairs but interaction_pairs has {len(y)}; "
                           "they must list the same field pairs in the same order.")
     pairs = _check_labels("pair_labels", pair_labels, len(x), "attention_pairs")
-    shown = _labelled(x, y, MAX_SCATTER_LABELS)  # (P,) bool: whose label is drawn; hover names every point
-    positions = np.full(len(x), "top center", dtype=object)
-    positions[shown] = _label_positions(x[shown], y[shown], [p for p, keep in zip(pairs, shown) if keep])
+    if len(x) <= MAX_SCATTER_LABELS:
+        positions = _label_positions(x, y, pairs)
+    else:  # the strongest first, each label only where it overlaps none already drawn; hover names every point
+        positions = _label_positions(x, y, pairs, order=_strongest_first(x, y), most=MAX_SCATTER_LABELS,
+                                     width_px=450)  # as narrow as a half-width column: no overlap there either
+    shown = np.array([position is not None for position in positions], dtype=bool)  # (P,)
+    positions = [position or "top center" for position in positions]
     fig = go.Figure(go.Scatter(x=x, y=y, text=pairs, mode="markers+text", name="field pairs",
                                texttemplate=["%{text}" if keep else "" for keep in shown],
                                textposition=list(positions), textfont=dict(size=10, color="#444"),
@@ -545,7 +549,7 @@ def agreement_scatter(attention_pairs, interaction_pairs, pair_labels: Sequence[
     statement = (f"Spearman ρ = {rho:.2f} over {len(x)} pairs" if np.isfinite(rho)
                  else f"Spearman ρ undefined over {len(x)} pairs (one side is constant)")
     if not shown.all():
-        statement += f"; labelled: the {int(shown.sum())} strongest by either axis (hover for the others)"
+        statement += "<br>labels: the strongest pairs that fit; hover names every pair"
     fig.update_layout(title=title, height=460, margin=dict(l=10, r=10, t=90, b=10), showlegend=False,
                       annotations=[*fig.layout.annotations,
                                    dict(text=statement, x=0, y=1.02, xref="paper", yref="paper", xanchor="left",
@@ -559,38 +563,37 @@ def agreement_scatter(attention_pairs, interaction_pairs, pair_labels: Sequence[
     return fig
 
 
-# A scatter of more field pairs than this labels only the strongest (39 fields have 741 pairs: every label drawn
-# made one unreadable blob, and placing them took ~0.8 s a rerun).
-MAX_SCATTER_LABELS = 20
+# A scatter of more field pairs than this (9 fields: MovieLens with its ids) labels only the strongest that fit: 39
+# fields have 741 pairs, whose labels drew one unreadable blob, and placing them all took ~0.8 s a rerun.
+MAX_SCATTER_LABELS = 36
 
 
-def _labelled(x: np.ndarray, y: np.ndarray, most: int) -> np.ndarray:
-    """(P,) bool: every point when there are at most `most`, else the strongest by y and by x in turns (y first),
-    `most` in all."""
-    keep = np.zeros(len(x), dtype=bool)
-    if len(x) <= most:
-        keep[:] = True
-        return keep
+def _strongest_first(x: np.ndarray, y: np.ndarray) -> list[int]:
+    """Every point once, the strongest by y and by x in turns (y first)."""
     by_y, by_x = np.argsort(-y, kind="stable"), np.argsort(-x, kind="stable")
-    taken, i = 0, 0
-    while taken < most:
-        for order in (by_y, by_x):
-            if taken < most and not keep[order[i]]:
-                keep[order[i]] = True
-                taken += 1
-        i += 1
-    return keep
+    seen, order = set(), []
+    for pair in zip(by_y.tolist(), by_x.tolist()):
+        for i in pair:
+            if i not in seen:
+                seen.add(i)
+                order.append(i)
+    return order
 
 
-def _label_positions(x: np.ndarray, y: np.ndarray, labels: Sequence[str], *, width_px: float = 800,
-                     height_px: float = 340, char_px: float = 5.6, line_px: float = 13) -> list[str]:
+def _label_positions(x: np.ndarray, y: np.ndarray, labels: Sequence[str], *, order: Sequence[int] | None = None,
+                     most: int | None = None, width_px: float = 800, height_px: float = 340, char_px: float = 5.6,
+                     line_px: float = 13) -> list[str | None]:
     """A text position per point ("top center" first) chosen so labels overlap each other as little as a greedy pass
-    can manage, assuming a plot of about width_px x height_px (a 10 px font is ~5.6 px per character)."""
+    can manage, assuming a plot of about width_px x height_px (a 10 px font is ~5.6 px per character). Points are
+    placed top first, or in `order`; with `most`, a label that would overlap one already placed is left out (None),
+    and at most `most` are placed."""
     span_x, span_y = float(np.ptp(x)) or 1.0, float(np.ptp(y)) or 1.0
     px, py = (x - x.min()) / span_x * width_px, (y - y.min()) / span_y * height_px  # in pixels, y up
     placed: list[tuple[float, float, float, float]] = []
-    positions = ["top center"] * len(labels)
-    for i in sorted(range(len(labels)), key=lambda i: -py[i]):
+    positions: list[str | None] = ["top center" if most is None else None] * len(labels)
+    for i in (order if order is not None else sorted(range(len(labels)), key=lambda i: -py[i])):
+        if most is not None and len(placed) >= most:
+            break
         w, h, gap = char_px * len(labels[i]), line_px, 6.0
         boxes = {"top center": (px[i] - w / 2, px[i] + w / 2, py[i] + gap, py[i] + gap + h),
                  "bottom center": (px[i] - w / 2, px[i] + w / 2, py[i] - gap - h, py[i] - gap),
@@ -601,8 +604,11 @@ def _label_positions(x: np.ndarray, y: np.ndarray, labels: Sequence[str], *, wid
             return sum(max(0.0, min(box[1], b[1]) - max(box[0], b[0])) * max(0.0, min(box[3], b[3]) - max(box[2], b[2]))
                        for b in placed)
 
-        positions[i] = min(boxes, key=lambda name: (clash(boxes[name]), list(boxes).index(name)))
-        placed.append(boxes[positions[i]])
+        best = min(boxes, key=lambda name: (clash(boxes[name]), list(boxes).index(name)))
+        if most is not None and clash(boxes[best]) > 0:
+            continue
+        positions[i] = best
+        placed.append(boxes[best])
     return positions
 
 

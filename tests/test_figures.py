@@ -335,24 +335,32 @@ def test_agreement_scatter_labels_every_pair_and_states_rho():
     assert "Spearman ρ undefined over 3 pairs (one side is constant)" in [a.text for a in undefined.layout.annotations]
 
 
-def test_agreement_scatter_of_many_pairs_labels_the_strongest_and_names_every_point():
-    """39 fields: 741 pairs. Only MAX_SCATTER_LABELS labels are drawn, the strongest by interaction and by attention
-    in turns; every point keeps its name for hover and the CSV, and the figure says which are labelled."""
+def test_agreement_scatter_of_many_pairs_labels_the_strongest_that_fit_and_names_every_point():
+    """39 fields: 741 pairs. At most MAX_SCATTER_LABELS labels are drawn, the strongest by interaction and by
+    attention first, none over another; every point keeps its name for hover and the CSV, and the figure says so."""
     rng = np.random.default_rng(0)
-    x, y = rng.random(741), rng.random(741)
+    x, y = rng.random(741) ** 4, rng.random(741) ** 4  # most points crowd one corner, as attention and k-SII do
     labels = [f"pair {i}" for i in range(741)]
     fig = figures.agreement_scatter(x, y, labels, rho=0.1)
     (trace,) = fig.data
     assert list(trace.text) == labels and "%{text}" in trace.hovertemplate
     drawn = [i for i, t in enumerate(trace.texttemplate) if t == "%{text}"]
-    assert len(drawn) == figures.MAX_SCATTER_LABELS and all(t in ("%{text}", "") for t in trace.texttemplate)
-    assert set(np.argsort(-y)[:10]) <= set(drawn) and set(np.argsort(-x)[:10]) <= set(drawn)
-    assert "labelled: the 20 strongest by either axis" in " ".join(a.text for a in fig.layout.annotations)
+    assert 2 <= len(drawn) <= figures.MAX_SCATTER_LABELS and all(t in ("%{text}", "") for t in trace.texttemplate)
+    assert int(np.argmax(y)) in drawn and int(np.argmax(x)) in drawn
+    assert "labels: the strongest pairs that fit; hover names every pair" in " ".join(a.text for a in fig.layout.annotations)
     rows = list(csv.DictReader(io.StringIO(figures.figure_csv(fig))))
     assert [r["y"] for r in rows] == labels
+    # the drawn ones are exactly those the placement keeps (each overlapping none placed before it)
+    positions = figures._label_positions(x, y, labels, order=figures._strongest_first(x, y), most=figures.MAX_SCATTER_LABELS, width_px=450)
+    assert [i for i, p in enumerate(positions) if p is not None] == drawn
     few = figures.agreement_scatter(x[:5], y[:5], labels[:5], rho=0.1)
     assert list(few.data[0].texttemplate) == ["%{text}"] * 5
-    assert "labelled" not in " ".join(a.text for a in few.layout.annotations)
+    assert "labels:" not in " ".join(a.text for a in few.layout.annotations)
+
+
+def test_strongest_first_alternates_the_axes_and_lists_every_point_once():
+    x, y = np.array([0.9, 0.1, 0.5, 0.2]), np.array([0.0, 0.8, 0.7, 0.1])
+    assert figures._strongest_first(x, y) == [1, 0, 2, 3]
 
 
 def test_scatter_labels_of_points_on_top_of_each_other_go_different_ways():
