@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 
 from app import state
-from autoint.explain import METHOD_NAMES, explain_sample
+from autoint.explain import METHOD_NAMES
 from autoint.figures import (MANY_FIELDS, agreement_bars, agreement_scatter, attention_grid, attention_heatmap,
                              attention_interaction_side_by_side, attribution_bars)
 from autoint.interactions import matrix_to_pairs, pair_index
@@ -176,9 +176,7 @@ methods = st.multiselect("Attribution methods", list(METHOD_NAMES), default=DEFA
                          help="Shapley Value Sampling is the slowest (64 permutations); the others are quick.")
 state.keep("explore_baseline", "mean")
 baseline_kind = st.session_state["explore_baseline"]
-explanation = explain_sample(model, values, attributions=methods,
-                             baseline=state.baseline(run_path, folder) if methods else None,
-                             interaction_baseline=state.interaction_baseline(run_path, folder, baseline_kind))
+explanation = state.explanation(run_path, folder, values, tuple(methods), baseline_kind)
 
 ctr_column, rating_column, fields_column = st.columns([1, 1, 3])
 ctr_column.metric("Predicted CTR", f"{explanation.ctr:.1%}",

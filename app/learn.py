@@ -5,7 +5,6 @@ import numpy as np
 import streamlit as st
 
 from app import state
-from autoint.explain import explain_sample
 from autoint.figures import agreement_scatter, matrix_heatmap
 from autoint.interactions import matrix_to_pairs, pair_index
 from autoint.steps import layer_steps
@@ -125,8 +124,7 @@ step(8 if steps.residual is not None else 7, "ReLU: the layer's output",
         "Eq. 9 then concatenates all fields' outputs and a logistic regression gives the CTR."), "output")
 
 st.header("Attention is not interaction")
-explanation = explain_sample(model, values,
-                             interaction_baseline=state.interaction_baseline(run_path, folder, "mean"))
+explanation = state.explanation(run_path, folder, values, interaction_kind="mean")
 F = len(labels)
 names = [label.split("=")[0] for label in labels]
 pairs = pair_index(F)

@@ -8,7 +8,6 @@ import streamlit as st
 
 from app import state
 from autoint.errors import AutoIntError
-from autoint.explain import explain_sample
 from autoint.figures import attention_grid, training_curves
 from autoint.jobs import ACTIVE
 from autoint.model import PRESET_DESCRIPTIONS, PRESETS, AutoIntConfig, ConfigError
@@ -274,7 +273,7 @@ st.markdown(f"**The same sample under both** ({now.caption}; change it on Explor
 for column, path in zip(st.columns(2), chosen):
     with column:
         model = state.load_model(path)
-        explanation = explain_sample(model, values)
+        explanation = state.explanation(path, source.key, values)
         st.metric(f"CTR under {names[path]}", f"{explanation.ctr:.1%}")
         if model.config.layers:
             state.show_figure(attention_grid(explanation.attention, explanation.labels, title=names[path]),

@@ -5,7 +5,7 @@ import numpy as np
 import streamlit as st
 
 from app import state
-from autoint.explain import METHOD_NAMES, what_if
+from autoint.explain import METHOD_NAMES, WhatIf
 from autoint.figures import (attention_before_after, attribution_bars, difference_heatmap, interaction_change_heatmap,
                              transition_labels)
 from autoint.interactions import near_uniform, pair_index
@@ -92,9 +92,10 @@ if emptied:
     st.error(f"{emptied[0]} needs at least one value; pick one or reset.")
     st.stop()
 
-result = what_if(model, values, edits, attributions=["integrated_gradients"],
-                 baseline=state.baseline(run_path, folder),
-                 interaction_baseline=state.interaction_baseline(run_path, folder, "mean"))
+for name in edits:
+    schema[name]  # an unknown field fails here, naming the fields
+result = WhatIf(*(state.explanation(run_path, folder, sample, ("integrated_gradients",), "mean")
+                  for sample in (values, {**values, **edits})), dict(edits))
 before, after = result.before, result.after
 
 old, new, change = st.columns(3)
