@@ -397,3 +397,29 @@ def test_each_run_freezes_the_live_heap_and_every_fiftieth_hands_it_back(monkeyp
         assert alive() is None  # handed back: found and freed
     finally:
         gc.unfreeze()
+
+
+def test_explanations_are_computed_once_per_run_values_and_options(monkeypatch, trained_run, catalog, synth_dir):
+    """state.explanation: the library's explanation, computed once for the same run, values and options (a rerun
+    that keeps the sample), again for other values or options."""
+    import autoint.explain
+    from app import state
+    calls = []
+    real = autoint.explain.explain_sample
+    monkeypatch.setattr(autoint.explain, "explain_sample", lambda *a, **k: calls.append(k) or real(*a, **k))
+    state.explanation.clear()
+    run_path, folder = str(trained_run.path), str(synth_dir)
+    values = catalog.sample(1, 2)
+    first = state.explanation(run_path, folder, values, ("integrated_gradients",), "mean")
+    again = state.explanation(run_path, folder, dict(values), ("integrated_gradients",), "mean")
+    assert len(calls) == 1 and again.ctr == first.ctr and np.array_equal(again.attention, first.attention)
+    assert np.array_equal(again.interactions.pairs, first.interactions.pairs)
+    want = real(trained_run.model, values, attributions=("integrated_gradients",),
+                baseline=state.baseline(run_path, folder),
+                interaction_baseline=state.interaction_baseline(run_path, folder, "mean"))
+    assert first.ctr == pytest.approx(want.ctr, abs=1e-6)
+    np.testing.assert_allclose(first.attributions["integrated_gradients"], want.attributions["integrated_gradients"],
+                               atol=1e-5)
+    other = state.explanation(run_path, folder, catalog.sample(2, 3), ("integrated_gradients",), "mean")
+    plain = state.explanation(run_path, folder, values)
+    assert len(calls) == 3 and other.ctr != first.ctr and plain.interactions is None and not plain.attributions
