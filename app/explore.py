@@ -76,79 +76,98 @@ def real_label(row):
     return show
 
 
+def field_filters(copy: str) -> list[tuple[str, str]]:
+    """Up to four (field, value) filters: each field offers its values among the test samples that pass the filters
+    before it, most frequent first (a large vocabulary is searched, not listed: it can hold a million values).
+    `copy`: the prepared copy's fingerprint, or "" for a data set in memory."""
+    from autoint.samples import filterable
+    schema = model.schema
+    chosen = st.multiselect("Pick a test sample by these fields", [f.name for f in filterable(schema)],
+                            key="explore_filter_fields", max_selections=4,
+                            help="Each field offers its values among the test samples that pass the filters before "
+                                 "it, most frequent first.")
+    where: list[tuple[str, str]] = []
+    for name in chosen:
+        f = schema[name]
+        search = ""
+        if state.large_vocabulary(f):  # too many values to list: search them, the most frequent first
+            search_column, value_column = st.columns([1, 2])
+            search = search_column.text_input(f"Search {name}", key=f"explore_search_{name}",
+                                              placeholder="part of a value")
+        else:  # a short list: every value the matching samples hold
+            value_column = st.container()
+        options = state.field_values(key, run_path, tuple(where), name, search.strip(), state.VALUES_LISTED, copy)
+        if not options:
+            value_column.warning(f"No {name} value among the matching test samples holds {search!r}.")
+            continue
+        counts = dict(options)
+        value = value_column.selectbox(
+            f"{name} value", list(counts), key=f"explore_value_{name}",
+            format_func=lambda v, f=f, counts=counts: f"{f.show(v).split('=', 1)[1]} · {counts[v]:,} samples",
+            help=(f"the {len(counts)} most frequent {'matching ' if search else ''}values; search for others"
+                  if state.large_vocabulary(f) else "every value among the matching test samples, most "
+                                                    "frequent first"))
+        where.append((name, value))
+    return where
+
+
+def pick_among(where: list[tuple[str, str]], copy: str):
+    """The sample among the test samples that pass `where`: the current one if it does, else the first; a number
+    input over the matches and a random pick among them. Returns the row."""
+    positions = state.matching_rows(key, run_path, tuple(where), copy)  # ascending
+    if len(positions) == 0:
+        st.warning("No test sample has all these values; remove a filter.")
+        st.stop()
+    row = state.current_row(source, run_path)
+    at = int(np.searchsorted(positions, row.position))
+    if at == len(positions) or positions[at] != row.position:  # the filters changed: their first sample
+        state.choose_row(source, int(positions[0]))
+        row, at = state.current_row(source, run_path), 0
+    st.session_state["explore_match"] = at + 1
+    st.number_input(f"Sample (of {len(positions):,} matching test samples)", 1, len(positions), key="explore_match",
+                    on_change=lambda: state.choose_row(source, int(positions[st.session_state["explore_match"] - 1])))
+    st.button("Random sample", key="explore_random", icon=":material/casino:",
+              on_click=lambda: state.choose_row(source, random_position(positions)))
+    return row
+
+
 def pick_prepared_row(prepared) -> tuple[dict, object]:
-    """A test sample of a prepared copy (the run was trained on it), picked by its position in the split or at
-    random, and read from the copy: the row group that holds it, never the whole data set. Its values, decoded, and
-    a function that shows its real label."""
+    """A test sample of a prepared copy (the run was trained on it): by field values (each filter reads that field's
+    column of the test split, never the rows), or by its position in the split, or at random; the sample itself is
+    read from its row group alone. Its values, decoded, and a function that shows its real label."""
     total = prepared.rows("test")
     if not total:
         st.warning(f"The prepared copy `{prepared.path}` has no test sample to explain: prepare the data set from "
                    f"more rows.", icon=":material/dataset:")
         st.stop()
-    row = state.current_row(source, run_path)
-    st.session_state["explore_position"] = row.position
-    position_column, random_column, about_column = st.columns([2, 1, 3], vertical_alignment="bottom")
-    position_column.number_input(f"Test sample (0 to {total - 1:,})", 0, total - 1, key="explore_position",
-                                 on_change=lambda: state.choose_row(source, st.session_state["explore_position"]),
-                                 help=f"its position among the prepared copy's {total:,} test samples, from 0 (as "
-                                      "`--row N` on the command line)")
-    random_column.button("Random sample", key="explore_random", icon=":material/casino:",
-                         on_click=lambda: state.choose_row(source, int(np.random.default_rng().integers(total))))
-    about_column.caption(f"test sample {row.position:,} of the prepared copy (`{prepared.path}`), line {row.line:,} "
-                         f"of the raw data, read from its row group alone. Picking by field values would read the "
-                         f"whole test split, so here a sample is picked by position.")
+    filter_column, pick_column = st.columns([3, 2])
+    with filter_column:
+        where = field_filters(prepared.fingerprint)
+    with pick_column:
+        if where:
+            row = pick_among(where, prepared.fingerprint)
+        else:
+            row = state.current_row(source, run_path)
+            st.session_state["explore_position"] = row.position
+            st.number_input(f"Test sample (0 to {total - 1:,})", 0, total - 1, key="explore_position",
+                            on_change=lambda: state.choose_row(source, st.session_state["explore_position"]),
+                            help=f"its position among the prepared copy's {total:,} test samples, from 0 (as "
+                                 "`--row N` on the command line)")
+            st.button("Random sample", key="explore_random", icon=":material/casino:",
+                      on_click=lambda: state.choose_row(source, int(np.random.default_rng().integers(total))))
+        st.caption(f"test sample {row.position:,} of the prepared copy (`{prepared.path}`), line {row.line:,} of the "
+                   f"raw data, read from its row group alone")
     return row.values, real_label(row)
 
 
 def pick_row() -> tuple[dict, object]:
-    """A test sample of any data set, picked by field values (a large vocabulary is searched, not listed: it can
-    hold a million values) or at random: its values, and a function that shows its real label."""
-    from autoint.samples import filterable
-    schema = model.schema
-    names = [f.name for f in filterable(schema)]
+    """A test sample of a data set in memory, picked by field values or at random: its values, and a function that
+    shows its real label."""
     filter_column, pick_column = st.columns([3, 2])
     with filter_column:
-        chosen = st.multiselect("Pick a test sample by these fields", names, key="explore_filter_fields",
-                                max_selections=4, help="Each field offers its values among the test samples that "
-                                                       "pass the filters before it, most frequent first.")
-        where: list[tuple[str, str]] = []
-        for name in chosen:
-            f = schema[name]
-            search = ""
-            if state.large_vocabulary(f):  # too many values to list: search them, the most frequent first
-                search_column, value_column = st.columns([1, 2])
-                search = search_column.text_input(f"Search {name}", key=f"explore_search_{name}",
-                                                  placeholder="part of a value")
-            else:  # a short list: every value the matching samples hold
-                value_column = st.container()
-            options = state.field_values(key, run_path, tuple(where), name, search.strip(), state.VALUES_LISTED)
-            if not options:
-                value_column.warning(f"No {name} value among the matching test samples holds {search!r}.")
-                continue
-            counts = dict(options)
-            value = value_column.selectbox(
-                f"{name} value", list(counts), key=f"explore_value_{name}",
-                format_func=lambda v, f=f, counts=counts: f"{f.show(v).split('=', 1)[1]} · {counts[v]:,} samples",
-                help=(f"the {len(counts)} most frequent {'matching ' if search else ''}values; search for others"
-                      if state.large_vocabulary(f) else "every value among the matching test samples, most "
-                                                        "frequent first"))
-            where.append((name, value))
-    positions = state.matching_rows(key, run_path, tuple(where))
-    row = state.current_row(source, run_path)
+        where = field_filters("")
     with pick_column:
-        if len(positions) == 0:
-            st.warning("No test sample has all these values; remove a filter.")
-            st.stop()
-        if row.position not in set(positions.tolist()):  # the filters changed: their first sample
-            state.choose_row(source, int(positions[0]))
-            row = state.current_row(source, run_path)
-        order = {int(p): i for i, p in enumerate(positions.tolist())}
-        st.session_state["explore_match"] = order[row.position] + 1
-        st.number_input(f"Sample (of {len(positions):,} matching test samples)", 1, len(positions),
-                        key="explore_match", on_change=lambda: state.choose_row(
-                            source, int(positions[st.session_state["explore_match"] - 1])))
-        st.button("Random sample", key="explore_random", icon=":material/casino:",
-                  on_click=lambda: state.choose_row(source, random_position(positions)))
+        row = pick_among(where, "")
         st.caption(f"test sample {row.position:,} (row {row.index + 1:,} of the data)")
     return row.values, real_label(row)
 
@@ -166,7 +185,7 @@ if source.is_movielens:
 else:
     prepared = state.prepared_for(source, run_path)
     st.caption(f"Pick a sample of {source.label}'s test split "
-               + ("by its position" if prepared is not None else "by its field values")
+               + ("by its field values or its position" if prepared is not None else "by its field values")
                + ", or at random. The model predicts the click-through rate (CTR); its attention shows which fields "
                  "each field combined with.")
     values, show_label = pick_prepared_row(prepared) if prepared is not None else pick_row()

@@ -416,11 +416,19 @@ def choose_row(source: DataSource, position: int) -> None:
     st.session_state.setdefault("rows", {})[source.key] = int(position)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def matching_rows(key: str, run_path: str, where: tuple):
-    """Test-split positions of the samples with these (field, value) pairs."""
+def _pickable(key: str, run_path: str):
+    """What samples are picked from: the prepared copy the run was trained on (filters read only their fields'
+    columns), else the data set in memory."""
+    prepared = prepared_for(source_of(key), run_path)
+    return prepared if prepared is not None else dataset(key, run_path)
+
+
+@st.cache_data(max_entries=64, show_spinner="Finding the matching test samples ...")
+def matching_rows(key: str, run_path: str, where: tuple, copy: str = ""):
+    """Test-split positions (ascending) of the samples with these (field, value) pairs; `copy` is the prepared
+    copy's fingerprint, when there is one, so that a rebuilt copy is read again."""
     from autoint.samples import matching
-    return matching(dataset(key, run_path), "test", dict(where))
+    return matching(_pickable(key, run_path), "test", dict(where))
 
 
 # A picker lists a field's values in a selectbox up to this many; a bigger vocabulary gets a search box instead, and
@@ -435,13 +443,14 @@ def large_vocabulary(f) -> bool:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def field_values(key: str, run_path: str, where: tuple, name: str, search: str, limit: int = VALUES_LISTED):
+def field_values(key: str, run_path: str, where: tuple, name: str, search: str, limit: int = VALUES_LISTED,
+                 copy: str = ""):
     """A field's values among the test samples that pass `where`, most frequent first, with their counts;
-    `search` keeps those whose text holds it. At most `limit`: a vocabulary can hold a million values."""
+    `search` keeps those whose text holds it. At most `limit`: a vocabulary can hold a million values. `copy`: as
+    for `matching_rows`."""
     from autoint.samples import value_counts
-    data = dataset(key, run_path)
-    positions = matching_rows(key, run_path, where) if where else None
-    return value_counts(data, "test", name, positions, search=search, limit=limit)
+    positions = matching_rows(key, run_path, where, copy) if where else None
+    return value_counts(_pickable(key, run_path), "test", name, positions, search=search, limit=limit)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)

@@ -363,6 +363,31 @@ class Prepared:
             table = table.take(pa.array(np.argsort(by_position, kind="stable")))
         return table
 
+    def field_slots(self, split: str, name: str) -> np.ndarray:
+        """One categorical or multi-valued field's vocabulary slots over a whole split, in split order: (n,) int32,
+        or (n, max_len) with -1 pads. Only that column is read (a test split of 1M rows: 4 MB a categorical field),
+        never the rows: what picking a sample by field values needs."""
+        f = self.schema[name]
+        if f.kind == "numeric":
+            raise UsageError(f"{name} is numeric: it has no vocabulary slots.")
+        parts = []
+        for g in self.row_groups(split):
+            try:
+                column = pq.ParquetFile(g.file).read_row_group(g.index, columns=[name]).column(name)
+            except (OSError, pa.ArrowException) as exc:
+                raise DataError(f"{g.file}: row group {g.index} cannot be read ({str(exc):.200}); run "
+                                f"`python -m autoint prepare` again.") from exc
+            if len(column) != g.rows:
+                raise DataError(f"{g.file}: row group {g.index} has {len(column)} rows, {MANIFEST} says {g.rows}; "
+                                "the file was changed after it was prepared. Prepare it again.")
+            if f.kind == "multivalued":
+                parts.append(column.combine_chunks().flatten().to_numpy().reshape(g.rows, f.max_len))
+            else:
+                parts.append(column.to_numpy())
+        if not parts:
+            return np.zeros((0, f.max_len) if f.kind == "multivalued" else (0,), dtype=np.int32)
+        return np.concatenate(parts)
+
     def read_rows(self, split: str, positions) -> tuple[FieldTensors, torch.Tensor]:
         """The encoded inputs and labels of a split's rows at `positions` (any order), in that order; only the
         row groups that hold one are read."""

@@ -77,47 +77,54 @@ def filterable(schema: Schema) -> list[Field]:
     return [f for f in schema.fields if f.kind != "numeric"]
 
 
-def matching(dataset, split: str, where: dict | None = None) -> np.ndarray:
-    """(n,) int64: the positions in the split of the samples whose every field in `where` has that value (a
-    multi-valued field: holds that value). Values are raw vocabulary entries, `<unknown>` included."""
-    rows = torch.from_numpy(_split_rows(dataset, split))
-    keep = torch.ones(len(rows), dtype=torch.bool)
+def _split_slots(data, split: str, f: Field) -> np.ndarray:
+    """(n,) or (n, max_len) vocabulary slots of a categorical or multi-valued field over a split: from a data set in
+    memory, or read from a prepared copy (`Prepared.field_slots`: that column alone)."""
+    if hasattr(data, "field_slots"):
+        return data.field_slots(split, f.name)
+    rows = torch.from_numpy(_split_rows(data, split))
+    kind, j = _column(data, f)
+    return (data.inputs.categorical if kind == "categorical" else data.inputs.multivalued)[rows, j].numpy()
+
+
+def _split_size(data, split: str) -> int:
+    return data.rows(split) if hasattr(data, "field_slots") else len(_split_rows(data, split))
+
+
+def matching(data, split: str, where: dict | None = None) -> np.ndarray:
+    """(n,) int64, ascending: the positions in the split of the samples whose every field in `where` has that value
+    (a multi-valued field: holds that value). Values are raw vocabulary entries, `<unknown>` included. `data` is a
+    data set in memory or a prepared copy (which reads only the filtered fields' columns)."""
+    keep = np.ones(_split_size(data, split), dtype=bool)
     for name, value in (where or {}).items():
-        f = dataset.schema[name]
+        f = data.schema[name]
         if f.kind == "numeric":
             raise SampleError(f"{name} is numeric: pick samples by a categorical field's value instead.")
         if value != UNKNOWN and value not in f._lookup:
             raise SampleError(f"{f.show(value)} is not a value the model knows, so no sample has it.")
-        kind, j = _column(dataset, f)
-        slot = f.index(value)
-        if kind == "categorical":
-            keep &= dataset.inputs.categorical[rows, j] == slot
-        else:
-            keep &= (dataset.inputs.multivalued[rows, j] == slot).any(-1)
-    return torch.nonzero(keep).view(-1).numpy()
+        slots, slot = _split_slots(data, split, f), f.index(value)
+        keep &= slots == slot if slots.ndim == 1 else (slots == slot).any(-1)
+    return np.flatnonzero(keep).astype(np.int64)
 
 
-def value_counts(dataset, split: str, name: str, positions: np.ndarray | None = None,
+def value_counts(data, split: str, name: str, positions: np.ndarray | None = None,
                  search: str = "", limit: int = 100) -> list[tuple[str, int]]:
-    """A field's values among a split's samples (or the given positions in it), most frequent first, each with
-    its count; `search` keeps values whose raw or displayed text holds it (any case). At most `limit`."""
-    f = dataset.schema[name]
+    """A field's values among a split's samples (or the given positions in it), most frequent first (ties: in
+    vocabulary order), each with its count; `search` keeps values whose raw or displayed text holds it (any case).
+    At most `limit`. `data` is a data set in memory or a prepared copy (which reads only this field's column)."""
+    f = data.schema[name]
     if f.kind == "numeric":
         raise SampleError(f"{name} is numeric: it has no values to list.")
-    rows = _split_rows(dataset, split)
+    slots = _split_slots(data, split, f)
     if positions is not None:
-        rows = rows[np.asarray(positions, dtype=np.int64)]
-    kind, j = _column(dataset, f)
-    index = torch.from_numpy(rows)
-    slots = dataset.inputs.categorical[index, j] if kind == "categorical" else dataset.inputs.multivalued[index, j]
-    flat = slots[slots >= 0] if kind == "multivalued" else slots  # every value a sample holds (-1 pads)
+        slots = slots[np.asarray(positions, dtype=np.int64)]
+    flat = slots[slots >= 0] if slots.ndim == 2 else slots.reshape(-1)  # every value a sample holds (-1 pads)
     if len(flat) == 0:
         return []
-    unique, counts = torch.unique(flat, return_counts=True)
-    order = torch.argsort(counts, descending=True, stable=True)
+    unique, counts = np.unique(flat, return_counts=True)
     text = search.strip().lower()
     out = []
-    for k in order.tolist():
+    for k in np.argsort(-counts, kind="stable").tolist():
         value = f.vocab[int(unique[k])]
         if text and text not in value.lower() and text not in f.display.get(value, value).lower():
             continue

@@ -243,3 +243,29 @@ def test_compare_reads_the_runs_metrics_without_hashing_their_vocabularies_on_ea
     loaded = len(reads)
     at.run()
     assert not at.exception and len(reads) == loaded
+
+
+def test_explore_picks_a_sample_of_the_copy_by_field_values_reading_columns_only(env, monkeypatch):
+    """The field filters on a prepared copy: each value list comes from the copy's test split (that field's column),
+    the sample is the first match and then any match, and the data set is never read whole."""
+    from autoint.samples import matching, value_counts
+    folder, prepared, runs = env
+    refuse_reading_whole(monkeypatch)
+    at = start()
+    at.multiselect(key="explore_filter_fields").set_value(["C3"]).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    top = value_counts(prepared, "test", "C3", limit=3)
+    picker = at.selectbox(key="explore_value_C3")
+    assert picker.value == top[0][0] and list(picker.options)[0].endswith(f"· {top[0][1]:,} samples")
+    value = next(v for v, _ in top if v != "<unknown>")
+    at.selectbox(key="explore_value_C3").set_value(value).run()
+    positions = matching(prepared, "test", {"C3": value})
+    match = at.number_input(key="explore_match")
+    assert match.max == len(positions) and match.value == 1
+    assert f"`C3={value}`" in texts(at.markdown)
+    assert f"test sample {positions[0]:,} of the prepared copy" in texts(at.caption)
+    at.number_input(key="explore_match").set_value(len(positions)).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert f"test sample {positions[-1]:,} of the prepared copy" in texts(at.caption)
+    at.multiselect(key="explore_filter_fields").set_value([]).run()  # no filter: the position picker again
+    assert at.number_input(key="explore_position").value == positions[-1]

@@ -259,6 +259,14 @@ def test_multivalued_join_and_derived_fields_encode_as_in_memory(tmp_path):
     got = [prepared.read_split(s)[0] for s in SPLITS]
     for k in range(3):
         assert torch.equal(torch.cat([g[k] for g in got]), expected[k])
+    # picking samples by a multi-valued field's value on the copy (its column alone) agrees with memory
+    from autoint.samples import matching, value_counts
+    memory = prepared.to_dataset()
+    name = prepared.schema.of_kind("multivalued")[0].name
+    top = value_counts(prepared, "test", name, limit=3)
+    assert top == value_counts(memory, "test", name, limit=3) and top
+    np.testing.assert_array_equal(matching(prepared, "test", {name: top[0][0]}),
+                                  matching(memory, "test", {name: top[0][0]}))
 
 
 @pytest.mark.parametrize("bits", [2, 12])

@@ -87,3 +87,33 @@ def test_spread_positions_read_a_few_row_groups_spread_over_the_split(prepared):
     assert len(spread_positions(prepared, "train", rows=10**9, groups=2)) == groups[0].rows + groups[-1].rows
     uneven = spread_positions(prepared, "train", rows=10, groups=3, seed=0)  # never more than asked for
     assert len(uneven) == 10 and len(set(uneven.tolist())) == 10
+
+
+def test_picking_by_field_values_on_a_copy_reads_only_columns_and_agrees_with_memory(prepared, monkeypatch):
+    """samples.value_counts and samples.matching on the copy (Explore's filters over a prepared copy) give what they
+    give on the same data in memory, reading each filtered field's column, never a row group's rows."""
+    from autoint.samples import SampleError, matching, value_counts
+    memory = prepared.to_dataset()
+    monkeypatch.setattr(type(prepared), "_table", lambda self, group: pytest.fail("read a whole row group"))
+    top = value_counts(prepared, "test", "C3", limit=5)
+    assert top == value_counts(memory, "test", "C3", limit=5) and len(top) == 5
+    assert [n for _, n in top] == sorted((n for _, n in top), reverse=True)
+    value = next(v for v, _ in top if v != UNKNOWN)
+    one = matching(prepared, "test", {"C3": value})
+    np.testing.assert_array_equal(one, matching(memory, "test", {"C3": value}))
+    assert len(one) == dict(top)[value] and np.all(np.diff(one) > 0)
+    second = value_counts(prepared, "test", "C1", one)
+    assert second == value_counts(memory, "test", "C1", one) and sum(n for _, n in second) == len(one)
+    both = matching(prepared, "test", {"C3": value, "C1": second[0][0]})
+    np.testing.assert_array_equal(both, matching(memory, "test", {"C3": value, "C1": second[0][0]}))
+    assert len(both) == second[0][1]
+    assert value_counts(prepared, "test", "C3", search=value[2:6]) == value_counts(memory, "test", "C3",
+                                                                                   search=value[2:6])
+    np.testing.assert_array_equal(matching(prepared, "test"), np.arange(prepared.rows("test")))
+    with pytest.raises(SampleError, match="is not a value the model knows"):
+        matching(prepared, "test", {"C3": "not-a-value"})
+    with pytest.raises(SampleError, match="I1 is numeric"):
+        value_counts(prepared, "test", "I1")
+    monkeypatch.undo()
+    picked = prepared.take("test", both).frame
+    assert set(picked["C3"].to_list()) == {value} and set(picked["C1"].to_list()) == {second[0][0]}
