@@ -8,7 +8,7 @@ import streamlit as st
 
 from app import state
 from autoint.errors import AutoIntError
-from autoint.figures import attention_grid, training_curves
+from autoint.figures import attention_grid, field_names, training_curves
 from autoint.jobs import ACTIVE
 from autoint.model import PRESET_DESCRIPTIONS, PRESETS, AutoIntConfig, ConfigError
 from autoint.runs import read_manifest
@@ -276,7 +276,10 @@ for column, path in zip(st.columns(2), chosen):
         explanation = state.explanation(path, source.key, values)
         st.metric(f"CTR under {names[path]}", f"{explanation.ctr:.1%}")
         if model.config.layers:
-            state.show_figure(attention_grid(explanation.attention, explanation.labels, title=names[path]),
+            # half a page wide: rows named by field alone (the sample's values are the same under both runs), so
+            # long values such as a genre list do not squeeze the maps to slivers
+            state.show_figure(attention_grid(explanation.attention, field_names(explanation.labels),
+                                             title=names[path]),
                               f"attention-{names[path]}", f"compare_{names[path]}")
         else:
             st.caption("0 layers: no attention.")
