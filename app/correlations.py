@@ -12,7 +12,7 @@ import streamlit as st
 from app import state
 from autoint.explain import describe_slice
 from autoint.figures import (agreement_bars, agreement_scatter, attention_grid, attention_interaction_side_by_side,
-                             correlation_figure)
+                             correlation_cells_written, correlation_figure)
 from autoint.interactions import (DEFAULT_BUDGET, EXACT_MAX_FIELDS, agreement, head_entropy, matrix_to_pairs,
                                   near_uniform, pair_index)
 from autoint.sampling import (DEFAULT_SEED, correlations_of_sample, default_interaction_rows, default_size,
@@ -112,8 +112,10 @@ state.show_figure(correlation_figure(result.per_layer, fields, count=result.coun
                   "dataset-correlations", "corr_layers")
 st.caption((f"Averaged over {sample.describe()}. " if result.count == len(sample) else
             f"Averaged over the {result.count:,} samples with {result.description} among {sample.describe()}. ")
-           + f"Colour: each weight against uniform attention (1/{F} = {1 / F:.3f}); the cells give the weight itself. "
-           "Titles give the entropy as a fraction of log F (1 = uniform).")
+           + f"Colour: each weight against uniform attention (1/{F} = {1 / F:.3f}); "
+           + ("the cells give the weight itself. " if correlation_cells_written(len(result.per_layer), F)
+              else "the hover gives the weight itself. ")
+           + "Titles give the entropy as a fraction of log F (1 = uniform).")
 
 st.subheader("Attention beside the interactions the model really uses")
 default_rows = default_interaction_rows(F, len(sample))

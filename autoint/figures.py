@@ -667,6 +667,12 @@ def attribution_bars(attributions: Mapping[str, Sequence[float]], labels: Sequen
     return fig
 
 
+def correlation_cells_written(layers: int, fields: int) -> bool:
+    """Whether `correlation_figure` writes each weight in its cells: up to 3 layers (4 panels) and MANY_FIELDS
+    fields; past that the numbers are too small to read and the hover alone gives them."""
+    return layers + 1 <= 4 and fields <= MANY_FIELDS
+
+
 def correlation_figure(per_layer, fields: Sequence[str], *, count: int, description: str = "all samples",
                        entropy=None, uniform=None) -> go.Figure:
     """The paper's Fig. 7(b): mean attention over a set of samples, averaged over heads and layers,
@@ -680,8 +686,8 @@ def correlation_figure(per_layer, fields: Sequence[str], *, count: int, descript
     entropy, flags = _flags(entropy, uniform, (layers + 1,), "panel (all layers, then each layer)")
     matrices = [per_layer.mean(axis=0)] + list(per_layer)
     names = ["all layers"] + [f"layer {l + 1}" for l in range(layers)]
-    traces = [_attention_trace(matrix, fields, fields, f"{names[i]}<br>", show_values=len(matrices) <= 4,
-                               name=names[i])
+    written = correlation_cells_written(len(matrices) - 1, len(fields))
+    traces = [_attention_trace(matrix, fields, fields, f"{names[i]}<br>", show_values=written, name=names[i])
               for i, matrix in enumerate(matrices)]
     titles = [head_title(name, None if entropy is None else entropy[i], flags[i]) for i, name in enumerate(names)]
     fig = go.Figure(traces, _grid_layout(1, len(matrices), titles, traces))

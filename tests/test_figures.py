@@ -450,3 +450,14 @@ def test_attention_heatmap_writes_weights_in_cells_only_while_they_can_be_read()
         assert (trace.texttemplate == "%{text}") is written and (trace.text is not None) is written
         assert "weight α = %{customdata[0]:.3f}" in trace.hovertemplate
         np.testing.assert_allclose(np.asarray(trace.customdata)[..., 0], matrix)
+
+
+def test_correlation_figure_writes_weights_only_where_they_can_be_read():
+    """Fig. 7(b): numbers in the cells for up to 3 layers and MANY_FIELDS fields, else the hover alone (39 fields:
+    4 x 1,521 unreadable numbers)."""
+    for layers, fields, written in ((3, 7, True), (3, figures.MANY_FIELDS, True), (3, 39, False), (4, 7, False)):
+        per_layer = np.full((layers, fields, fields), 1 / fields)
+        fig = figures.correlation_figure(per_layer, [f"f{i}" for i in range(fields)], count=10)
+        assert figures.correlation_cells_written(layers, fields) is written
+        assert all((t.texttemplate == "%{text}") is written for t in fig.data) and len(fig.data) == layers + 1
+        assert all("weight α = %{customdata[0]:.3f}" in t.hovertemplate for t in fig.data)
