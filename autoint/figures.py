@@ -23,6 +23,7 @@ KEY_AXIS = "attends to field k (column)"
 CELL_PX = 46  # height per field row of a stand-alone heatmap, so long labels never overlap
 MANY_FIELDS = 16  # above this many fields (Criteo has 39) rows get MANY_PX and every label a small font
 MANY_PX = 18
+X_LABELS_MAX = 60  # columns of cells across a figure (maps side by side x fields) that keep their x labels legible
 SMALLEST_CHANGE_SCALE = 0.01  # a difference map's colour range never shrinks below this, so noise stays white
 METHOD_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]
 UNIFORM_SCALE = "RdBu_r"  # attention relative to uniform: red = more than 1/F, blue = less, white = uniform
@@ -44,11 +45,17 @@ def _row_px(fields: int) -> int:
     return CELL_PX if fields <= MANY_FIELDS else MANY_PX
 
 
-def _many_fields(fig: go.Figure, fields: int) -> go.Figure:
-    """With many fields, every field keeps its tick label (plotly would drop some) in a 9 px font, x labels upright."""
+def _many_fields(fig: go.Figure, fields: int, columns: int = 1) -> go.Figure:
+    """With many fields, every field keeps its tick label (plotly would drop some) in a 9 px font, x labels upright;
+    `columns` maps side by side. Past X_LABELS_MAX columns of cells across the figure the x labels would overlap
+    (4 maps x 39 fields): there they are left out and each x title says that the hover names the field."""
     if fields > MANY_FIELDS:
         fig.update_xaxes(tickfont=dict(size=9), tickangle=-90, dtick=1)
         fig.update_yaxes(tickfont=dict(size=9), dtick=1)
+        if fields * columns > X_LABELS_MAX:
+            fig.update_xaxes(showticklabels=False)
+            fig.for_each_xaxis(lambda axis: axis.update(title_text=f"{axis.title.text}; hover names it")
+                               if axis.title.text else None)
     return fig
 
 
@@ -281,7 +288,7 @@ def attention_grid(attention, labels: Sequence[str], *, title: str = "Attention 
     fig.update_layout(title=title, coloraxis=_uniform_axis(_uniform_bound(uniform_colour(attention))),
                       height=160 + layers * (70 + min(26, _row_px(len(labels))) * len(labels)),
                       margin=dict(l=10, r=10, t=80, b=10))
-    _many_fields(fig, len(labels))
+    _many_fields(fig, len(labels), columns=heads)
     return fig
 
 
@@ -301,7 +308,7 @@ def attention_before_after(before, after, labels: Sequence[str], *, title: str =
     fig = go.Figure(traces, _grid_layout(1, 2, titles, traces))
     fig.update_layout(title=title, coloraxis=_uniform_axis(_uniform_bound(traces[0].z, traces[1].z)),
                       height=max(360, 200 + _row_px(len(labels)) * len(labels)), margin=dict(l=10, r=10, t=80, b=10))
-    _many_fields(fig, len(labels))
+    _many_fields(fig, len(labels), columns=2)
     return fig
 
 
@@ -491,7 +498,7 @@ def attention_interaction_side_by_side(attention, interaction, labels: Sequence[
         coloraxis2=_interaction_axis(interaction, signed=signed, x=1.02, y=0.0, yanchor="bottom", len=0.48,
                                      title="interaction<br>(logit)" if signed else "mean<br>|interaction|<br>(logit)"),
         height=max(380, 220 + _row_px(len(labels)) * len(labels)), margin=dict(l=10, r=10, t=80, b=10), plot_bgcolor=BLANK)
-    _many_fields(fig, len(labels))
+    _many_fields(fig, len(labels), columns=2)
     return fig
 
 
@@ -694,7 +701,7 @@ def correlation_figure(per_layer, fields: Sequence[str], *, count: int, descript
     fig.update_layout(title=f"Mean attention over {count:,} samples ({description})",
                       coloraxis=_uniform_axis(_uniform_bound(uniform_colour(per_layer), uniform_colour(matrices[0]))),
                       height=160 + _row_px(len(fields)) * len(fields), margin=dict(l=10, r=10, t=80, b=10))
-    _many_fields(fig, len(fields))
+    _many_fields(fig, len(fields), columns=len(matrices))
     return fig
 
 

@@ -461,3 +461,26 @@ def test_correlation_figure_writes_weights_only_where_they_can_be_read():
         assert figures.correlation_cells_written(layers, fields) is written
         assert all((t.texttemplate == "%{text}") is written for t in fig.data) and len(fig.data) == layers + 1
         assert all("weight α = %{customdata[0]:.3f}" in t.hovertemplate for t in fig.data)
+
+
+def test_maps_too_dense_for_their_x_labels_leave_them_to_the_hover_and_say_so():
+    """39 fields in 2 or 4 maps side by side (78-156 columns of cells) would overlap their x labels: they are left
+    out and the x titles say the hover names the field; one map of 39, or a grid of 7, keeps them."""
+    F = 39
+    labels = [f"C{i}=v" for i in range(F)]
+    attention = np.full((3, 2, F, F), 1 / F)
+
+    def xaxes(fig):
+        return [fig.layout[k] for k in fig.layout if k.startswith("xaxis")]
+    for fig in (figures.attention_grid(attention, labels),
+                figures.attention_interaction_side_by_side(attention[0, 0], np.zeros((F, F)), labels, signed=True),
+                figures.correlation_figure(attention[:, 0], figures.field_names(labels), count=3)):
+        assert all(axis.showticklabels is False for axis in xaxes(fig))
+        titled = [axis.title.text for axis in xaxes(fig) if axis.title.text]
+        assert titled and all(t.endswith("; hover names it") for t in titled)
+        for trace in fig.data:  # the hover does name the column: %{x}, or a prebuilt text naming both fields
+            assert "%{x}" in trace.hovertemplate or f"× {labels[1]}" in str(np.asarray(trace.customdata)[0][1])
+    single = figures.attention_heatmap(attention[0, 0], labels)
+    assert single.layout.xaxis.showticklabels is not False and single.layout.xaxis.title.text == figures.KEY_AXIS
+    small = figures.attention_grid(np.full((3, 2, 7, 7), 1 / 7), [f"f{i}" for i in range(7)])
+    assert [a.showticklabels for a in xaxes(small)].count(True) == 2  # the bottom row's two maps
