@@ -819,7 +819,6 @@ def show_figure(fig, name: str, key: str) -> None:
 INTERACTION_BASELINES = {"mean": "training-mean embedding", "unknown": "the <unknown> value"}
 
 
-@st.cache_resource(max_entries=8)
 @st.cache_data(max_entries=64, show_spinner=False)
 def explanation(run_path: str, folder: str, values: dict, attributions: tuple[str, ...] = (),
                 interaction_kind: str | None = None):
@@ -835,6 +834,7 @@ def explanation(run_path: str, folder: str, values: dict, attributions: tuple[st
                           if interaction_kind else None)
 
 
+@st.cache_resource(max_entries=8)
 def interaction_baseline(run_path: str, folder: str, kind: str) -> torch.Tensor:
     """(1, F, d): what an absent field becomes in the interaction game (the IG baseline for "mean")."""
     from autoint.interactions import baseline_embedding

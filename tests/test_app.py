@@ -423,3 +423,6 @@ def test_explanations_are_computed_once_per_run_values_and_options(monkeypatch, 
     other = state.explanation(run_path, folder, catalog.sample(2, 3), ("integrated_gradients",), "mean")
     plain = state.explanation(run_path, folder, values)
     assert len(calls) == 3 and other.ctr != first.ctr and plain.interactions is None and not plain.attributions
+    # the baselines it takes stay cached resources of their own: one tensor per run, data source and kind
+    assert state.interaction_baseline(run_path, folder, "unknown") is state.interaction_baseline(run_path, folder,
+                                                                                                  "unknown")
