@@ -5,7 +5,7 @@ import numpy as np
 import streamlit as st
 
 from app import state
-from autoint.explain import METHOD_NAMES, WhatIf
+from autoint.explain import METHOD_NAMES, what_if
 from autoint.figures import (attention_before_after, attribution_bars, difference_heatmap, interaction_change_heatmap,
                              transition_labels)
 from autoint.interactions import near_uniform, pair_index
@@ -92,10 +92,8 @@ if emptied:
     st.error(f"{emptied[0]} needs at least one value; pick one or reset.")
     st.stop()
 
-for name in edits:
-    schema[name]  # an unknown field fails here, naming the fields
-result = WhatIf(*(state.explanation(run_path, folder, sample, ("integrated_gradients",), "mean")
-                  for sample in (values, {**values, **edits})), dict(edits))
+result = what_if(model, values, edits,
+                 explain=lambda sample: state.explanation(run_path, folder, sample, ("integrated_gradients",), "mean"))
 before, after = result.before, result.after
 
 old, new, change = st.columns(3)

@@ -275,13 +275,15 @@ class WhatIf:
                    if self.interaction_change is not None else {})}
 
 
-def what_if(model: AutoInt, values: dict, edits: dict, **explain_kwargs) -> WhatIf:
-    """Explain a sample before and after editing some field values (any field, genres and time included)."""
+def what_if(model: AutoInt, values: dict, edits: dict, *,
+            explain: Callable[[dict], SampleExplanation] | None = None, **explain_kwargs) -> WhatIf:
+    """Explain a sample before and after editing some field values (any field, genres and time included).
+    `explain` (values -> explanation) replaces `explain_sample(model, values, **explain_kwargs)`: the app passes
+    its cached one."""
     for name in edits:
         model.schema[name]  # unknown field names fail here, listing the fields
-    before = explain_sample(model, values, **explain_kwargs)
-    after = explain_sample(model, {**values, **edits}, **explain_kwargs)
-    return WhatIf(before, after, dict(edits))
+    explain = explain or (lambda sample: explain_sample(model, sample, **explain_kwargs))
+    return WhatIf(explain(values), explain({**values, **edits}), dict(edits))
 
 
 # ----------------------------------------------------------------------------- dataset level

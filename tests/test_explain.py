@@ -165,6 +165,20 @@ def test_what_if_refuses_unknown_values(trained_run, catalog):
         parse_edit(trained_run.schema, "Age=17")
 
 
+def test_what_if_takes_the_explain_function_it_is_given(trained_run, catalog):
+    """The app passes its cached explanation: called for the sample and for the edited sample, in that order;
+    unknown fields are refused before it runs."""
+    model, values = trained_run.model, catalog.sample(1, 2)
+    seen = []
+    result = what_if(model, values, {"Genre": ["Comedy"]},
+                     explain=lambda sample: seen.append(sample) or explain_sample(model, sample))
+    assert seen == [values, {**values, "Genre": ["Comedy"]}]
+    plain = what_if(model, values, {"Genre": ["Comedy"]})
+    assert result.ctr_change == plain.ctr_change and np.array_equal(result.attention_change, plain.attention_change)
+    with pytest.raises(SchemaError, match="unknown field 'Colour'"):
+        what_if(model, values, {"Colour": "red"}, explain=lambda sample: pytest.fail("explained an unknown field"))
+
+
 def test_correlations_equal_mean_of_masked_attention(trained_run, synth_dataset):
     model = trained_run.model
     x, y = synth_dataset.split("test")
