@@ -302,9 +302,10 @@ class Prepared:
                 first += int(n)
         return out
 
-    def _table(self, group: RowGroup) -> pa.Table:
+    def _table(self, group: RowGroup, columns: list[str] | None = None) -> pa.Table:
+        """One row group, checked against the manifest; only `columns` when given."""
         try:
-            table = pq.ParquetFile(group.file).read_row_group(group.index)
+            table = pq.ParquetFile(group.file).read_row_group(group.index, columns=columns)
         except (OSError, pa.ArrowException) as exc:
             raise DataError(f"{group.file}: row group {group.index} cannot be read ({str(exc):.200}); run "
                             f"`python -m autoint prepare` again.") from exc
@@ -372,14 +373,7 @@ class Prepared:
             raise UsageError(f"{name} is numeric: it has no vocabulary slots.")
         parts = []
         for g in self.row_groups(split):
-            try:
-                column = pq.ParquetFile(g.file).read_row_group(g.index, columns=[name]).column(name)
-            except (OSError, pa.ArrowException) as exc:
-                raise DataError(f"{g.file}: row group {g.index} cannot be read ({str(exc):.200}); run "
-                                f"`python -m autoint prepare` again.") from exc
-            if len(column) != g.rows:
-                raise DataError(f"{g.file}: row group {g.index} has {len(column)} rows, {MANIFEST} says {g.rows}; "
-                                "the file was changed after it was prepared. Prepare it again.")
+            column = self._table(g, [name]).column(name)
             if f.kind == "multivalued":
                 parts.append(column.combine_chunks().flatten().to_numpy().reshape(g.rows, f.max_len))
             else:
