@@ -611,8 +611,9 @@ def _label_positions(x: np.ndarray, y: np.ndarray, labels: Sequence[str], *, ord
             return sum(max(0.0, min(box[1], b[1]) - max(box[0], b[0])) * max(0.0, min(box[3], b[3]) - max(box[2], b[2]))
                        for b in placed)
 
-        best = min(boxes, key=lambda name: (clash(boxes[name]), list(boxes).index(name)))
-        if most is not None and clash(boxes[best]) > 0:
+        overlap = {name: clash(box) for name, box in boxes.items()}
+        best = min(overlap, key=overlap.get)  # the least overlap; ties: the first in the order above
+        if most is not None and overlap[best] > 0:
             continue
         positions[i] = best
         placed.append(boxes[best])
