@@ -12,7 +12,7 @@ import torch
 
 from app import state
 from autoint.datasets.download import DownloadError, download_ml1m
-from autoint.jobs import ACTIVE
+from autoint.training.jobs import ACTIVE
 
 st.set_page_config(page_title="AutoInt Explorer", page_icon=":material/hub:", layout="wide")
 torch.set_num_threads(state.APP_THREADS)  # the other cores are for a background training job
@@ -102,7 +102,7 @@ def choose_data_set(source: state.DataSource) -> None:
 
 def offer_prepare(source: state.DataSource) -> None:
     """A big data set (raw files over state.PREPARE_OVER_BYTES) not prepared yet: a button that prepares it once in
-    the background (autoint.prepared), with its progress; new runs then train on the copy, and the pages read the
+    the background (autoint.datasets.prepared), with its progress; new runs then train on the copy, and the pages read the
     samples of a run trained on it from the copy."""
     size = state.raw_bytes(source)
     if size <= state.PREPARE_OVER_BYTES:

@@ -1,7 +1,7 @@
 """Dataset correlations: attention averaged over a seeded sample of the test split (the paper's Fig. 7(b)) beside
 the interactions the model really uses, with their agreement, sliced at will.
 
-Both views run on one seeded sample of the split (autoint.sampling: the whole split up to 20,000 samples), whose
+Both views run on one seeded sample of the split (autoint.explain.sampling: the whole split up to 20,000 samples), whose
 size and seed the page shows and takes; they are computed in the background with a progress bar and kept per run,
 data, sample and slice (app/state.py `submit`), so another visit, or another session, finds them done."""
 from __future__ import annotations
@@ -10,14 +10,14 @@ import numpy as np
 import streamlit as st
 
 from app import state
-from autoint.explain import describe_slice
+from autoint.explain.explanation import describe_slice
 from autoint.figures import (agreement_bars, agreement_scatter, attention_grid, attention_interaction_side_by_side,
                              correlation_cells_written, correlation_figure)
-from autoint.interactions import (DEFAULT_BUDGET, EXACT_MAX_FIELDS, agreement, head_entropy, matrix_to_pairs,
+from autoint.explain.interactions import (DEFAULT_BUDGET, EXACT_MAX_FIELDS, agreement, head_entropy, matrix_to_pairs,
                                   near_uniform, pair_index)
-from autoint.sampling import (DEFAULT_SEED, correlations_of_sample, default_interaction_rows, default_size,
+from autoint.explain.sampling import (DEFAULT_SEED, correlations_of_sample, default_interaction_rows, default_size,
                               interactions_of_sample)
-from autoint.schema import UNKNOWN
+from autoint.data.schema import UNKNOWN
 
 ANY = "(any)"
 SPLIT = "test"

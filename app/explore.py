@@ -9,11 +9,11 @@ import numpy as np
 import streamlit as st
 
 from app import state
-from autoint.explain import METHOD_NAMES
+from autoint.explain.explanation import METHOD_NAMES
 from autoint.figures import (MANY_FIELDS, agreement_bars, agreement_scatter, attention_grid, attention_heatmap,
                              attention_interaction_side_by_side, attribution_bars)
-from autoint.interactions import matrix_to_pairs, pair_index
-from autoint.samples import random_position
+from autoint.explain.interactions import matrix_to_pairs, pair_index
+from autoint.data.samples import random_position
 
 DEFAULT_METHODS = ["integrated_gradients", "feature_ablation"]  # Shapley sampling costs ~0.4 s more per sample
 
@@ -80,7 +80,7 @@ def field_filters(copy: str) -> list[tuple[str, str]]:
     """Up to four (field, value) filters: each field offers its values among the test samples that pass the filters
     before it, most frequent first (a large vocabulary is searched, not listed: it can hold a million values).
     `copy`: the prepared copy's fingerprint, or "" for a data set in memory."""
-    from autoint.samples import filterable
+    from autoint.data.samples import filterable
     schema = model.schema
     chosen = st.multiselect("Pick a test sample by these fields", [f.name for f in filterable(schema)],
                             key="explore_filter_fields", max_selections=4,

@@ -6,8 +6,8 @@ import streamlit as st
 
 from app import state
 from autoint.figures import agreement_scatter, matrix_heatmap
-from autoint.interactions import matrix_to_pairs, pair_index
-from autoint.steps import layer_steps
+from autoint.explain.interactions import matrix_to_pairs, pair_index
+from autoint.explain.steps import layer_steps
 
 now = state.current()
 folder, run_path, model, values = now.key, now.run_path, now.model, now.values

@@ -6,8 +6,9 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
-from autoint import figures, paper
-from autoint.train import TrainConfig
+from autoint import figures
+from autoint.training import paper
+from autoint.training.train import TrainConfig
 
 st.title("Reproducing the paper")
 st.caption("Song et al., *AutoInt*, CIKM 2019, MovieLens-1M. Our numbers come from `benchmarks/reproduce.py` "

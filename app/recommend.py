@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import state
-from autoint.recommend import recommend
+from autoint.explain.recommend import recommend
 
 folder, cat, run_path, model, sample = state.exploring()
 

@@ -17,21 +17,22 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from autoint.data import DataError
+from autoint.data.dataset import DataError
 from autoint.datasets import BUILTIN_SPECS, MOVIELENS, builtin_spec, read_spec, resolve_data_dir
-from autoint.datasets.movielens import AGE_NAMES, OCCUPATION_NAMES, Catalog, load_dataset, read_movielens
+from autoint.datasets.movielens import AGE_NAMES, OCCUPATION_NAMES, Catalog, load_movielens, read_movielens
 from autoint.datasets.synth import GROUND_TRUTH, generate_movielens
 from autoint.errors import AutoIntError
-from autoint.explain import mean_embedding
+from autoint.explain.baselines import mean_embedding
 from autoint.figures import figure_csv, figure_html, plotly_config
-from autoint import jobs
-from autoint.background import QUEUED, BackgroundRunner, Task
-from autoint.jobs import ACTIVE, Job, JobQueue
-from autoint.model import AutoIntConfig
-from autoint.recommend import ItemScorer
-from autoint.runs import CheckpointError, clean_staging, list_runs, load_run
-from autoint.samples import Row
-from autoint.train import TrainConfig, pick_device
+from autoint.training import jobs
+from autoint.workspace.background import QUEUED, BackgroundRunner, Task
+from autoint.training.jobs import ACTIVE, Job, JobQueue
+from autoint.model.autoint import AutoIntConfig
+from autoint.explain.recommend import ItemScorer
+from autoint.training.runs import CheckpointError, clean_staging, list_runs, load_run
+from autoint.data.samples import Row
+from autoint.training.metrics import pick_device
+from autoint.training.train import TrainConfig
 
 SYNTHETIC_DIR = Path("data/synthetic")
 # The offline default: big enough for the planted interactions to be learnt, small enough to train in seconds.
@@ -212,7 +213,7 @@ def dataset(folder: str, run_path: str):
     key: a MovieLens folder, or a data set read by its spec (`DataSource.key`)."""
     source = source_of(folder)
     if source.is_movielens:
-        return load_dataset(folder, schema=load_model(run_path).schema)
+        return load_movielens(folder, schema=load_model(run_path).schema)
     from autoint.datasets import load_dataset as load_any
     return load_any(source.dataset, spec=source.spec, data_dir=source.folder, schema=load_model(run_path).schema)
 
@@ -235,7 +236,7 @@ def baseline(run_path: str, folder: str) -> torch.Tensor:
     row groups (`sampling.spread_positions`), so the data set is never loaded whole."""
     prepared = prepared_for(source_of(folder), run_path)
     if prepared is not None:
-        from autoint.sampling import spread_positions
+        from autoint.explain.sampling import spread_positions
         return mean_embedding(load_model(run_path), prepared.read_rows("train", spread_positions(prepared))[0])
     return mean_embedding(load_model(run_path), dataset(folder, run_path).split("train")[0])
 
@@ -254,7 +255,7 @@ def job_queue(root: str) -> JobQueue:
 
 
 def mark_activity() -> None:
-    """Someone is exploring: a background trainer gives the app its cores back (autoint.jobs.ThreadPacer)."""
+    """Someone is exploring: a background trainer gives the app its cores back (autoint.training.jobs.ThreadPacer)."""
     try:
         jobs.mark_activity(runs_root())
     except OSError:  # a read-only runs folder: nothing trains there either
@@ -378,7 +379,7 @@ def current_row(source: DataSource, run_path: str):
     """This session's sample of a data set other than MovieLens: a position in its test split (the first
     sample to begin with), kept per data set. For a run trained on the prepared copy it is read from the copy (one
     row group: `prepared_row`), else from the data set in memory."""
-    from autoint.samples import SampleError, split_row
+    from autoint.data.samples import SampleError, split_row
     rows = st.session_state.setdefault("rows", {})
     prepared = prepared_for(source, run_path)
     if prepared is not None:
@@ -405,7 +406,7 @@ class PreparedRow(Row):
 @st.cache_data(max_entries=64, show_spinner="Reading the sample from the prepared copy ...")
 def prepared_row(path: str, fingerprint: str, split: str, position: int, _prepared=None) -> PreparedRow:
     """The `position`-th sample of a prepared split, decoded (`Prepared.take`: its raw values, label and line)."""
-    from autoint.samples import raw_values
+    from autoint.data.samples import raw_values
     data = _prepared.take(split, [position])
     record = data.frame.row(0, named=True)
     return PreparedRow(split, position, position, raw_values(data.schema, record), int(record["label"]),
@@ -427,7 +428,7 @@ def _pickable(key: str, run_path: str):
 def matching_rows(key: str, run_path: str, where: tuple, copy: str = ""):
     """Test-split positions (ascending) of the samples with these (field, value) pairs; `copy` is the prepared
     copy's fingerprint, when there is one, so that a rebuilt copy is read again."""
-    from autoint.samples import matching
+    from autoint.data.samples import matching
     return matching(_pickable(key, run_path), "test", dict(where))
 
 
@@ -448,7 +449,7 @@ def field_values(key: str, run_path: str, where: tuple, name: str, search: str, 
     """A field's values among the test samples that pass `where`, most frequent first, with their counts;
     `search` keeps those whose text holds it. At most `limit`: a vocabulary can hold a million values. `copy`: as
     for `matching_rows`."""
-    from autoint.samples import value_counts
+    from autoint.data.samples import value_counts
     positions = matching_rows(key, run_path, where, copy) if where else None
     return value_counts(_pickable(key, run_path), "test", name, positions, search=search, limit=limit)
 
@@ -457,7 +458,7 @@ def field_values(key: str, run_path: str, where: tuple, name: str, search: str, 
 def vocabulary_matches(run_path: str, name: str, search: str, limit: int = VALUES_LISTED) -> list[str]:
     """The values of a field's vocabulary (the model's) that hold `search`, in the vocabulary's order (most frequent
     in training first, for a spec data set), at most `limit`."""
-    from autoint.samples import search_vocabulary
+    from autoint.data.samples import search_vocabulary
     return search_vocabulary(load_model(run_path).schema[name], search, limit)
 
 
@@ -469,7 +470,7 @@ QUICK_S = 0.5  # a computation that ends within this is drawn in the same script
 
 @st.cache_resource
 def background() -> BackgroundRunner:
-    """The server's background computations (autoint.background): one at a time, since each uses this process's
+    """The server's background computations (autoint.workspace.background): one at a time, since each uses this process's
     APP_THREADS torch threads and a second at once would only halve both; each key computed once for every session,
     the newest results kept in memory."""
     return BackgroundRunner(workers=1, keep=32)
@@ -477,7 +478,7 @@ def background() -> BackgroundRunner:
 
 @st.cache_resource
 def preparer() -> BackgroundRunner:
-    """Preparing a data set (autoint.prepared.prepare, minutes on a big file) runs apart from the views, one at a
+    """Preparing a data set (autoint.datasets.prepared.prepare, minutes on a big file) runs apart from the views, one at a
     time: polars parses with its own thread pool, so a second at once would only share the same cores."""
     return BackgroundRunner(workers=1, keep=8, name="autoint-prepare")
 
@@ -557,7 +558,7 @@ def needs_preparing(source: DataSource) -> bool:
 
 
 def prepared_copy(source: DataSource):
-    """The data source's prepared copy (autoint.prepared) when it is up to date, else None. The freshness check
+    """The data source's prepared copy (autoint.datasets.prepared) when it is up to date, else None. The freshness check
     (the manifest read, each source's fingerprint) runs once per state of the files: its answer is kept per
     (source, the size and mtime of each raw file, of the spec file and of the copy's manifest), so a rerun only
     stats the files.
@@ -568,7 +569,7 @@ def prepared_copy(source: DataSource):
     when its row group is read, the vocabularies when the copy is opened again)."""
     if source.is_movielens:
         return None
-    from autoint.prepared import MANIFEST, default_dir, source_paths
+    from autoint.datasets.prepared import MANIFEST, default_dir, source_paths
     try:
         spec = source_spec(source)
         out = default_dir(spec, source.folder)
@@ -590,7 +591,7 @@ def _stat(path: Path) -> tuple[int, int]:
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _fresh_copy(key: str, out: str, stamp: tuple):
     """The copy at `out`, opened, when it is up to date for the files as `stamp` saw them (prepared.is_prepared)."""
-    from autoint.prepared import Prepared, is_prepared
+    from autoint.datasets.prepared import Prepared, is_prepared
     source = source_of(key)
     try:
         return Prepared.open(out) if is_prepared(out, source_spec(source), source.folder) else None
@@ -614,8 +615,8 @@ def _same_schema(run_path: str, path: str, fingerprint: str, _prepared=None) -> 
 
 
 def prepare_source(source: DataSource) -> Task:
-    """Prepare a data source in the background (`autoint.prepared.prepare`), once: its task, with progress."""
-    from autoint.prepared import prepare
+    """Prepare a data source in the background (`autoint.datasets.prepared.prepare`), once: its task, with progress."""
+    from autoint.datasets.prepared import prepare
     spec = source_spec(source)
 
     def compute(progress):
@@ -636,7 +637,7 @@ def views_data(source: DataSource, run_path: str, split: str, size: int, seed: i
     prepared sample is read in the background, with progress."""
     prepared = prepared_for(source, run_path)
     if prepared is not None:
-        from autoint.sampling import prepared_sample
+        from autoint.explain.sampling import prepared_sample
         task = submit(("prepared-sample", str(prepared.path), prepared.fingerprint, split, size, seed),
                       lambda progress: prepared_sample(prepared, split, size, seed),
                       f"Reading {size:,} {split} samples of the prepared copy")
@@ -655,7 +656,7 @@ def split_total(source: DataSource, run_path: str, split: str) -> int:
 @st.cache_data(max_entries=32, show_spinner=False)
 def sample_keep(run_path: str, data_id: str, split: str, where: tuple, label: int | None, _data=None):
     """(N,) bool over the split of `_data` (identified by `data_id`, its fingerprint): the slice's samples."""
-    from autoint.explain import slice_mask
+    from autoint.explain.explanation import slice_mask
     inputs, labels = _data.split(split)
     return slice_mask(load_model(run_path), inputs, labels, where=dict(where), label=label)
 
@@ -664,15 +665,15 @@ def sample_keep(run_path: str, data_id: str, split: str, where: tuple, label: in
 def sample_field_values(run_path: str, data_id: str, split: str, size: int, seed: int, name: str, search: str,
                   limit: int = VALUES_LISTED, _data=None, _sample=None):
     """A field's values among a sample's rows, most frequent first (`samples.value_counts`), at most `limit`."""
-    from autoint.samples import value_counts
+    from autoint.data.samples import value_counts
     return value_counts(_data, split, name, _sample.positions, search=search, limit=limit)
 
 
 @st.cache_resource(max_entries=16)
 def split_sample(key: str, run_path: str, split: str, size: int, seed: int):
-    """A seeded sample of a split (autoint.sampling.split_sample): the same rows for the same size and seed, and a
+    """A seeded sample of a split (autoint.explain.sampling.split_sample): the same rows for the same size and seed, and a
     bigger sample holds a smaller one."""
-    from autoint.sampling import split_sample as sample_of
+    from autoint.explain.sampling import split_sample as sample_of
     return sample_of(dataset(key, run_path), split, size, seed)
 
 
@@ -827,7 +828,7 @@ def explanation(run_path: str, folder: str, values: dict, attributions: tuple[st
     session. A rerun that keeps the sample (a head picked, an export format, What-if's unchanged side) skips it:
     on Criteo's 39 fields the sampled interactions alone take ~0.4 s. A run's folder never changes its weights (a
     new run is a new folder), as `load_model` assumes too."""
-    from autoint.explain import explain_sample
+    from autoint.explain.explanation import explain_sample
     return explain_sample(load_model(run_path), values, attributions=attributions,
                           baseline=baseline(run_path, folder) if attributions else None,
                           interaction_baseline=interaction_baseline(run_path, folder, interaction_kind)
@@ -837,14 +838,14 @@ def explanation(run_path: str, folder: str, values: dict, attributions: tuple[st
 @st.cache_resource(max_entries=8)
 def interaction_baseline(run_path: str, folder: str, kind: str) -> torch.Tensor:
     """(1, F, d): what an absent field becomes in the interaction game (the IG baseline for "mean")."""
-    from autoint.interactions import baseline_embedding
+    from autoint.explain.interactions import baseline_embedding
     return baseline(run_path, folder) if kind == "mean" else baseline_embedding(load_model(run_path), kind)
 
 
 def faithful_preset_hint(model) -> str | None:
     """When attention disagrees with the interactions: which preset trains attention that agrees (from the
     faithfulness benchmark), unless this model already is one."""
-    from autoint.model import PRESET_DESCRIPTIONS, PRESETS
+    from autoint.model.autoint import PRESET_DESCRIPTIONS, PRESETS
     others = {name: overrides for name, overrides in PRESETS.items() if overrides}
     if not others or any(all(getattr(model.config, k) == v for k, v in overrides.items())
                          for overrides in others.values()):

@@ -9,10 +9,10 @@ import streamlit as st
 from app import state
 from autoint.errors import AutoIntError
 from autoint.figures import attention_grid, field_names, training_curves
-from autoint.jobs import ACTIVE
-from autoint.model import PRESET_DESCRIPTIONS, PRESETS, AutoIntConfig, ConfigError
-from autoint.runs import read_manifest
-from autoint.train import IN_MEMORY_MAX_BYTES, TrainConfig, choose_data_path
+from autoint.training.jobs import ACTIVE
+from autoint.model.autoint import PRESET_DESCRIPTIONS, PRESETS, AutoIntConfig, ConfigError
+from autoint.training.runs import read_manifest
+from autoint.training.train import IN_MEMORY_MAX_BYTES, TrainConfig, choose_data_path
 
 FAITHFULNESS_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "attention-faithfulness"
 # The form's widget for each model setting, so a preset can fill the form (AutoInt+'s widths are two widgets).

@@ -5,11 +5,11 @@ import numpy as np
 import streamlit as st
 
 from app import state
-from autoint.explain import METHOD_NAMES, what_if
+from autoint.explain.explanation import METHOD_NAMES, what_if
 from autoint.figures import (attention_before_after, attribution_bars, difference_heatmap, interaction_change_heatmap,
                              transition_labels)
-from autoint.interactions import near_uniform, pair_index
-from autoint.schema import UNKNOWN
+from autoint.explain.interactions import near_uniform, pair_index
+from autoint.data.schema import UNKNOWN
 
 now = state.current()
 folder, cat, run_path, model, sample = now.key, now.catalog, now.run_path, now.model, now.sample

@@ -16,5 +16,14 @@ class UsageError(AutoIntError, ValueError):
     """A request that does not fit together (flags, form inputs, arguments); the message says which and why."""
 
 
+class DataError(AutoIntError, ValueError):
+    """A data file that cannot be used; the message names the file, the line and the fix."""
+
+
+class ConfigError(AutoIntError, ValueError):
+    """A hyperparameter outside what the model or the trainer can be built with; the message names it and its
+    range."""
+
+
 class TrainingCancelled(Exception):
     """Raised when the progress callback asks training to stop (not a mistake of the user's: not an AutoIntError)."""

@@ -77,9 +77,9 @@ def train_one(job: dict) -> dict:
     """Train one (variant, seed) in this process and save it as a run folder; returns timings."""
     import torch
     from dataclasses import asdict
-    from autoint.model import AutoIntConfig
-    from autoint.runs import save_run
-    from autoint.train import TrainConfig, train
+    from autoint.model.autoint import AutoIntConfig
+    from autoint.training.runs import save_run
+    from autoint.training.train import TrainConfig, train
     torch.set_num_threads(job["threads"])
     dataset = reproduce._load(job["data_dir"])
     variant = VARIANTS[job["variant"]]
@@ -103,9 +103,10 @@ def measure(model, dataset, split: str = "test", interactions=None, batch_size: 
     `interactions`: the split's SplitInteractions when already computed (else computed here)."""
     import numpy as np
     import torch
-    from autoint.explain import dataset_correlations, mean_embedding
-    from autoint.interactions import (agreement, head_entropy, matrix_to_pairs, pair_ranks, split_interactions)
-    from autoint.train import evaluate
+    from autoint.explain.explanation import dataset_correlations
+    from autoint.explain.baselines import mean_embedding
+    from autoint.explain.interactions import (agreement, head_entropy, matrix_to_pairs, pair_ranks, split_interactions)
+    from autoint.training.train import evaluate
     model.eval()
     x, y = dataset.split(split)
     train_x, _ = dataset.split("train")
@@ -143,9 +144,9 @@ def measure(model, dataset, split: str = "test", interactions=None, batch_size: 
 def measure_one(job: dict) -> dict:
     """Load a saved run and measure it (worker process); the split's interactions are cached beside it."""
     import torch
-    from autoint.explain import mean_embedding
-    from autoint.interactions import cached_split_interactions, cache_key, split_interactions, weights_digest
-    from autoint.runs import load_run
+    from autoint.explain.baselines import mean_embedding
+    from autoint.explain.interactions import cached_split_interactions, cache_key, split_interactions, weights_digest
+    from autoint.training.runs import load_run
     torch.set_num_threads(job["threads"])
     dataset = reproduce._load(job["data_dir"])
     run = load_run(job["path"])

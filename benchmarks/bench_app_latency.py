@@ -38,15 +38,15 @@ def main() -> int:
     from streamlit.testing.v1 import AppTest
 
     from app.state import DEFAULT_MODEL
-    from autoint.datasets.movielens import load_dataset
-    from autoint.model import AutoInt
-    from autoint.runs import save_run
+    from autoint.datasets.movielens import load_movielens
+    from autoint.model.autoint import AutoInt
+    from autoint.training.runs import save_run
     from autoint.datasets.synth import generate_movielens
 
     work = Path(tempfile.mkdtemp(prefix="bench-app-"))
     data_dir = Path(args.data_dir) if args.data_dir else generate_movielens(work / "synthetic", users=600, movies=300,
                                                                    ratings=40000, seed=7)
-    dataset = load_dataset(data_dir)
+    dataset = load_movielens(data_dir)
     torch.manual_seed(0)
     save_run(work / "runs" / "default", AutoInt(DEFAULT_MODEL, dataset.schema), metrics={},
              data_fingerprint=dataset.fingerprint, data_dir=str(data_dir.resolve()))

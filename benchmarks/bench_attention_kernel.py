@@ -1,5 +1,5 @@
 """The attention core of one interacting layer alone (Eqs. 5-8 forward, then the hand-derived backward), in the
-column layout, for each CPU kernel of autoint/model.py: the C++ kernel (autoint/kernels/attention.cpp),
+column layout, for each CPU kernel of autoint/model/autoint.py: the C++ kernel (autoint/model/kernels/attention.cpp),
 inductor's (torch.compile of attention_forward/attention_backward) and eager. Interleaved, medians.
 
     .venv/bin/python benchmarks/bench_attention_kernel.py [--batch 1024] [--fields 7] [--heads 2] [--attn-dim 32]
@@ -31,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-import autoint.model as model_module
+import autoint.model.autoint as model_module
+import autoint.model.kernels.ops as kernel_ops
+import autoint.model.kernels.loader as kernel_loader
 
 
 def main(argv=None) -> int:
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
                              "what an AVX2-only CPU runs, measured on this one")
     args = parser.parse_args(argv)
     if args.avx2_build:
-        model_module._build_cpp_extension = _avx2_build
+        kernel_loader._build_cpp_extension = _avx2_build
     torch.set_num_threads(args.threads)
     print(json.dumps({"command": "python benchmarks/bench_attention_kernel.py " + " ".join(sys.argv[1:]),
                       "threads": torch.get_num_threads(), "load_avg_1m": round(os.getloadavg()[0], 2)}))
@@ -60,18 +62,18 @@ def main(argv=None) -> int:
         return layer(args)
     p = torch.randn(4, H, D, F, B)
     options = (1.0, True, False)  # the paper: unscaled, residual, no ReLU on the projection
-    out, alpha = model_module.attention_forward(p, None, None, *options)
+    out, alpha = kernel_ops.attention_forward(p, None, None, *options)
     grad_out = torch.randn_like(out)
-    cpp = model_module._Kernels().cpp_module()
-    forward_c, backward_c = torch.compile(model_module.attention_forward), torch.compile(model_module.attention_backward)
+    cpp = kernel_loader._Kernels().cpp_module()
+    forward_c, backward_c = torch.compile(kernel_ops.attention_forward), torch.compile(kernel_ops.attention_backward)
     kernels = {"inductor": (lambda: forward_c(p, None, None, *options),
                             lambda: backward_c(p, alpha, out, grad_out, None, None, None, *options))}
     if cpp is not None:
         kernels["cpp"] = (lambda: cpp.attention_forward(p, None, None, *options),
                           lambda: cpp.attention_backward(p, alpha, out, grad_out, None, None, None, *options))
     if args.with_eager:
-        kernels["eager"] = (lambda: model_module.attention_forward(p, None, None, *options),
-                            lambda: model_module.attention_backward(p, alpha, out, grad_out, None, None, None, *options))
+        kernels["eager"] = (lambda: kernel_ops.attention_forward(p, None, None, *options),
+                            lambda: kernel_ops.attention_backward(p, alpha, out, grad_out, None, None, None, *options))
     times, med = _interleaved(kernels, args.reps)
     for (name, direction), ms in med.items():
         print(json.dumps({"kernel": name, "direction": direction, "median_ms": round(ms, 3),
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
 
 def _avx2_build():
     from torch.utils.cpp_extension import load
-    return load(name="autoint_attention_avx2_probe", sources=[model_module.CPP_SOURCE],
+    return load(name="autoint_attention_avx2_probe", sources=[kernel_loader.CPP_SOURCE],
                 extra_cflags=["-O3", "-march=haswell", "-mno-avx512f", "-fopenmp"], extra_ldflags=["-fopenmp"])
 
 
@@ -109,7 +111,7 @@ def _interleaved(kernels: dict, reps: int) -> tuple[dict, dict]:
 
 def layer(args) -> int:
     H, D, F, B, C = args.heads, args.attn_dim, args.fields, args.batch, args.in_dim
-    cpp = model_module._Kernels().cpp_module()
+    cpp = kernel_loader._Kernels().cpp_module()
     if cpp is None:
         print(json.dumps({"skipped": "the C++ kernel does not build here"}))
         return 0

@@ -49,8 +49,8 @@ def bucketed(dataset):
     """The dataset with RequestTime as a categorical field of BUCKETS quantile buckets (edges from train)."""
     import numpy as np
     import torch
-    from autoint.encoding import FieldTensors
-    from autoint.schema import UNKNOWN, Field, Schema
+    from autoint.data.encoding import FieldTensors
+    from autoint.data.schema import UNKNOWN, Field, Schema
     schema = dataset.schema
     raw = dataset.frame["RequestTime"].to_numpy()
     edges = np.quantile(raw[dataset.splits["train"]], np.linspace(0, 1, BUCKETS + 1)[1:-1])
@@ -71,7 +71,7 @@ def run_peer(dataset, epochs: int, seed: int) -> dict:
     import torch
     from deepctr_torch.inputs import SparseFeat, VarLenSparseFeat
     from deepctr_torch.models import AutoInt as PeerAutoInt
-    from autoint.train import roc_auc
+    from autoint.training.metrics import roc_auc
     schema = dataset.schema
     cats = schema.of_kind("categorical")
     genre = schema.of_kind("multivalued")[0]
@@ -101,8 +101,8 @@ def run_peer(dataset, epochs: int, seed: int) -> dict:
 
 
 def run_ours(dataset, epochs: int, seed: int) -> dict:
-    from autoint.model import AutoIntConfig
-    from autoint.train import TrainConfig, train
+    from autoint.model.autoint import AutoIntConfig
+    from autoint.training.train import TrainConfig, train
     config = AutoIntConfig(embed_dim=16, attn_dim=8, heads=2, layers=3, residual=True)
     result = train(dataset, config, TrainConfig(epochs=epochs, patience=epochs, batch_size=1024, lr=1e-3,
                                                 seed=seed, device="cpu"), progress=False)
@@ -120,8 +120,8 @@ def inside(args) -> int:
     import torch
     sys.path.insert(0, str(REPO))
     torch.set_num_threads(args.threads)
-    from autoint.datasets.movielens import load_dataset
-    dataset = bucketed(load_dataset(args.data_dir))
+    from autoint.datasets.movielens import load_movielens
+    dataset = bucketed(load_movielens(args.data_dir))
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
                       "load_avg_1m": round(os.getloadavg()[0], 2), "fields": dataset.schema.names,
                       "train_samples": len(dataset.splits["train"]), "epochs": args.epochs}))

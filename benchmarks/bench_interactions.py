@@ -29,12 +29,12 @@ sys.path.insert(0, str(REPO))
 import numpy as np
 import torch
 
-from autoint import interactions as I
-from autoint.datasets.movielens import load_dataset
-from autoint.encoding import encode_sample
-from autoint.explain import mean_embedding
-from autoint.model import AutoInt, AutoIntConfig
-from autoint.schema import UNKNOWN, Field, Schema
+from autoint.explain import interactions as I
+from autoint.datasets.movielens import load_movielens
+from autoint.data.encoding import encode_sample
+from autoint.explain.baselines import mean_embedding
+from autoint.model.autoint import AutoInt, AutoIntConfig
+from autoint.data.schema import UNKNOWN, Field, Schema
 
 TARGETS = {"sample_ms": 50.0, "split_s": 60.0, "ids_sample_ms": 100.0, "criteo_sample_s": 1.0}
 
@@ -60,7 +60,7 @@ def median_ms(fn, rows, warmup: int = 3) -> float:
 
 def model_for(schema: Schema, run: str | None, seed: int = 0) -> AutoInt:
     if run:
-        from autoint.runs import load_run
+        from autoint.training.runs import load_run
         return load_run(run).model.eval()
     torch.manual_seed(seed)
     return AutoInt(AutoIntConfig(), schema).eval()
@@ -88,7 +88,7 @@ def main() -> None:
               "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "targets": TARGETS}
 
-    dataset = load_dataset(args.data_dir)
+    dataset = load_movielens(args.data_dir)
     model = model_for(dataset.schema, args.run)
     train_x, _ = dataset.split("train")
     test_x, _ = dataset.split("test")
@@ -111,7 +111,7 @@ def main() -> None:
     I.SplitInteractions.load(cache / "split.npz")
     report["split_cached_s"] = time.perf_counter() - started
 
-    with_ids = load_dataset(args.data_dir, with_ids=True)
+    with_ids = load_movielens(args.data_dir, with_ids=True)
     ids_model = model_for(with_ids.schema, None)
     ids_x, _ = with_ids.split("test")
     ids_baseline = mean_embedding(ids_model, with_ids.split("train")[0])

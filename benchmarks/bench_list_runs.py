@@ -1,4 +1,4 @@
-"""How long `autoint.runs.list_runs` takes over run folders with Criteo-sized vocabularies (issue 15).
+"""How long `autoint.training.runs.list_runs` takes over run folders with Criteo-sized vocabularies (issue 15).
 
 The app lists the runs root on every Streamlit rerun. This builds RUNS run folders under a scratch root, each with
 a vocabularies.json padded to VOCAB_MIB MiB (one field's vocabulary grown; run.json's sha256 and size updated, as
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from autoint.baselines import build_model
-from autoint.model import AutoIntConfig
-from autoint.runs import MANIFEST, VOCABULARIES, list_runs, read_manifest, save_run
-from autoint.schema import Field, Schema
+from autoint.model.reference_models import build_model
+from autoint.model.autoint import AutoIntConfig
+from autoint.training.runs import MANIFEST, VOCABULARIES, list_runs, read_manifest, save_run
+from autoint.data.schema import Field, Schema
 
 
 def make_runs(root: Path, runs: int, vocab_mib: int) -> None:

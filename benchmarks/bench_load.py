@@ -84,13 +84,13 @@ def prepare(workdir: Path, users: int, movies: int, ratings: int, footprint: boo
     """Synthetic data and a small AutoInt trained on it, saved as the only run."""
     import torch
     torch.set_num_threads(1)
-    from autoint.datasets.movielens import load_dataset
-    from autoint.model import AutoIntConfig
-    from autoint.runs import save_run
+    from autoint.datasets.movielens import load_movielens
+    from autoint.model.autoint import AutoIntConfig
+    from autoint.training.runs import save_run
     from autoint.datasets.synth import generate_movielens
-    from autoint.train import TrainConfig, train
+    from autoint.training.train import TrainConfig, train
     data = generate_movielens(workdir / "ml", users=users, movies=movies, ratings=ratings, seed=5)
-    dataset = load_dataset(data)
+    dataset = load_movielens(data)
     result = train(dataset, AutoIntConfig(embed_dim=16, attn_dim=16, heads=2, layers=2),
                    TrainConfig(epochs=1, batch_size=256, lr=0.005, seed=1), progress=False)
     runs = workdir / "runs"
@@ -105,17 +105,17 @@ FOOTPRINT = """
 import sys, torch
 torch.set_num_threads(1)
 from app import state
-from autoint.datasets.movielens import Catalog, load_dataset, read_movielens
-from autoint.explain import mean_embedding
-from autoint.recommend import ItemScorer
-from autoint.runs import load_run
+from autoint.datasets.movielens import Catalog, load_movielens, read_movielens
+from autoint.explain.baselines import mean_embedding
+from autoint.explain.recommend import ItemScorer
+from autoint.training.runs import load_run
 def rss():
     return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS:')) / 1024
 folder, run = sys.argv[1], sys.argv[2]
 def load():
     model = load_run(run).model
     cat = Catalog(read_movielens(folder))
-    data = load_dataset(folder, schema=model.schema)
+    data = load_movielens(folder, schema=model.schema)
     return model, cat, data, mean_embedding(model, data.split('train')[0]), ItemScorer(model, cat)
 first = load()  # the libraries' one-off start-up costs
 before = rss()

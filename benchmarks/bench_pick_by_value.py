@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from autoint.prepared import Prepared  # noqa: E402
-from autoint.samples import matching, value_counts  # noqa: E402
+from autoint.datasets.prepared import Prepared  # noqa: E402
+from autoint.data.samples import matching, value_counts  # noqa: E402
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ compare the ratios, measured interleaved, not absolute seconds from different ru
 Baseline ("reference"): the model as before issue 14, every interacting layer `InteractingLayer.forward` in the
 (B, F, d) layout (batched matmuls for Eqs. 5-6), checked equal to ours on the same weights. Ours: the fused
 layer in the column layout (`FusedInteractingLayer`, compiled when a C++ compiler works). Both use the fused
-Adam of autoint/train.py; data, loop and batching are shared. The kernels are compiled for the epoch's batch
+Adam of autoint/training/train.py; data, loop and batching are shared. The kernels are compiled for the epoch's batch
 sizes before any clock starts (`warm_up`; the seconds are reported). Each epoch is reported with its wall
 seconds (train()'s `epoch_seconds`) and its process CPU seconds (first step to the validation pass).
 
@@ -36,12 +36,13 @@ sys.path.insert(0, str(REPO))
 import torch
 import torch.nn.functional as F_
 
-import autoint.train as train_module
-from autoint.datasets.movielens import Catalog, load_dataset
-from autoint.explain import dataset_correlations, explain_sample
-from autoint.recommend import ItemScorer
-from autoint.model import KERNELS, AutoInt, AutoIntConfig, InteractingLayer
-from autoint.train import TrainConfig, train
+import autoint.training.train as train_module
+from autoint.datasets.movielens import Catalog, load_movielens
+from autoint.explain.explanation import dataset_correlations, explain_sample
+from autoint.explain.recommend import ItemScorer
+from autoint.model.autoint import AutoInt, AutoIntConfig, InteractingLayer
+from autoint.model.kernels.loader import KERNELS
+from autoint.training.train import TrainConfig, train
 
 CORRELATION_ROWS = 73_902  # the full ML-1M test split's size
 
@@ -234,7 +235,7 @@ def main(argv=None) -> int:
     if not Path(args.data_dir).is_dir():
         print(json.dumps({"skipped": f"{args.data_dir} not found; pass --data-dir"}))
         return 0
-    dataset = load_dataset(args.data_dir)
+    dataset = load_movielens(args.data_dir)
     paper = AutoIntConfig(embed_dim=16, attn_dim=32, heads=2, layers=3)
     rows = []
 

@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python benchmarks/bench_stream.py speed --prepared /tmp/bench-prepare/prepared-1000000
     PYTHONPATH=. .venv/bin/python benchmarks/bench_stream.py rss --prepared /tmp/bench-prepare/prepared-10000000
 
-`speed`: the training loop of `autoint.train.train` (the same batch sources, TrainStep and loss) for `--steps`
+`speed`: the training loop of `autoint.training.train.train` (the same batch sources, TrainStep and loss) for `--steps`
 batches of each path after `--warmup` batches (`--steps 0 --warmup 0`: one whole epoch), in one process, on one prepared directory (bench_prepare.py writes
 one from a generated Criteo-format file); the in-memory path's time to load the splits is reported apart. Also the
 streamed source alone (batches, no training) to show the data path's own cost.
@@ -24,10 +24,10 @@ import torch
 
 def run_steps(path: str, prepared_dir: str, steps: int, warmup: int, model: str, buffer_rows: int,
               shards: int, workers: int, train_only: bool = True) -> dict:
-    from autoint.baselines import build_model
-    from autoint.model import AutoIntConfig, preset_config
-    from autoint.prepared import Prepared
-    from autoint.train import TrainConfig, TrainStep, batch_source, make_optimizer, seed_everything
+    from autoint.model.reference_models import build_model
+    from autoint.model.autoint import AutoIntConfig, preset_config
+    from autoint.datasets.prepared import Prepared
+    from autoint.training.train import TrainConfig, TrainStep, batch_source, make_optimizer, seed_everything
     prepared = Prepared.open(prepared_dir)
     config = TrainConfig(data_path=path, buffer_rows=buffer_rows, virtual_shards=shards, loader_workers=workers,
                          device="cpu", seed=1)

@@ -58,10 +58,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from autoint.datasets import load_dataset
     from autoint.datasets.synth import generate_criteo
-    from autoint.explain import explain_sample, top_combinations
-    from autoint.interactions import baseline_embedding
-    from autoint.model import AutoInt, AutoIntConfig, _cpu_flags
-    from autoint.samples import split_row
+    from autoint.explain.explanation import explain_sample, top_combinations
+    from autoint.explain.interactions import baseline_embedding
+    from autoint.model.autoint import AutoInt, AutoIntConfig
+    from autoint.model.kernels.loader import _cpu_flags
+    from autoint.data.samples import split_row
     flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in _cpu_flags().split()]
     print(json.dumps({"command": "python benchmarks/bench_wide_explain.py " + " ".join(sys.argv[1:]),
                       "threads": torch.get_num_threads(), "cpu_flags": flags, "load_avg_1m": round(os.getloadavg()[0], 2)}))

@@ -50,8 +50,8 @@ def main() -> None:
     torch.set_num_threads(1)
     from autoint.datasets import load_dataset
     from autoint.datasets.synth import generate_criteo
-    from autoint.model import AutoInt, AutoIntConfig
-    from autoint.train import roc_auc
+    from autoint.model.autoint import AutoInt, AutoIntConfig
+    from autoint.training.metrics import roc_auc
     folder = generate_criteo(Path(tempfile.mkdtemp()) / "criteo", rows=args.rows, seed=4)
     data = load_dataset("criteo", data_dir=folder)
     x, y = data.split("train")

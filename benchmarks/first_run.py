@@ -81,12 +81,12 @@ def trainer_pid(worker: int) -> int | None:
 def curve(args) -> dict:
     """Train the default model (the app's, with these Adam settings); each epoch's val and test AUC and time."""
     import torch
-    import autoint.train as trainer
-    from autoint.datasets.movielens import load_dataset
-    from autoint.model import AutoIntConfig
+    import autoint.training.train as trainer
+    from autoint.datasets.movielens import load_movielens
+    from autoint.model.autoint import AutoIntConfig
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    dataset = load_dataset(args.data_dir)
+    dataset = load_movielens(args.data_dir)
     loaded = time.perf_counter() - t0
     test_x, test_y = dataset.split("test")
     models = []
@@ -134,7 +134,7 @@ def main() -> int:
             Path(args.json).write_text(text + "\n")
         return 0
     from playwright.sync_api import sync_playwright
-    from autoint.jobs import JobQueue
+    from autoint.training.jobs import JobQueue
 
     work = Path(tempfile.mkdtemp(prefix="first-run-"))
     runs = work / "runs"

@@ -12,14 +12,15 @@ import time
 
 import torch
 
-import autoint.model as model_module
+import autoint.model.autoint as model_module
+import autoint.model.kernels.loader as kernel_loader
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=32768)
     args = parser.parse_args()
-    module = model_module._Kernels().cpp_module()
+    module = kernel_loader._Kernels().cpp_module()
     if module is None:
         print(json.dumps({"skipped": "the C++ kernel does not build here"}))
         return 0

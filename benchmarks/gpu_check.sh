@@ -6,7 +6,7 @@
 #    (benchmarks/gpu_modes.py, one fresh process each): correctness against the reference layer, then the
 #    epoch time of the paper's config (d=16, d'=32, H=2, L=3, batch 1024), fp32, and the host<->device
 #    synchronisations in the run (torch.cuda.set_sync_debug_mode);
-# 3. the fastest correct mode, the value for CUDA_MODE in autoint/model.py (the CUDA default).
+# 3. the fastest correct mode, the value for CUDA_MODE in autoint/model/autoint.py (the CUDA default).
 # Total on an H100/H200: about 4-6 minutes (timeouts: tests 150 s, eager and graph 100 s each, compiled 200 s).
 # Prints one JSON object per line. Uses python3's own torch when it imports; otherwise (or for any other
 # missing requirement) a --target folder put on PYTHONPATH, from .whl/ if there, else from pip's index.
@@ -57,7 +57,7 @@ for MODE in eager graph compiled; do
   timeout "$LIMIT" "$PY" benchmarks/gpu_modes.py --mode "$MODE" --data-dir "$DATA" --epochs 3 2>&1 | tee -a "$MODES_LOG" | grep '^{'
   json step mode mode "$MODE" rc "${PIPESTATUS[0]}"
 done
-# 3. the fastest correct mode: the value to put in autoint/model.py's CUDA_MODE (the CUDA default)
+# 3. the fastest correct mode: the value to put in autoint/model/autoint.py's CUDA_MODE (the CUDA default)
 "$PY" - "$MODES_LOG" <<'PYEOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
@@ -71,5 +71,5 @@ else:
     best = min(good, key=lambda r: r["steady_epoch_s"])
     print(json.dumps({"step": "choice", "fastest_correct": best["mode"], "steady_epoch_s": best["steady_epoch_s"],
                       "all": {r["mode"]: r["steady_epoch_s"] for r in good},
-                      "set": f"CUDA_MODE = \"{best['mode']}\" in autoint/model.py (now: see there)"}))
+                      "set": f"CUDA_MODE = \"{best['mode']}\" in autoint/model/autoint.py (now: see there)"}))
 PYEOF

@@ -3,8 +3,8 @@ epoch time of the paper's config. benchmarks/gpu_check.sh runs it once per mode,
 
     python benchmarks/gpu_modes.py --mode eager|graph|compiled [--data-dir DIR] [--epochs 3]
 
-Modes (autoint.model.CUDA_MODE): "eager" (the fused layer's kernels uncompiled), "graph" (uncompiled, the
-training step replayed as a CUDA graph, autoint/train.py) and "compiled" (inductor's Triton kernels).
+Modes (autoint.model.kernels.loader.CUDA_MODE): "eager" (the fused layer's kernels uncompiled), "graph" (uncompiled, the
+training step replayed as a CUDA graph, autoint/training/train.py) and "compiled" (inductor's Triton kernels).
 Prints one JSON object per line; without CUDA it prints a "skipped" line and exits 0.
 """
 from __future__ import annotations
@@ -27,10 +27,10 @@ def correctness(device: str) -> dict:
     import torch
     import torch.nn.functional as F_
     from autoint.datasets.synth import generate_movielens
-    from autoint.datasets.movielens import load_dataset
-    from autoint.model import AutoInt, AutoIntConfig, InteractingLayer
+    from autoint.datasets.movielens import load_movielens
+    from autoint.model.autoint import AutoInt, AutoIntConfig, InteractingLayer
     import tempfile
-    data = load_dataset(generate_movielens(Path(tempfile.mkdtemp()) / "ml", users=200, movies=100, ratings=6000,
+    data = load_movielens(generate_movielens(Path(tempfile.mkdtemp()) / "ml", users=200, movies=100, ratings=6000,
                                            seed=3))
     out = {}
     for name, kw in (("paper", dict(embed_dim=16, attn_dim=32, heads=2, layers=3)),
@@ -75,20 +75,21 @@ def main(argv=None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print(json.dumps({"step": "mode", "mode": args.mode, "skipped": "no CUDA device"}))
         return 0
-    from autoint import model as model_module
-    from autoint.model import AutoIntConfig
-    from autoint.train import TrainConfig, train
+    from autoint.model import autoint as model_module
+    from autoint.model.kernels import loader as kernel_loader
+    from autoint.model.autoint import AutoIntConfig
+    from autoint.training.train import TrainConfig, train
     device = torch.device(args.device)
     started = time.perf_counter()
     check = correctness(args.device)
     print(json.dumps({"step": "correctness", "mode": args.mode, **check,
-                      "kernels": model_module.KERNELS.mode(device.type),
+                      "kernels": kernel_loader.KERNELS.mode(device.type),
                       "seconds": round(time.perf_counter() - started, 1)}), flush=True)
     if not Path(args.data_dir).is_dir():
         print(json.dumps({"step": "epoch", "mode": args.mode, "skipped": f"{args.data_dir} not found"}))
         return 0
-    from autoint.datasets.movielens import load_dataset
-    dataset = load_dataset(args.data_dir)
+    from autoint.datasets.movielens import load_movielens
+    dataset = load_movielens(args.data_dir)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if device.type == "cuda":

@@ -30,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from autoint.paper import PAPER_ML1M as PAPER  # noqa: E402  (the path must be set first)
+from autoint.training.paper import PAPER_ML1M as PAPER  # noqa: E402  (the path must be set first)
 
 TUNING_GRID = [  # candidates the issue names; chosen on validation AUC only
     {}, {"dropout": 0.1}, {"dropout": 0.2}, {"layer_norm": True}, {"scaled_attention": True},
@@ -67,8 +67,8 @@ _dataset = None
 def _load(data_dir: str):
     global _dataset
     if _dataset is None:
-        from autoint.datasets.movielens import load_dataset
-        _dataset = load_dataset(data_dir)
+        from autoint.datasets.movielens import load_movielens
+        _dataset = load_movielens(data_dir)
     return _dataset
 
 
@@ -76,8 +76,8 @@ def run_one(job: dict) -> dict:
     """Train one (model, seed) in this process; returns the job with its metrics."""
     import torch
     from dataclasses import fields
-    from autoint.baselines import config_from_json
-    from autoint.train import TrainConfig, train
+    from autoint.model.reference_models import config_from_json
+    from autoint.training.train import TrainConfig, train
     torch.set_num_threads(job["threads"])
     dataset = _load(job["data_dir"])
     settings = dict(job["settings"])
@@ -350,7 +350,7 @@ def main(argv=None) -> int:
     rerun = {(r["experiment"], r["label"]) for r in results}
     results += [r for r in merged_runs if (r["experiment"], r["label"]) not in rerun]
     summary = summarise(results)
-    from autoint.datasets.movielens import load_dataset
+    from autoint.datasets.movielens import load_movielens
     info = _load(args.data_dir).describe()
     import torch
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,4 +1,4 @@
-"""Resident memory of the C++ layer kernel (autoint/kernels/attention.cpp, layer_forward/layer_backward) on a
+"""Resident memory of the C++ layer kernel (autoint/model/kernels/attention.cpp, layer_forward/layer_backward) on a
 big inference batch and over repeated calls: its per-thread scratch buffers are kept between calls (sized by the
 layer's shape and the 64-sample tile, not by the batch), so RSS must not grow from call to call, and a no-grad
 forward keeps nothing for a backward. Compares with AUTOINT_CPU_KERNEL=cpp-attention (torch.mm + C++ core).
@@ -29,7 +29,8 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=5)
     args = parser.parse_args()
     os.environ["AUTOINT_CPU_KERNEL"] = args.kernel
-    from autoint.model import AutoIntConfig, FusedInteractingLayer, KERNELS
+    from autoint.model.autoint import AutoIntConfig, FusedInteractingLayer
+    from autoint.model.kernels.loader import KERNELS
     torch.manual_seed(0)
     layer = FusedInteractingLayer(16, AutoIntConfig(embed_dim=16, attn_dim=32, heads=2, layers=1)).eval()
     x = torch.randn(16, args.fields, args.batch)

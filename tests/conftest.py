@@ -29,17 +29,17 @@ def synth_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def synth_dataset(synth_dir):
-    from autoint.datasets.movielens import load_dataset
-    return load_dataset(synth_dir)
+    from autoint.datasets.movielens import load_movielens
+    return load_movielens(synth_dir)
 
 
 @pytest.fixture(scope="session")
 def trained_run(synth_dataset, tmp_path_factory):
     """A small AutoInt trained for a few epochs on the synthetic data, saved as a run folder."""
     from dataclasses import asdict
-    from autoint.model import AutoIntConfig
-    from autoint.runs import load_run, save_run
-    from autoint.train import TrainConfig, train
+    from autoint.model.autoint import AutoIntConfig
+    from autoint.training.runs import load_run, save_run
+    from autoint.training.train import TrainConfig, train
     config = AutoIntConfig(embed_dim=8, attn_dim=8, heads=2, layers=2)
     train_config = TrainConfig(epochs=8, patience=3, batch_size=256, lr=0.005, seed=1)
     result = train(synth_dataset, config, train_config, progress=False)
@@ -52,7 +52,7 @@ def trained_run(synth_dataset, tmp_path_factory):
 def tiny_criteo_run(tmp_path_factory, name: str, rows: int, batch_size: int, **generate) -> tuple[Path, Path]:
     """(data folder, run folder): `rows` generated Criteo-format rows (synth.generate_criteo, seed 5 and `generate`)
     and an AutoInt of 1 layer, 1 head, d=4 trained one epoch on them through the CLI."""
-    from autoint.__main__ import main as cli
+    from autoint.cli import main as cli
     from autoint.datasets.synth import generate_criteo
     folder = generate_criteo(tmp_path_factory.mktemp(name) / "criteo", rows=rows, seed=5, **generate)
     run = tmp_path_factory.mktemp(f"{name}-runs") / f"criteo-{name}"
@@ -63,11 +63,11 @@ def tiny_criteo_run(tmp_path_factory, name: str, rows: int, batch_size: int, **g
 
 
 def prepared_criteo(tmp_path_factory, name: str, rows: int, seed: int, row_group_rows: int):
-    """A Prepared copy (autoint.prepared) of `rows` generated Criteo-format rows (synth.generate_criteo, `seed`), in
+    """A Prepared copy (autoint.datasets.prepared) of `rows` generated Criteo-format rows (synth.generate_criteo, `seed`), in
     row groups of `row_group_rows` rows: raw files in `name`*/raw, the copy in `name`*/prepared."""
     from autoint.datasets import builtin_spec
     from autoint.datasets.synth import generate_criteo
-    from autoint.prepared import prepare
+    from autoint.datasets.prepared import prepare
     root = tmp_path_factory.mktemp(name)
     generate_criteo(root / "raw", rows=rows, seed=seed)
     return prepare(builtin_spec("criteo"), root / "raw", root / "prepared", row_group_rows=row_group_rows,

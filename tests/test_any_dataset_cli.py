@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from autoint.__main__ import main
+from autoint.cli import main
 
 ROWS = 3000
 TEST = 301  # the test fold of 10 stratified folds of ROWS samples
@@ -30,7 +30,7 @@ def criteo_run(criteo_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def criteo_data(criteo_dir, criteo_run):
     from autoint.datasets import load_dataset
-    from autoint.runs import load_run
+    from autoint.training.runs import load_run
     return load_dataset("criteo", data_dir=criteo_dir, schema=load_run(criteo_run).schema)
 
 
@@ -54,7 +54,7 @@ def test_the_run_remembers_its_data_set(criteo_run):
 
 
 def test_split_row_gives_the_nth_test_sample_with_its_real_label(criteo_data):
-    from autoint.samples import SampleError, split_row
+    from autoint.data.samples import SampleError, split_row
     row = split_row(criteo_data, "test", 7)
     index = int(criteo_data.splits["test"][7])
     assert row.index == index and row.label == int(criteo_data.labels[index].item())
@@ -67,7 +67,7 @@ def test_split_row_gives_the_nth_test_sample_with_its_real_label(criteo_data):
 
 
 def test_samples_are_picked_by_field_values_most_frequent_first(criteo_data):
-    from autoint.samples import SampleError, matching, random_position, value_counts
+    from autoint.data.samples import SampleError, matching, random_position, value_counts
     counts = value_counts(criteo_data, "test", "C3")
     assert counts and [c for _, c in counts] == sorted((c for _, c in counts), reverse=True)
     value, count = counts[0]
@@ -140,9 +140,9 @@ def test_a_data_set_the_run_was_not_trained_on_is_an_actionable_error(capsys, cr
 
 
 def test_sampled_split_interactions_keep_masks_standard_errors_and_cache(criteo_run, criteo_data, tmp_path):
-    from autoint.explain import mean_embedding
-    from autoint.interactions import SplitInteractions, sampled_split_interactions
-    from autoint.runs import load_run
+    from autoint.explain.baselines import mean_embedding
+    from autoint.explain.interactions import SplitInteractions, sampled_split_interactions
+    from autoint.training.runs import load_run
     model = load_run(criteo_run).model
     x, _ = criteo_data.split("test")
     base = mean_embedding(model, criteo_data.split("train")[0])
@@ -169,8 +169,8 @@ def test_sampled_split_interactions_keep_masks_standard_errors_and_cache(criteo_
 
 
 def test_sampled_split_on_few_fields_is_the_exact_values_of_its_rows(trained_run, synth_dataset):
-    from autoint.explain import mean_embedding
-    from autoint.interactions import sampled_split_interactions, split_interactions
+    from autoint.explain.baselines import mean_embedding
+    from autoint.explain.interactions import sampled_split_interactions, split_interactions
     model = trained_run.model
     x, _ = synth_dataset.split("test")
     base = mean_embedding(model, synth_dataset.split("train")[0])

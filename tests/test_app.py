@@ -10,9 +10,10 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from autoint.datasets.movielens import Catalog, read_movielens
-from autoint.explain import dataset_correlations, explain_sample, mean_embedding, what_if
-from autoint.recommend import recommend
-from autoint.steps import layer_steps
+from autoint.explain.explanation import dataset_correlations, explain_sample, what_if
+from autoint.explain.baselines import mean_embedding
+from autoint.explain.recommend import recommend
+from autoint.explain.steps import layer_steps
 from conftest import REPO
 
 APP = str(REPO / "streamlit_app.py")
@@ -178,8 +179,8 @@ def test_what_if_edit_changes_ctr_and_attention_as_the_library_says(app_env, tra
 
 def test_correlations_page_matches_dataset_correlations(app_env, trained_run, synth_dir):
     at = start("app/correlations.py")
-    from autoint.datasets.movielens import load_dataset
-    inputs, labels = load_dataset(synth_dir, schema=trained_run.schema).split("test")
+    from autoint.datasets.movielens import load_movielens
+    inputs, labels = load_movielens(synth_dir, schema=trained_run.schema).split("test")
     overall = dataset_correlations(trained_run.model, inputs, labels)
     figure = chart(at, "Mean attention over")
     np.testing.assert_allclose(array(figure["data"][0]["customdata"])[..., 0], overall.per_layer.mean(0), atol=1e-5)
@@ -331,8 +332,8 @@ def test_offline_start_uses_synthetic_data_with_a_banner_and_a_failed_download_s
 
 
 def test_train_page_presets_fill_the_form_and_the_authors_options_reach_the_job(app_env, monkeypatch):
-    from autoint import model as model_module
-    from autoint.model import PRESET_DESCRIPTIONS, PRESETS, AutoIntConfig
+    from autoint.model import autoint as model_module
+    from autoint.model.autoint import PRESET_DESCRIPTIONS, PRESETS, AutoIntConfig
     # The selector lists every preset with its description and fills the form; the form can then be changed.
     at = start("app/train_page.py")
     selector = at.selectbox(key="train_preset")
@@ -350,7 +351,7 @@ def test_train_page_presets_fill_the_form_and_the_authors_options_reach_the_job(
         layer_norm=False, attention_dropout=0.2)
     # ... and in the one settings file the trainer reads (`train --config`), nothing re-spelled as flags.
     import json
-    from autoint.train import settings_from_json
+    from autoint.training.train import settings_from_json
     command = job.spec["command"]
     settings = command[command.index("--config") + 1]
     model_back, _ = settings_from_json(json.loads(open(settings).read()))
@@ -402,11 +403,11 @@ def test_each_run_freezes_the_live_heap_and_every_fiftieth_hands_it_back(monkeyp
 def test_explanations_are_computed_once_per_run_values_and_options(monkeypatch, trained_run, catalog, synth_dir):
     """state.explanation: the library's explanation, computed once for the same run, values and options (a rerun
     that keeps the sample), again for other values or options."""
-    import autoint.explain
+    import autoint.explain.explanation
     from app import state
     calls = []
-    real = autoint.explain.explain_sample
-    monkeypatch.setattr(autoint.explain, "explain_sample", lambda *a, **k: calls.append(k) or real(*a, **k))
+    real = autoint.explain.explanation.explain_sample
+    monkeypatch.setattr(autoint.explain.explanation, "explain_sample", lambda *a, **k: calls.append(k) or real(*a, **k))
     state.explanation.clear()
     run_path, folder = str(trained_run.path), str(synth_dir)
     values = catalog.sample(1, 2)

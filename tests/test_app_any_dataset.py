@@ -45,9 +45,9 @@ def shown_text(at) -> str:
 
 def test_explore_picks_a_test_sample_by_field_values_and_shows_its_real_label(criteo_app):
     from autoint.datasets import load_dataset
-    from autoint.explain import explain_sample
-    from autoint.runs import load_run
-    from autoint.samples import split_row, value_counts
+    from autoint.explain.explanation import explain_sample
+    from autoint.training.runs import load_run
+    from autoint.data.samples import split_row, value_counts
     folder, run_path = criteo_app
     run = load_run(run_path)
     data = load_dataset("criteo", data_dir=folder, schema=run.schema)
@@ -100,8 +100,8 @@ def test_recommend_is_not_offered_without_users_and_items(criteo_app):
 
 def test_dataset_correlations_on_criteo_average_attention_and_measure_a_subsample(criteo_app):
     from autoint.datasets import load_dataset
-    from autoint.explain import dataset_correlations
-    from autoint.runs import load_run
+    from autoint.explain.explanation import dataset_correlations
+    from autoint.training.runs import load_run
     folder, run_path = criteo_app
     run = load_run(run_path)
     data = load_dataset("criteo", data_dir=folder, schema=run.schema)

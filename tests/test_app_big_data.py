@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import autoint.sampling
+import autoint.explain.sampling
 from conftest import tiny_criteo_run
 from test_app import array, chart, finish_background, start as start_app
 
@@ -26,7 +26,7 @@ def big_vocab(tmp_path_factory):
 def app(monkeypatch, tmp_path, big_vocab):
     """The app on that set; (data folder, run path, the test split's data, calls of the sample's attention)."""
     from autoint.datasets import load_dataset
-    from autoint.runs import load_run
+    from autoint.training.runs import load_run
     folder, run = big_vocab
     runs = tmp_path / "runs"
     shutil.copytree(run, runs / run.name)
@@ -34,13 +34,13 @@ def app(monkeypatch, tmp_path, big_vocab):
     monkeypatch.setenv("AUTOINT_RUNS_DIR", str(runs))
     monkeypatch.setenv("AUTOINT_CACHE_DIR", str(tmp_path / "cache"))
     calls = []
-    original = autoint.sampling.correlations_of_sample
+    original = autoint.explain.sampling.correlations_of_sample
 
     def counted(model, dataset, sample, **kwargs):
         calls.append((len(sample), sample.seed, tuple(sorted((kwargs.get("where") or {}).items())),
                       kwargs.get("label")))
         return original(model, dataset, sample, **kwargs)
-    monkeypatch.setattr(autoint.sampling, "correlations_of_sample", counted)
+    monkeypatch.setattr(autoint.explain.sampling, "correlations_of_sample", counted)
     model = load_run(runs / run.name).model
     return folder, str(runs / run.name), load_dataset("criteo", data_dir=folder, schema=model.schema), model, calls
 
@@ -54,10 +54,10 @@ def captions(at) -> str:
 
 
 def test_correlations_run_on_a_sample_whose_size_the_page_shows_and_takes(app, monkeypatch):
-    from autoint.explain import dataset_correlations
-    from autoint.sampling import split_sample
+    from autoint.explain.explanation import dataset_correlations
+    from autoint.explain.sampling import split_sample
     folder, run_path, data, model, calls = app
-    monkeypatch.setattr(autoint.sampling, "DEFAULT_SAMPLE_ROWS", 500)  # a split bigger than the default sample
+    monkeypatch.setattr(autoint.explain.sampling, "DEFAULT_SAMPLE_ROWS", 500)  # a split bigger than the default sample
     total = len(data.splits["test"])
     at = start("app/correlations.py", corr_sample_rows=4)  # 4 samples' interactions (39 fields: estimated)
     assert at.number_input(key="corr_sample_size").value == 500
@@ -92,16 +92,16 @@ def test_correlations_run_on_a_sample_whose_size_the_page_shows_and_takes(app, m
 
 
 def test_a_background_computation_shows_progress_then_its_result_and_errors_show_as_errors(app, monkeypatch):
-    from autoint.data import DataError
+    from autoint.data.dataset import DataError
     folder, run_path, data, model, calls = app
     gate = threading.Event()
-    counted = autoint.sampling.correlations_of_sample
+    counted = autoint.explain.sampling.correlations_of_sample
 
     def gated(model, dataset, sample, progress=None, **kwargs):
         progress(0, len(sample))
         gate.wait(60)
         return counted(model, dataset, sample, progress=progress, **kwargs)
-    monkeypatch.setattr(autoint.sampling, "correlations_of_sample", gated)
+    monkeypatch.setattr(autoint.explain.sampling, "correlations_of_sample", gated)
     from streamlit.testing.v1 import AppTest
     from test_app import APP
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
@@ -118,19 +118,19 @@ def test_a_background_computation_shows_progress_then_its_result_and_errors_show
 
     def broken(model, dataset, sample, **kwargs):
         raise DataError("criteo/train.txt, line 7: a broken row; fix the line")
-    monkeypatch.setattr(autoint.sampling, "correlations_of_sample", broken)
+    monkeypatch.setattr(autoint.explain.sampling, "correlations_of_sample", broken)
     finish_background(at.radio(key="corr_label").set_value(1).run())  # a new slice: a new computation, which fails
     assert any("line 7: a broken row" in e.value for e in at.error), [e.value for e in at.error]
 
     def bug(model, dataset, sample, **kwargs):
         raise ZeroDivisionError("a bug")
-    monkeypatch.setattr(autoint.sampling, "correlations_of_sample", bug)
+    monkeypatch.setattr(autoint.explain.sampling, "correlations_of_sample", bug)
     finish_background(at.radio(key="corr_label").set_value(0).run())
     assert any("Something went wrong (ZeroDivisionError: a bug)" in e.value for e in at.error)
 
 
 def test_pickers_of_large_vocabularies_search_instead_of_listing(app):
-    from autoint.samples import value_counts
+    from autoint.data.samples import value_counts
     folder, run_path, data, model, calls = app
     size = len(model.schema["C3"].vocab)
     assert size > 200  # a large vocabulary
@@ -165,7 +165,7 @@ def test_pickers_of_large_vocabularies_search_instead_of_listing(app):
 def test_a_big_data_set_not_prepared_yet_is_offered_a_prepare_button_with_progress(app, monkeypatch, tmp_path):
     import app.state as state
     from autoint.datasets import builtin_spec
-    from autoint.prepared import default_dir, is_prepared
+    from autoint.datasets.prepared import default_dir, is_prepared
     folder, run_path, data, model, calls = app
     copy = tmp_path / "criteo"
     shutil.copytree(folder, copy)  # prepared beside its raw files: a copy, so the other tests' folder stays as it is
@@ -185,11 +185,11 @@ def test_a_big_data_set_not_prepared_yet_is_offered_a_prepare_button_with_progre
     assert task.note.startswith("pass 2 of 2, encoding:") and "rows/s" in task.note  # the progress it reported
 
     # A run trained on the prepared copy (its vocabularies): the views read their sample from the copy's row groups
-    from autoint.model import AutoIntConfig
-    from autoint.prepared import Prepared
-    from autoint.runs import save_run
-    from autoint.sampling import permutation_prefix
-    from autoint.train import TrainConfig, train
+    from autoint.model.autoint import AutoIntConfig
+    from autoint.datasets.prepared import Prepared
+    from autoint.training.runs import save_run
+    from autoint.explain.sampling import permutation_prefix
+    from autoint.training.train import TrainConfig, train
     prepared = Prepared.open(default_dir(builtin_spec("criteo"), copy))
     trained = train(prepared.to_dataset(), AutoIntConfig(layers=1, heads=1, embed_dim=4, attn_dim=4),
                     TrainConfig(epochs=1, batch_size=512), progress=False)
@@ -200,7 +200,7 @@ def test_a_big_data_set_not_prepared_yet_is_offered_a_prepare_button_with_progre
     test_rows = prepared.rows("test")
     at = start("app/correlations.py", corr_sample_rows=4, corr_sample_size=300, run_path=str(path))
     assert f"300 of {test_rows:,} test samples, seed 0" in captions(at)
-    from autoint.explain import dataset_correlations
+    from autoint.explain.explanation import dataset_correlations
     x, y = prepared.read_split("test")
     order = torch.from_numpy(permutation_prefix(test_rows, 300, 0))
     expected = dataset_correlations(trained.model, x.index(order), y[order])

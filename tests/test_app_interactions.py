@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from autoint.datasets.movielens import Catalog, read_movielens
-from autoint.explain import dataset_correlations, explain_sample, mean_embedding, what_if
-from autoint.interactions import agreement, matrix_to_pairs, split_interactions
+from autoint.explain.explanation import dataset_correlations, explain_sample, what_if
+from autoint.explain.baselines import mean_embedding
+from autoint.explain.interactions import agreement, matrix_to_pairs, split_interactions
 from test_app import app_env, array, chart, finish_background, start  # noqa: F401  (app_env is a fixture)
 
 
@@ -45,7 +46,7 @@ def test_explore_interactions_equal_the_library(app_env, trained_run, synth_dir,
     # The other baseline: the page recomputes with the <unknown> embedding.
     at.radio(key="explore_baseline").set_value("unknown").run()
     assert not at.exception
-    from autoint.interactions import baseline_embedding
+    from autoint.explain.interactions import baseline_embedding
     unknown = explain_sample(model, values, interaction_baseline=baseline_embedding(model, "unknown"))
     shown = interaction_panel(chart(at, "Attention beside the measured interactions"))
     np.testing.assert_allclose(off_diagonal(shown), off_diagonal(unknown.interactions.matrix), atol=1e-5)

@@ -8,7 +8,7 @@ import pytest
 
 import autoint.datasets
 import autoint.datasets.generic
-import autoint.prepared
+import autoint.datasets.prepared
 from conftest import REPO
 from test_app import finish_background, start as start_app
 
@@ -20,10 +20,10 @@ ROWS = 4000
 def copy(tmp_path_factory):
     """(data folder, Prepared, run folder): generated Criteo-format rows, prepared in row groups of 256 rows, and
     an AutoInt (1 layer, 1 head, d=4) trained one epoch on the copy through the CLI (`train --prepared`)."""
-    from autoint.__main__ import main as cli
+    from autoint.cli import main as cli
     from autoint.datasets import builtin_spec
     from autoint.datasets.synth import generate_criteo
-    from autoint.prepared import prepare
+    from autoint.datasets.prepared import prepare
     folder = generate_criteo(tmp_path_factory.mktemp("app-prepared") / "criteo", rows=ROWS, seed=5, pool=40)
     prepared = prepare(builtin_spec("criteo"), folder, row_group_rows=256, progress=False)
     run = tmp_path_factory.mktemp("app-prepared-runs") / "on-copy"
@@ -64,7 +64,7 @@ def raw_line(folder, line: int) -> list[str]:
 
 
 def test_the_train_page_trains_on_the_prepared_copy_and_says_so(env, monkeypatch):
-    from autoint.runs import load_run, read_manifest
+    from autoint.training.runs import load_run, read_manifest
     folder, prepared, runs = env
     refuse_reading_whole(monkeypatch)
     at = start("app/train_page.py")
@@ -87,9 +87,9 @@ def test_the_train_page_trains_on_the_prepared_copy_and_says_so(env, monkeypatch
     assert load_run(runs / "from-page").model.schema == prepared.schema  # the copy's vocabularies
 
     # A copy too big for memory is streamed, and the page says so (the trainer decides by the same rule)
-    monkeypatch.setattr("autoint.train.IN_MEMORY_MAX_BYTES", 1000)
+    monkeypatch.setattr("autoint.training.train.IN_MEMORY_MAX_BYTES", 1000)
     at.run()
-    from autoint.train import TrainConfig
+    from autoint.training.train import TrainConfig
     assert f"streamed through shuffle buffers of {TrainConfig().buffer_rows:,} rows" in texts(at.markdown)
 
 
@@ -165,12 +165,12 @@ def test_the_copys_freshness_is_checked_once_per_state_of_its_files(env, monkeyp
     import app.state as state
     folder, prepared, runs = env
     calls = []
-    checked = autoint.prepared.is_prepared
+    checked = autoint.datasets.prepared.is_prepared
 
     def counted(*args, **kwargs):
         calls.append(args)
         return checked(*args, **kwargs)
-    monkeypatch.setattr(autoint.prepared, "is_prepared", counted)
+    monkeypatch.setattr(autoint.datasets.prepared, "is_prepared", counted)
     state._fresh_copy.clear()
     at = start(corr_sample_rows=4)
     for _ in range(3):
@@ -213,7 +213,7 @@ def test_a_changed_spec_file_makes_its_copy_stale_at_once(tmp_path):
     import app.state as state
     from autoint.datasets import read_spec
     from autoint.datasets.synth import generate_clicks
-    from autoint.prepared import prepare
+    from autoint.datasets.prepared import prepare
     folder = generate_clicks(tmp_path / "shop", rows=1500, seed=0)
     spec_file = folder / "shop.toml"
     spec_file.write_text(SHOP_SPEC.format(min_count=2))
@@ -227,7 +227,7 @@ def test_a_changed_spec_file_makes_its_copy_stale_at_once(tmp_path):
 def test_compare_reads_the_runs_metrics_without_hashing_their_vocabularies_on_each_rerun(env, monkeypatch):
     """Compare shows two runs' metrics and curves from run.json; their vocabularies are read (and hashed) once, when
     each model is loaded, not again on every rerun of the page."""
-    import autoint.runs as runs_module
+    import autoint.training.runs as runs_module
     folder, prepared, runs = env
     shutil.copytree(runs / "on-copy", runs / "on-copy-2")
     reads = []
@@ -248,7 +248,7 @@ def test_compare_reads_the_runs_metrics_without_hashing_their_vocabularies_on_ea
 def test_explore_picks_a_sample_of_the_copy_by_field_values_reading_columns_only(env, monkeypatch):
     """The field filters on a prepared copy: each value list comes from the copy's test split (that field's column),
     the sample is the first match and then any match, and the data set is never read whole."""
-    from autoint.samples import matching, value_counts
+    from autoint.data.samples import matching, value_counts
     folder, prepared, runs = env
     refuse_reading_whole(monkeypatch)
     at = start()

@@ -2,9 +2,9 @@ import itertools
 
 import torch
 
-from autoint.baselines import FMConfig, LRConfig, build_model
-from autoint.model import AutoInt, AutoIntConfig
-from autoint.train import TrainConfig, train
+from autoint.model.reference_models import FMConfig, LRConfig, build_model
+from autoint.model.autoint import AutoInt, AutoIntConfig
+from autoint.training.train import TrainConfig, train
 
 
 def test_lr_is_a_sum_of_field_weights(synth_dataset):
@@ -36,9 +36,9 @@ def test_every_model_of_the_registry_saves_and_loads(synth_dataset, synth_dir, t
     """LR, FM, AutoInt and AutoInt+ runs all come back from their folders with the same weights and logits;
     the CLI trains the baselines too (`train --model lr|fm`)."""
     import json
-    from autoint.__main__ import main
-    from autoint.baselines import MODEL_CONFIGS, config_from_json
-    from autoint.runs import load_run, save_run
+    from autoint.cli import main
+    from autoint.model.reference_models import MODEL_CONFIGS, config_from_json
+    from autoint.training.runs import load_run, save_run
     configs = [LRConfig(), FMConfig(embed_dim=4), AutoIntConfig(embed_dim=4, attn_dim=4, layers=1),
                AutoIntConfig(embed_dim=4, attn_dim=4, layers=1, dnn_hidden=(8,))]
     assert sorted({c.name for c in configs}) == sorted(MODEL_CONFIGS)

@@ -164,7 +164,7 @@ def criteo_server(tmp_path_factory):
     """The app on a generated Criteo-format folder (39 fields, 12,000 rows) with a small model (3 epochs)."""
     if not CHROMIUM.exists():
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")
-    from autoint.__main__ import main as cli
+    from autoint.cli import main as cli
     from autoint.datasets.synth import generate_criteo
     folder = generate_criteo(tmp_path_factory.mktemp("criteo") / "criteo", rows=12000, seed=5)
     runs = tmp_path_factory.mktemp("criteo-browser") / "runs"  # enough data and epochs to learn the planted pairs

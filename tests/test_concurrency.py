@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from autoint.jobs import ACTIVE, TRAINER_NICE, JobQueue
-from autoint.model import AutoIntConfig
-from autoint.runs import REGISTRY_LOCK, list_runs
-from autoint.train import TrainConfig
+from autoint.training.jobs import ACTIVE, TRAINER_NICE, JobQueue
+from autoint.model.autoint import AutoIntConfig
+from autoint.training.runs import REGISTRY_LOCK, list_runs
+from autoint.training.train import TrainConfig
 from conftest import REPO
 
 APP = str(REPO / "streamlit_app.py")
@@ -41,10 +41,10 @@ def tiny_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_data, tmp_path_factory):
-    from autoint.datasets.movielens import load_dataset
-    from autoint.runs import save_run
-    from autoint.train import train
-    dataset = load_dataset(tiny_data)
+    from autoint.datasets.movielens import load_movielens
+    from autoint.training.runs import save_run
+    from autoint.training.train import train
+    dataset = load_movielens(tiny_data)
     result = train(dataset, AutoIntConfig(embed_dim=8, attn_dim=8, heads=2, layers=2),
                    TrainConfig(epochs=2, batch_size=256, lr=0.005, seed=1), progress=False)
     return save_run(tmp_path_factory.mktemp("seed") / "small", result.model, metrics=result.metrics,
@@ -139,7 +139,7 @@ def test_two_sessions_train_at_once_jobs_queue_and_each_sees_its_own_progress(ap
 
 WRITER = """
 import sys, time
-from autoint.runs import load_run, save_run
+from autoint.training.runs import load_run, save_run
 root, seed, writer, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 model = load_run(seed).model
 for i in range(count):
@@ -149,7 +149,7 @@ for i in range(count):
 
 LISTER = """
 import json, sys, time
-from autoint.runs import list_runs
+from autoint.training.runs import list_runs
 root, stop = sys.argv[1], sys.argv[2]
 seen, problems, listings = set(), [], 0
 import os

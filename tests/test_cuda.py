@@ -5,8 +5,9 @@ import warnings
 import pytest
 import torch
 
-from autoint.model import AutoIntConfig
-from autoint.train import TrainConfig, pick_device, train
+from autoint.model.autoint import AutoIntConfig
+from autoint.training.metrics import pick_device
+from autoint.training.train import TrainConfig, train
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
@@ -55,7 +56,7 @@ def prepared_criteo(tmp_path_factory):
     """A generated Criteo-format set, 12,000 rows, prepared in row groups of 512 rows."""
     from autoint.datasets import builtin_spec
     from autoint.datasets.synth import generate_criteo
-    from autoint.prepared import prepare
+    from autoint.datasets.prepared import prepare
     root = tmp_path_factory.mktemp("cuda-stream")
     generate_criteo(root / "raw", rows=12000, seed=4)
     return prepare(builtin_spec("criteo"), root / "raw", root / "prepared", row_group_rows=512, progress=False)

@@ -8,9 +8,9 @@ import polars as pl
 import pytest
 import torch
 
-from autoint.data import DataError, split_indices
-from autoint.datasets.movielens import build_dataset, label_ratings, load_dataset, read_movielens, release_bucket
-from autoint.schema import UNKNOWN
+from autoint.data.dataset import DataError, split_indices
+from autoint.datasets.movielens import build_dataset, label_ratings, load_movielens, read_movielens, release_bucket
+from autoint.data.schema import UNKNOWN
 from conftest import RECOVERED, REPO, U2999, need_shared
 
 
@@ -43,7 +43,7 @@ def test_latin1_title_and_six_genres(tmp_path):
 
 
 def test_six_genre_movie_encodes_all_six(tmp_path):
-    ds = load_dataset(write_ml(tmp_path / "ml", ratings=[f"{u}::3::5::97830{u}000" for u in (1, 2, 3)] * 5))
+    ds = load_movielens(write_ml(tmp_path / "ml", ratings=[f"{u}::3::5::97830{u}000" for u in (1, 2, 3)] * 5))
     genre = ds.schema["Genre"]
     slots = ds.inputs.multivalued[0, 0].tolist()
     assert [genre.vocab[s] for s in slots] == ["Action", "Adventure", "Comedy", "Crime", "Sci-Fi", "Thriller"]
@@ -78,7 +78,7 @@ def test_split_is_80_10_10_fixed_and_disjoint():
 
 
 def test_unseen_value_maps_to_unknown(synth_dataset):
-    from autoint.encoding import encode_values
+    from autoint.data.encoding import encode_values
     schema = synth_dataset.schema
     columns = {f.name: ["never-seen"] for f in schema.fields if f.kind == "categorical"}
     columns["Genre"] = [["Action", "NotAGenre"]]
@@ -90,7 +90,7 @@ def test_unseen_value_maps_to_unknown(synth_dataset):
 
 
 def test_with_ids_adds_two_fields(synth_dir):
-    plain, with_ids = load_dataset(synth_dir), load_dataset(synth_dir, with_ids=True)
+    plain, with_ids = load_movielens(synth_dir), load_movielens(synth_dir, with_ids=True)
     assert len(with_ids.schema.fields) == len(plain.schema.fields) + 2
     assert {"UserID", "MovieID"} <= set(with_ids.schema.names)
 
@@ -105,7 +105,7 @@ def test_display_names(synth_dataset):
 
 
 def test_counts_on_u2999():
-    ds = load_dataset(need_shared(U2999))
+    ds = load_movielens(need_shared(U2999))
     d = ds.describe()
     assert (d["samples"], d["positives"]) == (360434, 279124)
     assert d["splits"] == {"train": 288347, "val": 36043, "test": 36044}
@@ -205,7 +205,7 @@ def test_cli_bad_folder_exits_nonzero_with_message(tmp_path):
 
 def test_both_encoders_agree(synth_dataset):
     """`encode_values` (a few samples) and `encode_frame` (whole data sets) give the same tensors."""
-    from autoint.encoding import encode_frame, encode_values
+    from autoint.data.encoding import encode_frame, encode_values
     schema, frame = synth_dataset.schema, synth_dataset.frame.head(50)
     columns = {f.name: frame[f.name].to_list() for f in schema.fields}
     columns["Genre"][0] = []  # no value at all: the <unknown> slot, in both

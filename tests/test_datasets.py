@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from autoint.schema import UNKNOWN, Field, Schema, SchemaError, log2_transform
+from autoint.data.schema import UNKNOWN, Field, Schema, SchemaError, log2_transform
 
 
 # ----------------------------------------------------------------------------- schema: role, format, transform
@@ -51,7 +51,7 @@ def test_timestamp_format_shows_a_utc_time_and_any_other_numeric_a_number():
     t = Field("When", "numeric", min_value=0.0, max_value=2e9, format="timestamp", role="context")
     assert t.show(978300760) == "When=2000-12-31 22:12"
     assert Field("RequestTime", "numeric", min_value=0.0, max_value=2e9).show(978300760) == "RequestTime=9.78301e+08"  # no name check: a number
-    from autoint.encoding import _shown
+    from autoint.data.encoding import _shown
     assert _shown(t, 978300760.0) == "2000-12-31 22:12 UTC (978300760)"
     assert _shown(Field("I1", "numeric", max_value=50.0, transform="log2"), 12.0) == "12"
 
@@ -86,8 +86,8 @@ def test_old_run_json_schema_loads_as_movielens_roles_and_timestamp():
 
 def test_a_run_saved_before_roles_existed_still_loads(tmp_path, synth_dataset):
     """run.json files from before this change have no role, format or transform keys."""
-    from autoint.model import AutoInt, AutoIntConfig
-    from autoint.runs import load_run, save_run
+    from autoint.model.autoint import AutoInt, AutoIntConfig
+    from autoint.training.runs import load_run, save_run
     model = AutoInt(AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1), synth_dataset.schema)
     path = save_run(tmp_path / "old", model, metrics={})
     manifest = json.loads((path / "run.json").read_text())
@@ -111,7 +111,7 @@ def test_movielens_fields_have_roles(synth_dataset):
 
 
 def test_check_values_refuses_a_log2_value_outside_the_transformed_range():
-    from autoint.encoding import check_values
+    from autoint.data.encoding import check_values
     schema = Schema((Field("I1", "numeric", min_value=0.0, max_value=21.0, transform="log2"),))
     assert check_values(schema, {"I1": 100}) == {"I1": 100.0}  # 100 -> 21
     with pytest.raises(SchemaError, match=r"I1=1000 becomes 47 by the log2 transform.*0 to 21"):
@@ -132,7 +132,7 @@ from pathlib import Path
 
 import torch
 
-from autoint.data import DataError
+from autoint.data.dataset import DataError
 from autoint.datasets import DATASETS, builtin_spec, load_dataset, synth
 from autoint.datasets.generic import stratified_folds
 from autoint.datasets.spec import SpecError, parse_spec
@@ -417,7 +417,7 @@ def test_data_errors_name_the_file_and_line(tmp_path, criteo_dir):
 
 def test_describe_a_new_csv_data_set_from_a_spec_alone(clicks_dir):
     """Adding a data set none of our code names is one spec file: describe reads it from the CLI."""
-    from autoint.__main__ import main
+    from autoint.cli import main
     out = io.StringIO()
     with redirect_stdout(out):
         assert main(["describe", "--spec", str(clicks_dir / "shop.toml")]) == 0
@@ -456,8 +456,8 @@ SMALL = dict(embed_dim=16, attn_dim=8, heads=2, layers=2)
 
 
 def _train(dataset, epochs=14):
-    from autoint.model import AutoIntConfig
-    from autoint.train import TrainConfig, train
+    from autoint.model.autoint import AutoIntConfig
+    from autoint.training.train import TrainConfig, train
     config = TrainConfig(epochs=epochs, patience=3, batch_size=256, lr=0.005, seed=0)
     return train(dataset, AutoIntConfig(**SMALL), config, progress=False).model
 
@@ -465,7 +465,7 @@ def _train(dataset, epochs=14):
 def _top_pairs(model, dataset, count: int, samples: int) -> list[set]:
     """The `count` strongest field pairs by mean |k-SII| over test samples: exact over the whole split up to
     12 fields (split_interactions); above, KernelSHAP-IQ per sample (split_interactions refuses them)."""
-    from autoint.interactions import (EXACT_MAX_FIELDS, baseline_embedding, pair_index, sample_interactions,
+    from autoint.explain.interactions import (EXACT_MAX_FIELDS, baseline_embedding, pair_index, sample_interactions,
                                       split_interactions)
     x, _ = dataset.split("test")
     baseline = baseline_embedding(model, "mean", dataset.split("train")[0])
@@ -552,8 +552,8 @@ role = "item"
 
 
 def test_train_from_the_command_line_on_a_builtin_format(tmp_path):
-    from autoint.__main__ import main
-    from autoint.runs import load_run
+    from autoint.cli import main
+    from autoint.training.runs import load_run
     folder = synth.generate_kdd12(tmp_path / "kdd12", rows=1500, users=300, seed=4)
     out = io.StringIO()
     with redirect_stdout(out):

@@ -1,4 +1,4 @@
-"""autoint.distributed on CPU (issue 15): the device each torchrun process takes, and the collectives an epoch costs
+"""autoint.training.distributed on CPU (issue 15): the device each torchrun process takes, and the collectives an epoch costs
 (the epoch's loss agreed once, a split's scores and labels gathered to rank 0 alone in one exchange and its metrics
 broadcast, validation not predicted again for the final metrics). tests/test_torchrun.py runs whole torchrun jobs."""
 import json
@@ -10,12 +10,12 @@ import sys
 import pytest
 import torch
 
-from autoint import distributed
-from autoint.distributed import Launch, rank_device
+from autoint.training import distributed
+from autoint.training.distributed import Launch, rank_device
 from autoint.errors import UsageError
-from autoint.model import AutoIntConfig, ConfigError
-from autoint.prepared import Prepared
-from autoint.train import InMemoryBatches, TrainConfig, train
+from autoint.model.autoint import AutoIntConfig, ConfigError
+from autoint.datasets.prepared import Prepared
+from autoint.training.train import InMemoryBatches, TrainConfig, train
 from conftest import REPO, prepared_criteo
 
 TINY = AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1)
@@ -87,11 +87,11 @@ RANK = """
 import json, sys
 import torch
 import torch.distributed as dist
-from autoint import distributed
-from autoint.model import AutoIntConfig
-from autoint.prepared import Prepared
-from autoint.stream import StreamedBatches
-from autoint.train import TrainConfig, train
+from autoint.training import distributed
+from autoint.model.autoint import AutoIntConfig
+from autoint.datasets.prepared import Prepared
+from autoint.training.stream import StreamedBatches
+from autoint.training.train import TrainConfig, train
 torch.set_num_threads(1)
 counts = {"all_reduce": 0, "all_gather": 0, "gather": 0, "broadcast": 0}
 for name in counts:

@@ -16,9 +16,9 @@ CONTROL_FLOW = {"TrainingCancelled"}  # a cancelled job is a signal to stop, not
 
 def _modules():
     for info in pkgutil.walk_packages(autoint.__path__, "autoint."):
-        if info.name != "autoint.__main__":
+        if info.name != "autoint.cli":
             yield importlib.import_module(info.name)
-    yield importlib.import_module("autoint.__main__")
+    yield importlib.import_module("autoint.cli")
 
 
 def test_every_error_class_derives_from_the_base():
@@ -47,7 +47,7 @@ def test_no_plain_builtin_errors_are_raised_for_people(folder):
 
 
 def test_the_cli_prints_errors_for_people_and_lets_bugs_through(capsys, monkeypatch):
-    from autoint import __main__ as cli
+    from autoint import cli
     assert cli.main(["explain", "no-such-run", "--user", "1", "--movie", "1"]) == 2
     assert "error: " in capsys.readouterr().err
     monkeypatch.setattr(cli, "cmd_describe", lambda args: (_ for _ in ()).throw(UsageError("--x: give y")))

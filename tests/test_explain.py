@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from autoint.datasets.movielens import Catalog, read_movielens
-from autoint.encoding import encode_sample, parse_edit, unknown_values
-from autoint.explain import (ATTRIBUTION_METHODS, attribute, dataset_correlations, explain_sample, mean_embedding,
-                             top_combinations, what_if)
-from autoint.recommend import recommend
-from autoint.schema import SchemaError
+from autoint.data.encoding import encode_sample, parse_edit, unknown_values
+from autoint.explain.explanation import (ATTRIBUTION_METHODS, attribute, dataset_correlations, explain_sample, top_combinations, what_if)
+from autoint.explain.baselines import mean_embedding
+from autoint.explain.recommend import recommend
+from autoint.data.schema import SchemaError
 from conftest import REPO
 
 
@@ -199,12 +199,12 @@ def test_correlations_equal_mean_of_masked_attention(trained_run, synth_dataset)
 
 def test_planted_pairs_lead_dataset_attention(tmp_path):
     """Labels that depend only on three planted field pairs: averaged first-layer attention ranks them first."""
-    from autoint.datasets.movielens import load_dataset
-    from autoint.model import AutoIntConfig
+    from autoint.datasets.movielens import load_movielens
+    from autoint.model.autoint import AutoIntConfig
     from autoint.datasets.synth import generate_movielens, planted_pairs
-    from autoint.train import TrainConfig, train
+    from autoint.training.train import TrainConfig, train
     folder = generate_movielens(tmp_path / "planted", users=400, movies=200, ratings=40000, seed=5)
-    dataset = load_dataset(folder)
+    dataset = load_movielens(folder)
     result = train(dataset, AutoIntConfig(embed_dim=16, attn_dim=16, heads=2, layers=2),
                    TrainConfig(epochs=15, patience=3, batch_size=256, lr=0.005, seed=1), progress=False)
     x, y = dataset.split("test")
@@ -256,7 +256,7 @@ def test_correlations_and_recommend_cli(trained_run, synth_dir):
 
 def test_item_scorer_runs_each_distinct_input_once_and_fans_out(trained_run, catalog):
     """Movies with the same fields share one forward; every movie still gets exactly its own CTR."""
-    from autoint.recommend import ItemScorer
+    from autoint.explain.recommend import ItemScorer
     scorer = ItemScorer(trained_run.model, catalog)
     assert len(scorer.item_inputs) <= catalog.movies.height
     ctr, attention = scorer.score(9, catalog.last_time)
@@ -265,7 +265,7 @@ def test_item_scorer_runs_each_distinct_input_once_and_fans_out(trained_run, cat
         for name, value in catalog.sample(9, movie_id, catalog.last_time).items():
             if name in columns:
                 columns[name].append(value)
-    from autoint.encoding import encode_values
+    from autoint.data.encoding import encode_values
     logit, full_attention = trained_run.model(encode_values(trained_run.schema, columns), return_attention=True)
     assert ctr.shape == (catalog.movies.height,)
     assert torch.allclose(ctr, torch.sigmoid(logit).detach(), atol=1e-6)
@@ -273,7 +273,7 @@ def test_item_scorer_runs_each_distinct_input_once_and_fans_out(trained_run, cat
 
 
 def test_recommend_names_each_picks_strongest_measured_interaction(trained_run, catalog, synth_dataset):
-    from autoint.interactions import sample_interactions
+    from autoint.explain.interactions import sample_interactions
     model = trained_run.model
     baseline = mean_embedding(model, synth_dataset.split("train")[0])
     items = recommend(model, catalog, 7, top=4, interaction_baseline=baseline)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from autoint.interactions import head_entropy, pair_index
-from autoint.train import evaluate
+from autoint.explain.interactions import head_entropy, pair_index
+from autoint.training.train import evaluate
 from conftest import REPO
 
 

@@ -417,7 +417,7 @@ def test_plotly_config_offers_image_export_without_the_logo():
 def test_figures_module_does_not_import_streamlit():
     import subprocess
     import sys
-    code = "import sys, autoint.figures, autoint.jobs, autoint.steps; print('streamlit' in sys.modules)"
+    code = "import sys, autoint.figures, autoint.training.jobs, autoint.explain.steps; print('streamlit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -18,11 +18,11 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from autoint.datasets.movielens import load_dataset
-from autoint.jobs import ACTIVE, JobQueue, ThreadPacer, activity_file, mark_activity, trainer_threads
-from autoint.model import AutoIntConfig
-from autoint.runs import list_runs, load_run, save_run
-from autoint.train import TrainConfig, evaluate, train
+from autoint.datasets.movielens import load_movielens
+from autoint.training.jobs import ACTIVE, JobQueue, ThreadPacer, activity_file, mark_activity, trainer_threads
+from autoint.model.autoint import AutoIntConfig
+from autoint.training.runs import list_runs, load_run, save_run
+from autoint.training.train import TrainConfig, evaluate, train
 from conftest import REPO
 
 APP = str(REPO / "streamlit_app.py")
@@ -128,7 +128,7 @@ def test_a_job_saves_the_quick_run_first_then_the_converged_one_and_paces_its_th
     assert conv["metrics"]["epochs_run"] == SLOW.epochs
     assert snapshot["test_auc"] == pytest.approx(quick["metrics"]["test_auc"])
     # The quick run holds the epoch-1 weights: its saved test AUC is what they score, and not the final one.
-    dataset = load_dataset(synth_dir)
+    dataset = load_movielens(synth_dir)
     rescored = evaluate(load_run(runs / "quick").model, *dataset.split("test"))["auc"]
     assert rescored == pytest.approx(quick["metrics"]["test_auc"], abs=1e-6)
     assert conv["metrics"]["test_auc"] != pytest.approx(quick["metrics"]["test_auc"], abs=1e-6)
@@ -137,7 +137,7 @@ def test_a_job_saves_the_quick_run_first_then_the_converged_one_and_paces_its_th
 
 
 def test_training_that_stops_before_the_snapshot_epoch_still_leaves_the_quick_run(tmp_path, synth_dir):
-    from autoint.__main__ import main
+    from autoint.cli import main
     out, quick = tmp_path / "conv", tmp_path / "quick"
     code = main(["train", "--data-dir", str(synth_dir), "--out", str(out), "--snapshot-epoch", "5",
                  "--snapshot-out", str(quick), "--epochs", "1", "--quiet", "--layers", "1", "--heads", "1",
@@ -220,7 +220,7 @@ def test_a_lost_converging_job_is_started_again_and_a_cancelled_one_leaves_the_q
                                                                                          monkeypatch):
     import app.state as state
     monkeypatch.setattr(state, "FIRST_RUN_TRAINING", TrainConfig(epochs=200, patience=200, batch_size=32))
-    dataset = load_dataset(synth_dir)
+    dataset = load_movielens(synth_dir)
     result = train(dataset, TINY, TrainConfig(epochs=1, batch_size=512), progress=False)
     save_run(app_env / state.FIRST_RUN_NAME, result.model, metrics=result.metrics, train_config=asdict(SLOW),
              data_fingerprint=dataset.fingerprint, data_dir=str(synth_dir))

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from autoint import interactions as I
-from autoint.encoding import encode_sample
-from autoint.explain import mean_embedding
+from autoint.explain import interactions as I
+from autoint.data.encoding import encode_sample
+from autoint.explain.baselines import mean_embedding
 
 shapiq = pytest.importorskip("shapiq", reason="shapiq is in requirements.txt; it is the reference for k-SII")
 
@@ -120,12 +120,12 @@ def test_efficiency_on_random_inputs(trained_run):
 def planted_model(tmp_path_factory):
     """AutoInt trained on synthetic data whose labels follow three planted field pairs (about 10 s).
     The conftest's smaller `trained_run` learns Age x Genre too weakly to rank it above the rest."""
-    from autoint.datasets.movielens import load_dataset
-    from autoint.model import AutoIntConfig
+    from autoint.datasets.movielens import load_movielens
+    from autoint.model.autoint import AutoIntConfig
     from autoint.datasets.synth import generate_movielens
-    from autoint.train import TrainConfig, train
+    from autoint.training.train import TrainConfig, train
     folder = generate_movielens(tmp_path_factory.mktemp("planted") / "ml", users=1500, movies=300, ratings=60000, seed=3)
-    dataset = load_dataset(folder)
+    dataset = load_movielens(folder)
     result = train(dataset, AutoIntConfig(embed_dim=16, attn_dim=8, heads=2, layers=2),
                    TrainConfig(epochs=10, patience=3, batch_size=512, lr=0.005, seed=1), progress=False)
     return folder, dataset, result.model.eval()
@@ -147,8 +147,8 @@ def test_planted_pairs_rank_first(planted_model):
 
 def test_sampling_estimator_above_twelve_fields():
     """13 fields: KernelSHAP-IQ from a budget, compared with shapiq's exact k-SII of the same game."""
-    from autoint.model import AutoInt, AutoIntConfig
-    from autoint.schema import Field, Schema, UNKNOWN
+    from autoint.model.autoint import AutoInt, AutoIntConfig
+    from autoint.data.schema import Field, Schema, UNKNOWN
     fields = tuple(Field(f"C{i}", "categorical", vocab=(UNKNOWN, "a", "b")) for i in range(13))
     torch.manual_seed(0)
     model = AutoInt(AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1), Schema(fields)).eval()
@@ -235,8 +235,8 @@ def last_json(capsys) -> dict:
 
 def test_cli_interactions_of_a_split_and_a_slice(trained_run, synth_dir, synth_dataset, capsys, tmp_path,
                                                  monkeypatch):
-    from autoint.__main__ import main
-    from autoint.explain import slice_mask
+    from autoint.cli import main
+    from autoint.explain.explanation import slice_mask
     monkeypatch.setenv("AUTOINT_CACHE_DIR", str(tmp_path))
     args = ["interactions", str(trained_run.path), "--data-dir", str(synth_dir), "--json"]
     assert main(args) == 0
@@ -266,7 +266,7 @@ def test_cli_interactions_of_a_split_and_a_slice(trained_run, synth_dir, synth_d
 
 
 def test_cli_interactions_of_one_sample(trained_run, synth_dir, capsys):
-    from autoint.__main__ import main
+    from autoint.cli import main
     base = ["interactions", str(trained_run.path), "--data-dir", str(synth_dir), "--json"]
     assert main(base + ["--user", "1", "--movie", "5", "--baseline", "unknown"]) == 0
     report = last_json(capsys)
@@ -283,7 +283,7 @@ def test_cli_interactions_of_one_sample(trained_run, synth_dir, capsys):
 
 
 def test_explain_json_carries_interactions_and_agreement(trained_run, synth_dir, capsys):
-    from autoint.__main__ import main
+    from autoint.cli import main
     assert main(["explain", str(trained_run.path), "--data-dir", str(synth_dir), "--user", "1", "--movie", "5",
                  "--no-attributions", "--json"]) == 0
     report = last_json(capsys)
@@ -298,7 +298,7 @@ def test_explain_json_carries_interactions_and_agreement(trained_run, synth_dir,
 def test_shapley_sampling_leaves_the_process_generators_alone(trained_run, synth_dataset):
     """A shared server: one request's Shapley Value Sampling must not reseed torch's or Python's generators."""
     import random
-    from autoint.explain import attribute
+    from autoint.explain.explanation import attribute
     model = trained_run.model
     x = synth_dataset.split("test")[0].index(slice(0, 1))
     torch.manual_seed(1234)

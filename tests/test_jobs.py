@@ -4,10 +4,10 @@ import time
 
 import pytest
 
-from autoint.jobs import SETTINGS, JobQueue, read_events
-from autoint.model import AutoIntConfig, ConfigError
-from autoint.runs import CheckpointError, list_runs
-from autoint.train import TrainConfig
+from autoint.training.jobs import SETTINGS, JobQueue, read_events
+from autoint.model.autoint import AutoIntConfig, ConfigError
+from autoint.training.runs import CheckpointError, list_runs
+from autoint.training.train import TrainConfig
 
 TINY = AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1)
 
@@ -16,7 +16,7 @@ def _job_settings(tmp_path, model_config, train_config, **submit):
     """Submit a job whose worker does nothing (`python` is /bin/true), then read back what its trainer
     would train with: its command line parsed by the CLI, and `--config` read as the trainer reads it."""
     import json
-    from autoint.__main__ import build_parser, settings_from
+    from autoint.cli import build_parser, settings_from
     queue = JobQueue(tmp_path / "runs", python="/bin/true")
     job = queue.submit(model_config, train_config, tmp_path / "data", **submit)
     command = json.loads((queue.folder / job.id / "job.json").read_text())["command"]
@@ -68,9 +68,9 @@ def test_a_prepared_copy_and_a_raw_data_set_are_not_both_taken(tmp_path):
 
 def test_train_config_and_flags_do_not_mix(tmp_path):
     import json
-    from autoint.__main__ import build_parser, main, settings_from
-    from autoint.baselines import FMConfig
-    from autoint.train import settings_to_json
+    from autoint.cli import build_parser, main, settings_from
+    from autoint.model.reference_models import FMConfig
+    from autoint.training.train import settings_to_json
     path = tmp_path / "settings.json"
     path.write_text(json.dumps(settings_to_json(FMConfig(embed_dim=4), TrainConfig(epochs=2))))
     args = build_parser().parse_args(["train", "--out", "x", "--config", str(path), "--device", "cpu"])
@@ -87,8 +87,8 @@ def test_train_config_and_flags_do_not_mix(tmp_path):
 
 
 def test_cli_flags_build_lr_and_fm(tmp_path):
-    from autoint.__main__ import build_parser, settings_from
-    from autoint.baselines import FMConfig, LRConfig
+    from autoint.cli import build_parser, settings_from
+    from autoint.model.reference_models import FMConfig, LRConfig
     parse = lambda *a: settings_from(build_parser().parse_args(["train", "--out", "x", *a]))  # noqa: E731
     assert parse("--model", "lr", "--epochs", "2")[0] == LRConfig()
     assert parse("--model", "fm", "--embed-dim", "8") == (FMConfig(embed_dim=8), TrainConfig())

@@ -1,4 +1,4 @@
-"""The C++ layer kernel (autoint/kernels/attention.cpp, layer_forward/layer_backward) called from several Python
+"""The C++ layer kernel (autoint/model/kernels/attention.cpp, layer_forward/layer_backward) called from several Python
 threads at once, as the app does (a background trainer or correlation job while the page thread explains a
 sample). The kernel's operators release the GIL, so such calls do overlap; it keeps per-thread scratch buffers
 between calls (thread_local, so keyed by the OS thread:
@@ -11,8 +11,8 @@ import threading
 import pytest
 import torch
 
-import autoint.model as model_module
-from autoint.model import AutoInt, AutoIntConfig
+import autoint.model.kernels.loader as kernel_loader
+from autoint.model.autoint import AutoInt, AutoIntConfig
 from conftest import layer_inputs
 
 # (H, D, F, B, in, residual, qkv_relu, dropout, bias): different scratch sizes per thread, batches that are not
@@ -26,7 +26,7 @@ CASES = [
 
 
 def _module():
-    module = model_module._Kernels().cpp_module()
+    module = kernel_loader._Kernels().cpp_module()
     if module is None:
         pytest.skip("the C++ kernel is not built here (no compiler, or its build failed with a warning): nothing runs it, the eager and inductor "
                     "paths are tested in test_fused.py")
@@ -95,9 +95,9 @@ def test_concurrent_layer_calls_match_serial_runs():
 def test_concurrent_training_steps_match_serial_runs(synth_dataset):
     """The same through the model (KERNELS, FusedLayer): each thread trains a step of its own model on its own
     batch; logits and every gradient as in a serial run."""
-    if not model_module.KERNELS.runs_layer(torch.zeros(16, 3, 200)):
-        pytest.skip(f"the model does not run the C++ layer here (mode {model_module.KERNELS.mode('cpu')!r}, "
-                    f"kernel {model_module.cpu_kernel()!r}): test_fused.py checks the path it runs")
+    if not kernel_loader.KERNELS.runs_layer(torch.zeros(16, 3, 200)):
+        pytest.skip(f"the model does not run the C++ layer here (mode {kernel_loader.KERNELS.mode('cpu')!r}, "
+                    f"kernel {kernel_loader.cpu_kernel()!r}): test_fused.py checks the path it runs")
     x, y = synth_dataset.split("train")
     configs = [AutoIntConfig(embed_dim=16, attn_dim=32, heads=2, layers=2),
                AutoIntConfig(embed_dim=8, attn_dim=4, heads=2, layers=2, qkv_relu=True, projection_bias=True),

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F_
 
-from autoint.encoding import FieldTensors
-from autoint.model import AutoInt, AutoIntConfig, ConfigError
+from autoint.data.encoding import FieldTensors
+from autoint.model.autoint import AutoInt, AutoIntConfig, ConfigError
 
 
 def batch(dataset, n=64):
@@ -133,7 +133,7 @@ def test_impossible_hyperparameters(kwargs, message):
 def test_new_options_are_off_by_default_and_old_run_configs_still_load(trained_run, synth_dataset, tmp_path):
     import json
     import shutil
-    from autoint.runs import load_run
+    from autoint.training.runs import load_run
     config = AutoIntConfig()
     assert (config.qkv_relu, config.projection_bias, config.attention_dropout) == (False, False, 0.0)
     # A run.json written before these options existed has none of their keys.
@@ -224,7 +224,7 @@ def test_impossible_new_options(kwargs, message):
 
 
 def test_paper_preset_is_the_default_and_unknown_presets_list_the_names():
-    from autoint.model import PRESET_DESCRIPTIONS, PRESETS, preset_config
+    from autoint.model.autoint import PRESET_DESCRIPTIONS, PRESETS, preset_config
     assert PRESETS["paper"] == {} and preset_config("paper") == AutoIntConfig()
     assert set(PRESET_DESCRIPTIONS) == set(PRESETS)
     for name in PRESETS:
@@ -237,14 +237,14 @@ def test_authors_code_preset_is_the_benchmarked_variant():
     """The preset exists because benchmarks/attention_faithfulness.py measured exactly these settings."""
     import json
     from conftest import REPO
-    from autoint.model import PRESETS
+    from autoint.model.autoint import PRESETS
     results = json.loads((REPO / "benchmarks" / "results" / "attention-faithfulness" / "results.json").read_text())
     assert PRESETS["authors-code"] == results["meta"]["variants"]["authors-code"]["model"]
     assert "authors-code" in results["verdict"]["passing"]
 
 
 def test_cli_preset_then_explicit_flags():
-    from autoint.__main__ import build_parser, main, model_config_from
+    from autoint.cli import build_parser, main, model_config_from
     parse = lambda *flags: model_config_from(build_parser().parse_args(["train", "--out", "x", *flags]))
     assert parse() == AutoIntConfig()
     authors = AutoIntConfig(qkv_relu=True, projection_bias=True, scaled_attention=True, layer_norm=True)

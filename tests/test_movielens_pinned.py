@@ -6,7 +6,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from autoint.datasets.movielens import load_dataset
+from autoint.datasets.movielens import load_movielens
 from conftest import U2999, need_shared
 
 
@@ -24,14 +24,14 @@ def digest(ds) -> str:
 
 def test_synthetic_movielens_encoding_is_pinned(synth_dir, synth_dataset):
     assert digest(synth_dataset) == "954a313001c582ccd6a5d04d28f53049bdb3f9c9c98eaa13fef5c5d52f492669"
-    assert digest(load_dataset(synth_dir, with_ids=True)) == \
+    assert digest(load_movielens(synth_dir, with_ids=True)) == \
         "67073431b188f9f03dbc81405d9a422175feccc36c6246519627c1ddcfa3c9d0"
 
 
 def test_u2999_encoding_is_pinned():
     folder = need_shared(U2999)
-    assert digest(load_dataset(folder)) == "b9791f195c501e4b1703c5b6e88286aa9d98018cfc392e1685b284e88e533b96"
-    assert digest(load_dataset(folder, with_ids=True)) == \
+    assert digest(load_movielens(folder)) == "b9791f195c501e4b1703c5b6e88286aa9d98018cfc392e1685b284e88e533b96"
+    assert digest(load_movielens(folder, with_ids=True)) == \
         "56f85aae768f95696b00d4eb4b3f7627c49468d6afc7f48d5156e5285db97aee"
 
 
@@ -40,8 +40,8 @@ def test_seeded_training_is_pinned(synth_dataset):
 
     On u2999 the same rule holds for `python -m autoint train --data-dir ../shared/data/ml-1m-u2999 --epochs 1
     --device cpu` (seed 2019): test AUC 0.776774317515621 (0.8652124935010128 with --with-ids)."""
-    from autoint.model import AutoIntConfig
-    from autoint.train import TrainConfig, train
+    from autoint.model.autoint import AutoIntConfig
+    from autoint.training.train import TrainConfig, train
     result = train(synth_dataset, AutoIntConfig(embed_dim=8, attn_dim=8, heads=2, layers=2),
                    TrainConfig(epochs=2, batch_size=512, seed=5, device="cpu"), progress=False)
     assert result.metrics["test_auc"] == pytest.approx(0.6107067984426475, abs=1e-6)

@@ -5,7 +5,7 @@ import sys
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from autoint import paper
+from autoint.training import paper
 from conftest import REPO
 
 

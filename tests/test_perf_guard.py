@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F_
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-import autoint.model as model_module
-from autoint.model import AutoInt, AutoIntConfig
-from autoint.train import TrainConfig, make_optimizer, pick_device, train
+import autoint.model.kernels.loader as kernel_loader
+from autoint.model.autoint import AutoInt, AutoIntConfig
+from autoint.training.metrics import pick_device
+from autoint.training.train import TrainConfig, make_optimizer, train
 
 DEVICE = pick_device(None)  # CUDA when present: the CUDA path is what the GPU check runs
 
@@ -34,14 +35,14 @@ class CountOps(TorchDispatchMode):
 def _step_ops(dataset, config: AutoIntConfig, monkeypatch) -> tuple[Counter, Counter]:
     """(aten ops outside the fused kernels, fused kernel calls by direction) of one training step."""
     kernel_calls = Counter()
-    real_run = model_module.KERNELS.run
+    real_run = kernel_loader.KERNELS.run
 
-    def counted_run(which, *args):  # the kernel itself runs unobserved: compiled, it is one loop nest
-        kernel_calls["forward" if which % 2 == 0 else "backward"] += 1  # 0/1 attention core, 2/3 C++ layer
+    def counted_run(op, *args):  # the kernel itself runs unobserved: compiled, it is one loop nest
+        kernel_calls["forward" if op.endswith("forward") else "backward"] += 1  # attention core or C++ layer
         with _disable_current_modes():
-            return real_run(which, *args)
+            return real_run(op, *args)
 
-    monkeypatch.setattr(model_module.KERNELS, "run", counted_run)
+    monkeypatch.setattr(kernel_loader.KERNELS, "run", counted_run)
     torch.manual_seed(0)
     model = AutoInt(config, dataset.schema).to(DEVICE).train()
     optimizer = make_optimizer(model, TrainConfig(lr=1e-3))
@@ -76,7 +77,7 @@ def test_training_step_op_budget(synth_dataset, monkeypatch):
     assert ops["aten._fused_adam_"] == 1 or DEVICE.type not in ("cpu", "cuda"), ops.most_common(12)
     for name in ("aten.nonzero", "aten._local_scalar_dense", "aten.item"):
         assert ops[name] == 0, f"{name} in the training step forces a host sync"
-    if DEVICE.type == "cpu" and model_module.cpu_kernel() == "cpp" and model_module.KERNELS.mode("cpu") == "cpp":
+    if DEVICE.type == "cpu" and kernel_loader.cpu_kernel() == "cpp" and kernel_loader.KERNELS.mode("cpu") == "cpp":
         # The C++ layer (issue 14 attempt 12) computes the projections and their gradients per batch tile: the
         # step's 9 projection matmuls are inside it, the 3 left are Eq. 9's; 91 ops a step when written.
         assert ops["aten.mm"] + ops["aten.addmm"] <= 3 and total <= 100, (total, ops.most_common(12))
@@ -85,11 +86,11 @@ def test_training_step_op_budget(synth_dataset, monkeypatch):
 def test_the_cpu_default_is_the_compiled_kernel_when_a_compiler_works():
     """Where a C++ compiler works, training and inference run the C++ kernel or inductor's, as CPU_KERNEL says
     (the fast path)."""
-    if model_module._compiler_problem() is not None:
-        pytest.skip(f"no compiler here ({model_module._compiler_problem()}): eager is the right default")
+    if kernel_loader._compiler_problem() is not None:
+        pytest.skip(f"no compiler here ({kernel_loader._compiler_problem()}): eager is the right default")
     # "cpp" (the layer kernel, the default with AVX-512) and "cpp-attention" (the default without) both run C++
-    expected = "compiled" if model_module.cpu_kernel() == "inductor" else "cpp"
-    assert model_module._Kernels().mode("cpu") == expected or os.environ.get("AUTOINT_COMPILE") == "0"
+    expected = "compiled" if kernel_loader.cpu_kernel() == "inductor" else "cpp"
+    assert kernel_loader._Kernels().mode("cpu") == expected or os.environ.get("AUTOINT_COMPILE") == "0"
 
 
 def test_op_budget_does_not_grow_with_batch_size(synth_dataset):
@@ -121,7 +122,7 @@ def test_training_loop_syncs_with_the_host_only_every_50_steps(synth_dataset, mo
     n_train = len(synth_dataset.splits["train"])
     batch = 64
     steps = -(-n_train // batch)
-    import autoint.train as train_module
+    import autoint.training.train as train_module
     real_evaluate = train_module.evaluate
     monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: {"auc": 0.5, "logloss": 0.69})  # not the loop
     with CountSyncs():
@@ -139,7 +140,7 @@ def test_training_loop_syncs_with_the_host_only_every_50_steps(synth_dataset, mo
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 def test_cuda_graph_step_matches_eager(synth_dataset, monkeypatch):
     """The replayed CUDA graph trains the same weights as eager steps (same kernels, same order)."""
-    import autoint.train as train_module
+    import autoint.training.train as train_module
     config = AutoIntConfig(embed_dim=8, attn_dim=8, heads=2, layers=2)
     results, graphs = {}, {}
     real_step = train_module.TrainStep

@@ -1,4 +1,4 @@
-"""`prepare`: a data set preprocessed once, streaming, into encoded Parquet row groups (autoint/prepared.py)."""
+"""`prepare`: a data set preprocessed once, streaming, into encoded Parquet row groups (autoint/datasets/prepared.py)."""
 import json
 import os
 
@@ -7,10 +7,10 @@ import polars as pl
 import pytest
 import torch
 
-from autoint.data import DataError
+from autoint.data.dataset import DataError
 from autoint.datasets import builtin_spec, synth
 from autoint.datasets.generic import build_schema, read_frame, sample_frame
-from autoint.prepared import (FORMAT, MANIFEST, ROW_GROUP_ROWS, SPLITS, VOCABULARIES, Prepared, RowGroup,
+from autoint.datasets.prepared import (FORMAT, MANIFEST, ROW_GROUP_ROWS, SPLITS, VOCABULARIES, Prepared, RowGroup,
                               default_dir, is_prepared, prepare, split_codes)
 
 ROWS, GROUP, BATCH = 3000, 512, 200_000  # several batches (of bytes: ~750 lines) and row groups
@@ -81,8 +81,8 @@ def test_prepare_writes_row_groups_labels_lines_and_the_in_memory_schema(prepare
     assert prepared.schema == build_schema(spec, frame, np.flatnonzero(codes == 0))
     assert any(len(f.vocab) > 1 for f in prepared.schema.of_kind("categorical"))
     # The encoded values are the in-memory encoder's for the same lines.
-    from autoint.encoding import encode_frame
-    from autoint.schema import UNKNOWN
+    from autoint.data.encoding import encode_frame
+    from autoint.data.schema import UNKNOWN
     test_lines = pl.read_parquet(prepared.path / "test")["line"].to_numpy()
     rows = frame.filter(pl.col("source_line").is_in(test_lines.tolist()))
     fill = [pl.col(f.name).fill_null(UNKNOWN) for f in prepared.schema.of_kind("categorical")]
@@ -106,8 +106,8 @@ def test_a_changed_vocabularies_file_is_refused_on_open(prepared, tmp_path):
 
 
 def test_to_dataset_trains_and_sample_is_seeded_and_decoded(prepared):
-    from autoint.model import AutoIntConfig
-    from autoint.train import TrainConfig, train
+    from autoint.model.autoint import AutoIntConfig
+    from autoint.training.train import TrainConfig, train
     dataset = prepared.to_dataset()
     assert {s: len(v) for s, v in dataset.splits.items()} == {s: prepared.rows(s) for s in SPLITS}
     assert dataset.frame.columns == ["label", "line"] and dataset.fingerprint == prepared.fingerprint
@@ -197,7 +197,7 @@ def test_gzip_derived_fields_label_rule_and_join_give_the_in_memory_schema(name,
 
 def test_the_prepare_command(criteo_dir, tmp_path, capsys):
     import gc
-    from autoint.__main__ import main
+    from autoint.cli import main
     out = tmp_path / "cli"
     frozen = gc.get_freeze_count()
     assert main(["prepare", "--dataset", "criteo", "--data-dir", str(criteo_dir), "--out", str(out),
@@ -237,8 +237,8 @@ def test_multivalued_join_and_derived_fields_encode_as_in_memory(tmp_path):
     every encoded value are the in-memory reader's."""
     import importlib.util
     from autoint.datasets.spec import read_spec
-    from autoint.encoding import encode_frame
-    from autoint.schema import UNKNOWN
+    from autoint.data.encoding import encode_frame
+    from autoint.data.schema import UNKNOWN
     path = os.path.join(os.path.dirname(__file__), "test_datasets.py")
     module = importlib.util.spec_from_file_location("_datasets_specs", path)
     specs = importlib.util.module_from_spec(module)
@@ -260,7 +260,7 @@ def test_multivalued_join_and_derived_fields_encode_as_in_memory(tmp_path):
     for k in range(3):
         assert torch.equal(torch.cat([g[k] for g in got]), expected[k])
     # picking samples by a multi-valued field's value on the copy (its column alone) agrees with memory
-    from autoint.samples import matching, value_counts
+    from autoint.data.samples import matching, value_counts
     memory = prepared.to_dataset()
     name = prepared.schema.of_kind("multivalued")[0].name
     top = value_counts(prepared, "test", name, limit=3)
@@ -273,9 +273,9 @@ def test_multivalued_join_and_derived_fields_encode_as_in_memory(tmp_path):
 def test_a_count_min_sketch_full_of_collisions_loses_no_value(criteo_dir, spec, tmp_path, monkeypatch, bits):
     """With 4 counters a row every value collides with frequent ones (all are candidates, counted exactly);
     with 4096 some do: both give the in-memory schema and encoding (min_count 10 here)."""
-    import autoint.prepared as prepared_module
-    from autoint.encoding import encode_frame
-    from autoint.schema import UNKNOWN
+    import autoint.datasets.prepared as prepared_module
+    from autoint.data.encoding import encode_frame
+    from autoint.data.schema import UNKNOWN
     monkeypatch.setattr(prepared_module, "SKETCH_BITS", bits)
     assert all(f.min_count > 1 for f in spec.fields if f.kind != "numeric")
     out = prepare(spec, criteo_dir, tmp_path / "p", row_group_rows=GROUP, progress=False, batch_bytes=BATCH)
@@ -296,7 +296,7 @@ def test_csv_chunks_are_whole_lines_with_quoted_line_breaks_kept_together(tmp_pa
     """`_next_chunk` reads the file once, in chunks of whole lines (at most batch_bytes unless one line is
     longer), a quoted field's line break never cut, the last line without a line break kept."""
     import random
-    from autoint.prepared import _next_chunk
+    from autoint.datasets.prepared import _next_chunk
     rng = random.Random(batch_bytes)
     for trial in range(40):
         lines = [b'a,"x\ny",' + b"z" * rng.randint(0, 50) if rng.random() < 0.1 else
@@ -321,14 +321,14 @@ def test_prepare_imports_no_torch():
     """torch is imported only where tensors are made: `prepare`'s modules load without it (about 1 s)."""
     import subprocess
     import sys
-    code = ("import sys, autoint.prepared, autoint.datasets.generic, autoint.encoding, autoint.data; "
+    code = ("import sys, autoint.datasets.prepared, autoint.datasets.generic, autoint.data.encoding, autoint.data.dataset; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])})
     assert out.stdout.strip() == "False"
-    # nor does the CLI's parser (it shows TrainConfig's defaults: autoint.train_config), so `python -m autoint
+    # nor does the CLI's parser (it shows TrainConfig's defaults: autoint.training.config), so `python -m autoint
     # prepare` starts without torch
-    code = ("import sys; from autoint.__main__ import build_parser; import autoint.train_config as t; "
+    code = ("import sys; from autoint.cli import build_parser; import autoint.training.config as t; "
             "build_parser().parse_args(['prepare', '--dataset', 'criteo']); t.defaults(); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])})
@@ -341,7 +341,7 @@ def test_numeric_range_from_the_pieces_ends_equals_transforming_every_value(tran
     across the log2 transform's fold at 2 (2 -> 2 but 3 -> 1) and for negative, zero and huge values."""
     from autoint.datasets.generic import numeric_range
     from autoint.datasets.spec import FieldSpec
-    from autoint.schema import Field
+    from autoint.data.schema import Field
     rng = np.random.default_rng(7)
     edges = tuple(edges or ())
     f = FieldSpec(name="I1", kind="numeric", columns=("I1",), transform=transform, edges=edges)
@@ -358,7 +358,7 @@ def test_a_killed_prepares_leftovers_are_tidied_by_the_next_and_a_live_ones_kept
     STALE_STAGING_S (by its newest file), keeps a younger one (a prepare still running), and puts back a copy a
     kill left aside between swap_into_place's two renames (.NAME.old-*)."""
     import time
-    from autoint.prepared import STALE_STAGING_S
+    from autoint.datasets.prepared import STALE_STAGING_S
     out = tmp_path / "prepared" / "criteo"
     out.parent.mkdir()
     dead, live = out.parent / ".criteo.tmp-dead0001", out.parent / ".criteo.tmp-live0001"
@@ -381,7 +381,7 @@ def test_a_killed_prepares_leftovers_are_tidied_by_the_next_and_a_live_ones_kept
 def test_hash_table_lookups_equal_a_dict_with_collisions_zero_and_absent_keys():
     """_HashTable.lookup gives position + 1 of each key (0: absent; 0 itself, a missing value, gives 0), also when
     many keys share their first slot (keys that differ only in the low bits) and the probes wrap around."""
-    from autoint.prepared import _HashTable
+    from autoint.datasets.prepared import _HashTable
     rng = np.random.default_rng(3)
     crowded = (np.arange(1, 40, dtype=np.uint64) | (np.uint64(0xFF) << np.uint64(56)))  # one first slot
     for keys in (rng.integers(1, 2**63, 1000, dtype=np.uint64), crowded, np.array([], dtype=np.uint64)):
@@ -399,7 +399,7 @@ def test_keep_freed_memory_tunes_the_process_it_runs_in():
     the collector's generations, and glibc's malloc (where there is one) keeps freed blocks; nothing raises."""
     import subprocess
     import sys
-    code = ("import gc; from autoint.prepared import keep_freed_memory; before = gc.get_freeze_count(); "
+    code = ("import gc; from autoint.datasets.prepared import keep_freed_memory; before = gc.get_freeze_count(); "
             "keep_freed_memory(); print(before == 0 and gc.get_freeze_count() > 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])})

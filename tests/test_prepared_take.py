@@ -7,8 +7,8 @@ import torch
 
 from autoint.datasets import builtin_spec, synth
 from autoint.errors import UsageError
-from autoint.prepared import prepare
-from autoint.schema import UNKNOWN
+from autoint.datasets.prepared import prepare
+from autoint.data.schema import UNKNOWN
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_a_row_outside_the_split_is_refused_with_the_rows_it_has(prepared):
     empty = prepared.take("val", [])
     assert empty.frame.height == 0 and len(empty.labels) == 0
     # an empty split says so, not "choose a row from 0 to -1"
-    from autoint.prepared import Prepared
+    from autoint.datasets.prepared import Prepared
     splits = {**prepared.manifest["splits"], "val": {"rows": 0, "positives": 0, "files": []}}
     no_val = Prepared(prepared.path, {**prepared.manifest, "splits": splits}, prepared.schema)
     with pytest.raises(UsageError, match=r"row 0: the val split of .* has 0 rows; it is empty: prepare the data set "
@@ -62,7 +62,7 @@ def test_a_row_outside_the_split_is_refused_with_the_rows_it_has(prepared):
 
 
 def test_sample_is_take_of_a_seeded_choice_and_prepared_sample_reads_the_same_rows(prepared):
-    from autoint.sampling import permutation_prefix, prepared_sample
+    from autoint.explain.sampling import permutation_prefix, prepared_sample
     sample = prepared.sample("train", 50, seed=4)
     picked = np.sort(np.random.default_rng(4).choice(prepared.rows("train"), size=50, replace=False))
     assert sample.frame.equals(prepared.take("train", picked).frame)
@@ -76,7 +76,7 @@ def test_sample_is_take_of_a_seeded_choice_and_prepared_sample_reads_the_same_ro
 
 
 def test_spread_positions_read_a_few_row_groups_spread_over_the_split(prepared):
-    from autoint.sampling import spread_positions
+    from autoint.explain.sampling import spread_positions
     groups = prepared.row_groups("train")
     assert len(groups) > 8
     positions = spread_positions(prepared, "train", rows=400, groups=4, seed=0)
@@ -92,7 +92,7 @@ def test_spread_positions_read_a_few_row_groups_spread_over_the_split(prepared):
 def test_picking_by_field_values_on_a_copy_reads_only_columns_and_agrees_with_memory(prepared, monkeypatch):
     """samples.value_counts and samples.matching on the copy (Explore's filters over a prepared copy) give what they
     give on the same data in memory, reading each filtered field's column, never a row group's rows."""
-    from autoint.samples import SampleError, matching, value_counts
+    from autoint.data.samples import SampleError, matching, value_counts
     memory = prepared.to_dataset()
     whole = type(prepared)._table
     monkeypatch.setattr(type(prepared), "_table", lambda self, group, columns=None: whole(self, group, columns)

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from autoint.datasets.movielens import Catalog, read_movielens
-from autoint.encoding import encode_sample
-from autoint.model import AutoInt, AutoIntConfig
-from autoint.recommend import ItemScorer, RecommendError, can_recommend, recommend, request_values
-from autoint.schema import UNKNOWN, Field, Schema
+from autoint.data.encoding import encode_sample
+from autoint.model.autoint import AutoInt, AutoIntConfig
+from autoint.explain.recommend import ItemScorer, RecommendError, can_recommend, recommend, request_values
+from autoint.data.schema import UNKNOWN, Field, Schema
 
 
 def small_schema(**roles) -> Schema:

@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-import autoint.runs as runs
-from autoint.baselines import build_model
-from autoint.model import AutoIntConfig
-from autoint.runs import (MANIFEST, REGISTRY_LOCK, VOCABULARIES, CheckpointError, RegistryBusy, clean_staging,
+import autoint.training.runs as runs
+from autoint.model.reference_models import build_model
+from autoint.model.autoint import AutoIntConfig
+from autoint.training.runs import (MANIFEST, REGISTRY_LOCK, VOCABULARIES, CheckpointError, RegistryBusy, clean_staging,
                           list_runs, load_run, read_manifest, registry_lock, save_run)
-from autoint.schema import Field, Schema
+from autoint.data.schema import Field, Schema
 from conftest import REPO
 
 SCHEMA = Schema((Field("C1", "categorical", ("<unknown>", "a", "b", "c")), Field("I1", "numeric")))
@@ -109,7 +109,7 @@ def test_the_lock_is_one_hidden_file_in_the_registry_and_nothing_in_the_temp_fol
 
 LOCK_HOLDER = """
 import sys, time
-from autoint.runs import registry_lock
+from autoint.training.runs import registry_lock
 with registry_lock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))

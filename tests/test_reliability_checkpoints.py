@@ -16,18 +16,18 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import autoint.runs as runs
-from autoint.model import AutoInt, AutoIntConfig
-from autoint.runs import CheckpointError, list_runs, load_run, read_manifest, save_run
+import autoint.training.runs as runs
+from autoint.model.autoint import AutoInt, AutoIntConfig
+from autoint.training.runs import CheckpointError, list_runs, load_run, read_manifest, save_run
 
 SMALL = AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1)
 
 
 @pytest.fixture(scope="module")
 def schema(tmp_path_factory):
-    from autoint.datasets.movielens import load_dataset
+    from autoint.datasets.movielens import load_movielens
     from autoint.datasets.synth import generate_movielens
-    return load_dataset(generate_movielens(tmp_path_factory.mktemp("tiny") / "ml", users=30, movies=20, ratings=300,
+    return load_movielens(generate_movielens(tmp_path_factory.mktemp("tiny") / "ml", users=30, movies=20, ratings=300,
                                  seed=2)).schema
 
 

@@ -12,9 +12,9 @@ import sys
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from autoint.__main__ import main
-from autoint.data import DataError
-from autoint.datasets.movielens import load_dataset, read_movielens
+from autoint.cli import main
+from autoint.data.dataset import DataError
+from autoint.datasets.movielens import load_movielens, read_movielens
 from conftest import REPO
 
 USERS = ["1::F::1::10::48067", "2::M::25::12::70072", "3::M::56::16::55117"]
@@ -47,7 +47,7 @@ def refuse(folder, pattern, capsys=None):
     """The library raises DataError matching `pattern`, the CLI exits 2 with the same text, nothing is written."""
     before = snapshot(folder)
     with pytest.raises(DataError, match=pattern) as info:
-        load_dataset(folder)
+        load_movielens(folder)
     assert snapshot(folder) == before, "a failed load left files behind"
     if capsys is not None:
         capsys.readouterr()

@@ -7,13 +7,13 @@ subprocess is covered in test_reliability_data.py and test_train.py.
 import math
 import pytest
 
-from autoint.__main__ import build_parser, main
-from autoint.data import DataError
+from autoint.cli import build_parser, main
+from autoint.data.dataset import DataError
 from autoint.datasets.movielens import Catalog, read_movielens
-from autoint.model import AutoIntConfig, ConfigError
-from autoint.schema import SchemaError
+from autoint.model.autoint import AutoIntConfig, ConfigError
+from autoint.data.schema import SchemaError
 from autoint.datasets.synth import FIRST_TIMESTAMP, LAST_TIMESTAMP
-from autoint.train import TrainConfig
+from autoint.training.train import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def tiny_run(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
     assert main(["train", "--data-dir", str(tiny), "--layers", "1", "--embed-dim", "4", "--attn-dim", "4",
                  "--epochs", "1", "--batch-size", "256", "--quiet", "--device", "cpu", "--out", str(out)]) == 0
-    from autoint.runs import load_run
+    from autoint.training.runs import load_run
     return load_run(out)
 
 
@@ -72,7 +72,7 @@ def test_request_time_at_the_edges_is_accepted(catalog):
 
 
 def test_model_refuses_request_time_outside_its_scaling(tiny_run, catalog):
-    from autoint.explain import explain_sample
+    from autoint.explain.explanation import explain_sample
     values = catalog.sample(1, 1)
     field = tiny_run.schema["RequestTime"]
     for bad in (field.min_value - 1, field.max_value + 86400, 1e30):
@@ -83,13 +83,13 @@ def test_model_refuses_request_time_outside_its_scaling(tiny_run, catalog):
 
 @pytest.mark.parametrize("genres", [["Cartoons"], ["Action", "action"], "Sci Fi", [""]])
 def test_genres_not_in_vocabulary(tiny_run, catalog, genres):
-    from autoint.explain import explain_sample
+    from autoint.explain.explanation import explain_sample
     with pytest.raises(SchemaError, match=r"Genre: .* not in the vocabulary; choose from .*Action.*"):
         explain_sample(tiny_run.model, {**catalog.sample(1, 1), "Genre": genres})
 
 
 def test_too_many_or_no_genres(tiny_run, catalog):
-    from autoint.explain import explain_sample
+    from autoint.explain.explanation import explain_sample
     values = catalog.sample(1, 1)
     with pytest.raises(SchemaError, match=r"Genre takes at most 6 values, got 7"):
         explain_sample(tiny_run.model, {**values, "Genre": ["Action"] * 7})
@@ -105,13 +105,13 @@ def test_too_many_or_no_genres(tiny_run, catalog):
     ("RequestTime=yesterday", r"give ISO 8601 .* or Unix seconds"),
 ])
 def test_what_if_edits(tiny_run, text, pattern):
-    from autoint.encoding import parse_edit
+    from autoint.data.encoding import parse_edit
     with pytest.raises(SchemaError, match=pattern):
         parse_edit(tiny_run.schema, text)
 
 
 def test_recommend_for_unknown_user(tiny_run, catalog):
-    from autoint.recommend import recommend
+    from autoint.explain.recommend import recommend
     with pytest.raises(DataError, match=r"unknown user 999: .* has users 1-60"):
         recommend(tiny_run.model, catalog, 999)
     with pytest.raises(DataError, match=r"outside the data's range"):

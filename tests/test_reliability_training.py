@@ -18,11 +18,11 @@ from dataclasses import asdict
 import pytest
 import torch
 
-import autoint.train as train_module
-from autoint.__main__ import main
-from autoint.model import AutoInt, AutoIntConfig
-from autoint.runs import REGISTRY_LOCK, clean_staging, list_runs, load_run, save_run
-from autoint.train import TrainConfig, TrainingDiverged, train
+import autoint.training.train as train_module
+from autoint.cli import main
+from autoint.model.autoint import AutoInt, AutoIntConfig
+from autoint.training.runs import REGISTRY_LOCK, clean_staging, list_runs, load_run, save_run
+from autoint.training.train import TrainConfig, TrainingDiverged, train
 from conftest import REPO
 
 SMALL = AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1)
@@ -36,8 +36,8 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tiny):
-    from autoint.datasets.movielens import load_dataset
-    return load_dataset(tiny)
+    from autoint.datasets.movielens import load_movielens
+    return load_movielens(tiny)
 
 
 @pytest.fixture
@@ -242,7 +242,7 @@ def _die_in_child(fn):
 ])
 def test_killed_at_each_step_of_save(runs_with_old, tiny_dataset, where, expect):
     """Replace run `r` (v=1) by v=2 and die at `where`: afterwards `r` is complete, v=1 or v=2 as the step says."""
-    import autoint.runs as runs
+    import autoint.training.runs as runs
     model = AutoInt(SMALL, tiny_dataset.schema)
     save_run(runs_with_old / "r", model, metrics={"v": 1})
 

@@ -1,15 +1,15 @@
-"""The seeded sample of a split behind the app's dataset-level views (autoint.sampling), and the background runner
-that computes them (autoint.background)."""
+"""The seeded sample of a split behind the app's dataset-level views (autoint.explain.sampling), and the background runner
+that computes them (autoint.workspace.background)."""
 import threading
 
 import numpy as np
 import pytest
 import torch
 
-from autoint.background import FAILED, FINISHED, QUEUED, RUNNING, BackgroundRunner
-from autoint.data import DataError
+from autoint.workspace.background import FAILED, FINISHED, QUEUED, RUNNING, BackgroundRunner
+from autoint.data.dataset import DataError
 from autoint.errors import UsageError
-from autoint.sampling import (DEFAULT_SAMPLE_ROWS, correlations_of_sample, default_interaction_rows, default_size,
+from autoint.explain.sampling import (DEFAULT_SAMPLE_ROWS, correlations_of_sample, default_interaction_rows, default_size,
                               interactions_of_sample, split_sample)
 
 
@@ -47,8 +47,9 @@ def test_default_size_the_whole_split_when_small_and_errors():
 
 
 def test_views_of_a_sample_equal_the_library_on_those_rows(trained_run, synth_dataset, tmp_path):
-    from autoint.explain import dataset_correlations, mean_embedding
-    from autoint.interactions import split_interactions
+    from autoint.explain.explanation import dataset_correlations
+    from autoint.explain.baselines import mean_embedding
+    from autoint.explain.interactions import split_interactions
     model = trained_run.model
     sample = split_sample(synth_dataset, "test", 150, seed=1)
     x, y = synth_dataset.split("test")
@@ -114,8 +115,8 @@ def test_background_runner_progress_result_error_and_one_run_per_key():
 def test_a_prepared_sample_is_the_same_permutation_prefix_read_from_its_row_groups(tmp_path):
     from autoint.datasets import builtin_spec
     from autoint.datasets.synth import generate_criteo
-    from autoint.prepared import prepare
-    from autoint.sampling import permutation_prefix, prepared_sample
+    from autoint.datasets.prepared import prepare
+    from autoint.explain.sampling import permutation_prefix, prepared_sample
     folder = generate_criteo(tmp_path / "criteo", rows=3000, seed=2)
     prepared = prepare(builtin_spec("criteo"), folder, row_group_rows=64, progress=False)
     x, y = prepared.read_split("test")

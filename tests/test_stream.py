@@ -1,11 +1,11 @@
-"""Streamed training from prepared row groups (autoint.stream): every row once an epoch across ranks and workers,
+"""Streamed training from prepared row groups (autoint.training.stream): every row once an epoch across ranks and workers,
 seeded orders, bounded buffers, and the same metrics as the in-memory path where the design allows it."""
 import pytest
 import torch
 
-from autoint.model import AutoIntConfig, ConfigError
-from autoint.stream import EpochPlan, SplitStream, StreamedBatches
-from autoint.train import TrainConfig, choose_data_path, train
+from autoint.model.autoint import AutoIntConfig, ConfigError
+from autoint.training.stream import EpochPlan, SplitStream, StreamedBatches
+from autoint.training.train import TrainConfig, choose_data_path, train
 from conftest import prepared_criteo
 
 TINY = AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1)
@@ -114,8 +114,8 @@ def test_each_rank_predicts_the_rows_the_gather_expects(prepared, monkeypatch):
     not exchanged: each rank's own predictions must have exactly that length (also 0, for a rank without a row
     group), and together they are the split. The gather itself is left out here (one process, no group):
     tests/test_distributed.py runs it."""
-    from autoint import distributed
-    from autoint.baselines import build_model
+    from autoint.training import distributed
+    from autoint.model.reference_models import build_model
     seen = []
     monkeypatch.setattr(distributed, "gather_rows",
                         lambda scores, labels, counts: (seen.append(counts), (scores, labels))[1])

@@ -1,5 +1,5 @@
 """torchrun: two CPU processes (gloo) train the same model as one, write one run folder, and fail cleanly when a
-process is killed (autoint.distributed)."""
+process is killed (autoint.training.distributed)."""
 import json
 import os
 import signal
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from autoint.runs import REGISTRY_LOCK
+from autoint.training.runs import REGISTRY_LOCK
 from conftest import prepared_criteo
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,10 +97,10 @@ def _rank_of(pid: int) -> int | None:
 
 
 def test_a_killed_rank_fails_the_job_and_keeps_the_previous_run(prepared, tmp_path):
-    from autoint.runs import load_run, save_run
-    from autoint.model import AutoIntConfig
-    from autoint.baselines import build_model
-    from autoint.prepared import Prepared
+    from autoint.training.runs import load_run, save_run
+    from autoint.model.autoint import AutoIntConfig
+    from autoint.model.reference_models import build_model
+    from autoint.datasets.prepared import Prepared
     out = tmp_path / "runs" / "run"
     previous = save_run(out, build_model(AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1),
                                          Prepared.open(prepared).schema), metrics={"test_auc": 0.5})

@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from autoint.model import AutoIntConfig, ConfigError
-from autoint.runs import CheckpointError, list_runs, load_run, save_run, clean_staging
-from autoint.train import TrainConfig, roc_auc, train
+from autoint.model.autoint import AutoIntConfig, ConfigError
+from autoint.training.runs import CheckpointError, list_runs, load_run, save_run, clean_staging
+from autoint.training.metrics import roc_auc
+from autoint.training.train import TrainConfig, train
 from conftest import REPO
 
 
@@ -51,7 +52,7 @@ def test_early_stopping_restores_best_epoch(synth_dataset):
 
 
 def test_lr_decay_halves_the_rate_after_each_epoch_without_a_better_validation_auc(synth_dataset, monkeypatch):
-    import autoint.train as training
+    import autoint.training.train as training
     real_evaluate, val_aucs = training.evaluate, iter([0.60, 0.70, 0.65, 0.66, 0.80, 0.79])
 
     def scripted(model, x, y):  # validation AUCs as scripted (the test split is evaluated for real at the end)
@@ -70,7 +71,7 @@ def test_lr_decay_halves_the_rate_after_each_epoch_without_a_better_validation_a
 
 
 def test_callback_sees_progress_and_can_cancel(synth_dataset):
-    from autoint.train import TrainingCancelled
+    from autoint.training.train import TrainingCancelled
     events = []
 
     def callback(event):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ..data import DataError
+from ..data.dataset import DataError
 
 
 def _gunzip(path: Path, raw: bytes) -> bytes:

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ..data import DataError, Dataset, file_fingerprint, split_indices
-from ..encoding import encode_frame
-from ..schema import UNKNOWN, Field, Schema
+from ..data.dataset import DataError, Dataset, file_fingerprint, split_indices
+from ..data.encoding import encode_frame
+from ..data.schema import UNKNOWN, Field, Schema
 from .spec import MAX_VALUES, DatasetSpec, FieldSpec, SpecError
 
 LINE, FILE = "source_line", "source_file"  # where each sample came from, kept in the frame
@@ -215,7 +215,7 @@ def labels_of(spec: DatasetSpec, frame: pl.DataFrame, files: list[Path]) -> np.n
 
 def _as_number(raw: pl.Series) -> pl.Series:
     """Text stripped and read as Float64 (null where it is no number); a column already parsed as numbers (the
-    typed CSV parse of `autoint.prepared`, for columns only numeric fields or the label read) as it is."""
+    typed CSV parse of `autoint.datasets.prepared`, for columns only numeric fields or the label read) as it is."""
     if raw.dtype == pl.String:
         return raw.str.strip_chars().cast(pl.Float64, strict=False)
     return raw.cast(pl.Float64)
@@ -324,7 +324,7 @@ def schema_from(spec: DatasetSpec, counts: dict[str, pl.DataFrame], ranges: dict
     """The schema from what was counted: per categorical/multi-valued field its training `counts`
     (`value_counts`), per numeric field the (min, max) of its transformed values over all samples (None: no
     samples), per multi-valued field its longest list over all samples. `build_schema` and
-    `autoint.prepared` (which counts batch by batch) both end here."""
+    `autoint.datasets.prepared` (which counts batch by batch) both end here."""
     fields = []
     for f in spec.fields:
         common = dict(display=f.display, role=f.role)

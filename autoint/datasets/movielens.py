@@ -17,10 +17,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from ..data import SPLIT_SEED, DataError, Dataset, file_fingerprint, split_indices
-from ..encoding import encode_frame
-from ..schema import UNKNOWN, Field, Schema
-from . import MOVIELENS, resolve_data_dir
+from ..data.dataset import SPLIT_SEED, DataError, Dataset, file_fingerprint, split_indices
+from ..data.encoding import encode_frame
+from ..data.schema import UNKNOWN, Field, Schema
+from .registry import MOVIELENS, resolve_data_dir
 from .dat import read_dat
 
 YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
@@ -236,7 +236,7 @@ def build_dataset(ml: MovieLens, with_ids: bool = False, seed: int = SPLIT_SEED,
     return MovieLensDataset(schema, frame, inputs, labels, splits, ml.fingerprint, movielens=ml)
 
 
-def load_dataset(data_dir=None, with_ids: bool = False, schema: Schema | None = None) -> MovieLensDataset:
+def load_movielens(data_dir=None, with_ids: bool = False, schema: Schema | None = None) -> MovieLensDataset:
     """MovieLens-1M from `data_dir` (default: $AUTOINT_DATA_DIR, else data/ml-1m)."""
     return build_dataset(read_movielens(resolve_data_dir(MOVIELENS, data_dir=data_dir)), with_ids=with_ids,
                          schema=schema)

@@ -46,8 +46,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import DataError
-from ..schema import FORMATS, ROLES, TRANSFORMS
+from ..data.dataset import DataError
+from ..data.schema import FORMATS, ROLES, TRANSFORMS
 
 FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")  # as runs.py requires of a saved schema
 LABEL_RULE = re.compile(r"^\s*([^\s<>=!]+)\s*(?:(>=|<=|==|!=|>|<)\s*(-?\d+(?:\.\d+)?))?\s*$")

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..files import swap_into_place
-from ..schema import log2_transform
+from ..data.schema import log2_transform
 from .movielens import AGE_NAMES, GENRES
 
 GROUND_TRUTH = "planted_interactions.json"

@@ -80,11 +80,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .data import DataError, Dataset
-from .encoding import FieldTensors
-from .errors import UsageError
-from .files import staging_dir, swap_into_place, tidy_siblings
-from .schema import Schema, SchemaError
+from ..data.dataset import DataError, Dataset
+from ..data.encoding import FieldTensors
+from ..errors import UsageError
+from ..files import staging_dir, swap_into_place, tidy_siblings
+from ..data.schema import Schema, SchemaError
 
 if TYPE_CHECKING:  # imported where tensors are made: `prepare` runs without torch (about 1 s of start-up)
     import torch
@@ -158,14 +158,14 @@ def source_fingerprint(path: Path) -> dict:
 
 
 def _settings_hash(spec) -> str:
-    from .datasets.generic import spec_settings
+    from .generic import spec_settings
     return hashlib.sha256(json.dumps(spec_settings(spec), sort_keys=True).encode()).hexdigest()
 
 
 def source_paths(spec, data_dir) -> list[Path]:
     """The raw files a prepared copy is made from and checked against (`is_prepared`): the spec's main files and
     the join files present."""
-    from .datasets.generic import resolve_files
+    from .generic import resolve_files
     data_dir = Path(data_dir)
     return resolve_files(spec, data_dir) + [data_dir / j.file for j in spec.joins if (data_dir / j.file).is_file()]
 
@@ -488,7 +488,7 @@ class _Source:
 def _check_lines(source: _Source, chunk: bytes, first_line: int, expected: int, separator: str) -> int:
     """Refuse the first line of `chunk` without `expected` columns (a blank line too); returns its line count.
     Lines holding a quote are left to the CSV reader, as `generic._check_field_counts` does."""
-    from .datasets.generic import field_count_error
+    from .generic import field_count_error
     buf = np.frombuffer(chunk, dtype=np.uint8)
     ends = np.flatnonzero(buf == 10)
     if len(chunk) and chunk[-1:] != b"\n":
@@ -658,7 +658,7 @@ def _csv_batches(spec, source: _Source, names: list[str], wanted: list[str], bat
                  typed: dict | None = None):
     """Batches of whole lines, about `batch_bytes` each, of one CSV file: the wanted columns (as text; the
     `typed` ones as Float64 when `_typed_frame` applies), with LINE and FILE."""
-    from .datasets.generic import FILE, LINE as SOURCE_LINE
+    from .generic import FILE, LINE as SOURCE_LINE
     indices = [names.index(c) for c in wanted]
     with source.path.open("rb") as fh:
         line = 1
@@ -694,7 +694,7 @@ def _csv_batches(spec, source: _Source, names: list[str], wanted: list[str], bat
 
 
 def _parquet_batches(source: _Source, wanted: list[str], batch_rows: int, on_bytes):
-    from .datasets.generic import FILE, LINE as SOURCE_LINE
+    from .generic import FILE, LINE as SOURCE_LINE
     try:
         handle = pq.ParquetFile(source.path)
     except (OSError, pa.ArrowException) as exc:
@@ -733,7 +733,7 @@ class _Reader:
     """The main files in batches, joins applied: what `generic.read_frame` gives, a batch at a time."""
 
     def __init__(self, spec, data_dir: Path, sources: list[_Source], batch_rows: int, batch_bytes: int):
-        from .datasets.generic import join_tables
+        from .generic import join_tables
         self.spec, self.sources, self.batch_rows, self.batch_bytes = spec, sources, batch_rows, batch_bytes
         self.names = _column_names(spec, sources[0])
         for s in sources[1:]:
@@ -741,7 +741,7 @@ class _Reader:
             if names != self.names:
                 raise DataError(f"{s.shown}: its columns ({', '.join(names)}) differ from {sources[0].shown.name}'s "
                                 f"({', '.join(self.names)}); every file of a data set needs the same.")
-        from .datasets.generic import wanted_columns, LINE as SOURCE_LINE, FILE
+        from .generic import wanted_columns, LINE as SOURCE_LINE, FILE
         joins, after = join_tables(spec, data_dir, sources[0].shown, self.names)
         self.joins = [(j, right.drop(SOURCE_LINE, FILE).collect()) for j, right, _ in joins]
         self.join_files = [path for _, _, path in joins]
@@ -752,7 +752,7 @@ class _Reader:
         self.total_bytes = sum(s.path.stat().st_size for s in sources)
 
     def batches(self, on_bytes):
-        from .datasets.generic import FILE, LINE as SOURCE_LINE
+        from .generic import FILE, LINE as SOURCE_LINE
         for s in self.sources:
             if self.spec.format == "parquet":
                 it = _parquet_batches(s, self.main, self.batch_rows, on_bytes)
@@ -1101,7 +1101,7 @@ def _encoded_codes(schema: Schema, coded: pl.DataFrame, codes: "_Hashes", arrow_
                    pool: ThreadPoolExecutor | None = None) -> pa.Table:
     """A staged batch (`_Hashes.stage` of the sample frame) encoded as `encode_frame` would the sample frame.
     With `pool`, the fields are encoded in its threads (numpy's lookups release the GIL)."""
-    from .datasets.generic import LINE as SOURCE_LINE
+    from .generic import LINE as SOURCE_LINE
     width = max((f.max_len for f in schema.of_kind("multivalued")), default=1)
     columns = [pa.array(coded[LABEL].to_numpy().astype(np.float32)), pa.array(coded[SOURCE_LINE].to_numpy())]
 
@@ -1147,7 +1147,7 @@ class _Progress:
 def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, progress: bool = True,
             callback=None, batch_rows: int = BATCH_ROWS, batch_bytes: int = BATCH_BYTES) -> Prepared:
     """Prepare `spec`'s files in `data_dir` into `out` (default `data_dir/prepared/NAME`), or reuse it."""
-    from .datasets.generic import is_gzip, numeric_range, resolve_files, sample_frame, schema_from
+    from .generic import is_gzip, numeric_range, resolve_files, sample_frame, schema_from
     if isinstance(row_group_rows, bool) or not isinstance(row_group_rows, int) or row_group_rows < 1:
         raise UsageError(f"row_group_rows {row_group_rows!r}: give a whole number of rows, at least 1.")
     for name, value in (("batch_rows", batch_rows), ("batch_bytes", batch_bytes)):
@@ -1196,7 +1196,7 @@ def prepare(spec, data_dir, out=None, *, row_group_rows: int = ROW_GROUP_ROWS, p
         positives = {s: 0 for s in SPLITS}
         bar = _Progress(1, reader.total_bytes, "B", progress, callback)
         row, staged = 0, []
-        from .datasets.generic import FILE
+        from .generic import FILE
 
         def checked(batches):
             """Each batch as its sample frame and split codes, with the split counts, numeric ranges and longest

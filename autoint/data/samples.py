@@ -2,7 +2,7 @@
 label, samples picked by field values, and the values a field takes in a split (most frequent first, searchable,
 for vocabularies of a million values).
 
-Everything works on a `Dataset` (autoint.data; any data set of autoint.datasets) encoded with a run's schema: the
+Everything works on a `Dataset` (autoint.data.dataset; any data set of autoint.datasets) encoded with a run's schema: the
 frame holds the raw values shown to a person, the encoded inputs are what filters compare, so a filter on
 `C3=68fd1e64` keeps exactly the samples the model sees with that value (a value too rare for its own slot is
 `<unknown>` to the model, and filters as such).
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import AutoIntError
+from ..errors import AutoIntError
 from .schema import UNKNOWN, Field, Schema
 
 

@@ -10,7 +10,7 @@ A job lives in a folder under `<runs root>/.jobs/<id>/`:
 `<runs root>/.activity` is touched by the app on every script run of any session: a trainer
 started with an idle thread count uses every core while nobody explored for IDLE_AFTER_S seconds,
 and its own share of the cores otherwise (`ThreadPacer`, checked every 50 batches).
-The worker (`python -m autoint.jobs JOB_DIR`) holds a file lock per device while the trainer
+The worker (`python -m autoint.training.jobs JOB_DIR`) holds a file lock per device while the trainer
 runs, so jobs queue: one trains on each device at a time, the rest wait for the lock. The
 trainer writes its run folder atomically only when training finished, so a job killed on
 the way leaves no run in the registry. Nothing here needs the app: jobs outlive reruns,
@@ -30,10 +30,11 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from .errors import UsageError
-from .model import AutoIntConfig
+from ..errors import UsageError
+from ..model.autoint import AutoIntConfig
 from .runs import RUN_NAME, CheckpointError
-from .train import TrainConfig, pick_device, settings_to_json
+from .metrics import pick_device
+from .train import TrainConfig, settings_to_json
 
 JOBS_DIR = ".jobs"
 SETTINGS = "settings.json"
@@ -130,7 +131,7 @@ class JobQueue:
                prepared: str | os.PathLike | None = None) -> Job:
         """Queue a training job; bad settings raise ConfigError here, before any process starts.
 
-        `prepared`: a prepared copy of the data in `data_dir` (autoint.prepared) to train on (`train --prepared`,
+        `prepared`: a prepared copy of the data in `data_dir` (autoint.datasets.prepared) to train on (`train --prepared`,
         in memory or streamed as `train_config.data_path` says) instead of reading the raw files (`dataset`, `spec`).
 
         `snapshot=(epoch, name)` also saves the best weights after that epoch as the run `name` while
@@ -184,7 +185,7 @@ class JobQueue:
         environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
                                                                   environment.get("PYTHONPATH")]))
         # A session of its own, so cancel can end the worker and its trainer together.
-        child = subprocess.Popen([self.python, "-m", "autoint.jobs", str(folder)], env=environment,
+        child = subprocess.Popen([self.python, "-m", "autoint.training.jobs", str(folder)], env=environment,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=open(folder / "worker.log", "w"), start_new_session=True)
         self._children[job_id] = child

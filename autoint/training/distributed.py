@@ -4,7 +4,7 @@
 WORLD_SIZE, RANK and LOCAL_RANK in each one's environment, which is how a process knows it is one of several
 (`launch_from_env`). Without those variables nothing here runs and training is as before.
 
-- Each rank streams its own virtual shards (autoint.stream), DDP averages the gradients, and each rank predicts its
+- Each rank streams its own virtual shards (autoint.training.stream), DDP averages the gradients, and each rank predicts its
   share of the validation and test row groups. Rank 0 alone gathers every rank's scores and labels (`gather_rows`,
   lengths known from the manifest, so one `dist.gather`), computes the exact AUC and logloss of the whole split and
   broadcasts the two numbers (`broadcast_floats`): the same numbers, hence the same early-stopping decisions, on
@@ -13,7 +13,7 @@ WORLD_SIZE, RANK and LOCAL_RANK in each one's environment, which is how a proces
   fallback.
 - On CUDA each process trains on the GPU of its LOCAL_RANK, `cuda:LOCAL_RANK` (`rank_device`): model, batches
   and collectives; choose which GPUs a node offers with CUDA_VISIBLE_DEVICES.
-- Rank 0 alone writes the run folder (autoint.runs.save_run, atomic as ever).
+- Rank 0 alone writes the run folder (autoint.training.runs.save_run, atomic as ever).
 - A killed rank: torchrun stops the others and exits non-zero naming the failed rank; a survivor blocked in a
   collective gets an error from the backend (`PEER_TIMEOUT_S` bounds the wait), which `peer_failure` turns into
   an error naming this rank. No run folder is written or replaced unless training finished.
@@ -27,7 +27,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from .errors import AutoIntError, UsageError
+from ..errors import AutoIntError, UsageError
 
 ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 PEER_TIMEOUT_S = 120  # the longest a collective waits for a peer before failing
@@ -69,7 +69,7 @@ def rank_device(launch: Launch, requested: str | None = None, gpus: int | None =
     "cuda", or present when nothing is asked), else the CPU. `gpus`: the CUDA devices this process sees
     (torch.cuda.device_count() unless given). "cuda:N" is refused unless N is LOCAL_RANK: N processes of a node
     on one GPU would make NCCL fail; CUDA_VISIBLE_DEVICES chooses a node's GPUs instead."""
-    from .train import pick_device
+    from .metrics import pick_device
     gpus = torch.cuda.device_count() if gpus is None else gpus
     device = pick_device(requested, cuda_available=gpus > 0)
     if device.type != "cuda":

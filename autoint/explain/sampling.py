@@ -9,24 +9,25 @@ that size. Interactions cost 2^F forwards a sample below EXACT_MAX_FIELDS fields
 coalitions above, so they take their own, smaller default (`default_interaction_rows`): a prefix of the same
 permutation, hence a subset of the attention's sample.
 
-A prepared data set (`autoint.prepared`) gives the same sample without loading its split: `prepared_sample` reads
+A prepared data set (`autoint.datasets.prepared`) gives the same sample without loading its split: `prepared_sample` reads
 only the row groups that hold a sampled row.
 
 The computations take a progress callback (done, total) for the app's progress bars; interactions are cached on disk
-as `autoint.interactions.interactions_of_split` caches them (the run's weights, the data's fingerprint, the split,
+as `autoint.explain.interactions.interactions_of_split` caches them (the run's weights, the data's fingerprint, the split,
 the sample's size and seed, the baseline).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from .errors import UsageError
-from .explain import Correlations, dataset_correlations
+from ..errors import UsageError
+from .explanation import Correlations, dataset_correlations
 from .interactions import (BASELINES, CACHE_VERSION, DEFAULT_BUDGET, EXACT_MAX_FIELDS, SAMPLED_ROWS, InteractionError,
                            SplitInteractions, baseline_embedding, cache_key, cached_split_interactions,
                            default_cache_dir, sampled_split_interactions, split_interactions, weights_digest)
@@ -162,12 +163,12 @@ def interactions_of_sample(run_path: str | os.PathLike, model, dataset, sample: 
 
 def prepared_sample(prepared, split: str = "test", size: int | None = None, seed: int = DEFAULT_SEED):
     """(Dataset, SplitSample): the same seeded sample as `split_sample`, read from a prepared data set
-    (`autoint.prepared.Prepared`) without loading its split: only the row groups holding a sampled row are read.
+    (`autoint.datasets.prepared.Prepared`) without loading its split: only the row groups holding a sampled row are read.
     The Dataset holds the sample, in permutation order, as its `split`; the SplitSample indexes it (`order`
     0..size-1) and still counts the whole split (`total`), so it reads '5,000 of 4,584,061 test samples' and its
     prefixes are the permutation's. Beside it, as "train", a seeded sample of DEFAULT_SAMPLE_ROWS training rows
     (all of them when fewer): what the interactions' training-mean baseline embedding is averaged over."""
-    from .data import Dataset
+    from ..data.dataset import Dataset
     import polars as pl
     total = prepared.rows(split)
     size = sample_size(total, size, f"the {split} split of {prepared.path}")
@@ -203,3 +204,65 @@ def spread_positions(prepared, split: str = "train", rows: int = DEFAULT_SAMPLE_
     parts = [g.first_row + np.sort(rng.choice(g.rows, size=min(int(share), g.rows), replace=False))
              for g, share in zip(chosen, shares)]
     return np.concatenate(parts).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- the readings of a split
+
+READING_ROWS = 2_000  # samples a split's readings are computed on (value zeroing: L*H*F^2 forwards each)
+
+
+def readings_of_interactions(model, dataset, split: str, interactions: SplitInteractions, *,
+                             keep: np.ndarray | None = None, rows: int = READING_ROWS,
+                             names=None, progress: Progress | None = None):
+    """Every reading of the attention (autoint.explain.readings) on up to `rows` of the samples whose k-SII
+    `interactions` holds (those the slice mask `keep`, over the whole split, keeps), scored against them: the
+    split-level rho of the mean maps, each sample's own rho, precision@3."""
+    from .readings import score_split
+    positions = interactions.rows if interactions.sampled else np.arange(len(interactions), dtype=np.int64)
+    chosen = np.arange(len(positions))
+    if keep is not None:
+        chosen = chosen[np.asarray(keep, dtype=bool)[positions]]
+    chosen = chosen[:rows]
+    inputs, _ = dataset.split(split)
+    x = inputs.index(torch.from_numpy(positions[chosen]))
+    return score_split(model, x, interactions.pairs[chosen], names, progress=progress)
+
+
+def model_readings(run_path: str | os.PathLike, model, dataset, split: str = "test", *,
+                   progress: Progress | None = None, cache_dir: str | os.PathLike | None = None):
+    """The readings of the run on the default sample of `split` (its interactions' rows, at most READING_ROWS),
+    cached on disk beside the interactions as JSON: what a page names as the model's default reading (the highest
+    split-level agreement, `Readings.default`) before anything else is computed."""
+    import json
+    from .readings import READINGS, Readings, ScoredReading
+    sample = split_sample(dataset, split)
+    folder = Path(cache_dir or default_cache_dir())
+    key = cache_key(weights_digest(run_path), dataset.fingerprint, split, "readings", len(sample), sample.seed,
+                    READING_ROWS, CACHE_VERSION, *READINGS)
+    path = folder / f"{key}.json"
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+            return Readings({n: ScoredReading(n, np.array(r["matrix"]), np.array(r["per_head"]),
+                                              float("nan") if r["agreement"] is None else r["agreement"],
+                                              float("nan") if r["precision_at_3"] is None else r["precision_at_3"],
+                                              np.array([np.nan if v is None else v for v in r["per_sample"]]))
+                             for n, r in saved["readings"].items()}, saved["reading"], saved["fields"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    interactions = interactions_of_sample(run_path, model, dataset, sample, cache_dir=cache_dir)
+    result = readings_of_interactions(model, dataset, split, interactions, progress=progress)
+    payload = {"reading": result.default, "fields": result.fields,
+               "readings": {n: {"matrix": r.matrix.tolist(), "per_head": r.per_head.tolist(),
+                                "agreement": None if not np.isfinite(r.agreement) else r.agreement,
+                                "precision_at_3": None if not np.isfinite(r.precision_at_3) else r.precision_at_3,
+                                "per_sample": [None if not np.isfinite(v) else v for v in r.per_sample]}
+                            for n, r in result.readings.items()}}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = folder / f".staging-{key}-{os.getpid()}.json"
+        staging.write_text(json.dumps(payload))
+        os.replace(staging, path)
+    except OSError:
+        pass  # a read-only cache costs the next request the computation, nothing else
+    return result

@@ -15,12 +15,12 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .encoding import FieldTensors, check_values, encode_sample, encode_values, field_labels, unknown_values
-from .errors import AutoIntError
-from .explain import top_combinations
+from ..data.encoding import FieldTensors, check_values, encode_sample, encode_values, field_labels, unknown_values
+from ..errors import AutoIntError
+from .explanation import top_combinations
 from .interactions import EXACT_MAX_FIELDS, pair_index, split_interactions
-from .model import AutoInt
-from .schema import Schema
+from ..model.autoint import AutoInt
+from ..data.schema import Schema
 
 
 class RecommendError(AutoIntError, ValueError):

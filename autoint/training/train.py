@@ -3,10 +3,10 @@
 One loop trains from a batch source, one of two data paths (`TrainConfig.data_path`):
 
 - **in-memory** (`InMemoryBatches`): the split lives on the device as tensors and is batched by index, so the
-  loop holds no per-sample Python. A `Dataset` always takes it; a prepared directory (autoint.prepared) can.
-- **streamed** (`autoint.stream.StreamedBatches`): a prepared directory's row groups are read through seeded
+  loop holds no per-sample Python. A `Dataset` always takes it; a prepared directory (autoint.datasets.prepared) can.
+- **streamed** (`autoint.training.stream.StreamedBatches`): a prepared directory's row groups are read through seeded
   shuffle buffers, so host memory is bounded by `buffer_rows`, not by the data set; validation and test stream too
-  (batched predictions, the exact AUC over the whole split). Under torchrun (autoint.distributed) each process
+  (batched predictions, the exact AUC over the whole split). Under torchrun (autoint.training.distributed) each process
   streams its own virtual shards and DDP averages the gradients.
 
 "auto" keeps a prepared set in memory when its encoded tensors are small (`IN_MEMORY_MAX_BYTES`) and it is one
@@ -30,12 +30,15 @@ import torch.nn.functional as F_
 from tqdm.auto import tqdm
 
 from . import distributed
-from .errors import AutoIntError, TrainingCancelled  # noqa: F401  (re-exported)
-from .data import Dataset
-from .encoding import FieldTensors
-from .baselines import build_model, config_from_json
-from .model import KERNELS, AutoInt, AutoIntConfig, ConfigError, cuda_mode
-from .train_config import IN_MEMORY_MAX_BYTES, TrainConfig  # noqa: F401  (re-exported)
+from .metrics import metrics, pick_device
+from ..errors import AutoIntError, TrainingCancelled  # noqa: F401  (re-exported)
+from ..data.dataset import Dataset
+from ..data.encoding import FieldTensors
+from ..model.reference_models import build_model, config_from_json
+from ..errors import ConfigError
+from ..model.autoint import AutoInt, AutoIntConfig
+from ..model.kernels.loader import KERNELS, cuda_mode
+from .config import IN_MEMORY_MAX_BYTES, TrainConfig  # noqa: F401  (re-exported)
 
 
 class TrainingDiverged(AutoIntError, RuntimeError):
@@ -72,50 +75,6 @@ def settings_from_json(obj: dict, where: str = "settings") -> tuple:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-def pick_device(requested: str | None = None, cuda_available: bool | None = None) -> torch.device:
-    """The device a name asks for (None, "" or "auto": CUDA when present, else the CPU), checked against this
-    machine (`cuda_available`: torch.cuda.is_available() unless given). Under torchrun,
-    autoint.distributed.rank_device turns "cuda" into each process's cuda:LOCAL_RANK."""
-    cuda_available = torch.cuda.is_available() if cuda_available is None else cuda_available
-    if requested in (None, "", "auto"):
-        return torch.device("cuda" if cuda_available else "cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError as exc:
-        raise ConfigError(f"device={requested!r} is not a device name; use cpu, cuda or cuda:N.") from exc
-    if device.type == "cuda" and not cuda_available:
-        raise ConfigError(f"device={requested!r} asked for CUDA, but this machine has no CUDA GPU; use --device cpu.")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device={requested!r}: only cpu and cuda are supported.")
-    return device
-
-
-def roc_auc(labels: torch.Tensor, scores: torch.Tensor) -> float:
-    """Area under the ROC curve by the rank-sum formula, ties given their average rank."""
-    labels, scores = labels.double().cpu(), scores.double().cpu()
-    n_pos = labels.sum().item()
-    n_neg = labels.numel() - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = torch.argsort(scores)
-    sorted_scores = scores[order]
-    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
-    ends = counts.cumsum(0).double()
-    average_rank = (ends - (counts.double() - 1) / 2)[inverse]  # 1-based ranks, ties averaged
-    rank_sum = (average_rank * labels[order]).sum().item()
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def log_loss(labels: torch.Tensor, probabilities: torch.Tensor) -> float:
-    p = probabilities.double().clamp(1e-7, 1 - 1e-7)
-    return float(F_.binary_cross_entropy(p, labels.double()).item())
-
-
-def metrics(labels: torch.Tensor, probabilities: torch.Tensor) -> dict:
-    """A split's AUC and logloss from all its labels and predicted probabilities."""
-    return {"auc": roc_auc(labels, probabilities), "logloss": log_loss(labels, probabilities)}
-
-
 @torch.no_grad()
 def evaluate(model: AutoInt, inputs: FieldTensors, labels: torch.Tensor) -> dict:
     device = next(model.parameters()).device
@@ -149,7 +108,7 @@ def make_optimizer(model: torch.nn.Module, train_config: TrainConfig) -> torch.o
 class TrainStep:
     """One optimisation step on a batch; returns the loss as a device tensor (nothing is read back).
 
-    On CUDA in the "graph" mode (autoint.model.CUDA_MODE, or AUTOINT_CUDA_GRAPH=1) the full-size step is
+    On CUDA in the "graph" mode (autoint.model.kernels.loader.CUDA_MODE, or AUTOINT_CUDA_GRAPH=1) the full-size step is
     recorded once as a CUDA graph after `WARMUP` eager steps and then replayed, so each batch costs a few
     copies into static buffers and one launch instead of a few hundred; a shorter last batch runs eagerly.
     The graph records exactly `eager`, the code CPU runs, so CPU tests cover the step itself.
@@ -223,7 +182,7 @@ class TrainStep:
 class InMemoryBatches:
     """The in-memory path's batch source: the training split on the device, one seeded permutation an epoch (a
     torch.Generator seeded with the seed, one randperm(n) per epoch), batches as views. With several processes
-    each takes its slice of every global batch, its loss scaled as autoint.stream's are."""
+    each takes its slice of every global batch, its loss scaled as autoint.training.stream's are."""
 
     path = "in-memory"
 
@@ -278,7 +237,7 @@ def choose_data_path(data, train_config: TrainConfig, world: int = 1) -> str:
 
 
 def batch_source(data, train_config: TrainConfig, device: torch.device, rank: int = 0, world: int = 1):
-    """The batch source `train` loops over: `InMemoryBatches` or `autoint.stream.StreamedBatches`."""
+    """The batch source `train` loops over: `InMemoryBatches` or `autoint.training.stream.StreamedBatches`."""
     path = choose_data_path(data, train_config, world)
     if path == "in-memory":
         dataset = data if isinstance(data, Dataset) else data.to_dataset()
@@ -294,8 +253,8 @@ def train(data, model_config: AutoIntConfig, train_config: TrainConfig,
           snapshot: tuple[int, Callable[[TrainResult], None]] | None = None) -> TrainResult:
     """Train one model; returns it with the best validation weights and its test metrics.
 
-    `data` is a `Dataset` (the in-memory path) or a prepared directory (`autoint.prepared.Prepared`: in memory
-    or streamed, `TrainConfig.data_path`). In a torchrun job (autoint.distributed started) every process calls
+    `data` is a `Dataset` (the in-memory path) or a prepared directory (`autoint.datasets.prepared.Prepared`: in memory
+    or streamed, `TrainConfig.data_path`). In a torchrun job (autoint.training.distributed started) every process calls
     it; they train one DDP model and compute the same metrics.
 
     `callback(event)` gets {"event": "step" | "epoch", ...}; returning False cancels
@@ -322,7 +281,7 @@ def train(data, model_config: AutoIntConfig, train_config: TrainConfig,
 
     best_auc, best_epoch, best_state, stale = -1.0, 0, None, 0
     history, epoch_seconds, diverged = [], [], None
-    compile_seconds = 0.0  # torch.compile of the fused layer (autoint.model.KERNELS): once a process, timed apart
+    compile_seconds = 0.0  # torch.compile of the fused layer (autoint.model.kernels.loader.KERNELS): once a process, timed apart
 
     def summary(net: AutoInt, best_epoch: int) -> dict:
         """A run's metrics: these weights (the best epoch's) on validation and test, and how training went so far.

@@ -1,4 +1,4 @@
-"""Streaming a prepared split (autoint.prepared) into training batches, with host memory bounded by a buffer.
+"""Streaming a prepared split (autoint.datasets.prepared) into training batches, with host memory bounded by a buffer.
 
 The design makes the batch sequence independent of how many processes train:
 
@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .encoding import FieldTensors
-from .model import ConfigError
+from ..data.encoding import FieldTensors
+from ..errors import ConfigError
 
 
 def _seed(*parts: int) -> int:
@@ -209,7 +209,7 @@ class SplitStream(IterableDataset):
     @property
     def prepared(self):
         if self._prepared is None:
-            from .prepared import Prepared
+            from ..datasets.prepared import Prepared
             self._prepared = Prepared.open(self.path)
         return self._prepared
 
@@ -319,7 +319,7 @@ class StreamedBatches:
         """The split's AUC and logloss over all its rows: with several processes rank 0 computes them from every
         process's predictions (gathered to it alone) and broadcasts the two numbers to the others."""
         from . import distributed
-        from .train import metrics
+        from .metrics import metrics
         probabilities, labels = self.predictions(model, split)
         if self.world == 1:
             return metrics(labels, probabilities)

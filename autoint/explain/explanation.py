@@ -12,19 +12,17 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import UsageError
-from .encoding import FieldTensors, check_values, encode_checked, encode_sample, field_labels, unknown_values
+from ..errors import UsageError
+from ..data.encoding import FieldTensors, check_values, encode_checked, encode_sample, field_labels, unknown_values
+from .baselines import device_of, unknown_embedding
+from .readings import Readings, has_attention, score_sample
 from .interactions import Agreement, SampleInteractions, agreement, head_entropy, near_uniform, sample_interactions
-from .model import AutoInt
-from .schema import Schema, SchemaError
+from ..model.autoint import AutoInt
+from ..data.schema import Schema, SchemaError
 
 ATTRIBUTION_METHODS = ("integrated_gradients", "feature_ablation", "shapley")
 METHOD_NAMES = {"integrated_gradients": "Integrated Gradients", "feature_ablation": "Feature Ablation",
                 "shapley": "Shapley Value Sampling"}
-
-
-def _device(model: AutoInt) -> torch.device:
-    return next(model.parameters()).device
 
 
 # ----------------------------------------------------------------------------- one sample
@@ -48,6 +46,7 @@ class SampleExplanation:
     attributions: dict[str, np.ndarray] = field(default_factory=dict)  # method -> (F,) logit units
     completeness_gap: float | None = None
     interactions: SampleInteractions | None = None  # the model's measured pairwise interactions (k-SII)
+    readings: Readings | None = None  # every reading of the attention, scored against `interactions`
 
     @property
     def head_entropy(self) -> np.ndarray:
@@ -77,6 +76,8 @@ class SampleExplanation:
         if self.interactions is not None:
             out["interactions"] = self.interactions.to_json(self.labels)
             out["agreement"] = self.agreement.to_json() if self.agreement is not None else None
+        if self.readings is not None:
+            out.update(self.readings.to_json())
         return out
 
 
@@ -84,7 +85,7 @@ class SampleExplanation:
 def predict_with_attention(model: AutoInt, x: FieldTensors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CTR, logit and attention (B, L, H, F, F) from the same forward pass."""
     model.eval()
-    logit, attention = model(x.to(_device(model)), return_attention=True)
+    logit, attention = model(x.to(device_of(model)), return_attention=True)
     return torch.sigmoid(logit).cpu(), logit.cpu(), attention.cpu()
 
 
@@ -145,9 +146,12 @@ def top_combinations(attention: np.ndarray, labels: Sequence[str], k: int = 5) -
 
 def explain_sample(model: AutoInt, values: dict, *, attributions: Sequence[str] = (),
                    baseline: torch.Tensor | None = None, top: int = 5, shapley_samples: int = 64,
-                   seed: int = 0, interaction_baseline: torch.Tensor | None = None) -> SampleExplanation:
+                   seed: int = 0, interaction_baseline: torch.Tensor | None = None,
+                   readings: Sequence[str] | None = None, reading: str | None = None) -> SampleExplanation:
     """The CTR, attention, combinations and (optionally) attributions of one sample; with
-    `interaction_baseline` (1, F, d) also its pairwise Shapley interactions and their agreement with attention."""
+    `interaction_baseline` (1, F, d) also its pairwise Shapley interactions, and every reading of the attention
+    (`readings`: names, default all; none for a model without attention) scored against them. `reading`: the name
+    shown first (the model's own default, `sampling.model_readings`); None: the sample's best."""
     schema = model.schema
     values = check_values(schema, values)  # once: the encoding and the labels take the checked values
     x = encode_checked(schema, values)
@@ -162,23 +166,12 @@ def explain_sample(model: AutoInt, values: dict, *, attributions: Sequence[str] 
         out.attributions, out.completeness_gap = scores, gap
     if interaction_baseline is not None:
         out.interactions = sample_interactions(model, x, interaction_baseline, seed=seed)
+        if has_attention(model):
+            out.readings = score_sample(model, x, out.interactions.pairs, readings, default=reading)
     return out
 
 
 # ----------------------------------------------------------------------------- attributions (Captum)
-
-@torch.no_grad()
-def mean_embedding(model: AutoInt, inputs: FieldTensors, batch_size: int = 65536) -> torch.Tensor:
-    """The training-mean embedding of each field, (1, F, d): a neutral IG baseline, unlike zeros
-    (a zero vector is no value any field takes, and sits far from where the model was trained)."""
-    total, n = None, 0
-    device = _device(model)
-    for i in range(0, len(inputs), batch_size):
-        e = model.embed(inputs.index(slice(i, i + batch_size)).to(device))
-        total = e.sum(0) if total is None else total + e.sum(0)
-        n += e.shape[0]
-    return (total / max(n, 1)).unsqueeze(0).cpu()
-
 
 def seeded_permutations(seed: int):
     """Captum's permutation source for Shapley Value Sampling, drawn from a generator of its own.
@@ -209,13 +202,13 @@ def attribute(model: AutoInt, x: FieldTensors, methods: Sequence[str] = ATTRIBUT
     if unknown:
         raise UsageError(f"unknown attribution methods {sorted(unknown)}; choose from {ATTRIBUTION_METHODS}")
     model.eval()
-    device = _device(model)
+    device = device_of(model)
     schema = model.schema
     x = x.to(device)
     F, d = len(schema.fields), model.config.embed_dim
     with torch.no_grad():
         embedded = model.embed(x)  # (1, F, d)
-        unknown_embedded = model.embed(encode_sample(schema, unknown_values(schema, {})).to(device))  # (1, F, d)
+        unknown_embedded = unknown_embedding(model).to(device)  # (1, F, d)
     forward = lambda e: model.forward_embedded(e)  # logit
     mask = torch.arange(F, device=device).view(1, F, 1).expand(1, F, d).contiguous()  # one group per field
     out, gap = {}, None
@@ -371,7 +364,7 @@ def slice_mask(model: AutoInt, inputs: FieldTensors, labels: torch.Tensor | None
     conditions = _slice_conditions(model.schema, where)
     if label is not None and labels is None:
         raise UsageError("slicing by label needs the labels")
-    device = _device(model)
+    device = device_of(model)
     model.eval()
     out = []
     for start in range(0, len(inputs), batch_size):
@@ -395,7 +388,7 @@ def dataset_correlations(model: AutoInt, inputs: FieldTensors, labels: torch.Ten
     """
     model.eval()
     schema = model.schema
-    device = _device(model)
+    device = device_of(model)
     L, H, F = model.config.layers, model.config.heads, len(schema.fields)
     total = torch.zeros(L, H, F, F, dtype=torch.float64, device=device)
     count = 0

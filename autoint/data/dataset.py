@@ -17,15 +17,11 @@ if TYPE_CHECKING:  # imported where tensors are made, so `prepare` starts withou
     import torch
 
 from .encoding import FieldTensors
-from .errors import AutoIntError
+from ..errors import DataError  # noqa: F401  (the data layer's error; defined with the others)
 from .schema import Schema
 
 SPLIT_SEED = 2019
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
-
-
-class DataError(AutoIntError, ValueError):
-    """A data file that cannot be used; the message names the file, the line and the fix."""
 
 
 def file_fingerprint(paths: list[Path]) -> str:

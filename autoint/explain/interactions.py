@@ -35,20 +35,16 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import AutoIntError
-from .encoding import FieldTensors, encode_sample, unknown_values
-from .model import AutoInt
+from ..errors import AutoIntError
+from ..data.encoding import FieldTensors, encode_sample, unknown_values
+from ..model.autoint import AutoInt
+from .baselines import BASELINES, InteractionError, baseline_embedding, device_of
 
 EXACT_MAX_FIELDS = 12  # 2^12 = 4,096 coalitions a sample
 DEFAULT_BUDGET = 2000  # coalitions a sample for the sampling estimator
 SAMPLED_ROWS = 64  # samples of a split measured by the estimator when exact values of every one are out of reach
-BASELINES = ("mean", "unknown")
 UNIFORM_TOLERANCE = 0.02  # a head whose every weight is within this of 1/F is "close to uniform"
 CACHE_VERSION = 1
-
-
-class InteractionError(AutoIntError, ValueError):
-    """A request the interaction engine cannot serve; the message names the argument and the fix."""
 
 
 # ----------------------------------------------------------------------------- the exact linear map
@@ -111,25 +107,6 @@ def matrix_to_pairs(matrix: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- the game
-
-def _device(model: AutoInt) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
-def baseline_embedding(model: AutoInt, kind: str, train_inputs: FieldTensors | None = None) -> torch.Tensor:
-    """(1, F, d): "mean" is the training-mean embedding of each field (Integrated Gradients' baseline too);
-    "unknown" is every field at its `<unknown>` slot (a numeric field at mid-range)."""
-    from .explain import mean_embedding
-    if kind == "mean":
-        if train_inputs is None:
-            raise InteractionError("the mean baseline needs the training split's inputs.")
-        return mean_embedding(model, train_inputs)
-    if kind == "unknown":
-        model.eval()
-        return model.embed(encode_sample(model.schema, unknown_values(model.schema, {})).to(_device(model))).cpu()
-    raise InteractionError(f"baseline {kind!r}: choose one of {', '.join(BASELINES)}.")
-
 
 @torch.no_grad()
 def game_values(model: AutoInt, embedded: torch.Tensor, baseline: torch.Tensor, masks: torch.Tensor,
@@ -254,7 +231,7 @@ def sample_interactions(model: AutoInt, x: FieldTensors, baseline: torch.Tensor,
         raise InteractionError(f"sample_interactions explains one sample; got {len(x)}.")
     model.eval()
     F = len(model.schema.fields)
-    embedded = model.embed(x.to(_device(model)))  # (1, F, d)
+    embedded = model.embed(x.to(device_of(model)))  # (1, F, d)
     if F <= EXACT_MAX_FIELDS:
         values = game_values(model, embedded, baseline, coalitions(F))[0].numpy()  # (C,)
         phi = ksii_map(F) @ values  # (F + P,)
@@ -419,7 +396,7 @@ def split_interactions(model: AutoInt, inputs: FieldTensors, baseline: torch.Ten
     A = torch.from_numpy(ksii_map(F)).T.contiguous()  # (C, F + P) float64
     n = len(inputs)
     step = samples_per_batch or max(1, 262144 // C)  # 2,048 samples a batch at 7 fields: more repeats to skip
-    device = _device(model)
+    device = device_of(model)
     phi = torch.empty(n, A.shape[1], dtype=torch.float64)
     gap = 0.0
     for start in range(0, n, step):
@@ -443,7 +420,7 @@ def sampled_split_interactions(model: AutoInt, inputs: FieldTensors, baseline: t
     `budget` coalitions above EXACT_MAX_FIELDS fields, exact below): a split's interactions where 2^F forwards
     a sample are out of reach. `standard_error` of the result says how far its means may be from the split's.
     `positions` (indices into `inputs`) gives the subsample instead (`rows` is then ignored): the app's seeded
-    sample of a split (`autoint.sampling`), where row k's estimator seed depends on k alone, so a bigger prefix
+    sample of a split (`autoint.explain.sampling`), where row k's estimator seed depends on k alone, so a bigger prefix
     of the same sample repeats the smaller one's values.
 
     progress(done, total) is called after each row."""

@@ -33,11 +33,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import AutoIntError
-from .files import swap_into_place
-from .baselines import build_model, config_from_json
-from .model import ConfigError
-from .schema import Schema, SchemaError
+from ..errors import AutoIntError
+from ..files import swap_into_place
+from ..model.reference_models import build_model, config_from_json
+from ..errors import ConfigError
+from ..data.schema import Schema, SchemaError
 
 FORMAT_VERSION = 1
 WEIGHTS, MANIFEST, VOCABULARIES = "model.safetensors", "run.json", "vocabularies.json"

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Hashable
 
-from .errors import UsageError
+from ..errors import UsageError
 
 QUEUED, RUNNING, FINISHED, FAILED = "queued", "running", "finished", "failed"
 

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F_
 
-from .encoding import encode_sample, field_labels
-from .errors import AutoIntError
-from .model import AutoInt
+from ..data.encoding import encode_sample, field_labels
+from ..errors import AutoIntError
+from ..model.autoint import AutoInt
 
 
 @dataclass

@@ -1,5 +1,5 @@
 // Eqs. 5-8 of AutoInt's interacting layer in the column layout, forward and hand-derived backward, for CPU, float32.
-// The maths is autoint/model.py's `attention_forward` / `attention_backward`, line for line; this file only
+// The maths is autoint/model/autoint.py's `attention_forward` / `attention_backward`, line for line; this file only
 // chooses the loop order (benchmarks/NOTES.md, issue 14, attempts 8-9):
 //
 //   * the batch is cut into tiles of TILE samples, the outermost (parallel) loop; a tile's rows of p, alpha,

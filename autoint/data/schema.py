@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Literal, Sequence
 
 import numpy as np
-from .errors import AutoIntError
+from ..errors import AutoIntError
 
 FieldKind = Literal["categorical", "multivalued", "numeric"]
 FieldRole = Literal["user", "item", "context"]

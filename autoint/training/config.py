@@ -1,13 +1,15 @@
 """Training settings: `TrainConfig`, the one place a training setting, its default and its range are written.
 
-Apart from autoint/train.py (which re-exports these names) so that reading the defaults imports no torch: the
+Apart from autoint/training/train.py (which re-exports these names) so that reading the defaults imports no torch: the
 CLI's parser shows them in its help, and `python -m autoint prepare` then starts without torch (about 1.3 s).
-Checking a config (`validate`) imports autoint.model for its error class, and torch when a device is named.
+Checking a config (`validate`) imports autoint.model.autoint for its error class, and torch when a device is named.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import MISSING, asdict, dataclass, fields
+
+from ..errors import ConfigError
 
 
 DATA_PATHS = ("auto", "in-memory", "streamed")
@@ -28,14 +30,13 @@ class TrainConfig:
     # How a prepared directory's rows reach the model (module docstring): "auto", "in-memory" or "streamed".
     data_path: str = "auto"
     buffer_rows: int = 262144  # streamed: rows in the shuffle buffers, all virtual shards together
-    virtual_shards: int = 8  # streamed: the split's row groups are dealt to this many shards (autoint.stream)
+    virtual_shards: int = 8  # streamed: the split's row groups are dealt to this many shards (autoint.training.stream)
     loader_workers: int = 0  # streamed: DataLoader worker processes reading row groups (0: the training process)
 
     def __post_init__(self):
         self.validate()
 
     def validate(self) -> None:
-        from .model import ConfigError  # noqa: F811  (imports torch: only when a config is checked)
         checks = [
             ("epochs", self.epochs, 1, 1000), ("patience", self.patience, 1, 1000),
             ("batch_size", self.batch_size, 1, 1 << 20), ("seed", self.seed, 0, 2**63 - 1),
@@ -58,7 +59,7 @@ class TrainConfig:
             raise ConfigError(f"data_path={self.data_path!r}: choose one of {', '.join(DATA_PATHS)} (auto: in memory "
                               "when a prepared set is small, else streamed).")
         if self.device is not None:
-            from .train import pick_device  # torch: only when a device is named
+            from .metrics import pick_device  # torch: only when a device is named
             pick_device(self.device)
 
 
@@ -67,7 +68,6 @@ class TrainConfig:
 
     @staticmethod
     def from_json(obj: dict) -> "TrainConfig":
-        from .model import ConfigError
         if not isinstance(obj, dict):
             raise ConfigError(f"training settings must be a JSON object, not {type(obj).__name__}.")
         known = {f.name for f in fields(TrainConfig)}

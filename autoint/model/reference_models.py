@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn as nn
 
-from .encoding import FieldTensors
-from .model import LIMITS, AutoInt, AutoIntConfig, ConfigError, FieldEmbedding
-from .schema import Schema
+from ..data.encoding import FieldTensors
+from ..errors import ConfigError
+from .autoint import LIMITS, AutoInt, AutoIntConfig, FieldEmbedding
+from ..data.schema import Schema
 
 
 def _check_keys(model: str, obj: dict, known: set[str]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import AutoIntError
+from ..errors import AutoIntError
 
 # Song et al., CIKM 2019, Tables 2, 4 and 5 on MovieLens-1M: (test AUC, test logloss)
 PAPER_ML1M = {

@@ -1,0 +1,47 @@
+"""The built-in data sets by name, their spec files and where their files are read from (no reader imported:
+the CLI's parser needs only the names)."""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import DataError
+
+if TYPE_CHECKING:
+    from .spec import DatasetSpec
+
+MOVIELENS = "movielens-1m"
+MOVIELENS_DIR = Path("data/ml-1m")  # MovieLens-1M's folder without --data-dir or $AUTOINT_DATA_DIR
+SPEC_DIR = Path(__file__).resolve().parent
+BUILTIN_SPECS = {"criteo": "criteo.toml", "avazu": "avazu.toml", "kdd12": "kdd12.toml"}
+DATASETS = (MOVIELENS,) + tuple(BUILTIN_SPECS)
+
+def builtin_spec(name: str) -> DatasetSpec:
+    """A built-in data set's spec (autoint/datasets/specs/), parsed once per process: the app's sidebar asks for
+    each one on every rerun (17 ms for the three)."""
+    if name not in BUILTIN_SPECS:
+        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}, or give --spec FILE.")
+    return _read_builtin_spec(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _read_builtin_spec(name: str) -> DatasetSpec:
+    from .spec import read_spec
+    return read_spec(SPEC_DIR / BUILTIN_SPECS[name])
+
+
+def resolve_data_dir(dataset: str = MOVIELENS, spec: str | os.PathLike | None = None,
+                     data_dir: str | os.PathLike | None = None) -> Path:
+    """`--data-dir` first; else a spec's own folder; else MovieLens's rule ($AUTOINT_DATA_DIR, data/ml-1m);
+    else `data/<name>` for Criteo, Avazu and KDD12."""
+    if data_dir:
+        return Path(data_dir)
+    if spec is not None:
+        return Path(spec).resolve().parent
+    if dataset == MOVIELENS:
+        return Path(os.environ["AUTOINT_DATA_DIR"]) if os.environ.get("AUTOINT_DATA_DIR") else MOVIELENS_DIR
+    return Path("data") / dataset
+
+
