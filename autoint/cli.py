@@ -263,59 +263,31 @@ def cmd_evaluate(args) -> int:
 
 
 def _trained_on(run) -> tuple[str, str | None]:
-    """(data set name, spec file or None for a built-in) that a run was trained on, from its run.json; runs
-    saved before data sets were recorded are MovieLens-1M runs."""
-    from .datasets import BUILTIN_SPECS, MOVIELENS, SPEC_DIR
-    name, spec = run.manifest.get("dataset") or MOVIELENS, run.manifest.get("spec")
-    if name in BUILTIN_SPECS and (spec is None or Path(spec).resolve().parent == SPEC_DIR):
-        spec = None  # a built-in data set's spec ships with the code
-    return name, spec
-
-
-def _data_set_for(args, run) -> tuple[str, str | None]:
-    """Which data set to read for a run: --dataset or --spec when given (refused when the run was trained on
-    another), else the run's own built-in data set. A user's spec is never taken from run.json (a run folder
-    from elsewhere must not choose which files get read): it has to be given again."""
-    from .data.dataset import DataError
-    from .datasets import MOVIELENS, read_spec
-    name, spec = _trained_on(run)
-    asked = args.dataset if args.dataset is not None else read_spec(args.spec).name if args.spec else None
-    how = f"--spec FILE (the spec it was trained with: {spec})" if spec else f"--dataset {name}"
-    if asked is not None and asked != name:
-        raise DataError(f"{args.run} was trained on {name}, not {asked}: its fields and vocabularies are that data "
-                        f"set's. Pass {how}, with --data-dir naming that data set's folder.")
-    if args.spec:
-        return name, args.spec
-    if spec is not None:
-        raise DataError(f"{args.run} was trained on {name}, a data set read by a spec of its own; pass {how} and "
-                        f"--data-dir.")
-    return args.dataset or name, None
+    from .workspace.sources import trained_on
+    return trained_on(run.manifest)
 
 
 def _run_and_data(args, need_dataset: bool):
-    """Load a run and the data set it explains, encoded with the run's own vocabularies: (run, MovieLens catalogue
-    or None, data set or None). Other data sets than MovieLens are always read (their samples are rows)."""
-    from .data.dataset import DataError
-    from .datasets import MOVIELENS, builtin_spec, read_spec, resolve_data_dir
-    from .datasets.movielens import Catalog, build_dataset, read_movielens
-    from .training.runs import load_run
+    """Load a run and the data set it explains, encoded with the run's own vocabularies: (run, catalogue or None,
+    data set or None); a data set without a catalogue is always read (its samples are rows)."""
     from .training.metrics import pick_device
+    from .training.runs import load_run
+    from .workspace.sources import data_set_for, load_for_run
     run = load_run(args.run, device=pick_device(getattr(args, "device", None) or "cpu"))
-    name, spec = _data_set_for(args, run)
+    name, spec = data_set_for(args.run, run.manifest, args.dataset, args.spec)
     # The data folder comes from the command line or the environment, never from run.json:
     # a run folder from elsewhere must not choose which files get read.
-    if name == MOVIELENS and spec is None:
-        movielens = read_movielens(resolve_data_dir(data_dir=args.data_dir))
-        dataset = build_dataset(movielens, schema=run.schema) if need_dataset else None
-        return run, Catalog(movielens), dataset
-    from .datasets.generic import load_spec_dataset
-    parsed = read_spec(spec) if spec else builtin_spec(name)
-    fields = [f.name for f in parsed.fields]
-    if fields != run.schema.names:
-        raise DataError(f"{spec or name}: its fields ({', '.join(fields[:12])}{' ...' if len(fields) > 12 else ''}) "
-                        f"are not the ones {args.run} was trained on ({', '.join(run.schema.names[:12])}"
-                        f"{' ...' if len(run.schema.names) > 12 else ''}); pass the spec it was trained with.")
-    return run, None, load_spec_dataset(parsed, resolve_data_dir(name, spec, args.data_dir), schema=run.schema)
+    catalog, dataset = load_for_run(name, spec, args.data_dir, run.schema, args.run, need_dataset=need_dataset)
+    return run, catalog, dataset
+
+
+def _explainable(args, run) -> None:
+    """explain, correlations and interactions read an AutoInt's attention: an LR or FM run is refused, saying so."""
+    from .explain.readings import has_attention
+    if not has_attention(run.model):
+        raise UsageError(f"{args.run} is {run.model.config.name}, which has no attention: there is no reading of it "
+                         f"to compute, and {args.command} explains AutoInt and AutoInt+ runs. Its metrics: "
+                         f"python -m autoint evaluate {args.run}.")
 
 
 def _check_fingerprint(args, run, dataset, why: str) -> None:
@@ -355,18 +327,64 @@ def _interaction_baseline(args, run, dataset):
     return baseline_embedding(run.model, args.baseline, dataset.split("train")[0] if dataset is not None else None)
 
 
+def _reading_names(args) -> None:
+    """Refuse an unknown --reading before any work, naming the readings."""
+    from .explain.readings import check_names
+    if getattr(args, "reading", None) is not None:
+        check_names([args.reading])
+
+
+def _model_reading(args, run, dataset) -> str | None:
+    """The reading shown first: --reading, else the run's own default (the highest split-level agreement on its
+    test split, `sampling.model_readings`, cached), else None (no data to score it on, or no attention)."""
+    from .explain.readings import has_attention
+    if args.reading is not None or not has_attention(run.model):
+        return args.reading
+    if dataset is None or "test" not in dataset.splits:
+        return None
+    from .explain.sampling import model_readings
+    bar = None
+
+    def progress(done, total):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="sample", desc="readings of the test split", file=sys.stderr)
+        bar.update(done - bar.n)
+    try:
+        return model_readings(args.run, run.model, dataset, "test", progress=progress).default
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _split_readings(args, run, dataset, split, keep) -> dict:
+    """The readings of a split (or a slice) against its interactions: {"readings": ..., "reading": ...}."""
+    from .explain.readings import has_attention
+    from .explain.sampling import readings_of_interactions
+    if not has_attention(run.model):
+        return {"readings": None, "reading": None,
+                "readings_note": f"{run.model.config.name} has no attention: there is nothing to read."}
+    result = readings_of_interactions(run.model, dataset, args.split, split, keep=keep).to_json()
+    if args.reading is not None:
+        result["reading"] = args.reading
+    return result
+
+
 def cmd_explain(args) -> int:
     from .data.encoding import parse_edit
     from .explain.explanation import ATTRIBUTION_METHODS, explain_sample, what_if
     from .explain.baselines import mean_embedding
+    _reading_names(args)
     run, catalog, dataset = _run_and_data(args, need_dataset=not args.no_attributions or args.baseline == "mean"
                                           or args.row is not None)
+    _explainable(args, run)
     values, about = _one_sample(args, run, catalog, dataset)
     edits = dict(parse_edit(run.schema, text) for text in args.set)
     for name, value in edits.items():  # a request time outside the data's range: refused, as --time is
         if run.schema[name].format == "timestamp" and catalog is not None:
             catalog.check_time(value)
-    kwargs = {"interaction_baseline": _interaction_baseline(args, run, dataset)}
+    kwargs = {"interaction_baseline": _interaction_baseline(args, run, dataset),
+              "reading": _model_reading(args, run, dataset)}
     if not args.no_attributions:  # IG's baseline is the training-mean embedding: computed once when both use it
         kwargs.update(attributions=ATTRIBUTION_METHODS,
                       baseline=kwargs["interaction_baseline"] if args.baseline == "mean"
@@ -420,7 +438,9 @@ def cmd_correlations(args) -> int:
     from .data.encoding import parse_where
     from .explain.explanation import dataset_correlations, slice_mask
     from .explain.interactions import agreement
+    _reading_names(args)
     run, _, dataset = _run_and_data(args, need_dataset=True)
+    _explainable(args, run)
     x, y = dataset.split(args.split)
     where, band = parse_where(run.schema, args.where), tuple(args.ctr_band) if args.ctr_band else None
     result = dataset_correlations(run.model, x, y, where=where, label=args.label, ctr_band=band)
@@ -434,6 +454,7 @@ def cmd_correlations(args) -> int:
         report.update(interactions=matrix.tolist(), interaction_baseline=args.baseline,
                       interaction_method={**split.describe(), "rows": split.count(keep)},
                       agreement=agreement(result.per_head, matrix).to_json())
+        report.update(_split_readings(args, run, dataset, split, keep))
         if split.sampled:
             report["interaction_standard_error"] = split.standard_error(keep).tolist()
     print(_metrics_json(report))
@@ -454,17 +475,21 @@ def cmd_interactions(args) -> int:
         raise UsageError("--time sets one sample's request time; give --user and --movie with it.")
     if one_sample and args.sample_rows is not None:
         raise UsageError("--sample-rows measures a subsample of a split; leave it out with one sample.")
+    _reading_names(args)
     run, catalog, dataset = _run_and_data(args, need_dataset=not one_sample or args.baseline == "mean"
                                           or args.row is not None)
+    _explainable(args, run)
     schema = run.model.schema
     if one_sample:
         values, about = _one_sample(args, run, catalog, dataset)
         explanation = explain_sample(run.model, values, interaction_baseline=_interaction_baseline(args, run, dataset),
-                                     seed=args.seed)
+                                     seed=args.seed, reading=_model_reading(args, run, dataset))
         measured = explanation.interactions
         report = {"mode": "sample", **about, "fields": schema.names,
                   "labels": explanation.labels, "ctr": explanation.ctr, **measured.to_json(explanation.labels),
-                  "agreement": explanation.agreement.to_json() if explanation.agreement is not None else None}
+                  "agreement": explanation.agreement.to_json() if explanation.agreement is not None else None,
+                  **(explanation.readings.to_json() if explanation.readings is not None else
+                     {"readings": None, "reading": None})}
     else:
         x, y = dataset.split(args.split)
         where = parse_where(schema, args.where)
@@ -480,7 +505,8 @@ def cmd_interactions(args) -> int:
                   "agreement": agreement(attention.per_head, matrix).to_json()
                   if run.model.config.layers and attention.count else None,
                   "efficiency_gap": split.efficiency_gap, **split.describe(), "rows": split.count(keep),
-                  "units": "logit", "matrix_is": "mean |pairwise interaction| over the samples"}
+                  "units": "logit", "matrix_is": "mean |pairwise interaction| over the samples",
+                  **_split_readings(args, run, dataset, split, keep)}
         if split.sampled:  # a subsample of the split's rows: each mean's standard error
             report["standard_error"] = split.standard_error(keep).tolist()
             report["matrix_is"] += f" measured ({split.method}), standard_error its standard error"
@@ -491,6 +517,36 @@ def cmd_interactions(args) -> int:
         if report["agreement"]:
             print(f"  {report['agreement']['verdict']}", file=sys.stderr)
     print(_metrics_json(report))
+    return 0
+
+
+def cmd_runs(args) -> int:
+    """The runs folder, newest first; `default: true` marks the run the app opens on (workspace.defaults)."""
+    from .model.autoint import preset_of
+    from .training.runs import list_runs
+    from .workspace.defaults import ATTENTION_MODELS, default_run
+    from .workspace.sources import runs_root, runs_on_default_data
+    root = Path(args.runs_dir) if args.runs_dir else runs_root()
+    listed = list_runs(root)
+    usable = [r for r in listed if r.get("error") is None]
+    chosen = default_run(runs_on_default_data([r for r in usable if r.get("model") in ATTENTION_MODELS]))
+    out = []
+    for r in listed:
+        if r.get("error") is not None:
+            out.append({"name": r["name"], "path": r["path"], "error": r["error"], "default": False})
+            continue
+        config = r.get("config") or {}
+        out.append({"name": r["name"], "path": r["path"], "model": r.get("model"),
+                    "preset": preset_of(config) if r.get("model") in ATTENTION_MODELS else None,
+                    "test_auc": r.get("metrics", {}).get("test_auc"), "dataset": r.get("dataset") or "movielens-1m",
+                    "created": r.get("created"), "default": chosen is not None and r["path"] == chosen["path"]})
+    if not args.json:
+        for r in out:
+            auc = f"{r['test_auc']:.4f}" if isinstance(r.get("test_auc"), float) else "-"
+            mark = "*" if r["default"] else " "
+            print(f"{mark} {r['name']:<24} {r.get('model') or 'unreadable':<9} {r.get('preset') or '-':<13} {auc}",
+                  file=sys.stderr)
+    print(_metrics_json({"runs_dir": str(root), "runs": out}))
     return 0
 
 
@@ -521,6 +577,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--baseline", default="mean", choices=["mean", "unknown"],
                        help="interactions: an absent field takes its training-mean embedding (default) or its "
                             "<unknown> slot")
+
+    def reading_arg(p):
+        p.add_argument("--reading", metavar="NAME", help="the reading of the attention shown first: raw (the "
+                                                          "paper's), rollout, value-norm, gradient, "
+                                                          "attention-x-gradient or value-zeroing (default: the "
+                                                          "run's best by split-level agreement)")
 
     def data_arg(p):  # a run's data: the data set it was trained on, read again
         dataset_args(p, default="the run's own; a run trained with --spec needs it again")
@@ -555,10 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a synthetic MovieLens-format folder with planted interactions")
     p.add_argument("--out", required=True)
-    p.add_argument("--users", type=int, default=600)
-    p.add_argument("--movies", type=int, default=300)
-    p.add_argument("--ratings", type=int, default=40000)
-    p.add_argument("--seed", type=int, default=7)
+    from .datasets.registry import SYNTH_DEFAULTS
+    for name, value in SYNTH_DEFAULTS.items():
+        p.add_argument(f"--{name}", type=int, default=value, help=f"default {value}")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("prepare", help="preprocess a data set once, streaming, into encoded Parquet row groups")
@@ -660,6 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="edit a field value (what-if); Genre takes A|B; repeatable")
     p.add_argument("--no-attributions", action="store_true", help="skip Captum attributions")
     baseline_arg(p)
+    reading_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON (the default prints a short report too)")
     p.set_defaults(func=cmd_explain)
 
@@ -673,6 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-interactions", action="store_true",
                    help="leave out the measured interactions and their agreement with attention")
     baseline_arg(p)
+    reading_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_correlations)
 
@@ -693,8 +756,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, help="coalitions the estimator evaluates a sample (more than 12 fields; "
                                               "default 2000)")
     p.add_argument("--seed", type=int, default=0, help="the sampling estimator's seed (more than 12 fields)")
+    reading_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_interactions)
+
+    p = sub.add_parser("runs", help="list the runs folder: name, model, preset, test AUC, the app's default")
+    p.add_argument("--runs-dir", metavar="DIR", help="the runs folder (default: $AUTOINT_RUNS_DIR, else runs)")
+    p.add_argument("--json", action="store_true", help="print JSON (the default prints a table too)")
+    p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("recommend", help="the top-N movies for a user, each with its CTR and why")
     p.add_argument("run")

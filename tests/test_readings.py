@@ -168,3 +168,43 @@ def test_bad_names_and_models_without_attention(synth_dataset):
         with pytest.raises(ReadingError, match="no attention"):
             read_batch(model, x.index(slice(0, 1)))
     assert all(READINGS[n].paper and READINGS[n].definition for n in NAMES)
+
+
+def test_the_cli_carries_readings_and_refuses_what_it_cannot_read(tmp_path, synth_dir, capsys, monkeypatch):
+    """explain/correlations/interactions JSON carry `readings` and `reading`; an unknown --reading is refused with
+    the names; an LR run says it has no attention; `runs --json` marks the app's default run."""
+    import json
+    from autoint import cli
+    monkeypatch.setenv("AUTOINT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("AUTOINT_DATA_DIR", str(synth_dir))
+    runs = tmp_path / "runs"
+    for name, extra in (("paper", []), ("readable", ["--preset", "readable"]), ("lr", ["--model", "lr"])):
+        assert cli.main(["train", "--data-dir", str(synth_dir), "--out", str(runs / name), "--epochs", "1",
+                         "--quiet", "--device", "cpu", *extra]) == 0
+    capsys.readouterr()
+    assert cli.main(["explain", str(runs / "paper"), "--data-dir", str(synth_dir), "--user", "1", "--movie", "1",
+                     "--json", "--no-attributions"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["readings"]) == set(NAMES) and report["reading"] in NAMES
+    from autoint.explain.sampling import model_readings
+    from autoint.training.runs import load_run
+    from autoint.datasets.movielens import load_movielens
+    run = load_run(runs / "paper")
+    assert report["reading"] == model_readings(runs / "paper", run.model,
+                                               load_movielens(synth_dir, schema=run.schema)).default
+    assert cli.main(["correlations", str(runs / "paper"), "--data-dir", str(synth_dir), "--json",
+                     "--reading", "gradient"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["reading"] == "gradient"
+    gradient = report["readings"]["gradient"]
+    assert len(gradient["matrix"]) == 7 and gradient["per_sample_agreement"]["samples"] > 0
+    assert cli.main(["explain", str(runs / "paper"), "--data-dir", str(synth_dir), "--user", "1", "--movie", "1",
+                     "--reading", "attention"]) == 2
+    assert "unknown reading 'attention'; choose from raw, rollout, value-norm" in capsys.readouterr().err
+    assert cli.main(["interactions", str(runs / "lr"), "--data-dir", str(synth_dir), "--json"]) == 2
+    assert "LR, which has no attention" in capsys.readouterr().err
+    assert cli.main(["runs", "--runs-dir", str(runs), "--json"]) == 0
+    listed = {r["name"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
+    assert listed["readable"]["default"] and not listed["paper"]["default"] and not listed["lr"]["default"]
+    assert listed["readable"]["preset"] == "readable" and listed["paper"]["preset"] == "paper"
+    assert listed["lr"]["preset"] is None and isinstance(listed["paper"]["test_auc"], float)

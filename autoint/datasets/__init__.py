@@ -33,6 +33,19 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def open_dataset(dataset: str | None = None, *, spec: str | os.PathLike | None = None,
+                 data_dir: str | os.PathLike | None = None, schema: Schema | None = None, need_dataset: bool = True):
+    """(catalogue or None, Dataset or None): the data set as `load_dataset` reads it and its catalogue of users and
+    items when it has one (MovieLens-1M's `movielens.Catalog`), read once. `need_dataset=False` skips the data set
+    only where a catalogue stands in for it (samples are then asked for by user and item, not by row)."""
+    dataset = dataset or MOVIELENS
+    if spec is None and dataset == MOVIELENS:
+        from .movielens import Catalog, build_dataset, read_movielens
+        movielens = read_movielens(resolve_data_dir(dataset, None, data_dir))
+        return Catalog(movielens), build_dataset(movielens, schema=schema) if need_dataset else None
+    return None, load_dataset(dataset, spec=spec, data_dir=data_dir, schema=schema)
+
+
 def load_dataset(dataset: str | None = None, *, spec: str | os.PathLike | None = None,
                  data_dir: str | os.PathLike | None = None, with_ids: bool = False,
                  schema: Schema | None = None) -> Dataset:

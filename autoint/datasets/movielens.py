@@ -60,6 +60,13 @@ RELEASE_BUCKETS = ("1919-1929", "1930-1939", "1940-1949", "1950-1959", "1960-196
 
 # ----------------------------------------------------------------------------- reading
 
+def has_movielens_files(folder: str | os.PathLike) -> bool:
+    """Whether a folder holds MovieLens-1M's files (users, movies, and ratings plain or gzipped)."""
+    folder = Path(folder)
+    return (folder / "users.dat").is_file() and (folder / "movies.dat").is_file() and any(
+        (folder / name).is_file() for name in ("ratings.dat", "ratings.dat.gz"))
+
+
 def _ratings_path(folder: Path) -> Path:
     for name in ("ratings.dat", "ratings.dat.gz"):
         if (folder / name).is_file():
@@ -143,6 +150,11 @@ def read_movielens(folder: str | os.PathLike) -> MovieLens:
 
 
 # ----------------------------------------------------------------------------- labels
+
+def click_of(rating: int | None) -> int | None:
+    """The paper's label of one rating: 1 for 4-5 stars, 0 for 1-2, None for 3 stars (dropped) or no rating."""
+    return None if rating is None or rating == 3 else int(rating > 3)
+
 
 def label_ratings(ratings: pl.DataFrame) -> pl.DataFrame:
     """The paper's labels: rating > 3 is a click (1), rating < 3 is not (0), rating 3 is dropped."""

@@ -17,6 +17,9 @@ MOVIELENS_DIR = Path("data/ml-1m")  # MovieLens-1M's folder without --data-dir o
 SPEC_DIR = Path(__file__).resolve().parent
 BUILTIN_SPECS = {"criteo": "criteo.toml", "avazu": "avazu.toml", "kdd12": "kdd12.toml"}
 DATASETS = (MOVIELENS,) + tuple(BUILTIN_SPECS)
+# `synth` and the app's offline data: big enough for the planted interactions to be learnt, small enough to train
+# in seconds.
+SYNTH_DEFAULTS = {"users": 600, "movies": 300, "ratings": 40000, "seed": 7}
 
 def builtin_spec(name: str) -> DatasetSpec:
     """A built-in data set's spec (autoint/datasets/specs/), parsed once per process: the app's sidebar asks for

@@ -25,6 +25,7 @@ from ..errors import UsageError
 from ..files import swap_into_place
 from ..data.schema import log2_transform
 from .movielens import AGE_NAMES, GENRES
+from .registry import SYNTH_DEFAULTS
 
 GROUND_TRUTH = "planted_interactions.json"
 
@@ -115,8 +116,9 @@ MOVIELENS_PLANTED = [
 ]
 
 
-def generate_movielens(out: str | os.PathLike, users: int = 600, movies: int = 300, ratings: int = 40000,
-             seed: int = 7) -> Path:
+def generate_movielens(out: str | os.PathLike, users: int = SYNTH_DEFAULTS["users"],
+                       movies: int = SYNTH_DEFAULTS["movies"], ratings: int = SYNTH_DEFAULTS["ratings"],
+                       seed: int = SYNTH_DEFAULTS["seed"]) -> Path:
     """Write users.dat, movies.dat, ratings.dat (MovieLens-1M's format) and the ground truth into `out`,
     atomically. The labels have no main effects: only the planted pairs (`MOVIELENS_PLANTED`) say anything."""
     if users < 2 or movies < 2 or ratings < 10:
