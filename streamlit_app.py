@@ -23,7 +23,7 @@ PAGES = [
     st.Page("app/what_if.py", title="What-if", icon=":material/tune:", url_path="what-if"),
     st.Page("app/correlations.py", title="Dataset correlations", icon=":material/grid_on:", url_path="correlations"),
     st.Page("app/train_page.py", title="Train", icon=":material/model_training:", url_path="train"),
-    RECOMMEND,  # only for a data set with users and items (state.can_recommend)
+    RECOMMEND,  # only for a data set with users and items (state.offers_recommendations)
     st.Page("app/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
     st.Page("app/paper.py", title="Paper", icon=":material/article:", url_path="paper"),
 ]
@@ -79,7 +79,7 @@ def sidebar(source: state.DataSource) -> None:
                        + (f" · test AUC {auc:.4f}" if isinstance(auc, float) else ""))
         else:
             st.markdown("**Model in use** \nnone yet on this data set")
-        if source.is_movielens:
+        if source.has_catalog:
             background_training(runs)
         st.radio("Chart export format", ["png", "svg"], key="image_format", horizontal=True,
                  format_func=str.upper, help="What the camera button in each chart's toolbar saves.")
@@ -132,18 +132,26 @@ def offer_prepare(source: state.DataSource) -> None:
 
 
 def background_training(runs: list[dict]) -> None:
-    """While the default model trains on to convergence, say so: a better model is coming."""
+    """While the readable model trains on to convergence, say so: a better model is coming. Then the paper's
+    configuration trains (queued once the readable model has landed), for the paper's/readable toggle."""
     job = state.converging_default()
-    if job is None or not any(r["name"] == state.FIRST_RUN_NAME for r in runs):
-        return  # nothing converging, or still before the quick run (the page itself shows that progress)
+    if job is None:
+        paper = state.paper_job()
+        if paper is not None and paper.status in ACTIVE:
+            converging_progress(paper.id, "The paper's model trains in the background, for comparison with the "
+                                          "readable one (Explore's toggle)")
+        return
+    if not any(r["name"] == state.QUICK_RUN for r in runs):
+        return  # still before the quick run (the page itself shows that progress)
     if job.status in ACTIVE:
-        converging_progress(job.id)
+        converging_progress(job.id, "**A better model is coming.** The readable model trains on in the background "
+                                    "until validation AUC stops improving")
     else:
-        st.caption(f"The default model's training to convergence {job.description}; the quick model stays.")
+        st.caption(f"The readable model's training to convergence {job.description}; the quick model stays.")
 
 
 @st.fragment(run_every=5.0)  # an epoch takes 10 s or more; each fragment run costs a gc.collect (app/state.py)
-def converging_progress(job_id: str) -> None:
+def converging_progress(job_id: str, words: str) -> None:
     job = state.job_queue(str(state.runs_root())).job(job_id)
     if job.status not in ACTIVE:
         st.rerun(scope="app")  # the converged run landed (or the job ended): swap to it on a full run
@@ -155,8 +163,7 @@ def converging_progress(job_id: str) -> None:
     threads = job.thread_switches
     if threads:
         text += f" · {threads[-1]['threads']} thread(s)"
-    st.progress(job.progress, text=f"**A better model is coming.** The default model trains on in the background "
-                                   f"until validation AUC stops improving: {text}.")
+    st.progress(job.progress, text=f"{words}: {text}.")
 
 
 def main() -> None:
@@ -166,7 +173,7 @@ def main() -> None:
     except state.USER_ERRORS as exc:  # shown below, in the frame, once the navigation exists
         source, problem = None, exc
     navigation = st.navigation([page for page in PAGES if page is not RECOMMEND
-                                or (source is not None and state.can_recommend(source))])
+                                or (source is not None and state.offers_recommendations(source))])
     state.mark_activity()  # someone is exploring: a background trainer leaves the app its cores
     try:
         if problem is not None:
@@ -176,10 +183,10 @@ def main() -> None:
         if swapped:
             st.toast(swapped, icon=":material/upgrade:")
             st.success(swapped, icon=":material/upgrade:")
-        if source.movielens_missing:
+        if source.default_missing:
             offer_download(source)
         elif source.synthetic:
-            st.info(f"**Synthetic data** (`{source.folder}`): not real {'ratings' if source.is_movielens else 'data'}"
+            st.info(f"**Synthetic data** (`{source.folder}`): not real {'ratings' if source.has_catalog else 'data'}"
                     "; clicks follow planted field pairs listed in its planted_interactions.json.",
                     icon=":material/science:")
         navigation.run()

@@ -14,9 +14,10 @@ from autoint.explain.explanation import describe_slice
 from autoint.figures import (agreement_bars, agreement_scatter, attention_grid, attention_interaction_side_by_side,
                              correlation_cells_written, correlation_figure)
 from autoint.explain.interactions import (DEFAULT_BUDGET, EXACT_MAX_FIELDS, agreement, head_entropy, matrix_to_pairs,
-                                  near_uniform, pair_index)
-from autoint.explain.sampling import (DEFAULT_SEED, correlations_of_sample, default_interaction_rows, default_size,
-                              interactions_of_sample)
+                                          near_uniform, pair_index, strength_ranks, verdict)
+from autoint.explain.readings import PAPER_READING, READINGS, pairs_of
+from autoint.explain.sampling import (DEFAULT_SEED, READING_ROWS, correlations_of_sample, default_interaction_rows,
+                                      default_size, interactions_of_sample, readings_of_interactions)
 from autoint.data.schema import UNKNOWN
 
 ANY = "(any)"
@@ -59,7 +60,7 @@ data_id = data.fingerprint
 about_column.caption(f"The numbers below come from **{sample.describe()}**"
                      + ("." if sample.whole else ": the first of a seeded shuffle of the split."))
 
-stars = source.is_movielens  # MovieLens's clicks are 4-5 star ratings
+stars = source.has_catalog  # MovieLens's clicks are 4-5 star ratings
 labels = {None: "all samples", 1: "clicks only" + (" (4-5 stars)" if stars else " (label 1)"),
           0: "non-clicks only" + (" (1-2 stars)" if stars else " (label 0)")}
 label_column, field_column, value_column = st.columns(3)
@@ -159,23 +160,55 @@ if measured.sampled:
     if measured_count == 0:
         st.warning("None of the measured samples is in this slice; widen it or measure more samples.")
 match = agreement(result.per_head, strength)
-state.show_figure(attention_interaction_side_by_side(result.overall, strength, fields, signed=False,
-                                                     main=measured.main_strength(keep),
-                                                     title=f"Fig. 7(b) beside the measured interactions "
+state.model_note(run_path)
+reading, scored = state.reading_choice("corr", run_path, source.key)
+title = READINGS[reading].title
+if measured_count == 0:
+    st.stop()
+reading_rows = min(READING_ROWS, measured_count)
+readings = state.result_of(state.submit(
+    ("readings", *data_key, len(measured_sample), "mean", where, label, reading_rows),
+    lambda progress: readings_of_interactions(model, data, SPLIT, measured, keep=keep, rows=reading_rows,
+                                              progress=progress),
+    f"Reading the attention six ways on {reading_rows:,} of the measured samples"))
+chosen = readings[reading]
+# Raw alpha is Fig. 7(b) itself, averaged over every sample of the slice; any other reading over the measured rows.
+shown, rho = (result.overall, match.overall) if reading == PAPER_READING else (chosen.matrix, chosen.agreement)
+state.show_figure(attention_interaction_side_by_side(shown, strength, fields, signed=False,
+                                                     main=measured.main_strength(keep), reading=reading, unit=title,
+                                                     attention_title=f"{title} (mean over the samples)",
+                                                     title=f"{'Fig. 7(b)' if reading == PAPER_READING else title} "
+                                                           f"beside the measured interactions "
                                                            f"({result.description}, {measured_count:,} samples)",
                                                      interaction_title="Mean |interaction| (k-SII, logit)"),
                   "attention-vs-interactions", "corr_side_by_side")
-(st.success if match.overall >= 0.5 else st.warning)(f"**Verdict:** {match.verdict}.", icon=":material/balance:")
-if match.overall < 0.5 and (hint := state.faithful_preset_hint(model)):
+(st.success if np.isfinite(rho) and rho >= 0.5 else st.warning)(
+    f"**Verdict:** {verdict(rho, F * (F - 1) // 2, subject=title)}.", icon=":material/balance:")
+if rho < 0.5 and (hint := state.faithful_preset_hint(model)):
     st.caption(hint)
+st.markdown("**Every reading of this slice, scored against the interactions**")
+st.dataframe([{"reading": READINGS[n].title,
+               "split ρ": round(r.agreement, 3) if np.isfinite(r.agreement) else None,
+               "median per-sample ρ": (r.quartiles() or {}).get("median"),
+               "quartiles": (f"{r.quartiles()['q1']:+.2f} to {r.quartiles()['q3']:+.2f}"
+                             if (r.quartiles() or {}).get("q1") is not None else ""),
+               "precision@3": round(r.precision_at_3, 2), "paper": READINGS[n].paper}
+              for n, r in readings.readings.items()], hide_index=True, key="corr_readings")
+st.caption(f"Readings of {reading_rows:,} measured samples of the slice (each sample's own maps, then their mean). "
+           "Split ρ: Spearman over the field pairs between the mean reading and the mean |k-SII|. Per-sample ρ: each "
+           "sample's reading against its own interactions. Precision@3: how many of the 3 strongest measured pairs "
+           "the reading ranks in its top 3.")
 scatter_column, bars_column = st.columns(2)
 with scatter_column:
-    state.show_figure(agreement_scatter(matrix_to_pairs(result.overall), matrix_to_pairs(strength),
-                                        [f"{fields[i]} × {fields[j]}" for i, j in pair_index(F)], rho=match.overall,
-                                        uniform_weight=1 / F, title=f"The {F * (F - 1) // 2} field pairs"),
+    state.show_figure(agreement_scatter(pairs_of(shown), matrix_to_pairs(strength),
+                                        [f"{fields[i]} × {fields[j]}" for i, j in pair_index(F)], rho=rho,
+                                        uniform_weight=1 / F if reading == PAPER_READING else None,
+                                        x_title=f"{title} between the two fields (both directions averaged)",
+                                        title=f"The {F * (F - 1) // 2} field pairs"),
                       "agreement-scatter", "corr_scatter")
 with bars_column:
-    state.show_figure(agreement_bars(match.views(), title="Agreement per layer and head (Spearman ρ)"),
+    views = match.views() if reading == PAPER_READING else agreement(chosen.per_head, strength).views()
+    state.show_figure(agreement_bars(views, title=f"{title}: agreement per layer and head (Spearman ρ)"),
                       "agreement-bars", "corr_agreement")
 
 st.subheader("Strongest field pairs")
@@ -183,11 +216,14 @@ st.caption("Attention: the mean weight in both directions, averaged over layers 
            "Interaction: the mean |k-SII| over the same samples. Rank 1 is the strongest of the "
            f"{F * (F - 1) // 2} pairs.")
 attention_pairs, interaction_pairs = matrix_to_pairs(result.overall), matrix_to_pairs(strength)
-attention_rank = {p: r + 1 for r, p in enumerate(np.argsort(-attention_pairs, kind="stable"))}
-interaction_rank = {p: r + 1 for r, p in enumerate(np.argsort(-interaction_pairs, kind="stable"))}
+reading_pairs = pairs_of(shown)
+attention_rank, interaction_rank = strength_ranks(attention_pairs), strength_ranks(interaction_pairs)
+reading_rank = strength_ranks(reading_pairs)
 rows = [{"pair": f"{fields[i]} ↔ {fields[j]}", "mean attention": round(float(attention_pairs[p]), 4),
-         "rank by attention": attention_rank[p], "mean |interaction|": round(float(interaction_pairs[p]), 4),
-         "rank by interaction": interaction_rank[p],
+         "rank by attention": int(attention_rank[p]),
+         **({f"rank by {title}": int(reading_rank[p])} if reading != PAPER_READING else {}),
+         "mean |interaction|": round(float(interaction_pairs[p]), 4),
+         "rank by interaction": int(interaction_rank[p]),
          **({"± standard error": round(float(error[i, j]), 4)} if measured.sampled else {}),
          "first attends to second": round(float(result.overall[i, j]), 4),
          "second attends to first": round(float(result.overall[j, i]), 4)}

@@ -10,9 +10,10 @@ import streamlit as st
 
 from app import state
 from autoint.explain.explanation import METHOD_NAMES
-from autoint.figures import (MANY_FIELDS, agreement_bars, agreement_scatter, attention_grid, attention_heatmap,
-                             attention_interaction_side_by_side, attribution_bars)
-from autoint.explain.interactions import matrix_to_pairs, pair_index
+from autoint.explain.interactions import pair_index, verdict
+from autoint.explain.readings import PAPER_READING, READINGS, pairs_of
+from autoint.figures import (MANY_FIELDS, agreement_bars, agreement_scatter, attention_interaction_side_by_side,
+                             attribution_bars, reading_grid, reading_heatmap)
 from autoint.data.samples import random_position
 
 DEFAULT_METHODS = ["integrated_gradients", "feature_ablation"]  # Shapley sampling costs ~0.4 s more per sample
@@ -173,12 +174,12 @@ def pick_row() -> tuple[dict, object]:
 
 
 source = state.data_source()
-if source.is_movielens:  # read the files first: a broken folder shows its error instead of starting a training
+if source.has_catalog:  # read the files first: a broken folder shows its error instead of starting a training
     state.catalog(source.key)
 run_path, model = state.require_model()
 key = folder = source.key  # what the cached loads are keyed by (a MovieLens folder's path, else the data set)
 st.title("Explore a prediction")
-if source.is_movielens:
+if source.has_catalog:
     st.caption("Pick a user, a movie and when the request happens. The model predicts the click-through rate (CTR); "
                "its attention shows which fields each field combined with.")
     values, show_label = pick_movielens()
@@ -203,58 +204,108 @@ ctr_column.metric("Predicted CTR", f"{explanation.ctr:.1%}",
 show_label(rating_column)
 fields_column.markdown("**The sample's fields** \n" + " · ".join(f"`{label}`" for label in explanation.labels))
 
+def verdict_box(rho: float, pairs: int, what: str) -> None:
+    """The verdict of one reading of one sample, green from ρ 0.5."""
+    text = verdict(rho, pairs, subject=what)
+    (st.success if np.isfinite(rho) and rho >= 0.5 else st.warning)(f"**Verdict:** {text}.", icon=":material/balance:")
+
+
+def compare_models(values: dict) -> None:
+    """The same sample under the readable model and the paper's, side by side, each with its verdict."""
+    readable, paper = state.model_pair(source)
+    if readable is None or paper is None:
+        missing = "paper's" if paper is None else "readable"
+        st.info(f"The {missing} model is not trained on this data set yet (the first start trains it after the "
+                "readable one; or train it on the Train page with its preset).", icon=":material/hourglass:")
+        return
+    columns = st.columns(2)
+    for column, run, who in ((columns[0], readable, "Readable model"), (columns[1], paper, "The paper's model")):
+        with column:
+            shown = state.explanation(run["path"], folder, values, (), baseline_kind)
+            scored = state.model_readings(run["path"], key)
+            best = scored["default"]
+            auc = run.get("metrics", {}).get("test_auc")
+            st.markdown(f"**{who}** · `{run['name']}`" + (f" · test AUC {auc:.4f}" if isinstance(auc, float) else ""))
+            st.metric("Predicted CTR", f"{shown.ctr:.1%}")
+            readings = shown.readings
+            state.show_figure(attention_interaction_side_by_side(
+                readings[best].matrix, shown.interactions.matrix, shown.labels, signed=True,
+                reading=best, unit=READINGS[best].title, title=f"{READINGS[best].title} beside the interactions",
+                attention_title=READINGS[best].title), f"compare-{run['name']}", f"explore_compare_{who[:4]}")
+            pairs = len(shown.interactions.pairs)
+            verdict_box(readings[best].agreement, pairs, f"its best reading ({READINGS[best].title})")
+            verdict_box(readings[PAPER_READING].agreement, pairs, "raw α (the paper's reading)")
+
+
 if model.config.layers == 0:
     st.info("This model has no interacting layer (0 layers), so there is no attention to show.")
 else:
     F = len(explanation.labels)
     st.subheader("Attention of every layer and head")
-    st.caption(f"Row m attends to column k: each row is one field's softmax over the fields (Eq. 5), so rows sum to 1. "
-               f"Colour shows each weight against uniform attention (1/{F} = {1 / F:.3f}): red above, blue below, "
-               f"white at uniform; the hover (and, up to {MANY_FIELDS} fields, the enlarged map's cells) gives the weight "
-               "itself. "
-               "Each title gives the head's entropy "
-               "as a fraction of log F (1 = uniform, 0 = every row on one field). All heads share one colour scale.")
-    flat = explanation.near_uniform
-    if flat.all():
-        st.warning(f"Every head is close to uniform here: each weight lies within 0.02 of 1/{F}. The colours show "
-                   "small differences, not a pattern; this attention says almost nothing about the sample.",
-                   icon=":material/blur_on:")
-    elif flat.any():
-        st.info(f"{int(flat.sum())} of {flat.size} heads are close to uniform (every weight within 0.02 of 1/{F}), "
-                "marked ≈ uniform: read no pattern into them.", icon=":material/blur_on:")
-    state.show_figure(attention_grid(explanation.attention, explanation.labels, entropy=explanation.head_entropy,
-                                     uniform=flat), "attention-grid", "explore_grid")
+    state.model_note(run_path)
+    reading, scored = state.reading_choice("explore", run_path, key)
+    chosen = explanation.readings[reading]
+    title = READINGS[reading].title
+    if st.toggle("Paper's model beside the readable model", key="explore_compare",
+                 help="The same sample under both models, each with its most faithful reading and its verdict."):
+        compare_models(values)
+    if reading == PAPER_READING:
+        st.caption(f"Row m attends to column k: each row is one field's softmax over the fields (Eq. 5), so rows sum "
+                   f"to 1. Colour shows each weight against uniform attention (1/{F} = {1 / F:.3f}): red above, blue "
+                   f"below, white at uniform; the hover (and, up to {MANY_FIELDS} fields, the enlarged map's cells) "
+                   "gives the weight itself. Each title gives the head's entropy as a fraction of log F (1 = uniform, "
+                   "0 = every row on one field). All heads share one colour scale.")
+        flat = explanation.near_uniform
+        if flat.all():
+            st.warning(f"Every head is close to uniform here: each weight lies within 0.02 of 1/{F}. The colours "
+                       "show small differences, not a pattern; this attention says almost nothing about the sample.",
+                       icon=":material/blur_on:")
+        elif flat.any():
+            st.info(f"{int(flat.sum())} of {flat.size} heads are close to uniform (every weight within 0.02 of "
+                    f"1/{F}), marked ≈ uniform: read no pattern into them.", icon=":material/blur_on:")
+    else:
+        flat = explanation.near_uniform
+        st.caption(f"**{title}**: {READINGS[reading].definition} ({READINGS[reading].paper}). Row m receives from "
+                   f"column k; colour runs from 0 (white) to the largest value in the grid, one scale for every "
+                   f"head. Switch to raw α for the paper's reading.")
+    named = "Attention" if reading == PAPER_READING else title  # raw α keeps the paper's word
+    state.show_figure(reading_grid(chosen.per_head, explanation.labels, reading=reading, unit=title,
+                                   title=f"{named} per layer and head", entropy=explanation.head_entropy,
+                                   uniform=flat), f"{reading}-grid", "explore_grid")
     layers, heads = explanation.attention.shape[:2]
     pick_layer, pick_head = st.columns(2)
     layer = pick_layer.selectbox("Enlarge layer", list(range(1, layers + 1)), key="explore_layer")
     head = pick_head.selectbox("Head", list(range(1, heads + 1)), key="explore_head")
-    state.show_figure(attention_heatmap(explanation.attention[layer - 1, head - 1], explanation.labels,
-                                        title=f"Layer {layer}, head {head}",
-                                        entropy=float(explanation.head_entropy[layer - 1, head - 1]),
-                                        uniform=bool(flat[layer - 1, head - 1])),
-                      f"attention-layer{layer}-head{head}", "explore_enlarged")
+    state.show_figure(reading_heatmap(chosen.per_head[layer - 1, head - 1], explanation.labels, reading=reading,
+                                      unit=title, title=(f"Layer {layer}, head {head}" if reading == PAPER_READING
+                                                         else f"{title}: layer {layer}, head {head}"),
+                                      entropy=float(explanation.head_entropy[layer - 1, head - 1]),
+                                      uniform=bool(flat[layer - 1, head - 1])),
+                      f"{reading}-layer{layer}-head{head}", "explore_enlarged")
 
     measured = explanation.interactions
-    agreement = explanation.agreement
     st.subheader("What the model really combines")
     combinations = ("every combination (2^F forwards)" if measured.method == "exact" else
                     f"{measured.budget:,} combinations sampled by KernelSHAP-IQ (2^{F} are too many to try)")
     st.caption("Pairwise Shapley interactions (k-SII): how much the prediction depends on two fields *together*, "
                f"beyond each one alone, measured by setting fields absent in {combinations} "
-               "and asking the model again. Positive raises the CTR, negative lowers it, in logit units. Attention "
-               "(left, averaged over layers and heads) is what the paper reads as the explanation; the interactions "
-               "(right) are what the prediction actually depends on. Same fields, same order.")
+               f"and asking the model again. Positive raises the CTR, negative lowers it, in logit units. Left: the "
+               f"attention as read by **{title}** ({'layers and heads averaged' if reading != 'rollout' else 'the last layer of the rollout'}); "
+               "right: what the prediction actually depends on. Same fields, same order.")
     st.radio("An absent field becomes", list(state.INTERACTION_BASELINES), key="explore_baseline", horizontal=True,
              format_func=state.INTERACTION_BASELINES.get,
              help="The training-mean embedding is the neutral default (Integrated Gradients uses it too); the "
                   "<unknown> value is what the model gives a value it never saw.")
-    state.show_figure(attention_interaction_side_by_side(explanation.attention.mean(axis=(0, 1)), measured.matrix,
-                                                         explanation.labels, signed=True, main=measured.main,
-                                                         title="Attention beside the measured interactions"),
+    state.show_figure(attention_interaction_side_by_side(chosen.matrix, measured.matrix, explanation.labels,
+                                                         signed=True, main=measured.main, reading=reading, unit=title,
+                                                         attention_title=f"{title} (this sample)",
+                                                         title=f"{named} beside the measured interactions"),
                       "attention-vs-interactions", "explore_side_by_side")
-    (st.success if agreement.overall >= 0.5 else st.warning)(f"**Verdict:** {agreement.verdict}.",
-                                                             icon=":material/balance:")
-    if agreement.overall < 0.5 and (hint := state.faithful_preset_hint(model)):
+    verdict_box(chosen.agreement, F * (F - 1) // 2, title)
+    st.caption(f"This sample's precision@3: {chosen.precision_at_3:.2f} (how many of the 3 strongest measured pairs "
+               f"{title} ranks in its own top 3). Over the test split: ρ {scored['scores'][reading]['agreement']:+.2f}, "
+               f"median per-sample ρ {scored['scores'][reading].get('median') or float('nan'):+.2f}.")
+    if chosen.agreement < 0.5 and (hint := state.faithful_preset_hint(model)):
         st.caption(hint)
     st.caption(f"Check (efficiency): the {F} main effects and {F * (F - 1) // 2} pair interactions add up to "
                f"{measured.main.sum() + measured.pairs.sum():+.4f} = logit {measured.full:+.4f} − baseline logit "
@@ -266,17 +317,20 @@ else:
     pair_labels = [f"{explanation.labels[i].split('=')[0]} × {explanation.labels[j].split('=')[0]}"
                    for i, j in pair_index(F)]
     with scatter_column:
-        state.show_figure(agreement_scatter(matrix_to_pairs(explanation.attention.mean(axis=(0, 1))),
-                                            np.abs(measured.pairs), pair_labels, rho=agreement.overall,
-                                            uniform_weight=1 / F, title="Each field pair: attention vs interaction"),
+        state.show_figure(agreement_scatter(pairs_of(chosen.matrix), np.abs(measured.pairs), pair_labels,
+                                            rho=chosen.agreement, uniform_weight=1 / F if reading == PAPER_READING
+                                            else None, x_title=f"{title} between the two fields (both directions "
+                                                               f"averaged)",
+                                            title=f"Each field pair: {named.lower() if reading == PAPER_READING else title} vs interaction"),
                           "agreement-scatter", "explore_scatter")
     with bars_column:
-        state.show_figure(agreement_bars(agreement.views(), title="Agreement per layer and head (Spearman ρ)"),
-                          "agreement-bars", "explore_agreement")
+        sample_scores = {READINGS[n].title: r.agreement for n, r in explanation.readings.readings.items()}
+        state.show_figure(agreement_bars(sample_scores, title="This sample: agreement of each reading (Spearman ρ)"),
+                          "agreement-readings", "explore_agreement")
 
     by_attention, by_interaction = st.columns(2)
     with by_attention:
-        st.markdown("**Top combinations by attention** (the paper's reading)")
+        st.markdown("**Top combinations by raw attention** (the paper's reading)")
         for combination in explanation.combinations:
             st.markdown(f"- **{combination.weight:.0%}** · {combination.text}")
     with by_interaction:

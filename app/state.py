@@ -15,43 +15,28 @@ from datetime import date, datetime, time, timezone
 from pathlib import Path
 
 import streamlit as st
+import numpy as np
 import torch
 
-from autoint.data.dataset import DataError
-from autoint.datasets import BUILTIN_SPECS, MOVIELENS, builtin_spec, read_spec, resolve_data_dir
-from autoint.datasets.movielens import AGE_NAMES, OCCUPATION_NAMES, Catalog, load_movielens, read_movielens
-from autoint.datasets.synth import GROUND_TRUTH, generate_movielens
-from autoint.errors import AutoIntError
-from autoint.explain.baselines import mean_embedding
-from autoint.figures import figure_csv, figure_html, plotly_config
-from autoint.training import jobs
-from autoint.workspace.background import QUEUED, BackgroundRunner, Task
-from autoint.training.jobs import ACTIVE, Job, JobQueue
-from autoint.model.autoint import AutoIntConfig
-from autoint.explain.recommend import ItemScorer
-from autoint.training.runs import CheckpointError, clean_staging, list_runs, load_run
 from autoint.data.samples import Row
+from autoint.datasets.movielens import AGE_NAMES, OCCUPATION_NAMES, Catalog, read_movielens
+from autoint.errors import AutoIntError, DataError
+from autoint.explain.baselines import BASELINES, mean_embedding
+from autoint.explain.recommend import ItemScorer
+from autoint.figures import figure_csv, figure_html, plotly_config
+from autoint.model.autoint import preset_config
+from autoint.training import jobs
+from autoint.training.jobs import ACTIVE, Job, JobQueue
 from autoint.training.metrics import pick_device
-from autoint.training.train import TrainConfig
+from autoint.training.runs import CheckpointError, clean_staging, list_runs, load_run
+from autoint.workspace import defaults, sources
+from autoint.workspace.background import QUEUED, BackgroundRunner, Task
+from autoint.workspace.defaults import ATTENTION_MODELS, FIRST_RUN_EPOCHS, FIRST_RUN_TRAINING, QUICK_RUN, READABLE_RUN
+from autoint.workspace.sources import (PREPARE_OVER_BYTES, DataSource, found_in, raw_bytes, runs_root, source_of,
+                                       source_spec)
 
-SYNTHETIC_DIR = Path("data/synthetic")
-# The offline default: big enough for the planted interactions to be learnt, small enough to train in seconds.
-SYNTHETIC_SIZE = dict(users=600, movies=300, ratings=40000, seed=7)
-DEFAULT_MODEL = AutoIntConfig()  # the library's defaults: 3 layers, 2 heads, d=16, d'=32
-# On first start one background job trains the default model to convergence (early stopping on validation
-# AUC restores the best weights) and, on the way, saves a quick run after FIRST_RUN_EPOCHS epochs so the
-# pages can explain something within a couple of minutes. Sessions that use the quick run move to the
-# converged one when it lands (`current_run_path`). Adam at lr 4e-3, halved after each epoch without a better
-# validation AUC, converges in about half the epochs of lr 1e-3 and higher (u2999: 11 epochs, test AUC 0.831,
-# vs 22 and 0.828); benchmarks/first_run.md has the measurements.
-FIRST_RUN_EPOCHS = 5
-FIRST_RUN_TRAINING = TrainConfig(epochs=30, patience=2, lr=4e-3, lr_decay=0.5)
-FIRST_RUN_NAME = "default"  # the quick run
-CONVERGED_RUN_NAME = "default-converged"
-# Errors whose message tells a person what to do; the frame shows them with st.error.
 # Errors a person can act on (bad input, data, settings or files) are shown as such; anything else is a bug.
 USER_ERRORS = (AutoIntError,)
-ATTENTION_MODELS = ("AutoInt", "AutoInt+")  # the models of the registry with interacting layers
 
 # Exploring uses half the cores, a training job the other half (on 2 cores: one each).
 CORES = os.cpu_count() or 1
@@ -81,125 +66,32 @@ def settle_heap() -> None:
         gc.freeze()
 
 
-def runs_root() -> Path:
-    return Path(os.environ.get("AUTOINT_RUNS_DIR", "runs"))
-
-
-# ----------------------------------------------------------------------------- data sets
-
-DATA_ROOT = Path("data")  # one folder per data set (data/README.md); the sidebar offers each one found
-
-
-@dataclass(frozen=True)
-class DataSource:
-    folder: Path
-    synthetic: bool
-    requested: Path  # where ML-1M was looked for (MovieLens), else the folder
-    movielens_missing: bool  # the requested folder holds no MovieLens files
-    dataset: str = MOVIELENS  # a built-in data set's name, or a user's spec's name
-    spec: str | None = None  # a user's spec file (a built-in's ships with the code)
-
-    @property
-    def is_movielens(self) -> bool:
-        return self.dataset == MOVIELENS and self.spec is None
-
-    @property
-    def key(self) -> str:
-        """What cached loads and session choices are keyed by: a MovieLens folder's path (as before data sets
-        other than MovieLens), else the data set, its spec and its folder."""
-        if self.is_movielens:
-            return str(self.folder)
-        return f"{self.dataset}::{self.spec or ''}::{self.folder}"
-
-    @property
-    def label(self) -> str:
-        if self.is_movielens:
-            return f"{'synthetic (MovieLens format)' if self.synthetic else 'MovieLens-1M'} · {self.folder.name}"
-        kind = " (spec)" if self.spec else " (generated)" if self.synthetic else ""
-        return f"{self.dataset}{kind} · {self.folder.name}"
-
-
-def has_movielens(folder: Path) -> bool:
-    return (folder / "users.dat").is_file() and (folder / "movies.dat").is_file() and any(
-        (folder / name).is_file() for name in ("ratings.dat", "ratings.dat.gz"))
-
-
-def found_in(folder: Path) -> list[DataSource]:
-    """The data sets a folder holds: MovieLens files, a built-in data set's files as distributed (Criteo's
-    train.txt, Avazu's train, KDD12's training.txt), or a spec file (*.toml) for files beside it."""
-    if not folder.is_dir():
-        return []
-    out = []
-    if has_movielens(folder):
-        out.append(DataSource(folder.resolve(), (folder / GROUND_TRUTH).is_file(), folder, False))
-    generated = (folder / GROUND_TRUTH).is_file()  # autoint.datasets.synth's files, with their planted pairs
-    for name in BUILTIN_SPECS:
-        if all(any((folder / n).is_file() for n in alternatives) for alternatives in builtin_spec(name).files):
-            out.append(DataSource(folder.resolve(), generated, folder, False, dataset=name))
-    for path in sorted(folder.glob("*.toml")):
-        try:
-            name = read_spec(path).name
-        except AutoIntError:  # a broken spec: offered under its file name, its error shown when chosen
-            name = path.stem
-        out.append(DataSource(folder.resolve(), generated, folder, False, dataset=name, spec=str(path.resolve())))
-    return out
-
+# ----------------------------------------------------------------------------- data sets (autoint.workspace.sources)
 
 def data_sources() -> list[DataSource]:
-    """Every data set on offer, the default first: the one AUTOINT_DATA_DIR names (else ML-1M in data/ml-1m;
-    without it, the synthetic data, generated once), then each one found in a folder of data/.
-
-    A folder with only some of the MovieLens files (users but no ratings, say) is an error, not a
-    reason to fall back to synthetic data quietly."""
-    requested = resolve_data_dir()
-    first = found_in(requested)
-    if not first:
-        ratings = ("ratings.dat", "ratings.dat.gz")
-        if any((requested / name).is_file() for name in ("users.dat", "movies.dat", *ratings)):
-            missing = [name for name in ("users.dat", "movies.dat") if not (requested / name).is_file()]
-            missing += [] if any((requested / name).is_file() for name in ratings) else \
-                ["ratings.dat or ratings.dat.gz"]
-            raise DataError(f"{requested}: holds part of MovieLens-1M but no {' and no '.join(missing)}. Add the "
-                            f"missing files, run `python -m autoint download --data-dir {requested}`, or point "
-                            f"AUTOINT_DATA_DIR elsewhere.")
-        first = [DataSource(synthetic_folder().resolve(), True, requested, True)]
-    out, seen = list(first), {s.key for s in first}
-    folders = sorted(p for p in DATA_ROOT.iterdir() if p.is_dir() and p.name != "cache") if DATA_ROOT.is_dir() else []
-    for folder in folders:
-        for found in found_in(folder):
-            if found.key not in seen:
-                out.append(found)
-                seen.add(found.key)
-    return out
-
-
-def data_source() -> DataSource:
-    """The data set chosen in the sidebar (this session's), else the default."""
-    sources = data_sources()
-    chosen = st.session_state.get("data_key")
-    return next((s for s in sources if s.key == chosen), sources[0])
-
-
-def source_of(key: str) -> DataSource:
-    """The data source a cache key names (`DataSource.key`)."""
-    if "::" not in key:
-        folder = Path(key)
-        return DataSource(folder, (folder / GROUND_TRUTH).is_file(), folder, False)
-    name, spec, folder = key.split("::", 2)
-    return DataSource(Path(folder), (Path(folder) / GROUND_TRUTH).is_file(), Path(folder), False, dataset=name,
-                      spec=spec or None)
-
-
-def can_recommend(source: DataSource) -> bool:
-    """Recommend needs user-role and item-role fields and a catalogue of users and items: MovieLens here."""
-    return source.is_movielens
+    """Every data set on offer, the default first (`sources.data_sources`); the synthetic one generated once when
+    it stands in for the default."""
+    found = sources.data_sources(generate=False)
+    if found[0].default_missing:
+        synthetic_folder()
+    return found
 
 
 @st.cache_resource(show_spinner="Generating the synthetic data set ...")
 def synthetic_folder() -> Path:
-    if not has_movielens(SYNTHETIC_DIR):
-        generate_movielens(SYNTHETIC_DIR, **SYNTHETIC_SIZE)
-    return SYNTHETIC_DIR
+    return sources.default_source(generate=True).folder
+
+
+def data_source() -> DataSource:
+    """The data set chosen in the sidebar (this session's), else the default."""
+    found = data_sources()
+    chosen = st.session_state.get("data_key")
+    return next((s for s in found if s.key == chosen), found[0])
+
+
+def offers_recommendations(source: DataSource) -> bool:
+    """Recommend needs user-role and item-role fields and a catalogue of users and items (MovieLens has one)."""
+    return source.has_catalog
 
 
 @st.cache_resource(show_spinner="Reading users, movies and ratings ...", max_entries=4)
@@ -209,13 +101,11 @@ def catalog(folder: str) -> Catalog:
 
 @st.cache_resource(show_spinner="Encoding the data set for this model ...", max_entries=4)
 def dataset(folder: str, run_path: str):
-    """The data encoded with the run's own vocabularies (a run carries its schema). `folder` is a data source's
-    key: a MovieLens folder, or a data set read by its spec (`DataSource.key`)."""
+    """The data encoded with the run's own vocabularies (a run carries its schema), read as the CLI reads it
+    (`sources.load_for_run`). `folder` is a data source's key (`DataSource.key`)."""
     source = source_of(folder)
-    if source.is_movielens:
-        return load_movielens(folder, schema=load_model(run_path).schema)
-    from autoint.datasets import load_dataset as load_any
-    return load_any(source.dataset, spec=source.spec, data_dir=source.folder, schema=load_model(run_path).schema)
+    return sources.load_for_run(source.dataset, source.spec, source.folder, load_model(run_path).schema,
+                                Path(run_path).name)[1]
 
 
 # ----------------------------------------------------------------------------- models and runs
@@ -267,15 +157,9 @@ def finished_runs() -> list[dict]:
     return [r for r in list_runs(runs_root()) if r.get("error") is None and r.get("model") in ATTENTION_MODELS]
 
 
-def trained_on(run: dict, source: DataSource) -> bool:
-    """Whether a listed run was trained on this data set (its fields and vocabularies are that data set's).
-    MovieLens runs record no data set name; any MovieLens folder takes them (the current folder's come first)."""
-    return (run.get("dataset") or MOVIELENS) == source.dataset
-
-
 def runs_for(source: DataSource) -> list[dict]:
     """The finished runs of this data set, newest first: the model picker's choices."""
-    return [r for r in finished_runs() if trained_on(r, source)]
+    return [r for r in finished_runs() if sources.run_explains(r, source)]
 
 
 def broken_runs() -> list[dict]:
@@ -285,8 +169,8 @@ def broken_runs() -> list[dict]:
 
 def current_run_path() -> str | None:
     """The run the pages use: the one chosen in the sidebar or on the Train page, else this session's default
-    pick (the newest run on the current data, kept for the session). A default pick of the quick first-run
-    model moves to the converged one when that lands, and the page says so once (`take_swap_message`)."""
+    pick (`defaults.default_run`: the readable model, kept for the session). A default pick of the quick model
+    moves to the converged readable one when that lands, and the page says so once (`take_swap_message`)."""
     source = data_source()
     runs = runs_for(source)  # a model explains the data set it was trained on
     paths = [r["path"] for r in runs]
@@ -294,14 +178,11 @@ def current_run_path() -> str | None:
     if chosen in paths:
         return chosen
     by_name = {r["name"]: r for r in runs}
-    quick, converged = by_name.get(FIRST_RUN_NAME), by_name.get(CONVERGED_RUN_NAME)
+    quick, converged = by_name.get(QUICK_RUN), by_name.get(READABLE_RUN)
     pick = st.session_state.get("run_auto")
     if pick not in paths:
-        folder = str(source.folder)
-        same_data = [r["path"] for r in runs if str(Path(r.get("data_dir") or "").resolve()) == folder]
-        pick = (same_data or paths or [None])[0]
-        if quick and converged and pick == quick["path"]:  # both landed before this session started
-            pick = converged["path"]
+        found = defaults.default_run(runs, source.folder)
+        pick = found["path"] if found else None
     elif quick and converged and pick == quick["path"]:
         pick = converged["path"]
         st.session_state["run_swap_message"] = swap_message(quick, converged)
@@ -309,11 +190,22 @@ def current_run_path() -> str | None:
     return pick
 
 
+def model_pair(source: DataSource) -> tuple[dict | None, dict | None]:
+    """(the readable model, the paper's model) among this data set's runs, for the toggle and the notes."""
+    runs = runs_for(source)
+    return defaults.readable_run(runs), defaults.paper_run(runs)
+
+
+def use_run(path: str) -> None:
+    """Make a run the one every page explains (a person's choice, as the sidebar's)."""
+    st.session_state["run_path"] = path
+
+
 def swap_message(quick: dict, converged: dict) -> str:
     before, after = quick["metrics"].get("test_auc"), converged["metrics"].get("test_auc")
     aucs = f" (test AUC {before:.4f} → {after:.4f})" if isinstance(before, float) and isinstance(after, float) else ""
-    return (f"The default model finished training to convergence{aucs} and is now in use; the quick model "
-            f"(`{FIRST_RUN_NAME}`) stays selectable in the sidebar.")
+    return (f"The readable model finished training to convergence{aucs} and is now in use; the quick model "
+            f"(`{QUICK_RUN}`) stays selectable in the sidebar.")
 
 
 def take_swap_message() -> str | None:
@@ -327,7 +219,7 @@ def require_model():
     path = current_run_path()
     if path is None:
         source = data_source()
-        if not source.is_movielens:
+        if not source.has_catalog:
             st.info(f"No model is trained on **{source.label}** yet. Train one on the Train page (a run explains "
                     f"the data set it was trained on).", icon=":material/model_training:")
             st.page_link("app/train_page.py", label="Train a model", icon=":material/model_training:")
@@ -362,7 +254,7 @@ class Current:
 
 def current() -> Current:
     source = data_source()
-    cat = catalog(str(source.folder)) if source.is_movielens else None  # a broken folder: its error, no training
+    cat = catalog(str(source.folder)) if source.has_catalog else None  # a broken folder: its error, no training
     run_path, model = require_model()
     if cat is not None:
         sample = current_sample(cat)
@@ -542,7 +434,7 @@ def source_spec(source: DataSource):
 
 def raw_bytes(source: DataSource) -> int:
     """The size of a data source's raw files (0 for MovieLens, which is small and has no spec)."""
-    if source.is_movielens:
+    if source.has_catalog:
         return 0
     from autoint.datasets.generic import resolve_files
     try:
@@ -567,7 +459,7 @@ def prepared_copy(source: DataSource):
     time kept: `is_prepared` would see the first or last MiB differ), or when the copy's part or vocabularies files
     change without its manifest (`prepare` rewrites the manifest with them; a part file edited by hand is refused
     when its row group is read, the vocabularies when the copy is opened again)."""
-    if source.is_movielens:
+    if source.has_catalog:
         return None
     from autoint.datasets.prepared import MANIFEST, default_dir, source_paths
     try:
@@ -678,29 +570,45 @@ def split_sample(key: str, run_path: str, split: str, size: int, seed: int):
 
 
 def default_job(queue: JobQueue) -> Job | None:
-    """The newest job training the default model (a first-run one is named after the converged run)."""
-    return next((j for j in queue.jobs() if j.run_name in (CONVERGED_RUN_NAME, FIRST_RUN_NAME)), None)
+    """The newest job training the readable default model (it saves the quick run on the way)."""
+    return next((j for j in queue.jobs() if j.run_name in (READABLE_RUN, QUICK_RUN)), None)
+
+
+# Settings laid over the presets of a first start (none: the presets as they are; tests make the models tiny).
+FIRST_RUN_OVERRIDES: dict = {}
+
+
+def first_run_plan() -> list[dict]:
+    return defaults.first_run_plan(FIRST_RUN_EPOCHS)
+
+
+def _submit_default(queue: JobQueue, plan: dict, data_dir, snapshot: bool = True) -> Job:
+    return queue.submit(preset_config(plan["preset"], **FIRST_RUN_OVERRIDES), FIRST_RUN_TRAINING, data_dir,
+                        run_name=plan["run_name"], snapshot=plan["snapshot"] if snapshot else None)
 
 
 def first_run_training() -> None:
-    """No run yet: train the default model in the background, show its progress, rerun at the quick run."""
+    """No run yet: train the readable model in the background (`defaults.first_run_plan`), show its progress,
+    rerun at the quick run. The paper's model follows it (`paper_job`)."""
     queue = job_queue(str(runs_root()))
     source = data_source()
     job = default_job(queue)
+    readable = first_run_plan()[0]
     if job is None or job.status not in ACTIVE:  # none yet, or it ended without leaving a run
         if job is not None and job.status != "finished":
             st.warning(f"The last default training ended: {job.description}. Starting it again.")
-        for name in (FIRST_RUN_NAME, CONVERGED_RUN_NAME):
+        for name in (QUICK_RUN, READABLE_RUN):
             if (runs_root() / name).exists():  # a default run that does not load: keep it for inspection
                 st.error(f"{runs_root() / name} exists but cannot be used; see the Train page's registry.")
                 return
-        queue.submit(DEFAULT_MODEL, FIRST_RUN_TRAINING, source.folder, run_name=CONVERGED_RUN_NAME,
-                     snapshot=(FIRST_RUN_EPOCHS, FIRST_RUN_NAME))
-    st.info(f"No trained model yet, so the default AutoInt ({DEFAULT_MODEL.layers} layers, {DEFAULT_MODEL.heads} "
-            f"heads, d={DEFAULT_MODEL.embed_dim}) is training on {source.folder.name}. The page continues by "
-            f"itself with a quick model after {FIRST_RUN_EPOCHS} epochs; training goes on in the background to "
-            f"convergence (up to {FIRST_RUN_TRAINING.epochs} epochs, early stopping on validation AUC), and the "
-            f"pages move to that better model when it is ready.")
+        _submit_default(queue, readable, source.folder)
+    config = preset_config(readable["preset"])
+    st.info(f"No trained model yet, so the app trains its default: AutoInt with the **readable** preset "
+            f"({config.layers} layers, {config.heads} heads, d={config.embed_dim}; the authors' layer, whose "
+            f"attention can be read), on {source.folder.name}. The page continues by itself with a quick model "
+            f"after {FIRST_RUN_EPOCHS} epochs; training goes on in the background to convergence (up to "
+            f"{FIRST_RUN_TRAINING.epochs} epochs, early stopping on validation AUC), then the paper's own "
+            f"configuration trains, for comparison.")
     _first_run_progress(queue)
 
 
@@ -717,24 +625,42 @@ def _first_run_progress(queue: JobQueue) -> None:
     text = job.description if last is None or job.status not in ACTIVE else \
         f"epoch {last['epoch']} of the {FIRST_RUN_EPOCHS} before the first model" + \
         (f", batch {last['step']}/{last['steps']}" if last["event"] == "step" else ", done")
-    st.progress(job.progress_to(FIRST_RUN_EPOCHS), text=f"Training the default model: {text}")
+    st.progress(job.progress_to(FIRST_RUN_EPOCHS), text=f"Training the readable model: {text}")
     if job.status in ("failed", "lost"):
         st.error(f"The default training {job.description}. Log: {job.folder / 'log.txt'}")
 
 
 def converging_default() -> Job | None:
-    """The job training the default model to convergence, until its run lands. A job whose process ended
+    """The job training the readable model to convergence, until its run lands. A job whose process ended
     without a word (lost: the machine restarted, the worker was killed) is started again; a cancelled or
     failed one is not (the quick run stays in use)."""
     queue = job_queue(str(runs_root()))
     job = default_job(queue)
-    if job is None or job.run_name != CONVERGED_RUN_NAME or (runs_root() / CONVERGED_RUN_NAME).is_dir():
+    if job is None or job.run_name != READABLE_RUN or (runs_root() / READABLE_RUN).is_dir():
         return None
-    if job.status == "lost" and (runs_root() / FIRST_RUN_NAME).is_dir():
+    if job.status == "lost" and (runs_root() / QUICK_RUN).is_dir():
         try:
-            job = queue.submit(DEFAULT_MODEL, FIRST_RUN_TRAINING, job.spec["data_dir"], run_name=CONVERGED_RUN_NAME)
+            job = _submit_default(queue, first_run_plan()[0], job.spec["data_dir"], snapshot=False)
         except CheckpointError:  # another session started it again first
             job = default_job(queue)
+    return job
+
+
+def paper_job() -> Job | None:
+    """The job training the paper's configuration to convergence, queued once the readable model has landed (one
+    trainer at a time); None before that, or once its run exists."""
+    plan = first_run_plan()[1]
+    if not (runs_root() / READABLE_RUN).is_dir() or (runs_root() / plan["run_name"]).is_dir():
+        return None
+    queue = job_queue(str(runs_root()))
+    job = next((j for j in queue.jobs() if j.run_name == plan["run_name"]), None)
+    if job is None or job.status == "lost":
+        readable = default_job(queue)
+        data_dir = readable.spec["data_dir"] if readable is not None else data_source().folder
+        try:
+            job = _submit_default(queue, plan, data_dir)
+        except CheckpointError:  # another session queued it first
+            job = next((j for j in queue.jobs() if j.run_name == plan["run_name"]), None)
     return job
 
 
@@ -817,7 +743,7 @@ def show_figure(fig, name: str, key: str) -> None:
 
 # ----------------------------------------------------------------------------- interactions
 
-INTERACTION_BASELINES = {"mean": "training-mean embedding", "unknown": "the <unknown> value"}
+INTERACTION_BASELINES = dict(zip(BASELINES, ("training-mean embedding", "the <unknown> value")))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -842,13 +768,89 @@ def interaction_baseline(run_path: str, folder: str, kind: str) -> torch.Tensor:
     return baseline(run_path, folder) if kind == "mean" else baseline_embedding(load_model(run_path), kind)
 
 
+# ----------------------------------------------------------------------------- readings of the attention
+
+@st.cache_data(max_entries=16, show_spinner="Scoring every reading of the attention on the test split (once per "
+                                             "model, then cached on disk) ...")
+def model_readings(run_path: str, key: str) -> dict:
+    """The run's readings on its test split (`sampling.model_readings`): {"default": name, "scores": {name:
+    {"agreement", "precision_at_3", "median", "q1", "q3"}}}. A run trained on a prepared copy is scored on the
+    copy's default sample of it."""
+    from autoint.explain.sampling import model_readings as readings_of
+    source = source_of(key)
+    prepared = prepared_for(source, run_path)
+    if prepared is not None:
+        from autoint.explain.sampling import prepared_sample
+        data, _ = prepared_sample(prepared, "test")
+    else:
+        data = dataset(key, run_path)
+    result = readings_of(run_path, load_model(run_path), data, "test")
+    return {"default": result.default,
+            "scores": {n: {"agreement": r.agreement, "precision_at_3": r.precision_at_3, **(r.quartiles() or {})}
+                       for n, r in result.readings.items()}}
+
+
+def reading_label(name: str, scores: dict | None = None) -> str:
+    """`|∂logit/∂α| · ρ +0.72` for a picker; raw α is named as the paper's reading."""
+    from autoint.explain.readings import READINGS
+    text = READINGS[name].title
+    score = (scores or {}).get(name, {}).get("agreement")
+    return text + (f" · split ρ {score:+.2f}" if score is not None and np.isfinite(score) else "")
+
+
+def reading_choice(page: str, run_path: str, key: str, *, container=None) -> tuple[str, dict]:
+    """The reading a page shows, picked per run (keyed by page and run): first the run's best by split-level
+    agreement, named with its ρ; raw α, the paper's reading, is one click away. Returns (name, model_readings)."""
+    from autoint.explain.readings import NAMES, PAPER_READING, READINGS
+    scored = model_readings(run_path, key)
+    widget = f"{page}_reading::{run_path}"
+    keep(widget, scored["default"])
+    where = container or st
+    name = where.selectbox("Reading of the attention", NAMES, key=widget,
+                           format_func=lambda n: reading_label(n, scored["scores"]),
+                           help="The same attention, read six ways (autoint/explain/readings.py). Each is scored "
+                                "against the interactions the model measurably uses, over the test split "
+                                "(Spearman ρ over field pairs). The first one offered is this model's best.")
+    best = scored["default"]
+    best_score = scored["scores"][best]
+    note = (f"This model's most faithful reading is **{READINGS[best].title}**: split ρ "
+            f"{best_score['agreement']:+.2f}, median per-sample ρ {best_score.get('median') or float('nan'):+.2f}, "
+            f"precision@3 {best_score['precision_at_3']:.2f} ({READINGS[best].paper}).")
+    if name != PAPER_READING:
+        paper = scored["scores"][PAPER_READING]["agreement"]
+        note += f" Raw α, the paper's reading, scores ρ {paper:+.2f}."
+    where.caption(note)
+    return name, scored
+
+
+def model_note(run_path: str) -> None:
+    """One line on which model this is: the readable default is not the paper's model, and a button opens that."""
+    source = data_source()
+    readable, paper = model_pair(source)
+    if readable is not None and run_path == readable["path"]:
+        text = ("**The readable model** (the app's default): the authors' interacting layer, trained so its "
+                "attention can be read. It is not the paper's configuration.")
+        if paper is not None:
+            left, right = st.columns([4, 1])
+            left.caption(text)
+            right.button("Open the paper's model", key=f"open_paper::{run_path}", icon=":material/article:",
+                         on_click=use_run, args=(paper["path"],), type="tertiary")
+        else:
+            st.caption(text + " The paper's model trains after it, in the background.")
+    elif paper is not None and run_path == paper["path"]:
+        left, right = st.columns([4, 1])
+        left.caption("**The paper's model**: Eqs. 5-9 as the paper writes them. Its attention ranks field pairs "
+                     "unlike the interactions it uses; compare the readable model.")
+        if readable is not None:
+            right.button("Open the readable model", key=f"open_readable::{run_path}", icon=":material/visibility:",
+                         on_click=use_run, args=(readable["path"],), type="tertiary")
+
+
 def faithful_preset_hint(model) -> str | None:
-    """When attention disagrees with the interactions: which preset trains attention that agrees (from the
-    faithfulness benchmark), unless this model already is one."""
-    from autoint.model.autoint import PRESET_DESCRIPTIONS, PRESETS
-    others = {name: overrides for name, overrides in PRESETS.items() if overrides}
-    if not others or any(all(getattr(model.config, k) == v for k, v in overrides.items())
-                         for overrides in others.values()):
+    """When attention disagrees with the interactions: the preset that trains attention you can read, unless this
+    model already has its settings."""
+    from autoint.model.autoint import PRESET_DESCRIPTIONS, preset_of
+    if preset_of(model.config) == defaults.READABLE_PRESET:
         return None
-    return "A model whose attention you can read: " + " ".join(
-        f"the `{name}` preset on the Train page. {PRESET_DESCRIPTIONS.get(name, '')}" for name in others)
+    return (f"A model whose attention you can read: the `{defaults.READABLE_PRESET}` preset (Train page). "
+            f"{PRESET_DESCRIPTIONS[defaults.READABLE_PRESET]}")

@@ -574,7 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def baseline_arg(p):
-        p.add_argument("--baseline", default="mean", choices=["mean", "unknown"],
+        from .explain import BASELINES
+        p.add_argument("--baseline", default=BASELINES[0], choices=BASELINES,
                        help="interactions: an absent field takes its training-mean embedding (default) or its "
                             "<unknown> slot")
 

@@ -292,6 +292,83 @@ def attention_grid(attention, labels: Sequence[str], *, title: str = "Attention 
     return fig
 
 
+# Readings of the attention other than raw alpha (autoint.explain.readings) are not weights that sum to 1 over a
+# row, so "relative to uniform" means nothing for them: they take a sequential scale from 0 to the largest value
+# anywhere in the figure, shared by every panel. A reading that is nearly the same everywhere says so in its title.
+READING_SCALE = "Oranges"
+FLAT_READING = 0.05  # a figure whose values all lie within 5% of its largest reads "nearly flat"
+
+
+def _reading_values(name: str, maps: np.ndarray) -> np.ndarray:
+    if not np.isfinite(maps).all() or (maps < 0).any():
+        raise FigureError(f"{name} holds negative or non-finite values; a reading is a strength (>= 0).")
+    return maps
+
+
+def _reading_axis(values: np.ndarray, title_text: str, **colorbar) -> dict:
+    top = float(values.max()) if values.size else 0.0
+    return dict(colorscale=READING_SCALE, cmin=0.0, cmax=top if top > 0 else 1.0,
+                colorbar=dict(title=dict(text=title_text), **colorbar))
+
+
+def reading_is_flat(values) -> bool:
+    """Every value within FLAT_READING of the largest (or all zero): colour would show no pattern."""
+    values = np.asarray(values, dtype=float)
+    top = float(values.max()) if values.size else 0.0
+    return top <= 0 or float(values.min()) >= (1 - FLAT_READING) * top
+
+
+def _reading_trace(matrix: np.ndarray, rows: list[str], columns: list[str], where: str, *, show_values: bool,
+                   unit: str, coloraxis: str = "coloraxis", name: str | None = None) -> go.Heatmap:
+    text = [[f"{value:.3g}" for value in row] for row in matrix] if show_values else None
+    return go.Heatmap(z=matrix, x=columns, y=rows, xgap=1, ygap=1, coloraxis=coloraxis, name=name, text=text,
+                      texttemplate="%{text}" if show_values else None,
+                      hovertemplate=f"{where}{QUERY_AXIS}: %{{y}}<br>{KEY_AXIS}: %{{x}}<br>{unit} = "
+                                    f"%{{z:.4g}}<extra></extra>")
+
+
+def reading_grid(maps, labels: Sequence[str], *, reading: str, unit: str, title: str = "Per layer and head",
+                 entropy=None, uniform=None) -> go.Figure:
+    """Every layer and head of one reading, (L, H, F, F), as an L x H grid on ONE scale. `reading` "raw" is the
+    attention itself (`attention_grid`, relative to uniform); any other reading a sequential scale from 0."""
+    if reading == "raw":
+        return attention_grid(maps, labels, title=title, entropy=entropy, uniform=uniform)
+    maps, labels = _square("reading", maps, labels, leading=2)
+    layers, heads = maps.shape[:2]
+    if layers == 0:
+        raise FigureError("the reading has no layers (a 0-layer model has no interacting layer to show).")
+    maps = _reading_values(reading, maps)
+    names = [f"layer {l + 1}, head {h + 1}" for l in range(layers) for h in range(heads)]
+    traces = [_reading_trace(maps[l, h], labels, field_names(labels), f"{names[l * heads + h]}<br>",
+                             show_values=False, unit=unit, name=names[l * heads + h])
+              for l in range(layers) for h in range(heads)]
+    fig = go.Figure(traces, _grid_layout(layers, heads, names, traces))
+    flat = " · nearly the same everywhere: no pattern to read" if reading_is_flat(maps) else ""
+    fig.update_layout(title=title + flat, coloraxis=_reading_axis(maps, unit),
+                      height=160 + layers * (70 + min(26, _row_px(len(labels))) * len(labels)),
+                      margin=dict(l=10, r=10, t=80, b=10))
+    _many_fields(fig, len(labels), columns=heads)
+    return fig
+
+
+def reading_heatmap(matrix, labels: Sequence[str], *, reading: str, unit: str, title: str,
+                    entropy: float | None = None, uniform: bool = False) -> go.Figure:
+    """One (F, F) map of a reading (raw alpha: `attention_heatmap`), its values in the cells up to MANY_FIELDS."""
+    if reading == "raw":
+        return attention_heatmap(matrix, labels, title=title, entropy=entropy, uniform=uniform)
+    matrix, labels = _square("reading", matrix, labels)
+    matrix = _reading_values(reading, matrix)
+    fig = go.Figure(_reading_trace(matrix, labels, field_names(labels), "", show_values=len(labels) <= MANY_FIELDS,
+                                   unit=unit))
+    flat = " · nearly the same everywhere" if reading_is_flat(matrix) else ""
+    fig.update_layout(title=title + flat, coloraxis=_reading_axis(matrix, unit),
+                      height=max(320, 160 + _row_px(len(labels)) * len(labels)), margin=dict(l=10, r=10, t=60, b=10))
+    fig.update_xaxes(title=KEY_AXIS, tickangle=-30, showgrid=False)
+    fig.update_yaxes(title=QUERY_AXIS, autorange="reversed", showgrid=False)
+    _many_fields(fig, len(labels))
+    return fig
+
+
 def attention_before_after(before, after, labels: Sequence[str], *, title: str = "Attention before and after",
                            entropy=None, uniform=None) -> go.Figure:
     """Two (fields, fields) attention maps side by side on ONE colour scale, the row labels written once (use
@@ -476,16 +553,21 @@ def interaction_heatmap(matrix, labels: Sequence[str], *, signed: bool,
 def attention_interaction_side_by_side(attention, interaction, labels: Sequence[str], *, signed: bool,
                                        title: str = "Attention beside field interactions", main=None,
                                        attention_title: str = "Attention (mean of layers and heads)",
-                                       interaction_title: str = "Interaction (k-SII, logit)") -> go.Figure:
-    """ONE figure, two panels: left the (F, F) attention on the relative-to-uniform scale, right the (F, F)
-    interaction map, same field order and labels, the row labels written once, each with its own colour bar."""
+                                       interaction_title: str = "Interaction (k-SII, logit)",
+                                       reading: str = "raw", unit: str = "attention") -> go.Figure:
+    """ONE figure, two panels: left the (F, F) attention (raw alpha on the relative-to-uniform scale; another
+    `reading` on its own scale from 0), right the (F, F) interaction map, same field order and labels, the row
+    labels written once, each with its own colour bar."""
     attention, labels = _square("attention", attention, labels)
-    attention = _check_weights("attention", attention)
+    attention = _check_weights("attention", attention) if reading == "raw" else _reading_values(reading, attention)
     _same_shape("interaction", interaction, "attention", attention)
     interaction, _ = _interaction_matrix("interaction", interaction, labels, signed=signed)
     main = _main_effects(main, len(labels))
-    traces = [_attention_trace(attention, labels, field_names(labels), "attention<br>", show_values=True,
-                               name="attention"),
+    left = _attention_trace(attention, labels, field_names(labels), "attention<br>", show_values=True,
+                            name="attention") if reading == "raw" else \
+        _reading_trace(attention, labels, field_names(labels), f"{unit}<br>", show_values=len(labels) <= MANY_FIELDS,
+                       unit=unit, name="attention")
+    traces = [left,
               _interaction_trace(interaction, labels, signed=signed, main=main, coloraxis="coloraxis2",
                                  name="interaction")]
     layout = _grid_layout(1, 2, [attention_title, interaction_title], traces, domains=[(0.0, 0.48), (0.52, 1.0)])
@@ -494,7 +576,8 @@ def attention_interaction_side_by_side(attention, interaction, labels: Sequence[
     # Both colour bars on the right, stacked (attention's on top), so they never cover a panel at any page width.
     fig.update_layout(
         title=title, coloraxis=_uniform_axis(_uniform_bound(traces[0].z), title_text="attention<br>vs uniform",
-                                             x=1.02, y=1.0, yanchor="top", len=0.48),
+                                             x=1.02, y=1.0, yanchor="top", len=0.48) if reading == "raw" else
+        _reading_axis(attention, unit, x=1.02, y=1.0, yanchor="top", len=0.48),
         coloraxis2=_interaction_axis(interaction, signed=signed, x=1.02, y=0.0, yanchor="bottom", len=0.48,
                                      title="interaction<br>(logit)" if signed else "mean<br>|interaction|<br>(logit)"),
         height=max(380, 220 + _row_px(len(labels)) * len(labels)), margin=dict(l=10, r=10, t=80, b=10), plot_bgcolor=BLANK)

@@ -86,3 +86,14 @@ def layer_inputs(H, D, F, B, C_in, residual, dropout, bias, grad_alpha, g):
     grad_out = torch.randn(H, D, F, B, generator=g)
     extra = torch.randn(H, F, F, B, generator=g) if grad_alpha else None
     return x, weight, b, attn_keep, head_keep, grad_out, extra
+
+
+def read_raw(at):
+    """The attention pages open on the model's best reading of the attention; a test about raw attention picks raw
+    α, the paper's reading, on every reading selector of the page, and runs the page again."""
+    boxes = [box for box in at.selectbox if box.label == "Reading of the attention"]
+    for box in boxes:
+        box.set_value("raw")
+    if boxes:
+        at.run()
+    return at

@@ -14,7 +14,7 @@ from autoint.explain.explanation import dataset_correlations, explain_sample, wh
 from autoint.explain.baselines import mean_embedding
 from autoint.explain.recommend import recommend
 from autoint.explain.steps import layer_steps
-from conftest import REPO
+from conftest import REPO, read_raw
 
 APP = str(REPO / "streamlit_app.py")
 TIMEOUT = 120
@@ -36,8 +36,10 @@ def catalog(synth_dir):
     return Catalog(read_movielens(synth_dir))
 
 
-def start(page=None, timeout: float = TIMEOUT, **session) -> AppTest:
-    """The app run once (on `page` if given), with `session` preset in its session state; no error shown."""
+def start(page=None, timeout: float = TIMEOUT, reading: str | None = "raw", **session) -> AppTest:
+    """The app run once (on `page` if given), with `session` preset in its session state; no error shown. The
+    attention pages open on the model's best reading; these tests of raw attention pick `reading` (raw α, the
+    paper's reading; None keeps the page's default)."""
     at = AppTest.from_file(APP, default_timeout=timeout)
     for key, value in session.items():
         at.session_state[key] = value
@@ -45,6 +47,8 @@ def start(page=None, timeout: float = TIMEOUT, **session) -> AppTest:
     if page:
         at.switch_page(page).run()
     finish_background(at, timeout)
+    if reading == "raw":
+        finish_background(read_raw(at), timeout)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     return at

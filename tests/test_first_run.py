@@ -155,7 +155,7 @@ def app_env(monkeypatch, tmp_path, synth_dir):
     runs = tmp_path / "runs"
     monkeypatch.setenv("AUTOINT_DATA_DIR", str(synth_dir))
     monkeypatch.setenv("AUTOINT_RUNS_DIR", str(runs))
-    monkeypatch.setattr(state, "DEFAULT_MODEL", TINY)
+    monkeypatch.setattr(state, "FIRST_RUN_OVERRIDES", {"embed_dim": 4, "attn_dim": 4, "heads": 1, "layers": 1})
     monkeypatch.setattr(state, "FIRST_RUN_EPOCHS", 1)
     monkeypatch.setattr(state, "FIRST_RUN_TRAINING", SLOW)
     return runs
@@ -180,40 +180,49 @@ def test_first_start_shows_the_quick_run_then_swaps_to_the_converged_one_once(ap
     assert any("No trained model yet" in i.value for i in at.info)
     queue = state.job_queue(str(app_env))
     (job,) = queue.jobs()
-    assert job.run_name == state.CONVERGED_RUN_NAME and job.spec["snapshot"]["run_name"] == state.FIRST_RUN_NAME
+    assert job.run_name == state.READABLE_RUN and job.spec["snapshot"]["run_name"] == state.QUICK_RUN
     wait_for(lambda: queue.job(job.id).snapshot, "the quick run", poll=0.02)
     os.killpg(queue._children[job.id].pid, signal.SIGSTOP)  # hold the converging trainer here
     try:
-        assert queue.job(job.id).status == "running" and not (app_env / state.CONVERGED_RUN_NAME).exists()
+        assert queue.job(job.id).status == "running" and not (app_env / state.READABLE_RUN).exists()
         at.run()
         assert not at.exception and not at.error, [e.value for e in at.error]
-        assert run_in_use(at) == state.FIRST_RUN_NAME and not swap_messages(at)
+        assert run_in_use(at) == state.QUICK_RUN and not swap_messages(at)
         coming = [t for t in progress_texts(at) if "A better model is coming" in t]
         assert coming and f"of up to {SLOW.epochs}" in coming[0], progress_texts(at)
         other = AppTest.from_file(APP, default_timeout=120).run()  # a second session chooses the quick run
         other.switch_page("app/train_page.py").run()
         other.button(key="train_use").click().run()  # "Use this run", the registry's pick: the one in use
-        assert other.session_state["run_path"] == str(app_env / state.FIRST_RUN_NAME)
+        assert other.session_state["run_path"] == str(app_env / state.QUICK_RUN)
     finally:
         os.killpg(queue._children[job.id].pid, signal.SIGCONT)
     assert queue.wait(job.id, timeout=180).status == "finished"
 
     at.run()  # the next rerun: the quick default gives way to the converged one, said once
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert run_in_use(at) == state.CONVERGED_RUN_NAME
+    assert run_in_use(at) == state.READABLE_RUN
     by_name = {r["name"]: r for r in list_runs(app_env)}
     (message,) = swap_messages(at)
-    assert (f"{by_name[state.FIRST_RUN_NAME]['metrics']['test_auc']:.4f} → "
-            f"{by_name[state.CONVERGED_RUN_NAME]['metrics']['test_auc']:.4f}") in message
+    assert (f"{by_name[state.QUICK_RUN]['metrics']['test_auc']:.4f} → "
+            f"{by_name[state.READABLE_RUN]['metrics']['test_auc']:.4f}") in message
     assert any("finished training to convergence" in t.value for t in at.toast)
     assert not [t for t in progress_texts(at) if "A better model is coming" in t]
     at.run()
-    assert run_in_use(at) == state.CONVERGED_RUN_NAME and not swap_messages(at)
+    assert run_in_use(at) == state.READABLE_RUN and not swap_messages(at)
 
     other.run()  # the session that chose the quick run keeps it, without a message
-    assert run_in_use(other) == state.FIRST_RUN_NAME and not swap_messages(other)
+    assert run_in_use(other) == state.QUICK_RUN and not swap_messages(other)
     fresh = AppTest.from_file(APP, default_timeout=120).run()  # a new session starts on the converged run
-    assert run_in_use(fresh) == state.CONVERGED_RUN_NAME and not swap_messages(fresh)
+    assert run_in_use(fresh) == state.READABLE_RUN and not swap_messages(fresh)
+
+    # Then the paper's configuration trains, for the toggle; the app stays on the readable model.
+    paper = next(j for j in queue.jobs() if j.run_name == "paper")
+    assert paper.spec["snapshot"] is None and paper.status in ACTIVE + ("finished",)
+    assert queue.wait(paper.id, timeout=180).status == "finished"
+    by_name = {r["name"]: r for r in list_runs(app_env)}
+    assert by_name["paper"]["config"]["qkv_relu"] is False and by_name[state.READABLE_RUN]["config"]["qkv_relu"] is True
+    fresh.run()
+    assert run_in_use(fresh) == state.READABLE_RUN
 
 
 def test_a_lost_converging_job_is_started_again_and_a_cancelled_one_leaves_the_quick_run(app_env, synth_dir,
@@ -222,11 +231,11 @@ def test_a_lost_converging_job_is_started_again_and_a_cancelled_one_leaves_the_q
     monkeypatch.setattr(state, "FIRST_RUN_TRAINING", TrainConfig(epochs=200, patience=200, batch_size=32))
     dataset = load_movielens(synth_dir)
     result = train(dataset, TINY, TrainConfig(epochs=1, batch_size=512), progress=False)
-    save_run(app_env / state.FIRST_RUN_NAME, result.model, metrics=result.metrics, train_config=asdict(SLOW),
+    save_run(app_env / state.QUICK_RUN, result.model, metrics=result.metrics, train_config=asdict(SLOW),
              data_fingerprint=dataset.fingerprint, data_dir=str(synth_dir))
     queue = JobQueue(app_env)  # a job of an earlier app process, whose worker then died
     lost = queue.submit(TINY, TrainConfig(epochs=200, patience=200, batch_size=32), synth_dir,
-                        run_name=state.CONVERGED_RUN_NAME)
+                        run_name=state.READABLE_RUN)
     wait_for(lambda: queue.job(lost.id).events, "the first job's training")
     os.kill(queue._children[lost.id].pid, signal.SIGKILL)
     queue._children[lost.id].wait()
@@ -234,10 +243,10 @@ def test_a_lost_converging_job_is_started_again_and_a_cancelled_one_leaves_the_q
 
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert run_in_use(at) == state.FIRST_RUN_NAME
+    assert run_in_use(at) == state.QUICK_RUN
     app_queue = state.job_queue(str(app_env))
     again = state.default_job(app_queue)
-    assert again.id != lost.id and again.run_name == state.CONVERGED_RUN_NAME and again.status in ACTIVE
+    assert again.id != lost.id and again.run_name == state.READABLE_RUN and again.status in ACTIVE
     assert again.spec["snapshot"] is None  # the quick run is there already
     assert any("A better model is coming" in t for t in progress_texts(at))
 
@@ -247,4 +256,4 @@ def test_a_lost_converging_job_is_started_again_and_a_cancelled_one_leaves_the_q
     assert state.default_job(app_queue).id == again.id  # a cancelled job is not started again
     captions = [c.value for c in at.sidebar.caption]
     assert any("convergence cancelled; the quick model stays" in c for c in captions), captions
-    assert run_in_use(at) == state.FIRST_RUN_NAME and not (app_env / state.CONVERGED_RUN_NAME).exists()
+    assert run_in_use(at) == state.QUICK_RUN and not (app_env / state.READABLE_RUN).exists()

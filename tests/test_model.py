@@ -229,7 +229,7 @@ def test_paper_preset_is_the_default_and_unknown_presets_list_the_names():
     assert set(PRESET_DESCRIPTIONS) == set(PRESETS)
     for name in PRESETS:
         preset_config(name)  # every preset builds
-    with pytest.raises(ConfigError, match="unknown preset 'fast'; choose one of: paper, authors-code."):
+    with pytest.raises(ConfigError, match="unknown preset 'fast'; choose one of: paper, readable, authors-code."):
         preset_config("fast")
 
 
@@ -252,6 +252,46 @@ def test_cli_preset_then_explicit_flags():
     assert parse("--preset", "authors-code", "--no-layer-norm", "--layers", "2", "--attention-dropout", "0.1") == \
         AutoIntConfig(qkv_relu=True, projection_bias=True, scaled_attention=True, layers=2, attention_dropout=0.1)
     assert parse("--no-residual").residual is False  # the flag Table 4's runs were trained with still works
-    with pytest.raises(ConfigError, match="unknown preset 'nope'; choose one of: paper, authors-code."):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; choose one of: paper, readable, authors-code."):
         parse("--preset", "nope")
     assert main(["train", "--out", "x", "--preset", "nope"]) == 2
+
+
+def test_sparsemax_is_the_projection_onto_the_simplex():
+    """Sparsemax (the sparse-attention remedy): weights >= 0 summing to 1, the closest such point to z (checked
+    against a brute-force search over supports), many exactly 0; a model with it gives such attention rows."""
+    import itertools
+    from autoint.model.kernels.ops import sparsemax
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 5, generator=generator, dtype=torch.float64) * 2
+    p = sparsemax(z, 1)
+    for row, out in zip(z, p):
+        best = None
+        for size in range(1, 6):
+            for support in itertools.combinations(range(5), size):
+                idx = list(support)
+                tau = (row[idx].sum() - 1) / size
+                candidate = torch.zeros(5, dtype=torch.float64)
+                candidate[idx] = row[idx] - tau
+                if (candidate >= 0).all() and (best is None or (candidate - row).norm() < (best - row).norm()):
+                    best = candidate
+        torch.testing.assert_close(out, best, atol=1e-9, rtol=0)
+    assert (p == 0).any()
+    torch.testing.assert_close(sparsemax(z.T, 0), p.T)
+
+
+def test_a_sparse_attention_model_trains_and_reads_exact_zeros(synth_dataset):
+    from autoint.training.train import TrainConfig, train
+    config = AutoIntConfig(embed_dim=8, attn_dim=4, heads=2, layers=2, sparse_attention=True)
+    result = train(synth_dataset, config, TrainConfig(epochs=1, batch_size=256, seed=1), progress=False)
+    x, _ = synth_dataset.split("test")
+    with torch.no_grad():
+        _, attention = result.model(x.index(slice(0, 64)), return_attention=True)  # (B, L, H, F, F)
+    torch.testing.assert_close(attention.sum(-1), torch.ones(attention.shape[:-1]), atol=1e-4, rtol=0)
+    assert not result.model.runs_fused("cpu")  # sparsemax runs on the reference layer
+    with torch.no_grad():  # larger scores: sparsemax leaves most fields at exactly 0 (softmax never does)
+        for layer in result.model.interacting:
+            layer.projection.weight.mul_(20)
+        _, attention = result.model(x.index(slice(0, 64)), return_attention=True)
+    torch.testing.assert_close(attention.sum(-1), torch.ones(attention.shape[:-1]), atol=1e-4, rtol=0)
+    assert (attention == 0).float().mean() > 0.2

@@ -195,14 +195,16 @@ def test_gzip_derived_fields_label_rule_and_join_give_the_in_memory_schema(name,
     assert sorted(p.name for p in prepared.path.iterdir()) == sorted([MANIFEST, VOCABULARIES, *SPLITS])
 
 
-def test_the_prepare_command(criteo_dir, tmp_path, capsys):
-    import gc
-    from autoint.cli import main
+def test_the_prepare_command(criteo_dir, tmp_path, capsys, monkeypatch):
+    from autoint import cli
+    from autoint.datasets import prepared as prepared_module
     out = tmp_path / "cli"
-    frozen = gc.get_freeze_count()
-    assert main(["prepare", "--dataset", "criteo", "--data-dir", str(criteo_dir), "--out", str(out),
-                 "--row-group-rows", "1000"]) == 0
-    assert gc.get_freeze_count() == frozen  # called from code, main() leaves the process's gc and malloc alone
+    tuned = []
+    monkeypatch.setattr(prepared_module, "keep_freed_memory", lambda: tuned.append(True))
+    assert cli.main(["prepare", "--dataset", "criteo", "--data-dir", str(criteo_dir), "--out", str(out),
+                     "--row-group-rows", "1000"]) == 0
+    assert tuned == []  # called from code, main() leaves the process's gc and malloc alone
+    main = cli.main
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["rows"] == ROWS and summary["prepared"] == str(out) and summary["row_group_rows"] == 1000
     assert sum(v["rows"] for v in summary["splits"].values()) == ROWS
@@ -211,6 +213,21 @@ def test_the_prepare_command(criteo_dir, tmp_path, capsys):
     assert "no such folder" in capsys.readouterr().err
     assert main(["prepare", "--dataset", "criteo", "--data-dir", str(criteo_dir), "--row-group-rows", "0"]) == 2
     assert "row_group_rows 0" in capsys.readouterr().err
+
+
+def test_the_command_line_process_tunes_memory_for_prepare(criteo_dir, tmp_path, monkeypatch, capsys):
+    """`python -m autoint prepare` (the whole process: main() with argv None) tunes gc and malloc for one long
+    prepare (`keep_freed_memory`); the behaviour, not the collector's object counts, is what is checked."""
+    import sys
+    from autoint import cli
+    from autoint.datasets import prepared as prepared_module
+    tuned = []
+    monkeypatch.setattr(prepared_module, "keep_freed_memory", lambda: tuned.append(True))
+    monkeypatch.setattr(sys, "argv", ["autoint", "prepare", "--dataset", "criteo", "--data-dir", str(criteo_dir),
+                                      "--out", str(tmp_path / "whole"), "--row-group-rows", "1000"])
+    assert cli.main() == 0
+    assert tuned == [True]
+    capsys.readouterr()
 
 
 def test_values_the_fast_path_cannot_take_get_the_text_paths_errors(criteo_dir, spec, tmp_path):

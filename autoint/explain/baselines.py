@@ -10,8 +10,8 @@ import torch
 from ..data.encoding import FieldTensors, encode_sample, unknown_values
 from ..errors import AutoIntError
 from ..model.autoint import AutoInt
+from . import BASELINES
 
-BASELINES = ("mean", "unknown")
 
 
 class InteractionError(AutoIntError, ValueError):

@@ -38,6 +38,7 @@ import torch
 from ..errors import AutoIntError
 from ..data.encoding import FieldTensors, encode_sample, unknown_values
 from ..model.autoint import AutoInt
+from ..training.runs import WEIGHTS
 from .baselines import BASELINES, InteractionError, baseline_embedding, device_of
 
 EXACT_MAX_FIELDS = 12  # 2^12 = 4,096 coalitions a sample
@@ -459,7 +460,7 @@ def cache_key(*parts) -> str:
 def weights_digest(run_path: str | os.PathLike) -> str:
     """The run's identity for caching: its weights file's SHA-256 (a retrained run under the same name differs)."""
     digest = hashlib.sha256()
-    with open(Path(run_path) / "model.safetensors", "rb") as fh:
+    with open(Path(run_path) / WEIGHTS, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -610,29 +611,37 @@ def agreement(attention: np.ndarray, interaction: np.ndarray) -> Agreement:
     return Agreement(overall, per_layer, per_head, len(strength))
 
 
-def verdict(rho: float, pairs: int) -> str:
-    """One plain sentence on how attention's ranking of field pairs compares with the model's interactions."""
+def verdict(rho: float, pairs: int, subject: str = "attention") -> str:
+    """One plain sentence on how attention's ranking of field pairs (or a reading of it: `subject`) compares with
+    the model's interactions."""
     if not np.isfinite(rho):
-        return "attention is the same for every pair here, so it ranks nothing (ρ undefined)"
+        return f"{subject} is the same for every pair here, so it ranks nothing (ρ undefined)"
     if rho >= 0.5:
-        words = "attention ranks pairs much like the model's interactions"
+        words = f"{subject} ranks pairs much like the model's interactions"
     elif rho >= 0.2:
-        words = "attention ranks pairs only loosely like the model's interactions"
+        words = f"{subject} ranks pairs only loosely like the model's interactions"
     elif rho > -0.2:
-        words = "attention's ranking of pairs is unrelated to the model's interactions"
+        words = f"{subject} ranks pairs in no relation to the model's interactions"
     else:
-        words = "attention ranks pairs unlike the model's interactions"
+        words = f"{subject} ranks pairs unlike the model's interactions"
     return f"{words} (ρ = {rho:+.2f} over {pairs} pairs)"
+
+
+def strength_ranks(values: Sequence[float]) -> np.ndarray:
+    """(P,) -> (P,) each pair's rank by strength, 1 = strongest; ties keep the pairs' order."""
+    order = np.argsort(-np.asarray(values, dtype=np.float64), kind="stable")
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.arange(1, len(order) + 1)
+    return ranks
 
 
 def pair_ranks(strength_pairs: np.ndarray, fields: Sequence[str], wanted: Sequence[tuple[str, str]]) -> list[dict]:
     """The rank (1 = strongest) of each wanted pair among all pairs by `strength_pairs` (P,)."""
     index = {frozenset((fields[i], fields[j])): p for p, (i, j) in enumerate(pair_index(len(fields)))}
-    order = np.argsort(-np.asarray(strength_pairs), kind="stable")
-    rank_of = {int(p): r + 1 for r, p in enumerate(order)}
+    rank_of = strength_ranks(strength_pairs)
     out = []
     for a, b in wanted:
         p = index.get(frozenset((a, b)))
-        out.append({"pair": [a, b], "rank": rank_of[p] if p is not None else None, "of": len(strength_pairs),
+        out.append({"pair": [a, b], "rank": int(rank_of[p]) if p is not None else None, "of": len(strength_pairs),
                     "value": float(strength_pairs[p]) if p is not None else None})
     return out

@@ -222,7 +222,8 @@ def readings_of_interactions(model, dataset, split: str, interactions: SplitInte
     chosen = np.arange(len(positions))
     if keep is not None:
         chosen = chosen[np.asarray(keep, dtype=bool)[positions]]
-    chosen = chosen[:rows]
+    if len(chosen) > rows:  # a seeded uniform subset (positions are in split order, which may follow users or time)
+        chosen = np.sort(np.random.default_rng(DEFAULT_SEED).permutation(chosen)[:rows])
     inputs, _ = dataset.split(split)
     x = inputs.index(torch.from_numpy(positions[chosen]))
     return score_split(model, x, interactions.pairs[chosen], names, progress=progress)
@@ -230,8 +231,8 @@ def readings_of_interactions(model, dataset, split: str, interactions: SplitInte
 
 def model_readings(run_path: str | os.PathLike, model, dataset, split: str = "test", *,
                    progress: Progress | None = None, cache_dir: str | os.PathLike | None = None):
-    """The readings of the run on the default sample of `split` (its interactions' rows, at most READING_ROWS),
-    cached on disk beside the interactions as JSON: what a page names as the model's default reading (the highest
+    """The readings of the run on the first READING_ROWS samples of the default sample of `split` (a seeded
+    permutation's prefix) against their exact (or estimated) k-SII, cached on disk beside the interactions as JSON: what a page names as the model's default reading (the highest
     split-level agreement, `Readings.default`) before anything else is computed."""
     import json
     from .readings import READINGS, Readings, ScoredReading
@@ -250,7 +251,8 @@ def model_readings(run_path: str | os.PathLike, model, dataset, split: str = "te
                              for n, r in saved["readings"].items()}, saved["reading"], saved["fields"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    interactions = interactions_of_sample(run_path, model, dataset, sample, cache_dir=cache_dir)
+    interactions = interactions_of_sample(run_path, model, dataset, sample, rows=min(READING_ROWS, len(sample)),
+                                          cache_dir=cache_dir)
     result = readings_of_interactions(model, dataset, split, interactions, progress=progress)
     payload = {"reading": result.default, "fields": result.fields,
                "readings": {n: {"matrix": r.matrix.tolist(), "per_head": r.per_head.tolist(),

@@ -40,6 +40,7 @@ from ..data.encoding import FieldTensors
 from ..data.schema import Schema
 from ..errors import ConfigError
 from .kernels import loader as kernels
+from .kernels.ops import sparsemax
 
 PREDICT_ELEMENTS = 1 << 24  # attention weights per inference batch (predict_proba): about 64 MiB of them
 LIMITS = {"embed_dim": (1, 256), "attn_dim": (1, 256), "heads": (1, 16), "layers": (0, 12)}
@@ -58,6 +59,7 @@ class AutoIntConfig:
     qkv_relu: bool = False  # ReLU on W_Query e, W_Key e, W_Value e and W_Res e (authors' code)
     projection_bias: bool = False  # a bias in those projections (authors' code: tf.layers.dense)
     attention_dropout: float = 0.0  # dropout on alpha before Eq. 6, in training only (authors' code)
+    sparse_attention: bool = False  # sparsemax in place of Eq. 5's softmax (a remedy tried for readable attention)
     dnn_hidden: tuple[int, ...] = ()  # empty: AutoInt; e.g. (400, 400): AutoInt+
     dnn_dropout: float = 0.0
 
@@ -75,7 +77,7 @@ class AutoIntConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or not 0.0 <= value < 1.0:
                 raise ConfigError(f"{name}={value!r} is out of range: choose a number in [0, 1).")
-        for name in ("residual", "scaled_attention", "layer_norm", "qkv_relu", "projection_bias"):
+        for name in ("residual", "scaled_attention", "layer_norm", "qkv_relu", "projection_bias", "sparse_attention"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: choose true or false.")
         if len(self.dnn_hidden) > 8 or any(isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= 4096
@@ -183,6 +185,7 @@ class InteractingLayer(nn.Module):
         super().__init__()
         self.heads, self.attn_dim = config.heads, config.attn_dim
         self.residual, self.scaled, self.qkv_relu = config.residual, config.scaled_attention, config.qkv_relu
+        self.sparse = config.sparse_attention
         width = config.heads * config.attn_dim
         # W_Query, W_Key, W_Value of every head (each d' x d) and W_Res, fused into one matmul.
         self.projection = nn.Linear(in_dim, (4 if config.residual else 3) * width, bias=config.projection_bias)
@@ -208,7 +211,8 @@ class InteractingLayer(nn.Module):
         scores = torch.bmm(query, key.transpose(1, 2))  # (H*B, F, F)  Eq. 5: psi = inner product
         if self.scaled:
             scores = scores / math.sqrt(dh)
-        alpha = scores.permute(2, 0, 1).contiguous().softmax(dim=0)  # (F_k, H*B, F_m)  Eq. 5: softmax over k
+        scores = scores.permute(2, 0, 1).contiguous()  # (F_k, H*B, F_m)
+        alpha = sparsemax(scores, 0) if self.sparse else scores.softmax(dim=0)  # (F_k, H*B, F_m)  Eq. 5 over k
         attention = alpha.permute(1, 2, 0)  # (H*B, F, F) a view: alpha[(h, b), m, k]
         weights = attention  # what Eq. 6 sums with; `attention`, returned for explanations, is never dropped
         if self.attention_dropout is not None and self.training:
@@ -314,7 +318,7 @@ class AutoInt(nn.Module):
     def runs_fused(self, device_type: str, dtype: torch.dtype = torch.float32) -> bool:
         """Whether this model's forward takes the column layout and the fused layer on that device
         (`kernels.runs_fused`: up to FUSED_MAX_FIELDS fields everywhere, wider where the C++ kernel runs)."""
-        return kernels.runs_fused(len(self.schema.fields), device_type, dtype)
+        return not self.config.sparse_attention and kernels.runs_fused(len(self.schema.fields), device_type, dtype)
 
     def uses_fused_layer(self, embedded: torch.Tensor) -> bool:
         """`runs_fused` for these embeddings (B, F, d): their device and dtype."""
@@ -337,6 +341,14 @@ class AutoInt(nn.Module):
         if attentions:
             return logit, torch.stack(attentions, dim=1)  # (B, L, H, F, F)
         return logit, embedded.new_zeros(B, 0, self.config.heads, F, F)
+
+    def forward_from(self, start: int, e: torch.Tensor, edit=None) -> torch.Tensor:
+        """Eq. 9's logit (B,) from layer `start`'s input e (B, F, in), on the reference layer, without AutoInt+'s DNN
+        term: an explanation that changes one layer (value zeroing) reruns only what follows it."""
+        for l, layer in enumerate(self.interacting[start:], start):
+            layer_edit = None if edit is None else (lambda alpha, value, l=l: edit(l, alpha, value))
+            e, _ = InteractingLayer.forward(layer, e, layer_edit)  # (B, F, H*d'), (B, H, F, F)
+        return self.output(e.reshape(e.shape[0], -1)).squeeze(-1)  # (B,)  Eq. 9 before the sigmoid
 
     def forward(self, x: FieldTensors, return_attention: bool = False):
         """Logits (B,); with `return_attention` also the weights (B, L, H, F, F) of that same pass."""

@@ -76,6 +76,58 @@ def fig7b_rows(summary: dict, variants: dict[str, str]) -> list[dict]:
     return rows
 
 
+def _stat(stat: dict | None, digits: int = 2, signed: bool = True) -> str:
+    if not stat or stat.get("mean") is None or stat["mean"] != stat["mean"]:
+        return "-"
+    sign = "+" if signed else ""
+    return f"{stat['mean']:{sign}.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def scorecard_rows(summary: dict, titles: dict[str, str]) -> list[dict]:
+    """Every reading x every variant of the faithfulness benchmark (`titles`: reading name -> words): split-level
+    rho, median per-sample rho with its quartiles, precision@3 (mean ± std over seeds), with the variant's test AUC
+    and head entropy; a mark on the reading each seed's model shows first (its best)."""
+    rows = []
+    for variant, row in summary.items():
+        readings = row.get("readings") or {}
+        app = readings.get("_app", {}).get("readings", [])
+        for name, title in titles.items():
+            r = readings.get(name)
+            if not r:
+                continue
+            rows.append({"variant": variant, "reading": title, "split ρ": _stat(r.get("split_rho")),
+                         "median per-sample ρ": _stat(r.get("median")),
+                         "quartiles (mean)": f"{r['q1']['mean']:+.2f} to {r['q3']['mean']:+.2f}"
+                         if r.get("q1", {}).get("mean") is not None else "-",
+                         "precision@3": _stat(r.get("precision_at_3"), signed=False),
+                         "shown first (seeds)": app.count(name),
+                         "test AUC": _stat(row.get("test_auc"), 4, signed=False),
+                         "head entropy": _stat(row.get("head_entropy"), 3, signed=False)})
+    return rows
+
+
+def fig7b_reading_rows(summary: dict, variants: dict[str, str], titles: dict[str, str]) -> list[dict]:
+    """Fig. 7(b)'s pairs: their rank among the field pairs (1 = strongest) under every reading and under the
+    measured interactions, per seed, for each model ({variant key: name})."""
+    rows = []
+    for a, b in FIG7B_PAIRS:
+        for variant, name in variants.items():
+            row = summary.get(variant) or {}
+            readings = row.get("readings") or {}
+            interaction = row.get("fig7b_interaction_ranks", {})
+            key = next((k for k in (f"{a}-{b}", f"{b}-{a}") if k in interaction), None)
+            if key is None:
+                continue
+            out = {"pair": f"{a} × {b}", "model": name}
+            for reading, title in titles.items():
+                ranks = (readings.get(reading) or {}).get("fig7b_ranks", {})
+                found = ranks.get(key) or ranks.get("-".join(reversed(key.split("-"))))
+                out[title] = ", ".join(str(r) for r in found) if found else "-"
+            out["k-SII"] = ", ".join(str(r) for r in interaction.get(key, []))
+            rows.append(out)
+    return rows
+
+
 def load_reproduction(folder: str | Path) -> dict:
     """`results.json` written by benchmarks/reproduce.py: {"meta", "summary", "runs"}."""
     path = Path(folder) / "results.json"

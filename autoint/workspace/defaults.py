@@ -26,14 +26,10 @@ FIRST_RUN_TRAINING = TrainConfig(epochs=30, patience=2, lr=4e-3, lr_decay=0.5)
 ATTENTION_MODELS = ("AutoInt", "AutoInt+")  # the models with interacting layers
 
 
-def first_run_plan() -> list[dict]:
+def first_run_plan(quick_epochs: int = FIRST_RUN_EPOCHS) -> list[dict]:
     """The first start's jobs, in order: {preset, run_name, snapshot (epochs, run name) or None}."""
-    return [{"preset": READABLE_PRESET, "run_name": READABLE_RUN, "snapshot": (FIRST_RUN_EPOCHS, QUICK_RUN)},
+    return [{"preset": READABLE_PRESET, "run_name": READABLE_RUN, "snapshot": (quick_epochs, QUICK_RUN)},
             {"preset": PAPER_PRESET, "run_name": PAPER_RUN, "snapshot": None}]
-
-
-def first_run_names() -> tuple[str, ...]:
-    return tuple(name for job in first_run_plan() for name in (job["run_name"], *(job["snapshot"] or ())[1:]))
 
 
 def default_run(runs: list[dict], folder: str | Path | None = None) -> dict | None:

@@ -66,3 +66,16 @@ def attention_backward(p, alpha, out, grad_out, grad_alpha, attn_keep, head_keep
     if qkv_relu:
         grad_p = torch.where(p > 0, grad_p, 0.0)  # (3 or 4, H, d', F, B)
     return grad_p
+
+
+def sparsemax(z: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sparsemax (Martins & Astudillo, ICML 2016): the Euclidean projection of z onto the simplex along `dim`;
+    like softmax its weights are >= 0 and sum to 1, unlike it most of them are exactly 0."""
+    z_sorted = z.sort(dim=dim, descending=True).values
+    shape = [1] * z.dim()
+    shape[dim] = z.shape[dim]
+    k = torch.arange(1, z.shape[dim] + 1, device=z.device, dtype=z.dtype).view(shape)
+    cumulative = z_sorted.cumsum(dim) - 1
+    support = (k * z_sorted > cumulative).sum(dim, keepdim=True)  # how many weights stay above 0
+    tau = cumulative.gather(dim, support - 1) / support.to(z.dtype)
+    return (z - tau).clamp(min=0)
