@@ -19,7 +19,7 @@ from autoint.data.samples import random_position
 DEFAULT_METHODS = ["integrated_gradients", "feature_ablation"]  # Shapley sampling costs ~0.4 s more per sample
 
 
-def pick_movielens() -> tuple[dict, object]:
+def pick_user_and_item() -> tuple[dict, object]:
     """A user, a movie and a request time: the sample's values, and a function that shows its real rating."""
     cat = state.catalog(str(state.data_source().folder))
     sample = state.current_sample(cat)
@@ -62,8 +62,8 @@ def pick_movielens() -> tuple[dict, object]:
             column.metric("Real rating", "★" * stars + "☆" * (5 - stars),
                           help=f"rated {state.to_datetime(rated_at):%Y-%m-%d %H:%M} UTC; the paper counts 4-5 stars "
                                "as a click, 1-2 as none, and drops 3")
-            column.caption("a click (4-5 stars)" if stars > 3 else "no click (1-2 stars)" if stars < 3
-                           else "3 stars: not a sample in the paper's protocol")
+            column.caption({1: "a click (4-5 stars)", 0: "no click (1-2 stars)"}.get(
+                cat.click_of(user, movie), "3 stars: not a sample in the paper's protocol"))
         else:
             column.metric("Real rating", "none", help="this user never rated this movie")
     return values, real_rating
@@ -182,7 +182,7 @@ st.title("Explore a prediction")
 if source.has_catalog:
     st.caption("Pick a user, a movie and when the request happens. The model predicts the click-through rate (CTR); "
                "its attention shows which fields each field combined with.")
-    values, show_label = pick_movielens()
+    values, show_label = pick_user_and_item()
 else:
     prepared = state.prepared_for(source, run_path)
     st.caption(f"Pick a sample of {source.label}'s test split "
@@ -302,9 +302,10 @@ else:
                                                          title=f"{named} beside the measured interactions"),
                       "attention-vs-interactions", "explore_side_by_side")
     verdict_box(chosen.agreement, F * (F - 1) // 2, title)
+    split = f" Over the test split: ρ {scored['scores'][reading]['agreement']:+.2f}, median per-sample ρ " \
+            f"{scored['scores'][reading].get('median') or float('nan'):+.2f}." if scored else ""
     st.caption(f"This sample's precision@3: {chosen.precision_at_3:.2f} (how many of the 3 strongest measured pairs "
-               f"{title} ranks in its own top 3). Over the test split: ρ {scored['scores'][reading]['agreement']:+.2f}, "
-               f"median per-sample ρ {scored['scores'][reading].get('median') or float('nan'):+.2f}.")
+               f"{title} ranks in its own top 3).{split}")
     if chosen.agreement < 0.5 and (hint := state.faithful_preset_hint(model)):
         st.caption(hint)
     st.caption(f"Check (efficiency): the {F} main effects and {F * (F - 1) // 2} pair interactions add up to "

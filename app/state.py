@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from autoint.data.samples import Row
-from autoint.datasets.movielens import AGE_NAMES, OCCUPATION_NAMES, Catalog, read_movielens
+from autoint.datasets.movielens import Catalog, read_movielens
 from autoint.errors import AutoIntError, DataError
 from autoint.explain.baselines import BASELINES, mean_embedding
 from autoint.explain.recommend import ItemScorer
@@ -258,10 +258,9 @@ def current() -> Current:
     run_path, model = require_model()
     if cat is not None:
         sample = current_sample(cat)
-        known = cat.rating(sample["user"], sample["movie"])
         return Current(source, source.key, run_path, model, sample, sample_values(cat, sample),
                        f"user {sample['user']} and *{cat.movie(sample['movie'])['title']}*", cat,
-                       None if known is None or known[0] == 3 else int(known[0] > 3))
+                       cat.click_of(sample["user"], sample["movie"]))
     row = current_row(source, run_path)
     return Current(source, source.key, run_path, model, {"row": row.position}, row.values,
                    f"test sample {row.position:,}", label=row.label)
@@ -712,16 +711,12 @@ def keep(key: str, initial) -> None:
         st.session_state[key] = initial
 
 
-def user_caption(cat: Catalog, user_id: int) -> str:
-    u = cat.user(user_id)
-    gender = {"M": "male", "F": "female"}.get(u["gender"], u["gender"])
-    return (f"{gender}, age {AGE_NAMES.get(str(u['age']), u['age'])}, "
-            f"{OCCUPATION_NAMES.get(str(u['occupation']), u['occupation'])}, zip {u['zipcode']}")
+def user_caption(cat, user_id: int) -> str:
+    return cat.user_caption(user_id)
 
 
-def movie_caption(cat: Catalog, movie_id: int) -> str:
-    m = cat.movie(movie_id)
-    return f"{m['year'] or 'year unknown'} · {', '.join(m['genres'])}"
+def movie_caption(cat, movie_id: int) -> str:
+    return cat.item_caption(movie_id)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -770,12 +765,10 @@ def interaction_baseline(run_path: str, folder: str, kind: str) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- readings of the attention
 
-@st.cache_data(max_entries=16, show_spinner="Scoring every reading of the attention on the test split (once per "
-                                             "model, then cached on disk) ...")
-def model_readings(run_path: str, key: str) -> dict:
-    """The run's readings on its test split (`sampling.model_readings`): {"default": name, "scores": {name:
-    {"agreement", "precision_at_3", "median", "q1", "q3"}}}. A run trained on a prepared copy is scored on the
-    copy's default sample of it."""
+def _model_readings(run_path: str, key: str, progress=None) -> dict:
+    """The run's readings on its test split (`sampling.model_readings`, cached on disk): {"default": name,
+    "scores": {name: {"agreement", "precision_at_3", "median", "q1", "q3"}}}. A run trained on a prepared copy is
+    scored on the copy's default sample of it."""
     from autoint.explain.sampling import model_readings as readings_of
     source = source_of(key)
     prepared = prepared_for(source, run_path)
@@ -784,10 +777,22 @@ def model_readings(run_path: str, key: str) -> dict:
         data, _ = prepared_sample(prepared, "test")
     else:
         data = dataset(key, run_path)
-    result = readings_of(run_path, load_model(run_path), data, "test")
+    result = readings_of(run_path, load_model(run_path), data, "test", progress=progress)
     return {"default": result.default,
             "scores": {n: {"agreement": r.agreement, "precision_at_3": r.precision_at_3, **(r.quartiles() or {})}
                        for n, r in result.readings.items()}}
+
+
+def readings_task(run_path: str, key: str) -> Task:
+    """Scoring the run's readings, in the background once per run and data (then from the disk cache)."""
+    from autoint.explain.sampling import READING_ROWS
+    return submit(("model-readings", run_path, key), lambda progress: _model_readings(run_path, key, progress),
+                  f"Scoring the six readings of this model's attention on {READING_ROWS:,} test samples")
+
+
+def model_readings(run_path: str, key: str) -> dict:
+    """The run's scored readings; until they are scored, a progress bar and the page stops here."""
+    return result_of(readings_task(run_path, key))
 
 
 def reading_label(name: str, scores: dict | None = None) -> str:
@@ -802,10 +807,18 @@ def reading_choice(page: str, run_path: str, key: str, *, container=None) -> tup
     """The reading a page shows, picked per run (keyed by page and run): first the run's best by split-level
     agreement, named with its ρ; raw α, the paper's reading, is one click away. Returns (name, model_readings)."""
     from autoint.explain.readings import NAMES, PAPER_READING, READINGS
-    scored = model_readings(run_path, key)
+    where = container or st
+    task = readings_task(run_path, key)
+    if not task.wait(QUICK_S):  # the first visit for this model: raw α until the readings are scored
+        where.selectbox("Reading of the attention", [PAPER_READING], key=f"{page}_reading_pending::{run_path}",
+                        format_func=lambda n: READINGS[n].title, disabled=True,
+                        help="The other readings appear, the best one first, once this model's are scored.")
+        with where:
+            background_progress(task.key)
+        return PAPER_READING, None
+    scored = task.result()
     widget = f"{page}_reading::{run_path}"
     keep(widget, scored["default"])
-    where = container or st
     name = where.selectbox("Reading of the attention", NAMES, key=widget,
                            format_func=lambda n: reading_label(n, scored["scores"]),
                            help="The same attention, read six ways (autoint/explain/readings.py). Each is scored "

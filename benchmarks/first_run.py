@@ -39,10 +39,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from benchmarks.bench_load import CHROMIUM, CHROMIUM_ARGS, cpu_seconds, free_port  # noqa: E402
+from autoint.workspace.defaults import READABLE_RUN  # noqa: E402
 
 FIRST_CHART = "() => document.querySelectorAll('.js-plotly-plot .main-svg').length > 0"
 SWAP_TEXT = "finished training to convergence"
-FIRST_CHART_TARGET_S, CONVERGED_TARGET_S, AUC_TARGET = 150.0, 600.0, 0.825
+FIRST_CHART_TARGET_S, CONVERGED_TARGET_S, AUC_TARGET = 60.0, 600.0, 0.825  # issue 22: first chart <= 60 s
 
 
 def cpu_flags() -> list[str]:
@@ -83,7 +84,7 @@ def curve(args) -> dict:
     import torch
     import autoint.training.train as trainer
     from autoint.datasets.movielens import load_movielens
-    from autoint.model.autoint import AutoIntConfig
+    from autoint.model.autoint import preset_config
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     dataset = load_movielens(args.data_dir)
@@ -105,7 +106,7 @@ def curve(args) -> dict:
 
     config = trainer.TrainConfig(epochs=args.epochs, patience=args.patience, lr=args.lr, lr_decay=args.lr_decay,
                                  batch_size=args.batch_size, seed=args.seed)
-    result = trainer.train(dataset, AutoIntConfig(), config, callback=callback, progress=False)
+    result = trainer.train(dataset, preset_config(args.preset), config, callback=callback, progress=False)
     return {"mode": "curve", "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "cpu_flags": cpu_flags(), "threads": args.threads, "train_config": vars(config), "load_s": round(loaded, 1),
             "epochs": epochs, "total_s": round(time.perf_counter() - t0, 1),
@@ -126,6 +127,7 @@ def main() -> int:
     parser.add_argument("--lr-decay", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=2019)
+    parser.add_argument("--preset", default="readable", help="--curve: the model preset (the app's first start: readable)")
     args = parser.parse_args()
     if args.curve:
         text = json.dumps(curve(args), indent=1)
@@ -164,7 +166,7 @@ def main() -> int:
             result["epochs"] = []
             while time.time() - t0 < args.deadline:
                 now = time.time()
-                jobs = queue.jobs()
+                jobs = [j for j in queue.jobs() if j.run_name == READABLE_RUN]  # the paper's job follows it
                 job = jobs[0] if jobs else None
                 if "first_chart_s" not in result and page.evaluate(FIRST_CHART):
                     result["first_chart_s"] = rel(time.time())

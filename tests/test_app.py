@@ -200,7 +200,7 @@ def test_correlations_page_matches_dataset_correlations(app_env, trained_run, sy
     sliced = dataset_correlations(trained_run.model, inputs, labels, label=1, where={"Gender": "F"})
     np.testing.assert_allclose(array(chart(at, "Mean attention over")["data"][1]["customdata"])[..., 0],
                                sliced.per_layer[0], atol=1e-5)
-    pairs = at.dataframe[0].value
+    pairs = next(d.value for d in at.dataframe if "pair" in d.value.columns)
     top = sliced.strongest_pairs(1)[0]
     assert pairs.iloc[0]["pair"] == f"{top['fields'][0]} ↔ {top['fields'][1]}"
 
@@ -214,7 +214,7 @@ def test_recommend_page_lists_the_librarys_top_movies(app_env, trained_run, cata
     day, clock = at.date_input(key="recommend_date").value, at.time_input(key="recommend_time").value
     timestamp = datetime.combine(day, clock, tzinfo=timezone.utc).timestamp()
     expected = recommend(trained_run.model, catalog, user, timestamp, top=5, exclude_rated=True)
-    table = at.dataframe[0].value
+    table = next(d.value for d in at.dataframe if "movie" in d.value.columns)
     assert table["movie"].tolist() == [p["title"] for p in expected]
     np.testing.assert_allclose(table["CTR"].to_numpy(), [p["ctr"] for p in expected], atol=1e-6)
     assert table["strongest attention combination"].tolist() == [" × ".join(p["combination"]) for p in expected]
@@ -279,14 +279,15 @@ def test_first_run_without_a_model_trains_the_default_with_progress(monkeypatch,
     monkeypatch.setenv("AUTOINT_DATA_DIR", str(synth_dir))
     monkeypatch.setenv("AUTOINT_RUNS_DIR", str(tmp_path / "runs"))
     import app.state as state
-    monkeypatch.setattr(state, "FIRST_RUN_TRAINING", state.TrainConfig(epochs=1))
+    from autoint.training.config import TrainConfig
+    monkeypatch.setattr(state, "FIRST_RUN_TRAINING", TrainConfig(epochs=1))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception
     assert any("No trained model yet" in i.value for i in at.info)
     queue = state.job_queue(str(tmp_path / "runs"))
     (job,) = queue.jobs()  # one job: the quick run on the way (here at its end: 1 epoch), the converged one last
-    assert job.run_name == state.CONVERGED_RUN_NAME and job.spec["snapshot"]["run_name"] == state.FIRST_RUN_NAME
+    assert job.run_name == state.READABLE_RUN and job.spec["snapshot"]["run_name"] == state.QUICK_RUN
     assert queue.wait(job.id, timeout=180).status == "finished"
     at.run()
     assert not at.exception and not at.error
@@ -315,8 +316,9 @@ def test_offline_start_uses_synthetic_data_with_a_banner_and_a_failed_download_s
     runs = tmp_path / "runs"
     shutil.copytree(trained_run.path, runs / "small")
     monkeypatch.setenv("AUTOINT_RUNS_DIR", str(runs))
-    monkeypatch.setattr(state, "SYNTHETIC_DIR", tmp_path / "synthetic")
-    monkeypatch.setattr(state, "SYNTHETIC_SIZE", dict(users=100, movies=60, ratings=3000, seed=5))
+    from autoint.workspace import sources
+    monkeypatch.setattr(sources, "SYNTHETIC_DIR", tmp_path / "synthetic")
+    monkeypatch.setattr(sources, "SYNTH_DEFAULTS", dict(users=100, movies=60, ratings=3000, seed=5))
     state.synthetic_folder.clear()
 
     def offline(target, progress=None, **kwargs):

@@ -205,3 +205,42 @@ def test_criteo_format_explore_and_correlations(page, criteo_server):
     settle(page, 4, 1)
     assert "Measured on" in main.inner_text()
     shoot(page, "criteo-correlations")
+
+
+@pytest.fixture(scope="module")
+def pair_server(tmp_path_factory, synth_dir):
+    """The app with the two models of a first start: `readable` (the readable preset) and `paper` (tiny, 2 epochs)."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    from autoint.cli import main as cli
+    runs = tmp_path_factory.mktemp("pair-browser") / "runs"
+    for name in ("paper", "readable"):
+        assert cli(["train", "--data-dir", str(synth_dir), "--preset", name, "--epochs", "2", "--layers", "2",
+                    "--embed-dim", "8", "--attn-dim", "8", "--batch-size", "256", "--lr", "0.005", "--quiet",
+                    "--out", str(runs / name)]) == 0
+    env = {**os.environ, "AUTOINT_DATA_DIR": str(synth_dir), "AUTOINT_RUNS_DIR": str(runs),
+           "AUTOINT_CACHE_DIR": str(tmp_path_factory.mktemp("pair-cache")), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO)}
+    yield from _streamlit(tmp_path_factory, env, "pair-log")
+
+
+def test_explore_toggle_shows_the_readable_and_the_papers_model(page, pair_server):
+    """The app opens on the readable model, says so, offers its best reading; the toggle puts the paper's model
+    beside it for the same sample, each with its CTR and verdicts. Screenshot: explore-toggle.png."""
+    page.goto(pair_server)
+    settle(page, 3)
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stSelectbox\"]')]"
+                           ".some(e => e.innerText.includes('Reading of the attention') && !e.querySelector('input[disabled]'))")
+    settle(page, 3)
+    main = page.locator('[data-testid="stMain"]')
+    assert "The readable model" in main.inner_text()
+    page.get_by_text("Paper's model beside the readable model").click()
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stMetric\"]').length >= 4")
+    settle(page, 5)
+    text = main.inner_text()
+    assert "Readable model" in text and "The paper's model" in text
+    assert text.count("Verdict:") >= 5  # the sample's, then two for each model
+    ctrs = page.locator('[data-testid="stMetric"]').filter(has_text="Predicted CTR")
+    assert ctrs.count() == 3 and all(v.endswith("%") for v in
+                                     ctrs.locator('[data-testid="stMetricValue"]').all_inner_texts())
+    shoot(page, "explore-toggle")

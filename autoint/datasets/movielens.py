@@ -336,5 +336,22 @@ class Catalog:
         return {**self.user_values(user_id), **self.item_values(movie_id),
                 "RequestTime": float(self.check_time(timestamp))}
 
+    def user_caption(self, user_id: int) -> str:
+        """`female, age 25-34, writer, zip 90210`: a user in words."""
+        u = self.user(user_id)
+        gender = {"M": "male", "F": "female"}.get(u["gender"], u["gender"])
+        return (f"{gender}, age {AGE_NAMES.get(str(u['age']), u['age'])}, "
+                f"{OCCUPATION_NAMES.get(str(u['occupation']), u['occupation'])}, zip {u['zipcode']}")
+
+    def item_caption(self, movie_id: int) -> str:
+        """`1995 · Animation, Children's, Comedy`: a movie in words."""
+        m = self.movie(movie_id)
+        return f"{m['year'] or 'year unknown'} · {', '.join(m['genres'])}"
+
+    def click_of(self, user_id: int, movie_id: int) -> int | None:
+        """The real label of a (user, movie) pair: the paper's click rule on its rating, None when unrated or 3."""
+        known = self.rating(user_id, movie_id)
+        return click_of(known[0] if known else None)
+
     def search_movies(self, text: str, limit: int = 50) -> pl.DataFrame:
         return self.movies.filter(pl.col("title").str.to_lowercase().str.contains(text.lower(), literal=True)).head(limit)
