@@ -426,22 +426,6 @@ def size_text(n_bytes: int) -> str:
     return f"{value:,.0f} {unit}" if value >= 10 else f"{value:,.1f} {unit}"
 
 
-def source_spec(source: DataSource):
-    """The spec of a data source other than MovieLens (a built-in's, or the user's file)."""
-    return read_spec(source.spec) if source.spec else builtin_spec(source.dataset)
-
-
-def raw_bytes(source: DataSource) -> int:
-    """The size of a data source's raw files (0 for MovieLens, which is small and has no spec)."""
-    if source.has_catalog:
-        return 0
-    from autoint.datasets.generic import resolve_files
-    try:
-        return sum(p.stat().st_size for p in resolve_files(source_spec(source), source.folder))
-    except (AutoIntError, OSError):  # a broken spec or a missing file: the page that reads it says why
-        return 0
-
-
 def needs_preparing(source: DataSource) -> bool:
     """Too big to parse whole in memory on every load (raw files over PREPARE_OVER_BYTES) and not prepared yet:
     the sidebar offers to prepare it, and the Train page prepares it before training."""

@@ -208,3 +208,21 @@ def test_the_cli_carries_readings_and_refuses_what_it_cannot_read(tmp_path, synt
     assert listed["readable"]["default"] and not listed["paper"]["default"] and not listed["lr"]["default"]
     assert listed["readable"]["preset"] == "readable" and listed["paper"]["preset"] == "paper"
     assert listed["lr"]["preset"] is None and isinstance(listed["paper"]["test_auc"], float)
+
+
+def test_a_splits_value_zeroing_reads_its_budget_of_samples(synth_dataset, monkeypatch):
+    import autoint.explain.readings as readings
+    from autoint.explain.readings import read_batch, score_split
+    torch.manual_seed(4)
+    model = AutoInt(AutoIntConfig(embed_dim=8, attn_dim=4, heads=2, layers=2), synth_dataset.schema).eval()
+    x, _ = synth_dataset.split("test")
+    x = x.index(slice(0, 30))
+    pairs = np.random.default_rng(0).normal(size=(30, 21))
+    monkeypatch.setattr(readings, "ZEROING_BUDGET", 2 * 2 * 7 ** 3 * 12)  # 12 samples of this model
+    assert readings.zeroing_rows(model, 30) == 12
+    scored = score_split(model, x, pairs, batch_size=8)
+    zeroing = scored["value-zeroing"]
+    assert np.isfinite(zeroing.per_sample[:12]).all() and np.isnan(zeroing.per_sample[12:]).all()
+    assert zeroing.quartiles()["samples"] == 12 and np.isfinite(scored["gradient"].per_sample).all()
+    _, maps = read_batch(model, x.index(slice(0, 12)), ["value-zeroing"])
+    np.testing.assert_allclose(zeroing.per_head, maps["value-zeroing"].mean(0), atol=1e-9)

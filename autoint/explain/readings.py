@@ -109,6 +109,15 @@ def _rollout(raw: np.ndarray) -> np.ndarray:
 
 
 ZEROING_ELEMENTS = 1 << 23  # attention weights held by one batch of value-zeroing copies (about 32 MiB)
+# What a split's value zeroing may cost, in copies x fields: 2,000 samples at 7 fields (294 copies each). A wider
+# schema zeroes fewer samples (39 fields: 27,378 copies of 39 fields a sample, so 11), a prefix of the rows read.
+ZEROING_BUDGET = 2_000 * 3 * 2 * 7 ** 3
+
+
+def zeroing_rows(model, rows: int) -> int:
+    """How many of `rows` samples a split's value zeroing reads (at least 1): ZEROING_BUDGET's share."""
+    L, H, F = model.config.layers, model.config.heads, len(model.schema.fields)
+    return max(1, min(rows, ZEROING_BUDGET // max(1, L * H * F ** 3)))
 
 
 def _value_zeroing(model, embedded: torch.Tensor) -> np.ndarray:
@@ -299,7 +308,8 @@ def score_split(model, inputs: FieldTensors, interaction_pairs: np.ndarray, name
     """The readings of a set of samples against their k-SII: `interaction_pairs` (N, P) signed, row i the
     k-SII of inputs row i. The split's matrix is the mean of the samples' maps, scored against the mean |k-SII|;
     every sample is also scored alone (`per_sample`). `max_rows`: read only the first rows (a seeded sample's
-    prefix keeps the sample seeded)."""
+    prefix keeps the sample seeded). Value zeroing reads only the first `zeroing_rows` of them (its budget); its
+    per-sample scores of the others are NaN, and its split matrix is the mean over those it read."""
     names = check_names(names)
     require_attention(model)
     n = len(inputs) if max_rows is None else min(len(inputs), max_rows)
@@ -308,22 +318,27 @@ def score_split(model, inputs: FieldTensors, interaction_pairs: np.ndarray, name
         raise ReadingError(f"{n} samples but {len(measured)} rows of interactions; they must be the same samples.")
     L, H, F = model.config.layers, model.config.heads, len(model.schema.fields)
     sums = {name: np.zeros((L, H, F, F)) for name in names}
-    per_sample = {name: np.empty(n) for name in names}
+    per_sample = {name: np.full(n, np.nan) for name in names}
+    counts = {name: n for name in names}
+    if "value-zeroing" in names:
+        counts["value-zeroing"] = zeroing_rows(model, n)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        _, maps = read_batch(model, inputs.index(slice(start, stop)), names)
+        wanted = [name for name in names if start < counts[name]]
+        _, maps = read_batch(model, inputs.index(slice(start, min(stop, max(counts[w] for w in wanted)))), wanted)
         for name, m in maps.items():
+            m = m[:max(0, counts[name] - start)]
             sums[name] += m.sum(0)
             sample_pairs = pairs_of(summarise(name, m))  # (b, P)
-            per_sample[name][start:stop] = [spearman(p, q) for p, q in zip(sample_pairs, measured[start:stop])]
+            per_sample[name][start:start + len(m)] = [spearman(p, q) for p, q in zip(sample_pairs, measured[start:])]
         if progress is not None:
             progress(stop, n)
-    strength = measured.mean(0) if n else np.zeros(F * (F - 1) // 2)  # (P,) mean |k-SII|
     scored = {}
     for name in names:
-        per_head = sums[name] / max(n, 1)
+        per_head = sums[name] / max(counts[name], 1)
         matrix = summarise(name, per_head)
         pairs = pairs_of(matrix)
+        strength = measured[:counts[name]].mean(0) if n else np.zeros(F * (F - 1) // 2)  # (P,) mean |k-SII|
         scored[name] = ScoredReading(name, matrix, per_head, spearman(pairs, strength), precision_at(pairs, strength),
                                      per_sample[name])
     return Readings(scored, best_reading({k: r.agreement for k, r in scored.items()}), list(model.schema.names))

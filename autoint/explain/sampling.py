@@ -251,8 +251,8 @@ def model_readings(run_path: str | os.PathLike, model, dataset, split: str = "te
                              for n, r in saved["readings"].items()}, saved["reading"], saved["fields"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    interactions = interactions_of_sample(run_path, model, dataset, sample, rows=min(READING_ROWS, len(sample)),
-                                          cache_dir=cache_dir)
+    rows = min(READING_ROWS, default_interaction_rows(len(model.schema.fields), len(sample)))
+    interactions = interactions_of_sample(run_path, model, dataset, sample, rows=rows, cache_dir=cache_dir)
     result = readings_of_interactions(model, dataset, split, interactions, progress=progress)
     payload = {"reading": result.default, "fields": result.fields,
                "readings": {n: {"matrix": r.matrix.tolist(), "per_head": r.per_head.tolist(),

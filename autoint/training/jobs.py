@@ -182,7 +182,7 @@ class JobQueue:
         _write_json(folder / "job.json", spec)
         environment = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
                        "PYTHONUNBUFFERED": "1"}
-        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
                                                                   environment.get("PYTHONPATH")]))
         # A session of its own, so cancel can end the worker and its trainer together.
         child = subprocess.Popen([self.python, "-m", "autoint.training.jobs", str(folder)], env=environment,

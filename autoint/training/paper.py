@@ -11,7 +11,7 @@ PAPER_ML1M = {
     "LR": (0.7716, 0.4424), "FM": (0.8252, 0.3998), "AutoInt w/o residual": (0.8299, 0.3959),
     "AutoInt": (0.8456, 0.3797), "AutoInt+": (0.8488, 0.3753),
 }
-RESULTS_ROOT = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+RESULTS_ROOT = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 
 FAITHFULNESS_RESULTS = RESULTS_ROOT / "attention-faithfulness"
