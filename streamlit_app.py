@@ -10,7 +10,8 @@ import traceback
 import streamlit as st
 import torch
 
-from app import state
+from autoint.workspace import sources
+from app import first_start, heap, state, views
 from autoint.datasets.download import DownloadError, download_ml1m
 from autoint.training.jobs import ACTIVE
 
@@ -40,8 +41,8 @@ def offer_download(source: state.DataSource) -> None:
 
         def progress(received: int, total: int | None) -> None:
             fraction = received / total if total else 0.0
-            bar.progress(min(fraction, 1.0), text=f"Downloaded {state.size_text(received)}"
-                         + (f" of {state.size_text(total)}" if total else ""))
+            bar.progress(min(fraction, 1.0), text=f"Downloaded {views.size_text(received)}"
+                         + (f" of {views.size_text(total)}" if total else ""))
         try:
             download_ml1m(source.requested, progress=progress)
         except DownloadError as exc:
@@ -101,19 +102,19 @@ def choose_data_set(source: state.DataSource) -> None:
 
 
 def offer_prepare(source: state.DataSource) -> None:
-    """A big data set (raw files over state.PREPARE_OVER_BYTES) not prepared yet: a button that prepares it once in
+    """A big data set (raw files over views.PREPARE_OVER_BYTES) not prepared yet: a button that prepares it once in
     the background (autoint.datasets.prepared), with its progress; new runs then train on the copy, and the pages read the
     samples of a run trained on it from the copy."""
-    size = state.raw_bytes(source)
-    if size <= state.PREPARE_OVER_BYTES:
+    size = sources.raw_bytes(source)
+    if size <= views.PREPARE_OVER_BYTES:
         return
-    if state.prepared_copy(source) is not None:
+    if views.prepared_copy(source) is not None:
         st.caption(f"Prepared copy: new runs train on it, and the pages read the samples of a run trained on it "
-                   f"from it, not from the {state.size_text(size)} of raw files.")
+                   f"from it, not from the {views.size_text(size)} of raw files.")
         return
-    task = state.preparer().task(("prepare", source.key))
+    task = views.preparer().task(("prepare", source.key))
     if task is not None and not task.done:
-        state.background_progress(task.key, "prepare")
+        views.background_progress(task.key, "prepare")
         return
     if task is not None and task.error is not None:
         if isinstance(task.error, state.USER_ERRORS):
@@ -123,20 +124,20 @@ def offer_prepare(source: state.DataSource) -> None:
                 traceback.format_exception(task.error)))
             st.error(f"Preparing failed ({type(task.error).__name__}: {task.error}). The details are in the server "
                      "log.", icon=":material/bug_report:")
-    st.caption(f"**Not prepared yet.** {state.size_text(size)} of raw files are parsed whole on every load. Prepare "
+    st.caption(f"**Not prepared yet.** {views.size_text(size)} of raw files are parsed whole on every load. Prepare "
                f"them once (encoded Parquet in {source.folder.name}/prepared/): new runs train on the copy, and the "
                f"pages read the samples of a run trained on it from the copy.")
     if st.button("Prepare", key="prepare_data", icon=":material/dataset:"):
-        state.prepare_source(source)
+        views.prepare_source(source)
         st.rerun()
 
 
 def background_training(runs: list[dict]) -> None:
     """While the readable model trains on to convergence, say so: a better model is coming. Then the paper's
     configuration trains (queued once the readable model has landed), for the paper's/readable toggle."""
-    job = state.converging_default()
+    job = first_start.converging_default()
     if job is None:
-        paper = state.paper_job()
+        paper = first_start.paper_job()
         if paper is not None and paper.status in ACTIVE:
             converging_progress(paper.id, "The paper's model trains in the background, for comparison with the "
                                           "readable one (Explore's toggle)")
@@ -152,7 +153,7 @@ def background_training(runs: list[dict]) -> None:
 
 @st.fragment(run_every=5.0)  # an epoch takes 10 s or more; each fragment run costs a gc.collect (app/state.py)
 def converging_progress(job_id: str, words: str) -> None:
-    job = state.job_queue(str(state.runs_root())).job(job_id)
+    job = first_start.job_queue(str(state.runs_root())).job(job_id)
     if job.status not in ACTIVE:
         st.rerun(scope="app")  # the converged run landed (or the job ended): swap to it on a full run
     epochs, quick = job.history, job.snapshot
@@ -167,14 +168,14 @@ def converging_progress(job_id: str, words: str) -> None:
 
 
 def main() -> None:
-    state.settle_heap()  # Streamlit's collect after this run walks only what the run makes (app/state.py)
+    heap.settle_heap()  # Streamlit's collect after this run walks only what the run makes (app/state.py)
     try:
         source, problem = state.data_source(), None
     except state.USER_ERRORS as exc:  # shown below, in the frame, once the navigation exists
         source, problem = None, exc
     navigation = st.navigation([page for page in PAGES if page is not RECOMMEND
                                 or (source is not None and state.offers_recommendations(source))])
-    state.mark_activity()  # someone is exploring: a background trainer leaves the app its cores
+    first_start.mark_activity()  # someone is exploring: a background trainer leaves the app its cores
     try:
         if problem is not None:
             raise problem
@@ -197,7 +198,7 @@ def main() -> None:
         st.error(f"Something went wrong ({type(exc).__name__}: {exc}). The details are in the server log.",
                  icon=":material/bug_report:")
     finally:
-        state.mark_activity()  # and the end of this run: a long computation counts as exploring too
+        first_start.mark_activity()  # and the end of this run: a long computation counts as exploring too
 
 
 main()

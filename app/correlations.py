@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import state
+from app import attention_readings, samples, state, views
 from autoint.explain.explanation import describe_slice
 from autoint.figures import (agreement_bars, agreement_scatter, attention_grid, attention_interaction_side_by_side,
                              correlation_cells_written, correlation_figure)
@@ -25,9 +25,9 @@ SPLIT = "test"
 ESTIMATED_MAX_ROWS = 2048  # samples the estimator may measure (about 0.4 s each at 39 fields)
 
 source = state.data_source()
-run_path, model = state.require_model()
+run_path, model = samples.require_model()
 schema = model.schema
-total = state.split_total(source, run_path, SPLIT)  # the prepared copy's, when the views read it
+total = views.split_total(source, run_path, SPLIT)  # the prepared copy's, when the views read it
 F = len(schema.fields)
 exact = F <= EXACT_MAX_FIELDS
 
@@ -55,7 +55,7 @@ size = size_column.number_input(f"Samples (of {total:,} test samples)", 1, total
                                      "first of a seeded shuffle, so a bigger sample holds a smaller one. More samples, "
                                      "steadier averages, longer to compute (in the background, once; then kept).")
 seed = seed_column.number_input("Seed", 0, 2 ** 31 - 1, key="corr_sample_seed", help="Another seed, other samples.")
-data, sample = state.views_data(source, run_path, SPLIT, int(size), int(seed))
+data, sample = views.views_data(source, run_path, SPLIT, int(size), int(seed))
 data_id = data.fingerprint
 about_column.caption(f"The numbers below come from **{sample.describe()}**"
                      + ("." if sample.whole else ": the first of a seeded shuffle of the split."))
@@ -75,7 +75,7 @@ if field_name != ANY:
     else:  # a large vocabulary: the sample's most frequent values, or those a search finds
         search = value_column.text_input(f"Search {field_name}", key=f"corr_search_{field_name}",
                                          placeholder="part of a value")
-        found = state.sample_field_values(run_path, data_id, SPLIT, len(sample), sample.seed, field_name,
+        found = views.sample_field_values(run_path, data_id, SPLIT, len(sample), sample.seed, field_name,
                                           search.strip(), _data=data, _sample=sample)
         options = [v for v, _ in found if v != UNKNOWN]
     if not options:
@@ -88,11 +88,11 @@ if field_name != ANY:
 # Everything computed below is kept per (run, data, split, sample size, seed, ...): coming back is instant.
 data_key = (run_path, data.fingerprint, SPLIT, len(sample), sample.seed)
 slice_words = f" ({describe_slice(dict(where), label, None)})" if where or label is not None else ""
-attention_task = state.submit(
+attention_task = views.submit(
     ("correlations", *data_key, where, label),
     lambda progress: correlations_of_sample(model, data, sample, where=dict(where), label=label, progress=progress),
     f"Averaging attention over {len(sample):,} test samples{slice_words}")
-result = state.result_of(attention_task)
+result = views.result_of(attention_task)
 if result.count == 0:
     st.warning(f"None of the {len(sample):,} samples has {result.description}; choose another slice"
                + ("." if sample.whole else " or a bigger sample."))
@@ -141,13 +141,13 @@ st.caption("Right: the mean |pairwise Shapley interaction| (k-SII) over the same
               f"With {F} fields, estimated for each sample from {DEFAULT_BUDGET:,} sampled coalitions (KernelSHAP-IQ)")
            + ", once per model and sample, then cached.")
 measured_sample = sample.prefix(rows)
-interaction_task = state.submit(
+interaction_task = views.submit(
     ("interactions", *data_key, len(measured_sample), "mean"),
     lambda progress: interactions_of_sample(run_path, model, data, sample, rows=len(measured_sample),
                                             progress=progress),
     f"Measuring the model's interactions on {len(measured_sample):,} test samples")
-measured = state.result_of(interaction_task)
-keep = state.sample_keep(run_path, data_id, SPLIT, where, label, _data=data)
+measured = views.result_of(interaction_task)
+keep = views.sample_keep(run_path, data_id, SPLIT, where, label, _data=data)
 strength = measured.matrix(keep)  # (F, F) mean |phi_ij| over the slice
 measured_count = measured.count(keep)
 if measured.sampled:
@@ -160,13 +160,13 @@ if measured.sampled:
     if measured_count == 0:
         st.warning("None of the measured samples is in this slice; widen it or measure more samples.")
 match = agreement(result.per_head, strength)
-state.model_note(run_path)
-reading, scored = state.reading_choice("corr", run_path, source.key)
+attention_readings.model_note(run_path)
+reading, scored = attention_readings.reading_choice("corr", run_path, source.key)
 title = READINGS[reading].title
 if measured_count == 0:
     st.stop()
 reading_rows = min(READING_ROWS, measured_count)
-readings = state.result_of(state.submit(
+readings = views.result_of(views.submit(
     ("readings", *data_key, len(measured_sample), "mean", where, label, reading_rows),
     lambda progress: readings_of_interactions(model, data, SPLIT, measured, keep=keep, rows=reading_rows,
                                               progress=progress),
@@ -184,7 +184,7 @@ state.show_figure(attention_interaction_side_by_side(shown, strength, fields, si
                   "attention-vs-interactions", "corr_side_by_side")
 (st.success if np.isfinite(rho) and rho >= 0.5 else st.warning)(
     f"**Verdict:** {verdict(rho, F * (F - 1) // 2, subject=title)}.", icon=":material/balance:")
-if rho < 0.5 and (hint := state.faithful_preset_hint(model)):
+if rho < 0.5 and (hint := attention_readings.faithful_preset_hint(model)):
     st.caption(hint)
 st.markdown("**Every reading of this slice, scored against the interactions**")
 st.dataframe([{"reading": READINGS[n].title,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import state
+from app import attention_readings, samples, state, views
 from autoint.explain.explanation import METHOD_NAMES
 from autoint.explain.interactions import pair_index, verdict
 from autoint.explain.readings import PAPER_READING, READINGS, pairs_of
@@ -22,7 +22,7 @@ DEFAULT_METHODS = ["integrated_gradients", "feature_ablation"]  # Shapley sampli
 def pick_user_and_item() -> tuple[dict, object]:
     """A user, a movie and a request time: the sample's values, and a function that shows its real rating."""
     cat = state.catalog(str(state.data_source().folder))
-    sample = state.current_sample(cat)
+    sample = samples.current_sample(cat)
     user_ids = cat.users["user_id"].to_list()
     movie_ids = cat.movies["movie_id"].to_list()
     titles = dict(zip(movie_ids, cat.movies["title"].to_list()))
@@ -33,7 +33,7 @@ def pick_user_and_item() -> tuple[dict, object]:
 
     def rated_time_follows() -> None:
         """A new pair starts at the time of its real rating (or the data's last time when unrated)."""
-        timestamp = state.request_time(cat, cat.sample(st.session_state["explore_user"],
+        timestamp = samples.request_time(cat, cat.sample(st.session_state["explore_user"],
                                                        st.session_state["explore_movie"])["RequestTime"])
         st.session_state["explore_date"] = state.to_datetime(timestamp).date()
         st.session_state["explore_time"] = state.to_datetime(timestamp).time()
@@ -42,18 +42,18 @@ def pick_user_and_item() -> tuple[dict, object]:
     with user_column:
         user = st.selectbox("User (type an id to search)", user_ids, key="explore_user",
                             on_change=rated_time_follows, format_func=lambda u: f"user {u}")
-        st.caption(state.user_caption(cat, user))
+        st.caption(samples.user_caption(cat, user))
     with movie_column:
         movie = st.selectbox("Movie (type a title to search)", movie_ids, key="explore_movie",
                              on_change=rated_time_follows, format_func=lambda m: f"{titles[m]} · #{m}")
-        st.caption(state.movie_caption(cat, movie))
+        st.caption(samples.movie_caption(cat, movie))
     with time_column:
         first, last = state.to_datetime(cat.first_time), state.to_datetime(cat.last_time)
         day = st.date_input("Request date (UTC)", key="explore_date", min_value=first.date(), max_value=last.date())
         clock = st.time_input("Request time (UTC)", key="explore_time", step=60)
-    timestamp = state.request_time(cat, state.from_date_time(day, clock))
+    timestamp = samples.request_time(cat, state.from_date_time(day, clock))
     st.session_state["sample"] = sample = {"user": user, "movie": movie, "time": timestamp}
-    values = state.sample_values(cat, sample)
+    values = samples.sample_values(cat, sample)
 
     def real_rating(column) -> None:
         known = cat.rating(user, movie)
@@ -97,7 +97,7 @@ def field_filters(copy: str) -> list[tuple[str, str]]:
                                               placeholder="part of a value")
         else:  # a short list: every value the matching samples hold
             value_column = st.container()
-        options = state.field_values(key, run_path, tuple(where), name, search.strip(), state.VALUES_LISTED, copy)
+        options = samples.field_values(key, run_path, tuple(where), name, search.strip(), state.VALUES_LISTED, copy)
         if not options:
             value_column.warning(f"No {name} value among the matching test samples holds {search!r}.")
             continue
@@ -115,20 +115,20 @@ def field_filters(copy: str) -> list[tuple[str, str]]:
 def pick_among(where: list[tuple[str, str]], copy: str):
     """The sample among the test samples that pass `where`: the current one if it does, else the first; a number
     input over the matches and a random pick among them. Returns the row."""
-    positions = state.matching_rows(key, run_path, tuple(where), copy)  # ascending
+    positions = samples.matching_rows(key, run_path, tuple(where), copy)  # ascending
     if len(positions) == 0:
         st.warning("No test sample has all these values; remove a filter.")
         st.stop()
-    row = state.current_row(source, run_path)
+    row = samples.current_row(source, run_path)
     at = int(np.searchsorted(positions, row.position))
     if at == len(positions) or positions[at] != row.position:  # the filters changed: their first sample
-        state.choose_row(source, int(positions[0]))
-        row, at = state.current_row(source, run_path), 0
+        samples.choose_row(source, int(positions[0]))
+        row, at = samples.current_row(source, run_path), 0
     st.session_state["explore_match"] = at + 1
     st.number_input(f"Sample (of {len(positions):,} matching test samples)", 1, len(positions), key="explore_match",
-                    on_change=lambda: state.choose_row(source, int(positions[st.session_state["explore_match"] - 1])))
+                    on_change=lambda: samples.choose_row(source, int(positions[st.session_state["explore_match"] - 1])))
     st.button("Random sample", key="explore_random", icon=":material/casino:",
-              on_click=lambda: state.choose_row(source, random_position(positions)))
+              on_click=lambda: samples.choose_row(source, random_position(positions)))
     return row
 
 
@@ -148,14 +148,14 @@ def pick_prepared_row(prepared) -> tuple[dict, object]:
         if where:
             row = pick_among(where, prepared.fingerprint)
         else:
-            row = state.current_row(source, run_path)
+            row = samples.current_row(source, run_path)
             st.session_state["explore_position"] = row.position
             st.number_input(f"Test sample (0 to {total - 1:,})", 0, total - 1, key="explore_position",
-                            on_change=lambda: state.choose_row(source, st.session_state["explore_position"]),
+                            on_change=lambda: samples.choose_row(source, st.session_state["explore_position"]),
                             help=f"its position among the prepared copy's {total:,} test samples, from 0 (as "
                                  "`--row N` on the command line)")
             st.button("Random sample", key="explore_random", icon=":material/casino:",
-                      on_click=lambda: state.choose_row(source, int(np.random.default_rng().integers(total))))
+                      on_click=lambda: samples.choose_row(source, int(np.random.default_rng().integers(total))))
         st.caption(f"test sample {row.position:,} of the prepared copy (`{prepared.path}`), line {row.line:,} of the "
                    f"raw data, read from its row group alone")
     return row.values, real_label(row)
@@ -176,7 +176,7 @@ def pick_row() -> tuple[dict, object]:
 source = state.data_source()
 if source.has_catalog:  # read the files first: a broken folder shows its error instead of starting a training
     state.catalog(source.key)
-run_path, model = state.require_model()
+run_path, model = samples.require_model()
 key = folder = source.key  # what the cached loads are keyed by (a MovieLens folder's path, else the data set)
 st.title("Explore a prediction")
 if source.has_catalog:
@@ -184,7 +184,7 @@ if source.has_catalog:
                "its attention shows which fields each field combined with.")
     values, show_label = pick_user_and_item()
 else:
-    prepared = state.prepared_for(source, run_path)
+    prepared = views.prepared_for(source, run_path)
     st.caption(f"Pick a sample of {source.label}'s test split "
                + ("by its field values or its position" if prepared is not None else "by its field values")
                + ", or at random. The model predicts the click-through rate (CTR); its attention shows which fields "
@@ -196,7 +196,7 @@ methods = st.multiselect("Attribution methods", list(METHOD_NAMES), default=DEFA
                          help="Shapley Value Sampling is the slowest (64 permutations); the others are quick.")
 state.keep("explore_baseline", "mean")
 baseline_kind = st.session_state["explore_baseline"]
-explanation = state.explanation(run_path, folder, values, tuple(methods), baseline_kind)
+explanation = views.explanation(run_path, folder, values, tuple(methods), baseline_kind)
 
 ctr_column, rating_column, fields_column = st.columns([1, 1, 3])
 ctr_column.metric("Predicted CTR", f"{explanation.ctr:.1%}",
@@ -221,8 +221,8 @@ def compare_models(values: dict) -> None:
     columns = st.columns(2)
     for column, run, who in ((columns[0], readable, "Readable model"), (columns[1], paper, "The paper's model")):
         with column:
-            shown = state.explanation(run["path"], folder, values, (), baseline_kind)
-            scored = state.model_readings(run["path"], key)
+            shown = views.explanation(run["path"], folder, values, (), baseline_kind)
+            scored = attention_readings.model_readings(run["path"], key)
             best = scored["default"]
             auc = run.get("metrics", {}).get("test_auc")
             st.markdown(f"**{who}** · `{run['name']}`" + (f" · test AUC {auc:.4f}" if isinstance(auc, float) else ""))
@@ -242,8 +242,8 @@ if model.config.layers == 0:
 else:
     F = len(explanation.labels)
     st.subheader("Attention of every layer and head")
-    state.model_note(run_path)
-    reading, scored = state.reading_choice("explore", run_path, key)
+    attention_readings.model_note(run_path)
+    reading, scored = attention_readings.reading_choice("explore", run_path, key)
     chosen = explanation.readings[reading]
     title = READINGS[reading].title
     if st.toggle("Paper's model beside the readable model", key="explore_compare",
@@ -292,8 +292,8 @@ else:
                f"and asking the model again. Positive raises the CTR, negative lowers it, in logit units. Left: the "
                f"attention as read by **{title}** ({'layers and heads averaged' if reading != 'rollout' else 'the last layer of the rollout'}); "
                "right: what the prediction actually depends on. Same fields, same order.")
-    st.radio("An absent field becomes", list(state.INTERACTION_BASELINES), key="explore_baseline", horizontal=True,
-             format_func=state.INTERACTION_BASELINES.get,
+    st.radio("An absent field becomes", list(views.INTERACTION_BASELINES), key="explore_baseline", horizontal=True,
+             format_func=views.INTERACTION_BASELINES.get,
              help="The training-mean embedding is the neutral default (Integrated Gradients uses it too); the "
                   "<unknown> value is what the model gives a value it never saw.")
     state.show_figure(attention_interaction_side_by_side(chosen.matrix, measured.matrix, explanation.labels,
@@ -306,7 +306,7 @@ else:
             f"{scored['scores'][reading].get('median') or float('nan'):+.2f}." if scored else ""
     st.caption(f"This sample's precision@3: {chosen.precision_at_3:.2f} (how many of the 3 strongest measured pairs "
                f"{title} ranks in its own top 3).{split}")
-    if chosen.agreement < 0.5 and (hint := state.faithful_preset_hint(model)):
+    if chosen.agreement < 0.5 and (hint := attention_readings.faithful_preset_hint(model)):
         st.caption(hint)
     st.caption(f"Check (efficiency): the {F} main effects and {F * (F - 1) // 2} pair interactions add up to "
                f"{measured.main.sum() + measured.pairs.sum():+.4f} = logit {measured.full:+.4f} − baseline logit "

@@ -4,12 +4,13 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import state
+from app import attention_readings, samples, state, views
 from autoint.figures import agreement_scatter, matrix_heatmap
-from autoint.explain.interactions import matrix_to_pairs, pair_index
+from autoint.explain.interactions import pair_index, pair_ranks, verdict
+from autoint.explain.readings import PAPER_READING, READINGS, pairs_of
 from autoint.explain.steps import layer_steps
 
-now = state.current()
+now = samples.current()
 folder, run_path, model, values = now.key, now.run_path, now.model, now.values
 
 st.title("Learn: inside one interacting layer")
@@ -124,31 +125,46 @@ step(8 if steps.residual is not None else 7, "ReLU: the layer's output",
         "Eq. 9 then concatenates all fields' outputs and a logistic regression gives the CTR."), "output")
 
 st.header("Attention is not interaction")
-explanation = state.explanation(run_path, folder, values, interaction_kind="mean")
+explanation = views.explanation(run_path, folder, values, interaction_kind="mean")
 F = len(labels)
-names = [label.split("=")[0] for label in labels]
-pairs = pair_index(F)
-attention_pairs = matrix_to_pairs(explanation.attention.mean(axis=(0, 1)))  # (P,) both directions, all heads
-strength = np.abs(explanation.interactions.pairs)  # (P,) |k-SII|
-by_attention = np.argsort(-attention_pairs, kind="stable")
-by_interaction = np.argsort(-strength, kind="stable")
-rank_in = lambda order, p: int(np.where(order == p)[0][0]) + 1
-top_a, top_i = int(by_attention[0]), int(by_interaction[0])
-pair_name = lambda p: f"{names[pairs[p][0]]} × {names[pairs[p][1]]}"
-agreement = explanation.agreement
+fields = explanation.interactions.fields  # the field names, in the model's order
+P = len(pair_index(F))
+measured = explanation.interactions
+strength = np.abs(measured.pairs)  # (P,) |k-SII|, pair_index order
 flat = explanation.near_uniform
 st.markdown(
-    f"The paper reads attention as the explanation: a large α_(m,k) would mean the model combined fields m and k. "
-    f"On **this sample** ({now.caption}), with the model in use:\n\n"
-    f"- Attention's strongest pair is **{pair_name(top_a)}**: mean weight {attention_pairs[top_a]:.3f} against "
-    f"{1 / F:.3f} for uniform attention. Among the model's measured interactions it ranks "
-    f"**{rank_in(by_interaction, top_a)} of {len(pairs)}** (|k-SII| {strength[top_a]:.3f} logit).\n"
-    f"- The strongest measured interaction is **{pair_name(top_i)}**: {explanation.interactions.pairs[top_i]:+.3f} "
-    f"logit. Attention ranks it **{rank_in(by_attention, top_i)} of {len(pairs)}** (weight "
-    f"{attention_pairs[top_i]:.3f}).\n"
-    f"- Over all {len(pairs)} pairs, {agreement.verdict}.\n"
-    f"- The heads' entropy runs from {explanation.head_entropy.min():.2f} to {explanation.head_entropy.max():.2f} of "
-    f"log F (1 = uniform); {int(flat.sum())} of {flat.size} heads keep every weight within 0.02 of 1/{F}.")
+    "The paper reads attention as the explanation: a large α_(m,k) would mean the model combined fields m and k. "
+    "That is one reading of the attention, raw α, **the paper's reading**, and the one the steps above compute. "
+    "The same forward pass can be read other ways (weighting α by the value vector's length, by the gradient, "
+    "zeroing an edge and watching the logit, ...); each is scored here against what the model measurably uses.")
+reading, scored = attention_readings.reading_choice("learn", run_path, folder)
+chosen = explanation.readings[reading]
+title = READINGS[reading].title
+reading_pairs = pairs_of(chosen.matrix)  # (P,) both directions averaged, pair_index order
+every_pair = [(fields[i], fields[j]) for i, j in pair_index(F)]
+top_reading = next(r for r in pair_ranks(reading_pairs, fields, every_pair) if r["rank"] == 1)
+top_measured = measured.ranked_pairs()[0]  # {"fields", "value", "strength"}, strongest first
+in_interactions = pair_ranks(strength, fields, [top_reading["pair"]])[0]
+in_reading = pair_ranks(reading_pairs, fields, [top_measured["fields"]])[0]
+weight = (lambda value: f"mean weight {value:.3f} against {1 / F:.3f} for uniform attention"
+          if reading == PAPER_READING else f"{title} {value:.3g}")
+raw = explanation.readings[PAPER_READING]
+st.markdown(
+    f"On **this sample** ({now.caption}), with the model in use, read as **{title}**:\n\n"
+    f"- Its strongest pair is **{' × '.join(top_reading['pair'])}**: {weight(top_reading['value'])}. Among the "
+    f"model's measured interactions it ranks **{in_interactions['rank']} of {P}** (|k-SII| "
+    f"{in_interactions['value']:.3f} logit).\n"
+    f"- The strongest measured interaction is **{' × '.join(top_measured['fields'])}**: "
+    f"{top_measured['value']:+.3f} logit. {title[:1].upper() + title[1:]} ranks it **{in_reading['rank']} of {P}** "
+    f"({weight(in_reading['value'])}).\n"
+    f"- Over all {P} pairs, {verdict(chosen.agreement, P, subject=title)}.\n"
+    + (f"- Raw α, the paper's reading: {verdict(raw.agreement, P, subject='raw α')}.\n"
+       if reading != PAPER_READING else "")
+    + f"- Raw α's heads have an entropy from {explanation.head_entropy.min():.2f} to "
+      f"{explanation.head_entropy.max():.2f} of log F (1 = uniform); {int(flat.sum())} of {flat.size} heads keep every "
+      f"weight within 0.02 of 1/{F}.")
+(st.success if np.isfinite(chosen.agreement) and chosen.agreement >= 0.5 else st.warning)(
+    f"**Verdict:** {verdict(chosen.agreement, P, subject=title)}.", icon=":material/balance:")
 st.markdown(
     "**Why they differ.** A weight α_(m,k) says how much of field k's value vector is mixed into field m's new "
     "representation (Eq. 6), nothing more. The residual W_Res e_m (Eq. 8) carries every field past the attention, "
@@ -158,10 +174,12 @@ st.markdown(
     "prediction with both fields, minus with each alone, plus with neither (averaged over the other fields' "
     "presence, as Shapley values are). It is measured, not read off the weights, and it adds up, with the main "
     "effects, to the logit minus the baseline's logit "
-    f"(here the gap is {explanation.interactions.efficiency_gap:.1e}).")
-state.show_figure(agreement_scatter(attention_pairs, strength, [pair_name(p) for p in range(len(pairs))],
-                                    rho=agreement.overall, uniform_weight=1 / F,
-                                    title="This sample's field pairs: attention vs measured interaction"),
+    f"(here the gap is {measured.efficiency_gap:.1e}). The other readings put back part of what raw α leaves out "
+    "(the value vector's size, the path to the logit); whether that helps is what their ρ says.")
+state.show_figure(agreement_scatter(reading_pairs, strength, [" × ".join(pair) for pair in every_pair],
+                                    rho=chosen.agreement, uniform_weight=1 / F if reading == PAPER_READING else None,
+                                    x_title=f"{title} between the two fields (both directions averaged)",
+                                    title=f"This sample's field pairs: {title} vs measured interaction"),
                   "learn-attention-vs-interaction", "learn_agreement")
-st.caption("The Explore page draws both maps side by side for any sample; Dataset correlations does it over the "
-           "test split.")
+st.caption("The Explore page draws both maps side by side for any sample, under any reading; Dataset correlations "
+           "does it over the test split.")

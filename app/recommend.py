@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import state
+from app import samples, state, views
 from autoint.explain.recommend import recommend
 
-folder, cat, run_path, model, sample = state.exploring()
+folder, cat, run_path, model, sample = samples.exploring()
 
 st.title("Recommend")
 st.caption("Every movie is scored for the user at the request time in one batch. Beside each pick: the strongest "
@@ -19,17 +19,17 @@ state.keep("recommend_time", state.to_datetime(sample["time"]).time())
 c1, c2, c3, c4 = st.columns([1, 1, 1, 1])
 user = c1.selectbox("User (type an id to search)", cat.users["user_id"].to_list(), key="recommend_user",
                     format_func=lambda u: f"user {u}")
-c1.caption(state.user_caption(cat, user))
+c1.caption(samples.user_caption(cat, user))
 day = c2.date_input("Request date (UTC)", key="recommend_date", min_value=state.to_datetime(cat.first_time).date(),
                     max_value=state.to_datetime(cat.last_time).date())
 clock = c2.time_input("Request time (UTC)", key="recommend_time", step=60)
 top = c3.slider("How many", 5, 50, 10, key="recommend_top")
 exclude = c4.toggle("Leave out movies the user rated", True, key="recommend_exclude")
-timestamp = state.request_time(cat, state.from_date_time(day, clock))
+timestamp = samples.request_time(cat, state.from_date_time(day, clock))
 
 picks = recommend(model, cat, user, timestamp, top=top, exclude_rated=exclude,
                   scorer=state.movie_scorer(run_path, folder),
-                  interaction_baseline=state.interaction_baseline(run_path, folder, "mean"))
+                  interaction_baseline=views.interaction_baseline(run_path, folder, "mean"))
 interaction = lambda p: (f"{' × '.join(p['interaction']['fields'])} ({p['interaction']['value']:+.2f} logit)"
                          if "interaction" in p else "")
 st.dataframe([{"rank": i + 1, "movie": p["title"], "genres": ", ".join(p["genres"]), "CTR": p["ctr"],

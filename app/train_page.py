@@ -6,9 +6,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import state
+from autoint.workspace import sources
+from app import attention_readings, first_start, samples, state, views
 from autoint.errors import AutoIntError
-from autoint.figures import attention_grid, field_names, training_curves
+from autoint.explain.readings import PAPER_READING, READINGS
+from autoint.figures import field_names, reading_grid, training_curves
 from autoint.training.jobs import ACTIVE
 from autoint.model.autoint import PRESET_DESCRIPTIONS, PRESETS, AutoIntConfig, ConfigError
 from autoint.training.runs import read_manifest
@@ -22,7 +24,7 @@ SETTING_KEYS = {"layers": "train_layers", "embed_dim": "train_embed", "heads": "
                 "projection_bias": "train_projection_bias", "attention_dropout": "train_attention_dropout"}
 
 source = state.data_source()
-queue = state.job_queue(str(state.runs_root()))
+queue = first_start.job_queue(str(state.runs_root()))
 
 st.title("Train and compare")
 
@@ -39,21 +41,39 @@ def fill_form(preset: str) -> None:
         st.session_state["train_hidden"] = ",".join(map(str, config.dnn_hidden))
 
 
-def faithfulness_verdict() -> str:
-    """One line on why "paper" is the only preset, from benchmarks/attention_faithfulness.py's results."""
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def faithfulness_verdict() -> str | None:
+    """One short line from benchmarks/attention_faithfulness.py's results (`verdict`: its rule, the candidates
+    measured, those passing, and the preset it picked, when the file says so); None when the file is missing,
+    unreadable or shaped otherwise: the form needs none of it."""
     try:
-        verdict = json.loads((FAITHFULNESS_RESULTS / "results.json").read_text())["verdict"]
-        best = max(verdict["candidates"].items(), key=lambda item: item[1]["agreement"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return "Only the paper's model is offered as a preset."
-    name, row = best
-    measured = (f"{name}: ρ = {row['agreement']:+.2f} at {row['auc_change']:+.4f} test AUC (paper: ρ = "
-                f"{verdict['baseline_agreement']:+.2f}); see benchmarks/results/attention-faithfulness.")
-    if verdict.get("passing"):
-        return (f"Only the paper's model is offered as a preset here, though the benchmark found attention that ranks "
-                f"field pairs like the model's interactions (Spearman ρ ≥ 0.5) within 0.002 test AUC: {measured}")
-    return (f"Only the paper's model is offered as a preset: no training variant measured made attention rank field "
-            f"pairs like the model's interactions (Spearman ρ ≥ 0.5) within 0.002 test AUC of it. Closest: {measured}")
+        verdict = json.loads((FAITHFULNESS_RESULTS / "results.json").read_text()).get("verdict")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(verdict, dict) or not isinstance(verdict.get("candidates"), dict):
+        return None
+    measured = {name: row for name, row in verdict["candidates"].items()
+                if isinstance(name, str) and isinstance(row, dict) and _number(row.get("agreement")) is not None}
+    if not measured:
+        return None
+    passing = [p for p in verdict.get("passing") or [] if isinstance(p, str)] \
+        if isinstance(verdict.get("passing"), list) else []
+    name, row = max(measured.items(), key=lambda item: (item[0] in passing, _number(item[1]["agreement"])))
+    auc = _number(row.get("auc_change"))
+    numbers = f"ρ = {_number(row['agreement']):+.2f}" + (f" at {auc:+.4f} test AUC" if auc is not None else "")
+    baseline = _number(verdict.get("baseline_agreement"))
+    if baseline is not None:
+        numbers += f" (paper: ρ = {baseline:+.2f})"
+    rule = f" ({verdict['rule']})" if isinstance(verdict.get("rule"), str) else ""
+    preset = f"; the `{verdict['preset']}` preset follows it" if isinstance(verdict.get("preset"), str) else ""
+    if passing:
+        return (f"The attention-faithfulness benchmark found attention that ranks field pairs like the model's "
+                f"interactions{rule}: {name}, {numbers}{preset}. See benchmarks/results/attention-faithfulness.")
+    return (f"No training variant the attention-faithfulness benchmark measured passed its rule{rule}; closest: "
+            f"{name}, {numbers}. See benchmarks/results/attention-faithfulness.")
 
 
 defaults = AutoIntConfig()
@@ -66,47 +86,49 @@ if len(PRESETS) > 1:
     st.selectbox("Preset", list(PRESETS), key="train_preset", on_change=lambda: fill_form(
         st.session_state["train_preset"]), format_func=lambda name: f"{name}: {PRESET_DESCRIPTIONS[name]}",
         help="fills the form below with named settings; change any of them before starting")
+    if (line := faithfulness_verdict()) is not None:
+        st.caption(line)
 else:  # a selector with one choice would say nothing: say why there is one
-    st.caption(faithfulness_verdict())
+    st.caption("Only the paper's model is offered as a preset." + (f" {line}" if (line := faithfulness_verdict()) else ""))
 
 
 
 def training_data() -> tuple[object, bool]:
     """Say which data the run will read, and why: (the prepared copy or None, whether training can start). A
-    source too big to parse whole in memory (state.needs_preparing, the sidebar's rule) is prepared first."""
-    prepared = state.prepared_copy(source)
+    source too big to parse whole in memory (views.needs_preparing, the sidebar's rule) is prepared first."""
+    prepared = views.prepared_copy(source)
     if prepared is not None:
         defaults = TrainConfig()
         encoded, limit = prepared.encoded_bytes(), IN_MEMORY_MAX_BYTES
         rows = sum(prepared.rows(s) for s in ("train", "val", "test"))
         if choose_data_path(prepared, defaults) == "in-memory":
-            how = (f"loaded whole into memory: its encoded tensors take {state.size_text(encoded)}, within the "
-                   f"{state.size_text(limit)} up to which the in-memory path (faster) is taken")
+            how = (f"loaded whole into memory: its encoded tensors take {views.size_text(encoded)}, within the "
+                   f"{views.size_text(limit)} up to which the in-memory path (faster) is taken")
         else:
             how = (f"streamed through shuffle buffers of {defaults.buffer_rows:,} rows: its encoded tensors would "
-                   f"take {state.size_text(encoded)}, over the {state.size_text(limit)} the in-memory path takes, "
+                   f"take {views.size_text(encoded)}, over the {views.size_text(limit)} the in-memory path takes, "
                    f"so memory is bounded by the buffers")
         st.markdown(f":material/dataset: **Data:** the prepared copy `{prepared.path}` ({rows:,} rows), {how}. "
                     f"The explaining pages then read this run's samples from the same copy.")
         return prepared, True
-    if source.is_movielens:
+    if source.has_catalog:
         st.markdown(":material/dataset: **Data:** the MovieLens files, read whole into memory (small).")
         return None, True
-    size = state.raw_bytes(source)
-    if not state.needs_preparing(source):
-        st.markdown(f":material/dataset: **Data:** the raw files ({state.size_text(size)}), parsed whole into "
-                    f"memory: under the {state.size_text(state.PREPARE_OVER_BYTES)} from which a data set is prepared "
+    size = sources.raw_bytes(source)
+    if not views.needs_preparing(source):
+        st.markdown(f":material/dataset: **Data:** the raw files ({views.size_text(size)}), parsed whole into "
+                    f"memory: under the {views.size_text(views.PREPARE_OVER_BYTES)} from which a data set is prepared "
                     f"first.")
         return None, True
-    st.warning(f"**Prepare first.** The raw files ({state.size_text(size)}) are too big to parse whole into memory "
-               f"for training (over {state.size_text(state.PREPARE_OVER_BYTES)}). Prepare them once (encoded Parquet "
+    st.warning(f"**Prepare first.** The raw files ({views.size_text(size)}) are too big to parse whole into memory "
+               f"for training (over {views.size_text(views.PREPARE_OVER_BYTES)}). Prepare them once (encoded Parquet "
                f"in {source.folder.name}/prepared/); runs then train on the prepared copy, streamed when it is big.",
                icon=":material/dataset:")
-    task = state.preparer().task(("prepare", source.key))
+    task = views.preparer().task(("prepare", source.key))
     if task is not None and not task.done:
         st.caption("Preparing: its progress is in the sidebar; training can start when it is done.")
     elif st.button("Prepare", key="train_prepare", icon=":material/dataset:"):
-        state.prepare_source(source)
+        views.prepare_source(source)
         st.rerun()
     return None, False
 
@@ -156,7 +178,7 @@ if submitted:
                                residual=residual, dropout=dropout, scaled_attention=scaled, layer_norm=layer_norm,
                                qkv_relu=qkv_relu, projection_bias=projection_bias,
                                attention_dropout=attention_dropout, dnn_hidden=widths)
-        which = {"prepared": prepared_copy.path} if prepared_copy is not None else {} if source.is_movielens else \
+        which = {"prepared": prepared_copy.path} if prepared_copy is not None else {} if source.has_catalog else \
             {"spec": source.spec} if source.spec else {"dataset": source.dataset}
         job = queue.submit(config, TrainConfig(epochs=int(epochs)), source.folder, run_name=name.strip() or None,
                            **which)
@@ -267,19 +289,39 @@ st.dataframe({"metric": metric_rows + setting_rows,
 state.show_figure(training_curves({names[p]: m.get("history", []) for p, m in manifests.items()},
                                   title="Loss and validation AUC per epoch"), "compare-curves", "train_curves")
 
-now = state.current()
+now = samples.current()
 values = now.values
 st.markdown(f"**The same sample under both** ({now.caption}; change it on Explore)")
+models = {path: state.load_model(path) for path in chosen}
+readable = [path for path in chosen if models[path].config.layers]  # runs with attention to read
+if readable:  # one reading for every run shown; first offered: the first such run's best
+    reading, _ = attention_readings.reading_choice("train_compare", readable[0], source.key)
+    title = READINGS[reading].title
 for column, path in zip(st.columns(2), chosen):
     with column:
-        model = state.load_model(path)
-        explanation = state.explanation(path, source.key, values)
-        st.metric(f"CTR under {names[path]}", f"{explanation.ctr:.1%}")
-        if model.config.layers:
-            # half a page wide: rows named by field alone (the sample's values are the same under both runs), so
-            # long values such as a genre list do not squeeze the maps to slivers
-            state.show_figure(attention_grid(explanation.attention, field_names(explanation.labels),
-                                             title=names[path]),
-                              f"attention-{names[path]}", f"compare_{names[path]}")
-        else:
+        if not models[path].config.layers:
+            explanation = views.explanation(path, source.key, values)
+            st.metric(f"CTR under {names[path]}", f"{explanation.ctr:.1%}")
             st.caption("0 layers: no attention.")
+            continue
+        explanation = views.explanation(path, source.key, values, (), "mean")
+        st.metric(f"CTR under {names[path]}", f"{explanation.ctr:.1%}")
+        shown = explanation.readings[reading]
+        # half a page wide: rows named by field alone (the sample's values are the same under both runs), so
+        # long values such as a genre list do not squeeze the maps to slivers
+        state.show_figure(reading_grid(shown.per_head, field_names(explanation.labels), reading=reading, unit=title,
+                                       title=f"{names[path]} · {title}", entropy=explanation.head_entropy,
+                                       uniform=explanation.near_uniform),
+                          f"{reading}-{names[path]}", f"compare_{names[path]}")
+        text = f"**{names[path]}**, {title}: this sample ρ {shown.agreement:+.2f}"
+        task = attention_readings.readings_task(path, source.key)  # this run's readings over its test split
+        if task.wait(views.QUICK_S):
+            scored = task.result()
+            split, best = scored["scores"][reading], scored["default"]
+            text += (f"; split ρ {split['agreement']:+.2f}, precision@3 {split['precision_at_3']:.2f}."
+                     + ("" if best == reading else f" Its own best reading: {READINGS[best].title} (split ρ "
+                                                    f"{scored['scores'][best]['agreement']:+.2f})."))
+        else:  # still being scored: the other run's column is drawn meanwhile, this caption follows
+            text += "."
+            views.background_progress(task.key)
+        st.caption(text + ("" if reading == PAPER_READING else " Raw α is the paper's reading."))

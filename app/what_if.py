@@ -4,14 +4,15 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import state
+from app import attention_readings, samples, state, views
 from autoint.explain.explanation import METHOD_NAMES, what_if
+from autoint.explain.interactions import matrix_to_pairs, near_uniform, pair_index, pair_ranks, verdict
+from autoint.explain.readings import PAPER_READING, READINGS
 from autoint.figures import (attention_before_after, attribution_bars, difference_heatmap, interaction_change_heatmap,
-                             transition_labels)
-from autoint.explain.interactions import near_uniform, pair_index
+                             reading_heatmap, transition_labels)
 from autoint.data.schema import UNKNOWN
 
-now = state.current()
+now = samples.current()
 folder, cat, run_path, model, sample = now.key, now.catalog, now.run_path, now.model, now.sample
 schema = model.schema
 values = now.values
@@ -50,8 +51,8 @@ for i, f in enumerate(schema.fields):
                                 min_value=state.to_datetime(cat.first_time).date(),
                                 max_value=state.to_datetime(cat.last_time).date())
             clock = st.time_input(f"{f.name} (UTC)", key=key + "_time", step=60)
-            new = state.request_time(cat, state.from_date_time(day, clock))
-            changed = new != state.request_time(cat, values[f.name])
+            new = samples.request_time(cat, state.from_date_time(day, clock))
+            changed = new != samples.request_time(cat, values[f.name])
         elif f.kind == "numeric":
             state.keep(key, float(current))
             new = st.number_input(f.name, key=key)
@@ -60,7 +61,7 @@ for i, f in enumerate(schema.fields):
             state.keep(key, [v for v in current if v != UNKNOWN and v in f._lookup])
             if state.large_vocabulary(f):  # the values found by a search, beside those chosen
                 search = st.text_input(f"Search {f.name}", key=key + "_search", placeholder="part of a value")
-                found = [v for v in state.vocabulary_matches(run_path, f.name, search.strip()) if v != UNKNOWN]
+                found = [v for v in samples.vocabulary_matches(run_path, f.name, search.strip()) if v != UNKNOWN]
                 options = list(dict.fromkeys([*st.session_state[key], *found]))
             else:
                 options = list(f.vocab[1:])
@@ -70,7 +71,7 @@ for i, f in enumerate(schema.fields):
         else:
             if state.large_vocabulary(f):  # search the vocabulary (most frequent first) instead of listing it
                 search = st.text_input(f"Search {f.name}", key=key + "_search", placeholder="part of a value")
-                options = list(state.vocabulary_matches(run_path, f.name, search.strip()))
+                options = list(samples.vocabulary_matches(run_path, f.name, search.strip()))
             else:
                 options = list(f.vocab)
             options = options if current in options else [current, *options]
@@ -93,7 +94,7 @@ if emptied:
     st.stop()
 
 result = what_if(model, values, edits,
-                 explain=lambda sample: state.explanation(run_path, folder, sample, ("integrated_gradients",), "mean"))
+                 explain=lambda sample: views.explanation(run_path, folder, sample, ("integrated_gradients",), "mean"))
 before, after = result.before, result.after
 
 old, new, change = st.columns(3)
@@ -103,25 +104,48 @@ new.metric("CTR after", f"{after.ctr:.1%}", delta=f"{result.ctr_change:+.1%}" if
 change.markdown("**Edits** \n" + (" · ".join(f"`{schema[k].show(v)}`" for k, v in edits.items()) or "none yet"))
 
 if model.config.layers:
+    st.subheader("What changed in the attention")
+    attention_readings.model_note(run_path)
+    reading, scored = attention_readings.reading_choice("what_if", run_path, folder)
+    title = READINGS[reading].title
     layers, heads = before.attention.shape[:2]
     pick_layer, pick_head = st.columns(2)
     layer = pick_layer.selectbox("Layer", list(range(1, layers + 1)), key="whatif_layer")
     head = pick_head.selectbox("Head", ["mean of heads", *range(1, heads + 1)], key="whatif_head")
 
-    def view(attention: np.ndarray) -> np.ndarray:
-        chosen = attention[layer - 1]
+    def view(maps: np.ndarray) -> np.ndarray:
+        """(L, H, F, F) -> the (F, F) map of the chosen layer and head (or the mean of its heads)."""
+        chosen = maps[layer - 1]
         return chosen.mean(axis=0) if head == "mean of heads" else chosen[head - 1]
 
     where = f"layer {layer}, {head if head == 'mean of heads' else f'head {head}'}"
     labels = transition_labels(before.labels, after.labels)
-    flat = lambda e: bool(near_uniform(view(e.attention)))  # every weight of the view within 0.02 of 1/F
-    state.show_figure(attention_before_after(view(before.attention), view(after.attention), labels,
-                                             title=f"Attention before and after · {where}",
-                                             uniform=(flat(before), flat(after))),
-                      "attention-before-after", "whatif_before_after")
-    state.show_figure(difference_heatmap(view(result.attention_change), labels,
-                                         title=f"Change in attention (after − before) · {where}"),
-                      "attention-change", "whatif_difference")
+    if reading == PAPER_READING:
+        flat = lambda e: bool(near_uniform(view(e.attention)))  # every weight of the view within 0.02 of 1/F
+        state.show_figure(attention_before_after(view(before.attention), view(after.attention), labels,
+                                                 title=f"Attention before and after · {where}",
+                                                 uniform=(flat(before), flat(after))),
+                          "attention-before-after", "whatif_before_after")
+        state.show_figure(difference_heatmap(view(result.attention_change), labels,
+                                             title=f"Change in attention (after − before) · {where}"),
+                          "attention-change", "whatif_difference")
+    else:
+        maps = {side: view(e.readings[reading].per_head) for side, e in (("before", before), ("after", after))}
+        top = max(float(m.max()) for m in maps.values())  # one colour scale for both sides
+        st.caption(f"**{title}**: {READINGS[reading].definition} ({READINGS[reading].paper}). Row m receives from "
+                   f"column k; both maps share one colour scale, from 0 (white) to the larger map's largest value. "
+                   f"Switch to raw α for the paper's reading.")
+        sides = st.columns(2)
+        for column, side in zip(sides, ("before", "after")):
+            figure = reading_heatmap(maps[side], labels, reading=reading, unit=title,
+                                     title=f"{title} {side} the edit · {where}")
+            if top > 0:
+                figure.update_coloraxes(cmax=top)
+            with column:
+                state.show_figure(figure, f"{reading}-{side}", f"whatif_reading_{side}")
+        state.show_figure(difference_heatmap(maps["after"] - maps["before"], labels, value_name=f"change in {title}",
+                                             title=f"Change in {title} (after − before) · {where}"),
+                          f"{reading}-change", "whatif_reading_difference")
 
 st.subheader("What changed in the interactions the model uses")
 st.caption("Pairwise Shapley interactions (k-SII, logit units; an absent field takes its training-mean embedding) "
@@ -132,12 +156,20 @@ state.show_figure(interaction_change_heatmap(before.interactions.matrix, after.i
                                              title="Change in pairwise interactions (after − before)"),
                   "interaction-change", "whatif_interactions")
 if model.config.layers:
-    st.markdown(f"**Before:** {before.agreement.verdict}.  \n**After:** {after.agreement.verdict}.")
-strongest = sorted(zip(pair_index(len(labels)), result.interaction_change[np.triu_indices(len(labels), 1)]),
-                   key=lambda item: -abs(item[1]))[:3]
-if edits:
+    pairs = len(labels) * (len(labels) - 1) // 2
+    st.markdown(f"**Before:** {verdict(before.readings[reading].agreement, pairs, subject=title)}.  \n"
+                f"**After:** {verdict(after.readings[reading].agreement, pairs, subject=title)}.")
+    if reading != PAPER_READING:
+        st.caption(f"Raw α, the paper's reading: ρ {before.readings[PAPER_READING].agreement:+.2f} before, "
+                   f"{after.readings[PAPER_READING].agreement:+.2f} after.")
+if edits:  # the library ranks the pairs by |change| (`pair_ranks`), the page names the first three
+    fields = before.interactions.fields
+    every_pair = [(fields[i], fields[j]) for i, j in pair_index(len(fields))]
+    changes = matrix_to_pairs(result.interaction_change)  # (P,) signed, pair_index order
+    ranked = sorted((r for r in pair_ranks(np.abs(changes), fields, every_pair) if r["rank"] <= 3),
+                    key=lambda r: r["rank"])
     st.markdown("**Largest changes:** " + " · ".join(
-        f"{labels[i].split('=')[0]} × {labels[j].split('=')[0]} {change:+.3f}" for (i, j), change in strongest))
+        f"{a} × {b} {changes[every_pair.index((a, b))]:+.3f}" for a, b in (r["pair"] for r in ranked)))
 
 state.show_figure(attribution_bars({"before": before.attributions["integrated_gradients"],
                                     "after": after.attributions["integrated_gradients"]},

@@ -15,6 +15,7 @@ from autoint.explain.baselines import mean_embedding
 from autoint.explain.recommend import recommend
 from autoint.explain.steps import layer_steps
 from conftest import REPO, read_raw
+from app import first_start, heap, views  # the app modules whose names the tests patch or call
 
 APP = str(REPO / "streamlit_app.py")
 TIMEOUT = 120
@@ -57,7 +58,7 @@ def start(page=None, timeout: float = TIMEOUT, reading: str | None = "raw", **se
 def finish_background(at, timeout: float = TIMEOUT) -> AppTest:
     """What a browser's poll does (app/state.py `result_of`): while the page shows a background computation's
     progress, wait for it to end and run the script again, until the page is drawn."""
-    from app.state import background
+    from app.views import background
     for _ in range(8):
         if not background().pending() and not at.progress:
             return at
@@ -155,7 +156,7 @@ def test_what_if_edit_changes_ctr_and_attention_as_the_library_says(app_env, tra
     user, movie = rated_pair(catalog, skip=5)
     when = datetime(2000, 6, 1, 12, 0, tzinfo=timezone.utc)
     choose(at, user, movie, when)
-    at.switch_page("app/what_if.py").run()
+    read_raw(finish_background(at.switch_page("app/what_if.py").run()))  # raw α, the paper's reading
     assert not at.exception, at.exception
     values = catalog.sample(user, movie, when.timestamp())
     other = "F" if values["Gender"] == "M" else "M"
@@ -248,7 +249,7 @@ def queue_small_run(at, runs, name: str):
     at.text_input(key="train_name").set_value(name)
     at.button[0].click().run()
     assert any(f"Queued {name}" in s.value for s in at.success), [e.value for e in at.error]
-    from app.state import job_queue
+    from app.first_start import job_queue
     queue = job_queue(str(runs))
     (job,) = [j for j in queue.jobs() if j.run_name == name]
     return job, queue
@@ -280,12 +281,12 @@ def test_first_run_without_a_model_trains_the_default_with_progress(monkeypatch,
     monkeypatch.setenv("AUTOINT_RUNS_DIR", str(tmp_path / "runs"))
     import app.state as state
     from autoint.training.config import TrainConfig
-    monkeypatch.setattr(state, "FIRST_RUN_TRAINING", TrainConfig(epochs=1))
+    monkeypatch.setattr(first_start, "FIRST_RUN_TRAINING", TrainConfig(epochs=1))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception
     assert any("No trained model yet" in i.value for i in at.info)
-    queue = state.job_queue(str(tmp_path / "runs"))
+    queue = first_start.job_queue(str(tmp_path / "runs"))
     (job,) = queue.jobs()  # one job: the quick run on the way (here at its end: 1 epoch), the converged one last
     assert job.run_name == state.READABLE_RUN and job.spec["snapshot"]["run_name"] == state.QUICK_RUN
     assert queue.wait(job.id, timeout=180).status == "finished"
@@ -381,12 +382,12 @@ def test_each_run_freezes_the_live_heap_and_every_fiftieth_hands_it_back(monkeyp
     unfreezes, so its collect walks everything once and finds any cycle that died while frozen."""
     import gc
     import itertools
-    from app import state
-    monkeypatch.setattr(state, "_script_runs", itertools.count())
+    from app import first_start, heap, state, views
+    monkeypatch.setattr(heap, "_script_runs", itertools.count())
     try:
-        for run in range(2 * state.HEAP_RESCAN_RUNS):
-            state.settle_heap()
-            rescan = run % state.HEAP_RESCAN_RUNS == state.HEAP_RESCAN_RUNS - 1
+        for run in range(2 * heap.HEAP_RESCAN_RUNS):
+            heap.settle_heap()
+            rescan = run % heap.HEAP_RESCAN_RUNS == heap.HEAP_RESCAN_RUNS - 1
             assert (gc.get_freeze_count() == 0) is rescan, run
         import weakref
 
@@ -395,7 +396,7 @@ def test_each_run_freezes_the_live_heap_and_every_fiftieth_hands_it_back(monkeyp
         node = Node()
         node.itself = node  # a cycle: only a collect can free it
         alive = weakref.ref(node)
-        state.settle_heap()  # frozen while alive
+        heap.settle_heap()  # frozen while alive
         del node
         gc.collect(2)
         assert alive() is not None  # died while frozen: the collect does not see it
@@ -407,29 +408,29 @@ def test_each_run_freezes_the_live_heap_and_every_fiftieth_hands_it_back(monkeyp
 
 
 def test_explanations_are_computed_once_per_run_values_and_options(monkeypatch, trained_run, catalog, synth_dir):
-    """state.explanation: the library's explanation, computed once for the same run, values and options (a rerun
+    """views.explanation: the library's explanation, computed once for the same run, values and options (a rerun
     that keeps the sample), again for other values or options."""
     import autoint.explain.explanation
     from app import state
     calls = []
     real = autoint.explain.explanation.explain_sample
     monkeypatch.setattr(autoint.explain.explanation, "explain_sample", lambda *a, **k: calls.append(k) or real(*a, **k))
-    state.explanation.clear()
+    views.explanation.clear()
     run_path, folder = str(trained_run.path), str(synth_dir)
     values = catalog.sample(1, 2)
-    first = state.explanation(run_path, folder, values, ("integrated_gradients",), "mean")
-    again = state.explanation(run_path, folder, dict(values), ("integrated_gradients",), "mean")
+    first = views.explanation(run_path, folder, values, ("integrated_gradients",), "mean")
+    again = views.explanation(run_path, folder, dict(values), ("integrated_gradients",), "mean")
     assert len(calls) == 1 and again.ctr == first.ctr and np.array_equal(again.attention, first.attention)
     assert np.array_equal(again.interactions.pairs, first.interactions.pairs)
     want = real(trained_run.model, values, attributions=("integrated_gradients",),
-                baseline=state.baseline(run_path, folder),
-                interaction_baseline=state.interaction_baseline(run_path, folder, "mean"))
+                baseline=views.baseline(run_path, folder),
+                interaction_baseline=views.interaction_baseline(run_path, folder, "mean"))
     assert first.ctr == pytest.approx(want.ctr, abs=1e-6)
     np.testing.assert_allclose(first.attributions["integrated_gradients"], want.attributions["integrated_gradients"],
                                atol=1e-5)
-    other = state.explanation(run_path, folder, catalog.sample(2, 3), ("integrated_gradients",), "mean")
-    plain = state.explanation(run_path, folder, values)
+    other = views.explanation(run_path, folder, catalog.sample(2, 3), ("integrated_gradients",), "mean")
+    plain = views.explanation(run_path, folder, values)
     assert len(calls) == 3 and other.ctr != first.ctr and plain.interactions is None and not plain.attributions
     # the baselines it takes stay cached resources of their own: one tensor per run, data source and kind
-    assert state.interaction_baseline(run_path, folder, "unknown") is state.interaction_baseline(run_path, folder,
+    assert views.interaction_baseline(run_path, folder, "unknown") is views.interaction_baseline(run_path, folder,
                                                                                                   "unknown")

@@ -164,24 +164,25 @@ def test_pickers_of_large_vocabularies_search_instead_of_listing(app):
 
 def test_a_big_data_set_not_prepared_yet_is_offered_a_prepare_button_with_progress(app, monkeypatch, tmp_path):
     import app.state as state
+    import app.views as views
     from autoint.datasets import builtin_spec
     from autoint.datasets.prepared import default_dir, is_prepared
     folder, run_path, data, model, calls = app
     copy = tmp_path / "criteo"
     shutil.copytree(folder, copy)  # prepared beside its raw files: a copy, so the other tests' folder stays as it is
     monkeypatch.setenv("AUTOINT_DATA_DIR", str(copy))
-    monkeypatch.setattr(state, "PREPARE_OVER_BYTES", 1000)  # 10,000 rows are about 2 MB: "big" here
+    monkeypatch.setattr(views, "PREPARE_OVER_BYTES", 1000)  # 10,000 rows are about 2 MB: "big" here
     at = start(corr_sample_rows=4)
     assert any(c.value.startswith("**Not prepared yet.**") for c in at.sidebar.caption)
     at.sidebar.button(key="prepare_data").click().run()
     assert not at.exception, at.exception
-    assert state.preparer().wait_idle(TIMEOUT)
+    assert views.preparer().wait_idle(TIMEOUT)
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert is_prepared(default_dir(builtin_spec("criteo"), copy), builtin_spec("criteo"), copy)
     assert any(c.value.startswith("Prepared copy:") for c in at.sidebar.caption)
     assert not [b for b in at.sidebar.button if b.key == "prepare_data"]
-    task = state.preparer().tasks()[-1]
+    task = views.preparer().tasks()[-1]
     assert task.note.startswith("pass 2 of 2, encoding:") and "rows/s" in task.note  # the progress it reported
 
     # A run trained on the prepared copy (its vocabularies): the views read their sample from the copy's row groups

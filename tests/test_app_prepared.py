@@ -10,6 +10,8 @@ import autoint.datasets
 import autoint.datasets.generic
 import autoint.datasets.prepared
 from conftest import REPO
+from autoint.workspace import sources
+from app import views  # the app module whose names the tests patch or call
 from test_app import finish_background, start as start_app
 
 TIMEOUT = 180
@@ -76,7 +78,7 @@ def test_the_train_page_trains_on_the_prepared_copy_and_says_so(env, monkeypatch
     at.text_input(key="train_name").set_value("from-page")
     at.button(key="FormSubmitter:train_form-Start training").click().run()
     assert any("Queued from-page" in s.value for s in at.success), [e.value for e in at.error]
-    from app.state import job_queue
+    from app.first_start import job_queue
     queue = job_queue(str(runs))
     (job,) = [j for j in queue.jobs() if j.run_name == "from-page"]
     assert "--prepared" in job.spec["command"] and job.spec["prepared"] == str(prepared.path)
@@ -95,6 +97,7 @@ def test_the_train_page_trains_on_the_prepared_copy_and_says_so(env, monkeypatch
 
 def test_a_source_too_big_for_memory_without_a_copy_is_prepared_before_training(env, monkeypatch, tmp_path):
     import app.state as state
+    import app.views as views
     folder, prepared, runs = env
     bare = tmp_path / "criteo"
     bare.mkdir()
@@ -103,12 +106,12 @@ def test_a_source_too_big_for_memory_without_a_copy_is_prepared_before_training(
     at = start("app/train_page.py")
     assert "parsed whole into memory" in texts(at.markdown)  # small: trained from the raw file, as before
     assert not at.button(key="FormSubmitter:train_form-Start training").disabled
-    monkeypatch.setattr(state, "PREPARE_OVER_BYTES", 1000)  # now "too big"
+    monkeypatch.setattr(views, "PREPARE_OVER_BYTES", 1000)  # now "too big"
     at.run()
     assert any("**Prepare first.**" in w.value for w in at.warning)
     assert at.button(key="FormSubmitter:train_form-Start training").disabled
     at.button(key="train_prepare").click().run()
-    assert state.preparer().wait_idle(TIMEOUT)
+    assert views.preparer().wait_idle(TIMEOUT)
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert f"the prepared copy `{bare / 'prepared' / 'criteo'}`" in texts(at.markdown)
@@ -171,7 +174,7 @@ def test_the_copys_freshness_is_checked_once_per_state_of_its_files(env, monkeyp
         calls.append(args)
         return checked(*args, **kwargs)
     monkeypatch.setattr(autoint.datasets.prepared, "is_prepared", counted)
-    state._fresh_copy.clear()
+    views._fresh_copy.clear()
     at = start(corr_sample_rows=4)
     for _ in range(3):
         at.run()
@@ -184,7 +187,7 @@ def test_the_copys_freshness_is_checked_once_per_state_of_its_files(env, monkeyp
     try:
         os.utime(folder / "train.txt", ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))
         at.run()
-        assert len(calls) == 2 and state.prepared_copy(state.found_in(folder)[0]) is None
+        assert len(calls) == 2 and views.prepared_copy(sources.found_in(folder)[0]) is None
         assert "parsed whole into memory" in texts(at.markdown)
     finally:
         os.utime(folder / "train.txt", ns=(info.st_atime_ns, info.st_mtime_ns))
@@ -218,10 +221,10 @@ def test_a_changed_spec_file_makes_its_copy_stale_at_once(tmp_path):
     spec_file = folder / "shop.toml"
     spec_file.write_text(SHOP_SPEC.format(min_count=2))
     prepare(read_spec(spec_file), folder, row_group_rows=256, progress=False)
-    (source,) = [s for s in state.found_in(folder) if s.spec]
-    assert state.prepared_copy(source) is not None
+    (source,) = [s for s in sources.found_in(folder) if s.spec]
+    assert views.prepared_copy(source) is not None
     spec_file.write_text(SHOP_SPEC.format(min_count=20))
-    assert state.prepared_copy(source) is None
+    assert views.prepared_copy(source) is None
 
 
 def test_compare_reads_the_runs_metrics_without_hashing_their_vocabularies_on_each_rerun(env, monkeypatch):

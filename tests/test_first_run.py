@@ -24,6 +24,7 @@ from autoint.model.autoint import AutoIntConfig
 from autoint.training.runs import list_runs, load_run, save_run
 from autoint.training.train import TrainConfig, evaluate, train
 from conftest import REPO
+from app import first_start  # the app module whose names the tests patch or call
 
 APP = str(REPO / "streamlit_app.py")
 TINY = AutoIntConfig(embed_dim=4, attn_dim=4, heads=1, layers=1)
@@ -152,12 +153,13 @@ def test_training_that_stops_before_the_snapshot_epoch_still_leaves_the_quick_ru
 @pytest.fixture
 def app_env(monkeypatch, tmp_path, synth_dir):
     import app.state as state
+    import app.first_start as first_start
     runs = tmp_path / "runs"
     monkeypatch.setenv("AUTOINT_DATA_DIR", str(synth_dir))
     monkeypatch.setenv("AUTOINT_RUNS_DIR", str(runs))
-    monkeypatch.setattr(state, "FIRST_RUN_OVERRIDES", {"embed_dim": 4, "attn_dim": 4, "heads": 1, "layers": 1})
-    monkeypatch.setattr(state, "FIRST_RUN_EPOCHS", 1)
-    monkeypatch.setattr(state, "FIRST_RUN_TRAINING", SLOW)
+    monkeypatch.setattr(first_start, "FIRST_RUN_OVERRIDES", {"embed_dim": 4, "attn_dim": 4, "heads": 1, "layers": 1})
+    monkeypatch.setattr(first_start, "FIRST_RUN_EPOCHS", 1)
+    monkeypatch.setattr(first_start, "FIRST_RUN_TRAINING", SLOW)
     return runs
 
 
@@ -178,7 +180,7 @@ def test_first_start_shows_the_quick_run_then_swaps_to_the_converged_one_once(ap
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception, at.exception
     assert any("No trained model yet" in i.value for i in at.info)
-    queue = state.job_queue(str(app_env))
+    queue = first_start.job_queue(str(app_env))
     (job,) = queue.jobs()
     assert job.run_name == state.READABLE_RUN and job.spec["snapshot"]["run_name"] == state.QUICK_RUN
     wait_for(lambda: queue.job(job.id).snapshot, "the quick run", poll=0.02)
@@ -228,7 +230,7 @@ def test_first_start_shows_the_quick_run_then_swaps_to_the_converged_one_once(ap
 def test_a_lost_converging_job_is_started_again_and_a_cancelled_one_leaves_the_quick_run(app_env, synth_dir,
                                                                                          monkeypatch):
     import app.state as state
-    monkeypatch.setattr(state, "FIRST_RUN_TRAINING", TrainConfig(epochs=200, patience=200, batch_size=32))
+    monkeypatch.setattr(first_start, "FIRST_RUN_TRAINING", TrainConfig(epochs=200, patience=200, batch_size=32))
     dataset = load_movielens(synth_dir)
     result = train(dataset, TINY, TrainConfig(epochs=1, batch_size=512), progress=False)
     save_run(app_env / state.QUICK_RUN, result.model, metrics=result.metrics, train_config=asdict(SLOW),
@@ -244,8 +246,8 @@ def test_a_lost_converging_job_is_started_again_and_a_cancelled_one_leaves_the_q
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert run_in_use(at) == state.QUICK_RUN
-    app_queue = state.job_queue(str(app_env))
-    again = state.default_job(app_queue)
+    app_queue = first_start.job_queue(str(app_env))
+    again = first_start.default_job(app_queue)
     assert again.id != lost.id and again.run_name == state.READABLE_RUN and again.status in ACTIVE
     assert again.spec["snapshot"] is None  # the quick run is there already
     assert any("A better model is coming" in t for t in progress_texts(at))
@@ -253,7 +255,7 @@ def test_a_lost_converging_job_is_started_again_and_a_cancelled_one_leaves_the_q
     app_queue.cancel(again.id)
     at.run()
     assert not at.exception and not at.error
-    assert state.default_job(app_queue).id == again.id  # a cancelled job is not started again
+    assert first_start.default_job(app_queue).id == again.id  # a cancelled job is not started again
     captions = [c.value for c in at.sidebar.caption]
     assert any("convergence cancelled; the quick model stays" in c for c in captions), captions
     assert run_in_use(at) == state.QUICK_RUN and not (app_env / state.READABLE_RUN).exists()
