@@ -111,7 +111,7 @@ def model_note(run_path: str) -> None:
 def faithful_preset_hint(model) -> str | None:
     """When attention disagrees with the interactions: the preset that trains attention you can read, unless this
     model already has its settings."""
-    from autoint.model.autoint import PRESET_DESCRIPTIONS, preset_of
+    from autoint.model.presets import PRESET_DESCRIPTIONS, preset_of
     if preset_of(model.config) == defaults.READABLE_PRESET:
         return None
     return (f"A model whose attention you can read: the `{defaults.READABLE_PRESET}` preset (Train page). "

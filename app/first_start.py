@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from autoint.model.autoint import preset_config
+from autoint.model.presets import preset_config
 from autoint.training import jobs
 from autoint.training.jobs import ACTIVE, Job, JobQueue
 from autoint.training.runs import CheckpointError, clean_staging

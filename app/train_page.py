@@ -12,7 +12,8 @@ from autoint.errors import AutoIntError
 from autoint.explain.readings import PAPER_READING, READINGS
 from autoint.figures import field_names, reading_grid, training_curves
 from autoint.training.jobs import ACTIVE
-from autoint.model.autoint import PRESET_DESCRIPTIONS, PRESETS, AutoIntConfig, ConfigError
+from autoint.model.autoint import AutoIntConfig, ConfigError
+from autoint.model.presets import PRESET_DESCRIPTIONS, PRESETS
 from autoint.training.runs import read_manifest
 from autoint.training.train import IN_MEMORY_MAX_BYTES, TrainConfig, choose_data_path
 

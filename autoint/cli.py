@@ -96,7 +96,7 @@ def model_config_from(args):
     """`train`'s model: --model, the --preset's settings (default "paper", the paper's model), then each flag."""
     from .model.reference_models import FMConfig, LRConfig
     from .errors import ConfigError
-    from .model.autoint import preset_config
+    from .model.presets import preset_config
     given = {field: getattr(args, flag) for flag, field in MODEL_FLAGS.items() if getattr(args, flag) is not None}
     kind = getattr(args, "model", "autoint")
     if kind == "lr":
@@ -522,7 +522,7 @@ def cmd_interactions(args) -> int:
 
 def cmd_runs(args) -> int:
     """The runs folder, newest first; `default: true` marks the run the app opens on (workspace.defaults)."""
-    from .model.autoint import preset_of
+    from .model.presets import preset_of
     from .training.runs import list_runs
     from .workspace.defaults import ATTENTION_MODELS, default_run
     from .workspace.sources import runs_root, runs_on_default_data
@@ -638,7 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="autoint", choices=["autoint", "lr", "fm"],
                    help="AutoInt (AutoInt+ with --dnn), or the paper's LR or FM baseline (default: autoint)")
     # Model flags default to None: unset, they keep the --preset's value (the paper's, for the default preset).
-    p.add_argument("--preset", default="paper", help="named model settings (autoint.model.autoint.PRESETS); the flags "
+    p.add_argument("--preset", default="paper", help="named model settings (autoint.model.presets.PRESETS); the flags "
                                                      "below override it. Default: paper")
     p.add_argument("--layers", type=int, help="interacting layers (paper: 3)")
     p.add_argument("--heads", type=int, help="attention heads (paper: 2)")

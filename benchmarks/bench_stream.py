@@ -25,7 +25,8 @@ import torch
 def run_steps(path: str, prepared_dir: str, steps: int, warmup: int, model: str, buffer_rows: int,
               shards: int, workers: int, train_only: bool = True) -> dict:
     from autoint.model.reference_models import build_model
-    from autoint.model.autoint import AutoIntConfig, preset_config
+    from autoint.model.autoint import AutoIntConfig
+    from autoint.model.presets import preset_config
     from autoint.datasets.prepared import Prepared
     from autoint.training.train import TrainConfig, TrainStep, batch_source, make_optimizer, seed_everything
     prepared = Prepared.open(prepared_dir)

@@ -84,7 +84,7 @@ def curve(args) -> dict:
     import torch
     import autoint.training.train as trainer
     from autoint.datasets.movielens import load_movielens
-    from autoint.model.autoint import preset_config
+    from autoint.model.presets import preset_config
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     dataset = load_movielens(args.data_dir)

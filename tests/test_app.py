@@ -340,7 +340,9 @@ def test_offline_start_uses_synthetic_data_with_a_banner_and_a_failed_download_s
 
 def test_train_page_presets_fill_the_form_and_the_authors_options_reach_the_job(app_env, monkeypatch):
     from autoint.model import autoint as model_module
-    from autoint.model.autoint import PRESET_DESCRIPTIONS, PRESETS, AutoIntConfig
+    from autoint.model import presets as presets_module
+    from autoint.model.autoint import AutoIntConfig
+    from autoint.model.presets import PRESET_DESCRIPTIONS, PRESETS
     # The selector lists every preset with its description and fills the form; the form can then be changed.
     at = start("app/train_page.py")
     selector = at.selectbox(key="train_preset")
@@ -371,7 +373,7 @@ def test_train_page_presets_fill_the_form_and_the_authors_options_reach_the_job(
     assert at.slider(key="train_attention_dropout").value == 0.0 and at.slider(key="train_layers").value == 3
 
     # With only the paper's preset a one-choice selector would say nothing: a caption with the benchmark's verdict.
-    monkeypatch.setattr(model_module, "PRESETS", {"paper": {}})
+    monkeypatch.setattr(presets_module, "PRESETS", {"paper": {}})
     at = start("app/train_page.py")
     assert not [s for s in at.selectbox if s.key == "train_preset"]
     assert any(c.value.startswith("Only the paper's model is offered as a preset") for c in at.caption)

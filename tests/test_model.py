@@ -224,7 +224,7 @@ def test_impossible_new_options(kwargs, message):
 
 
 def test_paper_preset_is_the_default_and_unknown_presets_list_the_names():
-    from autoint.model.autoint import PRESET_DESCRIPTIONS, PRESETS, preset_config
+    from autoint.model.presets import PRESET_DESCRIPTIONS, PRESETS, preset_config
     assert PRESETS["paper"] == {} and preset_config("paper") == AutoIntConfig()
     assert set(PRESET_DESCRIPTIONS) == set(PRESETS)
     for name in PRESETS:
@@ -237,7 +237,7 @@ def test_authors_code_preset_is_the_benchmarked_variant():
     """The preset exists because benchmarks/attention_faithfulness.py measured exactly these settings."""
     import json
     from conftest import REPO
-    from autoint.model.autoint import PRESETS
+    from autoint.model.presets import PRESETS
     results = json.loads((REPO / "benchmarks" / "results" / "attention-faithfulness" / "results.json").read_text())
     assert PRESETS["authors-code"] == results["meta"]["variants"]["authors-code"]["model"]
     assert "authors-code" in results["verdict"]["passing"]

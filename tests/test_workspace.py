@@ -13,7 +13,7 @@ def listed(name, preset_settings=None, data_dir="", dataset=None, model="AutoInt
 
 
 def test_the_app_opens_on_the_readable_model():
-    from autoint.model.autoint import PRESETS
+    from autoint.model.presets import PRESETS
     paper, readable = PRESETS["paper"], PRESETS["readable"]
     newest_first = [listed("mine", paper, "/data/a"), listed("default", readable), listed("paper", paper)]
     assert defaults.default_run(newest_first)["name"] == "default"  # the quick readable model, before it converges

@@ -50,7 +50,7 @@ def default_run(runs: list[dict], folder: str | Path | None = None) -> dict | No
 def paper_run(runs: list[dict]) -> dict | None:
     """The paper's configuration among `runs`: PAPER_RUN, else an earlier first start's, else the newest run
     whose settings are the paper preset's."""
-    from ..model.autoint import preset_of
+    from ..model.presets import preset_of
     by_name = {r["name"]: r for r in runs}
     for name in (PAPER_RUN, *LEGACY_RUNS):
         if name in by_name:
@@ -61,7 +61,7 @@ def paper_run(runs: list[dict]) -> dict | None:
 
 def readable_run(runs: list[dict]) -> dict | None:
     """The readable model among `runs`: READABLE_RUN, else QUICK_RUN, else the newest readable-preset run."""
-    from ..model.autoint import preset_of
+    from ..model.presets import preset_of
     by_name = {r["name"]: r for r in runs}
     for name in (READABLE_RUN, QUICK_RUN):
         if name in by_name:
