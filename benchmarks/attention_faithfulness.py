@@ -361,7 +361,9 @@ def write_report(results: Path, data: dict) -> None:
 
 def readings_report(data: dict) -> list[str]:
     """The readings' scorecard, the readable-preset verdict, Fig. 7(b) under every reading, the planted check."""
-    from autoint.explain.readings import READINGS
+    from autoint.explain.readings import READINGS as NAMED
+    from types import SimpleNamespace
+    READINGS = {n: SimpleNamespace(title=r.title.replace("|", "\\|")) for n, r in NAMED.items()}  # markdown cells
     summary, meta = data["summary"], data["meta"]
     fmt = lambda st, d=2, sign="+": "-" if not st or st["mean"] != st["mean"] else f"{st['mean']:{sign}.{d}f} ± {st['std']:.{d}f}"
     lines = ["", "## Readings of the attention, scored", "",

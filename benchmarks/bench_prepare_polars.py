@@ -1,48 +1,54 @@
 """`prepare` against a polars streaming pipeline doing the same job, on the same generated Criteo-format file, in
 one run: rows/s and peak RSS of each (issue "One house", item 6).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_prepare_polars.py --rows 10000000 \
-        [--work /tmp/bench-prepare-polars] [--variants unpivot per-column] [--results DIR] [--no-check]
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_prepare_polars.py --rows 1000000 10000000 --rounds 2 \
+        [--work /tmp/bench-prepare-polars] [--variants unpivot/enum ...] [--results DIR] [--no-check]
 
 The file is `bench_prepare.criteo_file`'s (1M rows: `synth.generate_criteo(rows=1_000_000, seed=0)`; 10M rows:
-seeds 0-9 appended). Each tool runs in its own child process, one after the other: "ours" is `python -m autoint
-prepare --dataset criteo` (`bench_prepare.run`), "polars" is this script's `polars-child`, once per pass-1
-variant. Wall seconds are the parent's clock around the child (start-up included); peak RSS is the child's own
-`resource.getrusage(RUSAGE_SELF).ru_maxrss` (KiB on Linux), printed by the child as it exits. One JSON line per
-tool and size; results.json and results.md go to `--results` (default benchmarks/results/prepare-polars).
+seeds 0-9 appended). Each tool runs in its own child process, one after the other, `--rounds` times: "ours" is
+`python -m autoint prepare --dataset criteo` (`bench_prepare.run`), "polars" is this script's `polars-child`,
+once per variant. Wall seconds are the parent's clock around the child (start-up included); peak RSS is the
+child's own `resource.getrusage(RUSAGE_SELF).ru_maxrss` (KiB on Linux), printed as it exits. One JSON line per
+tool, round and size; results.json and results.md go to `--results` (default benchmarks/results/prepare-polars).
+The ratios are polars / ours, each polars run against the "ours" run of its round.
 
-The polars pipeline (`polars_prepare`), the built-in criteo spec read as `prepare` reads it:
+The polars pipeline (`polars_prepare`), the built-in criteo spec read as `prepare` reads it; a variant is
+COUNTING/ENCODING:
 
   source   `pl.scan_csv(file, separator="\\t", has_header=False, schema=..., quote_char=None)`: the label and the
            13 numeric columns as Float64, the 26 categorical columns as String (an empty field is null);
            `with_row_index` numbers the rows 0.. in file order.
   split    the same rule as `prepared.split_codes`, as polars expressions on UInt64 (wrapping + and *, // for
            >>, xor): fold = splitmix64(row + splitmix64(seed)) % folds; fold 0 test, 1 validation, else train.
-  pass 1   ONE `pl.collect_all([...], engine="streaming")` of several queries on the `.cache()`d scan, so
-           the CSV is parsed once (`pl.explain_all` shows one CSV scan; `pass1_csv_scans` reports it: without
-           the cache the per-column form scanned twice): the categorical value counts of the training rows,
-           count >= the field's min_count kept in the query; each numeric field's min and max after the fill
-           (0) and the log2 transform, over ALL rows (as `prepare` and `generic.build_schema` take them); rows
-           and positives per split. Two forms of the counts:
+  pass 1   ONE `pl.collect_all([...], engine="streaming")` of queries on the `.cache()`d scan, so the CSV is
+           parsed once (`pass1_csv_scans` reports `pl.explain_all`'s count: without the cache the per-column
+           form scanned twice): the categorical value counts of the training rows, count >= the field's
+           min_count kept in the query; one select of each numeric field's min and max after the fill (0) and
+           the log2 transform, over ALL rows (as `prepare` and `generic.build_schema` take them), with the rows
+           and positives per split as plain sums (a `group_by("split")` as a third query made the shared scan's
+           cache hold the parsed rows: 4.4 GB at 10M rows). COUNTING is one of:
              unpivot      `select(C1..C26).unpivot().drop_nulls().group_by(field, value).len()`: one group-by;
              per-column   26 `group_by(C).len()` on the training rows (nulls dropped after the query).
            The vocabulary is `generic.vocab_of`'s: <unknown> at 0, then the kept values most frequent first,
            ties by value; a constant range gets max = min + 1 (`generic.schema_from`).
   pass 2   a second scan of the CSV, one lazy frame: label (Float32), line (Int64: row + 1), per field in
-           schema order the categorical slot (`replace_strict(vocab, slots, default=0)`, Int32: unseen and
-           missing values 0) or the scaled number ((t(v) - min) / (max - min), Float32), then `raw:NAME`
-           (Float64, filled), sunk with `sink_parquet(pl.PartitionBy(out, key=split, include_key=False,
-           max_rows_per_file=64 * 65536), compression="lz4", row_group_size=65536)`: the same columns, types,
-           compression, row-group size and part size as `prepare` writes.
+           schema order the categorical slot (Int32; unseen and missing values 0) or the scaled number
+           ((t(v) - min) / (max - min), Float32), then `raw:NAME` (Float64, filled), sunk with
+           `sink_parquet(pl.PartitionBy(out, key=split, include_key=False, max_rows_per_file=64 * 65536),
+           compression="lz4", row_group_size=65536)`: the same columns, types, compression, row-group size and
+           part size as `prepare` writes. ENCODING is one of:
+             enum            `cast(pl.Enum(vocab[1:]), strict=False).to_physical() + 1`, null -> 0;
+             replace_strict  `replace_strict(vocab[1:], 1.., default=0)`: in polars 2.1.0 this is not streamed
+                             (26 encoded columns alone peaked at 5.7 GB at 10M rows, the Enum cast 0.4 GB).
 
 What it does not do that `prepare` does: no per-line checks with file:line errors (a bad line is polars'
 error; a label other than 0/1 passes), no quoted fields, no gzip or Parquet sources, no joins; no manifest,
 fingerprints, vocabularies.json checksum or atomic rename; no staging of pass 1's parsed batches (pass 2 parses
-the text again); exact counts of every distinct training value (a hash table holding them all) instead of the
-count-min sketch and the candidates; polars writes the floats without dictionary encoding (its files are
-about twice prepare's: 78 against 40 MiB at 1M rows); the output folders are `split=0|1|2/` (train, val, test), not
-train/val/test. `--check` (on by default) compares the two outputs after the timed runs: vocabularies, numeric
-ranges, rows and positives per split, and every column of every split, value for value.
+the text again); exact counts of every distinct training value (polars' group-by tables hold them all) instead
+of the count-min sketch and the candidates; polars writes the floats without dictionary encoding (its files are
+about twice prepare's); the output folders are `split=0|1|2/` (train, val, test), not train/val/test.
+The check (skipped by `--no-check`) compares each polars output with ours after the timed runs: vocabularies,
+numeric ranges, rows and positives per split, and every column of every split, value for value.
 """
 from __future__ import annotations
 
@@ -102,11 +108,17 @@ def _transformed(f, v):
     raise SystemExit(f"transform {f.transform!r} is not in this benchmark's polars pipeline")
 
 
-def polars_prepare(spec, source: Path, out: Path, variant: str = "unpivot") -> dict:
+VARIANTS = ("unpivot/enum", "per-column/enum", "unpivot/replace_strict", "per-column/replace_strict")
+
+
+def polars_prepare(spec, source: Path, out: Path, variant: str = "unpivot/enum") -> dict:
     """`prepare`'s two passes on polars' streaming engine (see the module docstring). Returns the counts, the
     vocabularies and ranges (for the check) and each pass's seconds."""
     import polars as pl
     started = time.perf_counter()
+    if variant not in VARIANTS:
+        raise SystemExit(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    counting, encode = variant.split("/")
     if spec.label.op is not None or spec.joins or spec.format == "parquet" or spec.header:
         raise SystemExit("this benchmark's polars pipeline takes a headerless CSV with a 0/1 label column")
     numeric = [f for f in spec.fields if f.kind == "numeric"]
@@ -134,29 +146,31 @@ def polars_prepare(spec, source: Path, out: Path, variant: str = "unpivot") -> d
     base = scan().cache()
     train = base.filter(pl.col("split") == 0)
     mins = {f.name: f.min_count for f in categorical}
-    if variant == "unpivot":
+    if counting == "unpivot":
         threshold = pl.lit(next(iter(mins.values()))) if len(set(mins.values())) == 1 else \
             pl.col("field").replace_strict(mins, return_dtype=pl.Int64)
         counts = [train.select(cats).unpivot(on=cats, variable_name="field", value_name="value")
                   .drop_nulls("value").group_by("field", "value").len().filter(pl.col("len") >= threshold)]
-    elif variant == "per-column":  # a null filter before the group-by would be pushed down and split the scan
+    else:  # per-column; a null filter before the group-by would be pushed down and split the scan
         cached = train.select(cats)
         counts = [cached.group_by(c).len().filter(pl.col("len") >= mins[c]) for c in cats]
-    else:
-        raise SystemExit(f"unknown variant {variant!r}")
+    # rows and positives per split as plain aggregations beside the ranges: a `group_by("split")` as a third
+    # query made the shared scan's cache hold the parsed rows (4.4 GB at 10M rows, counts alone 1.4 GB)
+    label = pl.col(spec.label.column)
     ranges_q = base.select([_transformed(f, filled(f)).min().alias(f"{f.name}:min") for f in numeric]
-                           + [_transformed(f, filled(f)).max().alias(f"{f.name}:max") for f in numeric])
-    splits_q = base.group_by("split").agg(pl.len().alias("rows"), pl.col(spec.label.column).sum().alias("pos"))
-    queries = counts + [ranges_q, splits_q]
+                           + [_transformed(f, filled(f)).max().alias(f"{f.name}:max") for f in numeric]
+                           + [(pl.col("split") == k).sum().alias(f"{s}:rows") for k, s in enumerate(SPLITS)]
+                           + [label.filter(pl.col("split") == k).sum().alias(f"{s}:pos") for k, s in enumerate(SPLITS)])
+    queries = counts + [ranges_q]
     scans = pl.explain_all(queries).count("Csv SCAN")
     results = pl.collect_all(queries, engine="streaming")
-    ranges_df, splits_df = results[-2], results[-1]
+    ranges_df = results[-1]
     vocabs = {}
-    if variant == "unpivot":
+    if counting == "unpivot":
         by_field = results[0].partition_by("field", as_dict=True, include_key=False)
         frames = {c: by_field.get((c,)) for c in cats}
     else:
-        frames = {c: df.rename({c: "value"}) for c, df in zip(cats, results[:-2])}
+        frames = {c: df.rename({c: "value"}) for c, df in zip(cats, results[:-1])}
     for c in cats:
         df = frames[c]
         if df is None:
@@ -173,7 +187,7 @@ def polars_prepare(spec, source: Path, out: Path, variant: str = "unpivot") -> d
         if high <= low:
             high = low + 1.0
         ranges[f.name] = (float(low), float(high))
-    per_split = {SPLITS[int(k)]: (int(n), int(p)) for k, n, p in splits_df.iter_rows()}
+    per_split = {s: (int(ranges_df[f"{s}:rows"][0]), int(ranges_df[f"{s}:pos"][0] or 0)) for s in SPLITS}
     pass1 = time.perf_counter() - started
 
     # Pass 2: parse again, encode, sink the three splits' row groups.
@@ -185,9 +199,13 @@ def polars_prepare(spec, source: Path, out: Path, variant: str = "unpivot") -> d
             columns.append(((_transformed(f, filled(f)) - low) / (high - low)).cast(pl.Float32).alias(f.name))
         else:
             vocab = vocabs[f.name]
-            columns.append(pl.col(f.name).replace_strict(
-                pl.Series(vocab[1:], dtype=pl.String), pl.Series(range(1, len(vocab)), dtype=pl.Int32),
-                default=pl.lit(0, pl.Int32), return_dtype=pl.Int32).alias(f.name))
+            if encode == "enum":  # the Enum's physical code is the position in vocab[1:]; not in it: null -> 0
+                slot = pl.col(f.name).cast(pl.Enum(vocab[1:]), strict=False).to_physical().cast(pl.Int32) + 1
+                columns.append(slot.fill_null(0).alias(f.name))
+            else:
+                columns.append(pl.col(f.name).replace_strict(
+                    pl.Series(vocab[1:], dtype=pl.String), pl.Series(range(1, len(vocab)), dtype=pl.Int32),
+                    default=pl.lit(0, pl.Int32), return_dtype=pl.Int32).alias(f.name))
     columns += [filled(f).cast(pl.Float64).alias(RAW + f.name) for f in numeric]
     columns.append(pl.col("split"))
     t2 = time.perf_counter()
@@ -207,7 +225,7 @@ def child_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench_prepare_polars.py polars-child")
     parser.add_argument("--file", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--variant", default="unpivot")
+    parser.add_argument("--variant", default=VARIANTS[0], choices=VARIANTS)
     args = parser.parse_args(argv)
     import resource
     from autoint.datasets import builtin_spec  # the spec `prepare --dataset criteo` reads
@@ -292,7 +310,7 @@ def sh(command: str) -> str:
 def write_results(results: Path, record: dict) -> None:
     results.mkdir(parents=True, exist_ok=True)
     (results / "results.json").write_text(json.dumps(record, indent=1) + "\n")
-    lines = [f"# `prepare` against a polars streaming pipeline", "",
+    lines = ["# `prepare` against a polars streaming pipeline", "",
              f"Written by `benchmarks/bench_prepare_polars.py` ({record['command']}).", "",
              f"- date: {record['date']} (UTC)", f"- commit: {record['commit']}",
              f"- CPU: {record['cpu']}, {record['threads']} threads; flags: {record['cpu_flags']}",
@@ -300,7 +318,8 @@ def write_results(results: Path, record: dict) -> None:
     for size in record["sizes"]:
         lines += [f"## {size['rows']:,} rows ({size['file_mib']:,} MiB file)", "",
                   f"- load before: `{size['load_before']}`", f"- load after: `{size['load_after']}`", "",
-                  "| tool | round | wall s | rows/s (wall) | inner s | pass 1 s | pass 2 s | peak RSS MiB | output MiB |",
+                  "| tool | round | wall s | rows/s (wall) | inner s | pass 1 s | pass 2 s | peak RSS MiB "
+                  "| output MiB |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in size["runs"]:
             lines.append(f"| {r['tool']} | {r['round']} | {r['wall_s']} | {r['rows_per_s']:,} | {r['prepare_s']} | "
@@ -328,8 +347,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="+", default=[MILLION, 10 * MILLION])
     parser.add_argument("--work", default="/tmp/bench-prepare-polars")
-    parser.add_argument("--variants", nargs="+", default=["unpivot", "per-column"],
-                        choices=["unpivot", "per-column"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS[:3]), choices=VARIANTS,
+                        help="polars pipelines, COUNTING/ENCODING (see the module docstring)")
     parser.add_argument("--results", default=str(Path(__file__).resolve().parent / "results" / "prepare-polars"))
     parser.add_argument("--rounds", type=int, default=1, help="times the sequence ours, polars... runs")
     parser.add_argument("--no-check", action="store_true", help="skip comparing the two outputs")
@@ -360,7 +379,7 @@ def main() -> None:
             size["runs"].append({"tool": "ours", "round": k, **ours})
             print(json.dumps({"tool": "ours", "round": k, "threads": os.cpu_count(), **ours}), flush=True)
             for variant in args.variants:
-                theirs = run_polars(folder, work / f"polars-{variant}-{rows}", variant)
+                theirs = run_polars(folder, work / f"polars-{variant.replace('/', '-')}-{rows}", variant)
                 tool = f"polars {pl.__version__} ({variant})"
                 size["runs"].append({"tool": tool, "round": k, **theirs})
                 print(json.dumps({"tool": f"polars ({variant})", "round": k, "threads": os.cpu_count(), **theirs}),
@@ -373,7 +392,8 @@ def main() -> None:
         print(json.dumps({"rows": rows, "ratios": size["ratios"], "load_before": size["load_before"],
                           "load_after": size["load_after"]}), flush=True)
         if not args.no_check:
-            size["check"] = {v: check(work / f"ours-{rows}", work / f"polars-{v}-{rows}") for v in args.variants}
+            size["check"] = {v: check(work / f"ours-{rows}", work / f"polars-{v.replace('/', '-')}-{rows}")
+                             for v in args.variants}
             print(json.dumps({"rows": rows, "check": size["check"]}), flush=True)
         record["sizes"].append(size)
     if not args.no_results:

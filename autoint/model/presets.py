@@ -17,7 +17,9 @@ PRESETS: dict[str, dict] = {
 PRESET_DESCRIPTIONS: dict[str, str] = {
     "paper": "The paper's AutoInt, Eqs. 5-9 as written (the CLI's default, for reproduction).",
     "authors-code": "The authors' TensorFlow layer: ReLU and bias on Q, K, V and W_Res, scaled scores, layer norm.",
-    "readable": "The app's default: a model whose attention can be read (benchmarks/results/attention-faithfulness).",
+    "readable": "The app's default, a model whose attention can be read: the authors' layer settings, which the "
+                "faithfulness benchmark picked (split rho +0.83 for its best reading at +0.0014 test AUC, "
+                "benchmarks/results/attention-faithfulness).",
 }
 
 
