@@ -62,8 +62,11 @@ def reading_choice(page: str, run_path: str, key: str, *, container=None) -> tup
         where.selectbox("Reading of the attention", [PAPER_READING], key=f"{page}_reading_pending::{run_path}",
                         format_func=lambda n: READINGS[n].title, disabled=True,
                         help="The other readings appear, the best one first, once this model's are scored.")
-        with where:
+        if container is None:
             background_progress(task.key)
+        else:
+            with container:
+                background_progress(task.key)
         return PAPER_READING, None
     scored = task.result()
     widget = f"{page}_reading::{run_path}"

@@ -271,3 +271,28 @@ def test_the_faithfulness_line_survives_any_results_file(tmp_path):
     assert lines[:-2] == [None] * (len(shapes) - 2)
     assert "a, ρ = +0.70" in lines[-2] and "`readable` preset" in lines[-2]
     assert "closest: b, ρ = +0.40 (paper: ρ = -0.26)" in lines[-1]
+
+
+def test_a_models_first_visit_shows_raw_attention_while_its_readings_are_scored(pair_env, monkeypatch, readings_of):
+    """Before a model's readings are scored (in the background, once), the page draws raw α with the picker
+    disabled and a progress bar, no error; then it opens on the best reading."""
+    import threading
+    import app.views as views
+    from autoint.explain import sampling
+    gate, real = threading.Event(), sampling.model_readings
+
+    def held(*args, **kwargs):  # the scoring waits until the test lets it go
+        gate.wait(60)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(sampling, "model_readings", held)
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    box = next(b for b in at.selectbox if b.label == "Reading of the attention")
+    assert box.disabled and box.value == "raw" and box.options == [READINGS["raw"].title]
+    assert any("Scoring the six readings" in p.proto.text for p in at.get("progress"))
+    assert chart(at, "Attention per layer and head")["data"]  # raw α drawn meanwhile
+    gate.set()
+    assert views.background().wait_idle(120)
+    at.run()
+    box = reading_box(at)
+    assert not box.disabled and box.value == readings_of(pair_env / "readable").default
