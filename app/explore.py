@@ -13,7 +13,7 @@ from autoint.explain.explanation import METHOD_NAMES
 from autoint.explain.interactions import pair_index, verdict
 from autoint.explain.readings import PAPER_READING, READINGS, pairs_of
 from autoint.figures import (MANY_FIELDS, agreement_bars, agreement_scatter, attention_interaction_side_by_side,
-                             attribution_bars, reading_grid, reading_heatmap)
+                             attribution_bars, interaction_heatmap, reading_grid, reading_heatmap)
 from autoint.data.samples import random_position
 
 DEFAULT_METHODS = ["integrated_gradients", "feature_ablation"]  # Shapley sampling costs ~0.4 s more per sample
@@ -228,10 +228,14 @@ def compare_models(values: dict) -> None:
             st.markdown(f"**{who}** · `{run['name']}`" + (f" · test AUC {auc:.4f}" if isinstance(auc, float) else ""))
             st.metric("Predicted CTR", f"{shown.ctr:.1%}")
             readings = shown.readings
-            state.show_figure(attention_interaction_side_by_side(
-                readings[best].matrix, shown.interactions.matrix, shown.labels, signed=True,
-                reading=best, unit=READINGS[best].title, title=f"{READINGS[best].title} beside the interactions",
-                attention_title=READINGS[best].title), f"compare-{run['name']}", f"explore_compare_{who[:4]}")
+            # Half a page each: the reading and the interactions one above the other, not side by side.
+            state.show_figure(reading_heatmap(readings[best].matrix, shown.labels, reading=best,
+                                              unit=READINGS[best].title,
+                                              title=f"{READINGS[best].title} (its best reading)"),
+                              f"compare-{run['name']}-reading", f"explore_compare_reading_{who[:4]}")
+            state.show_figure(interaction_heatmap(shown.interactions.matrix, shown.labels, signed=True,
+                                                  title="What it combines (k-SII, logit)"),
+                              f"compare-{run['name']}-interactions", f"explore_compare_ksii_{who[:4]}")
             pairs = len(shown.interactions.pairs)
             verdict_box(readings[best].agreement, pairs, f"its best reading ({READINGS[best].title})")
             verdict_box(readings[PAPER_READING].agreement, pairs, "raw α (the paper's reading)")

@@ -1,16 +1,18 @@
 """`prepare` against a polars streaming pipeline doing the same job, on the same generated Criteo-format file, in
 one run: rows/s and peak RSS of each (issue "One house", item 6).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_prepare_polars.py --rows 1000000 10000000 --rounds 2 \
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_prepare_polars.py --rows 1000000 10000000 --rounds 3 \
         [--work /tmp/bench-prepare-polars] [--variants unpivot/enum ...] [--results DIR] [--no-check]
 
 The file is `bench_prepare.criteo_file`'s (1M rows: `synth.generate_criteo(rows=1_000_000, seed=0)`; 10M rows:
-seeds 0-9 appended). Each tool runs in its own child process, one after the other, `--rounds` times: "ours" is
-`python -m autoint prepare --dataset criteo` (`bench_prepare.run`), "polars" is this script's `polars-child`,
-once per variant. Wall seconds are the parent's clock around the child (start-up included); peak RSS is the
-child's own `resource.getrusage(RUSAGE_SELF).ru_maxrss` (KiB on Linux), printed as it exits. One JSON line per
+seeds 0-9 appended). Each tool runs in its own child process, one at a time, once a round (`--rounds`, odd
+rounds ours first, even rounds ours last): "ours" is `python -m autoint prepare --dataset criteo`
+(`bench_prepare.run`), "polars" is this script's `polars-child`, once per variant. Wall seconds are the parent's
+clock around the child (start-up included); peak RSS is the child's own `resource.getrusage(RUSAGE_SELF)
+.ru_maxrss` (KiB on Linux), printed as it exits; CPU seconds are the child's user + system time (the parent's
+RUSAGE_CHILDREN before and after), less moved by other jobs on the machine than wall time. One JSON line per
 tool, round and size; results.json and results.md go to `--results` (default benchmarks/results/prepare-polars).
-The ratios are polars / ours, each polars run against the "ours" run of its round.
+The ratios are polars / ours: each polars run against the "ours" run of its round, and the medians over rounds.
 
 The polars pipeline (`polars_prepare`), the built-in criteo spec read as `prepare` reads it; a variant is
 COUNTING/ENCODING:
@@ -57,6 +59,8 @@ import datetime
 import json
 import os
 import platform
+import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -303,6 +307,14 @@ def check(ours: Path, theirs: Path) -> dict:
             "polars_rows_out_of_line_order": unordered}
 
 
+def ratios(theirs: dict, ours: dict) -> dict:
+    """polars / ours: rows/s (wall), peak RSS, CPU seconds; and the 1.3x rule on the first two."""
+    speed, rss = theirs["rows_per_s"] / ours["rows_per_s"], theirs["peak_rss_mib"] / ours["peak_rss_mib"]
+    return {"rows_per_s": round(speed, 3), "peak_rss": round(rss, 3),
+            "cpu_s": round(theirs["cpu_s"] / ours["cpu_s"], 3),
+            "within_1.3x_both": speed >= 1 / 1.3 and rss <= 1.3}
+
+
 def sh(command: str) -> str:
     return subprocess.run(command, shell=True, capture_output=True, text=True).stdout.strip()
 
@@ -318,17 +330,18 @@ def write_results(results: Path, record: dict) -> None:
     for size in record["sizes"]:
         lines += [f"## {size['rows']:,} rows ({size['file_mib']:,} MiB file)", "",
                   f"- load before: `{size['load_before']}`", f"- load after: `{size['load_after']}`", "",
-                  "| tool | round | wall s | rows/s (wall) | inner s | pass 1 s | pass 2 s | peak RSS MiB "
-                  "| output MiB |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| tool | round | wall s | rows/s (wall) | CPU s | inner s | pass 1 s | pass 2 s | peak RSS MiB "
+                  "| output MiB | load after |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for r in size["runs"]:
-            lines.append(f"| {r['tool']} | {r['round']} | {r['wall_s']} | {r['rows_per_s']:,} | {r['prepare_s']} | "
-                         f"{r.get('pass1_s', '')} | {r.get('pass2_s', '')} | {r['peak_rss_mib']:,} | "
-                         f"{r['out_mib']} |")
-        lines += ["", "| polars variant, round | rows/s polars / ours | peak RSS polars / ours | within 1.3x on both |",
-                  "|---|---:|---:|---|"]
+            lines.append(f"| {r['tool']} | {r['round']} | {r['wall_s']} | {r['rows_per_s']:,} | {r['cpu_s']} | "
+                         f"{r['prepare_s']} | {r.get('pass1_s', '')} | {r.get('pass2_s', '')} | "
+                         f"{r['peak_rss_mib']:,} | {r['out_mib']} | {r['load_after']} |")
+        lines += ["", "| polars variant, round | rows/s polars / ours | peak RSS polars / ours | CPU s polars / ours "
+                  "| within 1.3x on both |", "|---|---:|---:|---:|---|"]
         for v, ratio in size["ratios"].items():
-            lines.append(f"| {v} | {ratio['rows_per_s']} | {ratio['peak_rss']} | {ratio['within_1.3x_both']} |")
+            lines.append(f"| {v} | {ratio['rows_per_s']} | {ratio['peak_rss']} | {ratio['cpu_s']} | "
+                         f"{ratio['within_1.3x_both']} |")
         for v, c in size.get("check", {}).items():
             lines += ["", f"Outputs compared after the timed runs, ours against polars ({v}): equal = {c['equal']}"
                       + (f"; differences: {'; '.join(c['differences'])}" if c["differences"] else "")
@@ -336,7 +349,10 @@ def write_results(results: Path, record: dict) -> None:
                       + (f"; polars rows not in line order in {c['polars_rows_out_of_line_order']}"
                          if c["polars_rows_out_of_line_order"] else "") + "."]
         lines.append("")
-    lines += ["Ratios: rows/s polars / ours (above 1: polars faster; 'within 1.3x' means >= 1/1.3 = 0.77) and peak "
+    lines += ["CPU s: the child's user + system seconds (getrusage of the children), less moved by other jobs "
+              "than wall time. 'load after': /proc/loadavg as the run ended. Odd rounds run ours first, even rounds "
+              "last.", "",
+              "Ratios: rows/s polars / ours (above 1: polars faster; 'within 1.3x' means >= 1/1.3 = 0.77) and peak "
               "RSS polars / ours (below 1: polars smaller; 'within 1.3x' means <= 1.3).", ""]
     (results / "results.md").write_text("\n".join(lines))
 
@@ -350,7 +366,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS[:3]), choices=VARIANTS,
                         help="polars pipelines, COUNTING/ENCODING (see the module docstring)")
     parser.add_argument("--results", default=str(Path(__file__).resolve().parent / "results" / "prepare-polars"))
-    parser.add_argument("--rounds", type=int, default=1, help="times the sequence ours, polars... runs")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="times every tool runs (odd rounds ours first, even rounds ours last); medians too")
     parser.add_argument("--no-check", action="store_true", help="skip comparing the two outputs")
     parser.add_argument("--no-results", action="store_true", help="print the JSON lines only")
     args = parser.parse_args()
@@ -374,20 +391,30 @@ def main() -> None:
         size = {"rows": rows, "file_mib": round((folder / "train.txt").stat().st_size / 2**20),
                 "load_before": sh("uptime"), "runs": []}
         size["ratios"] = {}
-        for k in range(1, args.rounds + 1):  # each round: ours, then each polars variant, one after the other
-            ours = bench_prepare.run(folder, work / f"ours-{rows}", [])
-            size["runs"].append({"tool": "ours", "round": k, **ours})
-            print(json.dumps({"tool": "ours", "round": k, "threads": os.cpu_count(), **ours}), flush=True)
-            for variant in args.variants:
-                theirs = run_polars(folder, work / f"polars-{variant.replace('/', '-')}-{rows}", variant)
-                tool = f"polars {pl.__version__} ({variant})"
-                size["runs"].append({"tool": tool, "round": k, **theirs})
-                print(json.dumps({"tool": f"polars ({variant})", "round": k, "threads": os.cpu_count(), **theirs}),
-                      flush=True)
-                speed = theirs["rows_per_s"] / ours["rows_per_s"]
-                rss = theirs["peak_rss_mib"] / ours["peak_rss_mib"]
-                size["ratios"][f"{tool}, round {k}"] = {"rows_per_s": round(speed, 3), "peak_rss": round(rss, 3),
-                                                       "within_1.3x_both": speed >= 1 / 1.3 and rss <= 1.3}
+        tools = ["ours"] + list(args.variants)
+        for k in range(1, args.rounds + 1):  # each round every tool once; odd rounds ours first, even rounds last
+            order = tools if k % 2 else tools[1:] + tools[:1]
+            done = {}
+            for t in order:
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if t == "ours":
+                    r = bench_prepare.run(folder, work / f"ours-{rows}", [])
+                else:
+                    r = run_polars(folder, work / f"polars-{t.replace('/', '-')}-{rows}", t)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                r["cpu_s"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)
+                done[t] = r = {"tool": "ours" if t == "ours" else f"polars {pl.__version__} ({t})", "round": k,
+                               "load_after": sh("cut -d' ' -f1-3 /proc/loadavg"), **r}
+                size["runs"].append(r)
+                print(json.dumps({"threads": os.cpu_count(), **r}), flush=True)
+            for t in args.variants:
+                size["ratios"][f"{done[t]['tool']}, round {k}"] = ratios(done[t], done["ours"])
+        for t in args.variants:  # the medians over the rounds, each tool's own
+            mine = [r for r in size["runs"] if r["tool"].endswith(f"({t})")]
+            ours_runs = [r for r in size["runs"] if r["tool"] == "ours"]
+            size["ratios"][f"{mine[0]['tool']}, medians of {args.rounds}"] = ratios(
+                {key: statistics.median(r[key] for r in mine) for key in ("rows_per_s", "peak_rss_mib", "cpu_s")},
+                {key: statistics.median(r[key] for r in ours_runs) for key in ("rows_per_s", "peak_rss_mib", "cpu_s")})
         size["load_after"] = sh("uptime")
         print(json.dumps({"rows": rows, "ratios": size["ratios"], "load_before": size["load_before"],
                           "load_after": size["load_after"]}), flush=True)

@@ -226,3 +226,22 @@ def test_a_splits_value_zeroing_reads_its_budget_of_samples(synth_dataset, monke
     assert zeroing.quartiles()["samples"] == 12 and np.isfinite(scored["gradient"].per_sample).all()
     _, maps = read_batch(model, x.index(slice(0, 12)), ["value-zeroing"])
     np.testing.assert_allclose(zeroing.per_head, maps["value-zeroing"].mean(0), atol=1e-9)
+
+
+def test_the_learn_pages_steps_follow_every_preset(synth_dataset):
+    """layer_steps recomputes one layer by hand and checks it against the model's own forward: for the paper's
+    layer and for the readable preset's (ReLU and bias on the projections, scaled scores, layer norm) alike."""
+    from autoint.datasets.movielens import Catalog, read_movielens
+    from autoint.explain.steps import layer_steps
+    from autoint.model.presets import preset_config
+    values = Catalog(read_movielens(synth_dataset.data_dir)).sample(1, 2)
+    for preset in ("paper", "readable"):
+        torch.manual_seed(0)
+        model = AutoInt(preset_config(preset, embed_dim=8, attn_dim=4, heads=2, layers=2), synth_dataset.schema)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(std=0.3)
+        steps = layer_steps(model, values, 2)
+        assert steps.output.shape == (7, 8) and np.allclose(steps.attention.sum(-1), 1, atol=1e-5)
+        if preset == "readable":
+            assert (steps.query >= 0).all() and (steps.value >= 0).all()  # ReLU(W e + b)

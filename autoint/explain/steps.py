@@ -59,6 +59,8 @@ def layer_steps(model: AutoInt, values: dict, layer: int) -> LayerSteps:
     B, F, _ = e.shape
     H, dh = module.heads, module.attn_dim
     projected = module.projection(e).view(B, F, -1, H, dh)  # (1, F, 3 or 4, H, d')
+    if module.qkv_relu:  # the authors' code (the readable preset): ReLU(W e + b) for Q, K, V and W_Res
+        projected = F_.relu(projected)  # (1, F, 3 or 4, H, d')
     query, key, value = projected[:, :, :3].permute(2, 0, 3, 1, 4).unbind(0)  # each (1, H, F, d')
     scores = query @ key.transpose(-1, -2)  # (1, H, F, F)  Eq. 5
     if module.scaled:
