@@ -68,7 +68,8 @@ def cmd_synth(args) -> int:
 MODEL_FLAGS = {"embed_dim": "embed_dim", "attn_dim": "attn_dim", "heads": "heads", "layers": "layers",
                "residual": "residual", "dropout": "dropout", "scaled": "scaled_attention",
                "layer_norm": "layer_norm", "qkv_relu": "qkv_relu", "projection_bias": "projection_bias",
-               "attention_dropout": "attention_dropout", "dnn": "dnn_hidden", "dnn_dropout": "dnn_dropout"}
+               "attention_dropout": "attention_dropout", "sparse_attention": "sparse_attention", "dnn": "dnn_hidden",
+               "dnn_dropout": "dnn_dropout"}
 TRAIN_FLAGS = ("epochs", "patience", "batch_size", "lr", "weight_decay", "lr_decay", "seed", "data_path",
                "buffer_rows", "virtual_shards", "loader_workers")
 FLAG_NAMES = {"data_path": "--stream/--in-memory"}  # a setting whose flags are not spelled after its field
@@ -383,6 +384,9 @@ def cmd_explain(args) -> int:
     for name, value in edits.items():  # a request time outside the data's range: refused, as --time is
         if run.schema[name].format == "timestamp" and catalog is not None:
             catalog.check_time(value)
+    if edits:  # a bad edit is refused before anything is computed
+        from .data.encoding import check_values
+        check_values(run.schema, {**values, **edits})
     kwargs = {"interaction_baseline": _interaction_baseline(args, run, dataset),
               "reading": _model_reading(args, run, dataset)}
     if not args.no_attributions:  # IG's baseline is the training-mean embedding: computed once when both use it
@@ -657,6 +661,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a bias in those projections (authors' code; paper: off)")
     p.add_argument("--attention-dropout", type=float, metavar="P",
                    help="dropout on the attention weights before Eq. 6, in training only (authors' code; paper: 0)")
+    p.add_argument("--sparse-attention", action=argparse.BooleanOptionalAction, default=None,
+                   help="sparsemax in place of Eq. 5's softmax (a remedy tried for readable attention; paper: off)")
     p.add_argument("--dnn", type=_hidden, help="hidden widths for AutoInt+, e.g. 400,400 (none: AutoInt)")
     p.add_argument("--dnn-dropout", type=float, help="dropout in AutoInt+'s DNN (default 0)")
     p.add_argument("--with-ids", action="store_true")

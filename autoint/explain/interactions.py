@@ -621,7 +621,7 @@ def verdict(rho: float, pairs: int, subject: str = "attention") -> str:
     elif rho >= 0.2:
         words = f"{subject} ranks pairs only loosely like the model's interactions"
     elif rho > -0.2:
-        words = f"{subject} ranks pairs in no relation to the model's interactions"
+        words = f"{subject}: its ranking of pairs is unrelated to the model's interactions"
     else:
         words = f"{subject} ranks pairs unlike the model's interactions"
     return f"{words} (ρ = {rho:+.2f} over {pairs} pairs)"
