@@ -70,7 +70,7 @@ def current() -> Current:
 
 
 def current_row(source: DataSource, run_path: str):
-    """This session's sample of a data set other than MovieLens: a position in its test split (the first
+    """This browser session's sample of a data set other than MovieLens: a position in its test split (the first
     sample to begin with), kept per data set. For a run trained on the prepared copy it is read from the copy (one
     row group: `prepared_row`), else from the data set in memory."""
     from autoint.data.samples import SampleError, split_row
