@@ -424,3 +424,27 @@ def test_the_cpu_kernel_default_needs_avx512(monkeypatch):
     monkeypatch.setattr(kernel_loader, "_cpu_flags", lambda: "flags\t\t: fpu sse2 avx avx2 fma")
     monkeypatch.setenv("AUTOINT_CPU_KERNEL", "cpp")
     assert kernel_loader.cpu_kernel() == "cpp"
+
+
+def test_a_build_stopped_midway_does_not_block_the_next_one(tmp_path, monkeypatch):
+    """torch's build guard is a plain `lock` file; a process killed while building leaves it, and torch's next
+    `load` of that name would wait on it forever (a CI run hung there). Under our OS lock the leftover is removed
+    with one warning; a second holder of the OS lock waits instead of building beside the first."""
+    import threading
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    folder = tmp_path / "autoint_attention_test"
+    folder.mkdir()
+    (folder / "lock").write_text("")  # what a killed build leaves
+    with pytest.warns(RuntimeWarning, match="left by a build that was stopped"):
+        with kernel_loader._build_lock("autoint_attention_test"):
+            assert not (folder / "lock").exists()
+            entered = threading.Event()
+
+            def second():
+                with kernel_loader._build_lock("autoint_attention_test"):
+                    entered.set()
+            other = threading.Thread(target=second)
+            other.start()
+            assert not entered.wait(0.3)  # the second waits while the first holds the lock
+    other.join(5)
+    assert entered.is_set()

@@ -8,6 +8,7 @@ attention.cpp beside this file, its lock, and the fallbacks (C++ -> inductor -> 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -91,8 +92,33 @@ def _build_cpp_extension():
     cflags = ["-O3", "-march=native", "-fopenmp"]
     if platform.machine() in ("x86_64", "AMD64"):
         cflags.append("-mprefer-vector-width=512")
-    return load(name=f"autoint_attention_{tag}", sources=[CPP_SOURCE], extra_cflags=cflags,
-                extra_ldflags=["-fopenmp"], verbose=False)
+    name = f"autoint_attention_{tag}"
+    with _build_lock(name):
+        return load(name=name, sources=[CPP_SOURCE], extra_cflags=cflags, extra_ldflags=["-fopenmp"],
+                    verbose=False)
+
+
+@contextlib.contextmanager
+def _build_lock(name: str):
+    """One process at a time builds or loads extension `name`, under an OS lock that dies with its holder.
+
+    torch's own guard is a plain file, `lock`, in the build folder (`torch.utils.file_baton.FileBaton`): a
+    process killed while it builds (a cancelled training job, a test's subprocess, a stopped server) leaves
+    it behind, and every later `load` of that name waits on it forever. Holding the OS lock, no other process
+    of this code is building `name`, so a `lock` file found there is such a leftover and is removed."""
+    from filelock import FileLock
+    from torch.utils.cpp_extension import _get_build_directory
+    folder = _get_build_directory(name, verbose=False)  # creates the folder
+    with FileLock(os.path.join(folder, "autoint-build.lock")):
+        leftover = os.path.join(folder, "lock")
+        if os.path.exists(leftover):
+            warnings.warn(f"AutoInt: removing {leftover}, left by a build that was stopped before it ended.",
+                          RuntimeWarning, stacklevel=3)
+            try:
+                os.remove(leftover)
+            except FileNotFoundError:
+                pass
+        yield
 
 
 class _Kernels:
