@@ -1,5 +1,5 @@
-"""Explore: one sample (MovieLens: a user, a movie and a request time; any other data set: a test sample picked
-by field values or at random); the CTR, the attention of every head, the reasons.
+"""Explore: one sample (a catalogued data set such as MovieLens-1M: a user, a movie and a request time; any
+other data set: a test sample picked by field values or at random); the CTR, the attention of every head, the reasons.
 
 This reproduces the paper's Fig. 7(a) for any sample.
 """
@@ -177,7 +177,7 @@ source = state.data_source()
 if source.has_catalog:  # read the files first: a broken folder shows its error instead of starting a training
     state.catalog(source.key)
 run_path, model = samples.require_model()
-key = folder = source.key  # what the cached loads are keyed by (a MovieLens folder's path, else the data set)
+key = folder = source.key  # what the cached loads are keyed by (DataSource.key)
 st.title("Explore a prediction")
 if source.has_catalog:
     st.caption("Pick a user, a movie and when the request happens. The model predicts the click-through rate (CTR); "

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from autoint.data.samples import Row
-from autoint.datasets.movielens import Catalog
+from autoint.datasets import Catalog
 from autoint.errors import DataError
 from autoint.workspace.sources import DataSource, source_of
 
@@ -18,7 +18,7 @@ from app.first_start import first_run_training
 
 def require_model():
     """(run path, model) for a page that explains; without a trained model, show the first-run training
-    (MovieLens), or say where to train one (any other data set: its size is unknown, so nothing starts by itself)."""
+    (a data set with a catalogue), or say where to train one (any other data set: its size is unknown, so nothing starts by itself)."""
     path = current_run_path()
     if path is None:
         source = data_source()
@@ -33,7 +33,7 @@ def require_model():
 
 
 def exploring() -> tuple[str, Catalog, str, object, dict]:
-    """What the MovieLens per-sample pages start from: (data folder, catalog, run path, model, current sample)."""
+    """What the per-sample pages of a catalogued data set start from: (data folder, catalog, run path, model, current sample)."""
     folder = str(data_source().folder)
     cat = catalog(folder)
     run_path, model = require_model()
@@ -48,10 +48,10 @@ class Current:
     key: str  # the data source's key, for the cached loads below
     run_path: str
     model: object
-    sample: dict  # MovieLens: {"user", "movie", "time"}; any other data set: {"row"}, a test-split position
+    sample: dict  # a catalogued data set: {"user", "movie", "time"}; any other: {"row"}, a test-split position
     values: dict  # the sample's raw field values
     caption: str  # the sample in words: "user 12 and *Toy Story (1995)*", "test sample 17"
-    catalog: Catalog | None = None  # MovieLens only
+    catalog: Catalog | None = None  # a catalogued data set only (autoint.datasets.has_catalogue)
     label: int | None = None  # the sample's real label, when it is a sample of the data
 
 
@@ -70,7 +70,7 @@ def current() -> Current:
 
 
 def current_row(source: DataSource, run_path: str):
-    """This browser session's sample of a data set other than MovieLens: a position in its test split (the first
+    """This browser session's sample of a data set without a catalogue: a position in its test split (the first
     sample to begin with), kept per data set. For a run trained on the prepared copy it is read from the copy (one
     row group: `prepared_row`), else from the data set in memory."""
     from autoint.data.samples import SampleError, split_row
@@ -158,7 +158,7 @@ def request_time(cat: Catalog, timestamp: float) -> float:
 
 
 def current_sample(cat: Catalog) -> dict:
-    sample = st.session_state.get("sample")  # a MovieLens sample; "rows" holds other data sets' (current_row)
+    sample = st.session_state.get("sample")  # a catalogued data set's sample; "rows" holds other data sets' (current_row)
     if sample is None or not _valid(cat, sample):
         sample = _first_rated(cat, int(cat.users["user_id"][0]))
         st.session_state["sample"] = sample

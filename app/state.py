@@ -14,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from autoint.datasets.movielens import Catalog, read_movielens
+from autoint.datasets import Catalog, catalogue
 from autoint.errors import AutoIntError
 from autoint.explain.recommend import ItemScorer
 from autoint.figures import figure_csv, figure_html, plotly_config
@@ -64,13 +64,14 @@ def data_source() -> DataSource:
 
 
 def offers_recommendations(source: DataSource) -> bool:
-    """Recommend needs user-role and item-role fields and a catalogue of users and items (MovieLens has one)."""
+    """Recommend needs user-role and item-role fields and a catalogue of users and items
+    (`autoint.datasets.has_catalogue`)."""
     return source.has_catalog
 
 
 @st.cache_resource(show_spinner="Reading users, movies and ratings ...", max_entries=4)
 def catalog(folder: str) -> Catalog:
-    return Catalog(read_movielens(folder))
+    return catalogue(folder)
 
 
 @st.cache_resource(show_spinner="Encoding the data set for this model ...", max_entries=4)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from autoint.datasets import recorded_dataset
 from autoint.workspace import sources
 from app import attention_readings, first_start, samples, state, views
 from autoint.errors import AutoIntError
@@ -113,7 +114,7 @@ def training_data() -> tuple[object, bool]:
                     f"The explaining pages then read this run's samples from the same copy.")
         return prepared, True
     if source.has_catalog:
-        st.markdown(":material/dataset: **Data:** the MovieLens files, read whole into memory (small).")
+        st.markdown(f":material/dataset: **Data:** the {source.label} files, read whole into memory (small).")
         return None, True
     size = sources.raw_bytes(source)
     if not views.needs_preparing(source):
@@ -248,7 +249,7 @@ def row(run: dict) -> dict:
             "d'": config.get("attn_dim"), "residual": config.get("residual"),
             "test AUC": metrics.get("test_auc"), "test log loss": metrics.get("test_logloss"),
             "epochs": metrics.get("epochs_run"), "created": run.get("created"),
-            "data set": run.get("dataset") or "movielens-1m", "data": (run.get("data_dir") or "not recorded").rsplit("/", 1)[-1]}
+            "data set": recorded_dataset(run.get("dataset")), "data": (run.get("data_dir") or "not recorded").rsplit("/", 1)[-1]}
 
 
 st.dataframe([row(r) for r in runs], hide_index=True, key="train_registry",

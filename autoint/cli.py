@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .datasets.registry import DEFAULT_DATASET, recorded_dataset
 from .errors import UsageError
 
 
@@ -46,7 +47,7 @@ def cmd_download(args) -> int:
 
 
 def _load_any_dataset(args, schema=None):
-    """--dataset NAME (default movielens-1m) or --spec FILE, read from --data-dir (autoint.datasets)."""
+    """--dataset NAME (default DEFAULT_DATASET) or --spec FILE, read from --data-dir (autoint.datasets)."""
     from .datasets import load_dataset
     return load_dataset(args.dataset, spec=args.spec, data_dir=args.data_dir, with_ids=args.with_ids, schema=schema)
 
@@ -77,11 +78,12 @@ FLAG_NAMES = {"data_path": "--stream/--in-memory"}  # a setting whose flags are 
 
 def cmd_prepare(args) -> int:
     """Preprocess a spec data set once into encoded Parquet row groups (autoint.datasets.prepared); print its summary."""
-    from .datasets import MOVIELENS, builtin_spec, read_spec, resolve_data_dir
+    from .datasets import BUILTIN_SPECS, CATALOGUED, builtin_spec, has_catalogue, read_spec, resolve_data_dir
     from .errors import UsageError
     from .datasets.prepared import ROW_GROUP_ROWS, keep_freed_memory, prepare
-    if args.spec is None and args.dataset in (None, MOVIELENS):
-        raise UsageError("prepare needs --dataset criteo, avazu or kdd12, or --spec FILE; MovieLens-1M is small "
+    if has_catalogue(args.dataset or DEFAULT_DATASET, args.spec):
+        title = CATALOGUED[args.dataset or DEFAULT_DATASET]
+        raise UsageError(f"prepare needs --dataset {', '.join(BUILTIN_SPECS)}, or --spec FILE; {title} is small "
                          "enough to read whole.")
     spec = read_spec(args.spec) if args.spec is not None else builtin_spec(args.dataset)
     folder = resolve_data_dir(args.dataset or spec.name, args.spec, args.data_dir)
@@ -312,10 +314,11 @@ def _one_sample(args, run, catalog, dataset) -> tuple[dict, dict]:
         return row.values, {"split": args.split, "row": row.position, "index": row.index, "label": row.label}
     if catalog is None:
         name, _ = _trained_on(run)
-        raise UsageError(f"--user and --movie pick a MovieLens sample; {args.run} was trained on {name}: give "
-                         f"--row N (the N-th sample of the {args.split} split, from 0) instead.")
+        raise UsageError(f"--user and --movie pick a sample from a catalogue of users and items; {args.run} was "
+                         f"trained on {name}, which has none: give --row N (the N-th sample of the {args.split} "
+                         f"split, from 0) instead.")
     if args.user is None or args.movie is None:
-        raise UsageError("--user and --movie go together: give both (MovieLens), or --row N (the N-th sample of "
+        raise UsageError("--user and --movie go together: give both, or --row N (the N-th sample of "
                          "the split) instead.")
     values = catalog.sample(args.user, args.movie, parse_time(args.time) if args.time else None)
     return values, {"user": args.user, "movie": args.movie, "title": catalog.movie(args.movie)["title"],
@@ -542,7 +545,7 @@ def cmd_runs(args) -> int:
         config = r.get("config") or {}
         out.append({"name": r["name"], "path": r["path"], "model": r.get("model"),
                     "preset": preset_of(config) if r.get("model") in ATTENTION_MODELS else None,
-                    "test_auc": r.get("metrics", {}).get("test_auc"), "dataset": r.get("dataset") or "movielens-1m",
+                    "test_auc": r.get("metrics", {}).get("test_auc"), "dataset": recorded_dataset(r.get("dataset")),
                     "created": r.get("created"), "default": chosen is not None and r["path"] == chosen["path"]})
     if not args.json:
         for r in out:
@@ -559,7 +562,7 @@ def cmd_recommend(args) -> int:
     from .explain.recommend import recommend
     from .explain.recommend import can_recommend
     run, catalog, _ = _run_and_data(args, need_dataset=False)
-    if catalog is None:  # only MovieLens has a catalogue of users and items here
+    if catalog is None:  # a data set without a catalogue of users and items (`datasets.has_catalogue`)
         name, _ = _trained_on(run)
         raise UsageError(f"recommendations need user-role and item-role fields and a catalogue of users and items; "
                          f"{args.run} was trained on {name}, which has "
@@ -600,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--any-data", action="store_true", help="--row: go on even if the data differs from "
                                                                "training (its rows would be other samples)")
 
-    def dataset_args(p, default="movielens-1m"):
+    def dataset_args(p, default=DEFAULT_DATASET):
         from .datasets import DATASETS
         which = p.add_mutually_exclusive_group()
         which.add_argument("--dataset", choices=DATASETS, help=f"a built-in data set (default: {default})")

@@ -52,3 +52,26 @@ def test_a_run_is_refused_on_data_with_other_fields(synth_dataset, tmp_path):
     folder = generate_criteo(tmp_path / "criteo", rows=300, seed=1)
     with pytest.raises(DataError, match="are not the ones r was trained on"):
         sources.load_for_run("criteo", None, folder, synth_dataset.schema, "r")
+
+
+def test_data_sets_are_asked_for_by_capability(tmp_path, monkeypatch, capsys):
+    """Outside autoint/datasets the code asks which data sets have a catalogue and which files a folder lacks;
+    the default data set's files and the default itself are named once, in the registry."""
+    from autoint import datasets
+    from autoint.cli import main as cli
+    assert datasets.has_catalogue(datasets.DEFAULT_DATASET) and not datasets.has_catalogue("criteo")
+    assert not datasets.has_catalogue(datasets.DEFAULT_DATASET, spec="mine.toml")  # a user's spec is read by spec
+    assert datasets.recorded_dataset(None) == datasets.DEFAULT_DATASET == "movielens-1m"
+    assert datasets.recorded_dataset("kdd12") == "kdd12"
+    (tmp_path / "users.dat").write_text("")
+    assert datasets.files_missing("movielens-1m", tmp_path) == ["movies.dat", "ratings.dat or ratings.dat.gz"]
+    assert datasets.files_missing("criteo", tmp_path) == ["train.txt or train.txt.gz"]
+    monkeypatch.setenv("AUTOINT_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError, match=r"holds part of MovieLens-1M but no movies.dat and no ratings.dat or "
+                                        r"ratings.dat.gz\. Add the missing files"):
+        sources.default_source(generate=False)
+    with pytest.raises(DataError, match="has no catalogue of users and items"):
+        datasets.catalogue(tmp_path, "criteo")
+    assert cli(["prepare"]) == 2  # the catalogued data set is read whole: prepare is refused, in words
+    assert "prepare needs --dataset criteo, avazu, kdd12, or --spec FILE; MovieLens-1M is small" in \
+        capsys.readouterr().err

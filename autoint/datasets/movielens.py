@@ -20,7 +20,7 @@ import torch
 from ..data.dataset import SPLIT_SEED, DataError, Dataset, file_fingerprint, split_indices
 from ..data.encoding import encode_frame
 from ..data.schema import UNKNOWN, Field, Schema
-from .registry import MOVIELENS, resolve_data_dir
+from .registry import MOVIELENS, files_missing, resolve_data_dir
 from .dat import read_dat
 
 YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
@@ -62,9 +62,7 @@ RELEASE_BUCKETS = ("1919-1929", "1930-1939", "1940-1949", "1950-1959", "1960-196
 
 def has_movielens_files(folder: str | os.PathLike) -> bool:
     """Whether a folder holds MovieLens-1M's files (users, movies, and ratings plain or gzipped)."""
-    folder = Path(folder)
-    return (folder / "users.dat").is_file() and (folder / "movies.dat").is_file() and any(
-        (folder / name).is_file() for name in ("ratings.dat", "ratings.dat.gz"))
+    return not files_missing(MOVIELENS, folder)
 
 
 def _ratings_path(folder: Path) -> Path:

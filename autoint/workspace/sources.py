@@ -1,8 +1,8 @@
 """Which data sets are on offer, which data a run explains, and how it is read: one rule for the CLI and the app.
 
-A data source is a folder with a data set's files: MovieLens's `::` files, a built-in spec's files as distributed
-(Criteo's train.txt ...), or a user's spec (*.toml) beside its files. The default source is the folder
-AUTOINT_DATA_DIR names (else data/ml-1m); without data there, the synthetic MovieLens-format data set; then each
+A data source is a folder with a data set's files: a built-in data set's files as distributed (MovieLens-1M's
+`::` files, Criteo's train.txt ...), or a user's spec (*.toml) beside its files. The default source is the folder
+AUTOINT_DATA_DIR names (else the default data set's folder); without data there, a synthetic copy of it; then each
 data set found in a folder of data/. A run explains the data set it was trained on (its fields and vocabularies are
 that data set's), read with the run's own vocabularies (`load_for_run`).
 """
@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..datasets import BUILTIN_SPECS, MOVIELENS, SPEC_DIR, builtin_spec, read_spec, resolve_data_dir
-from ..datasets.registry import SYNTH_DEFAULTS
+from ..datasets import (BUILTIN_SPECS, CATALOGUED, DATASETS, DEFAULT_DATASET, SPEC_DIR, builtin_spec, dataset_files,
+                        files_missing, has_catalogue, read_spec, recorded_dataset, resolve_data_dir)
 from ..errors import AutoIntError, DataError
 
 DATA_ROOT = Path("data")  # one folder per data set; the app's sidebar offers each one found
@@ -33,13 +33,13 @@ class DataSource:
     synthetic: bool
     requested: Path  # where the default data was looked for, else the folder
     default_missing: bool  # the requested folder holds no data set (the synthetic one stands in)
-    dataset: str = MOVIELENS  # a built-in data set's name, or a user's spec's name
+    dataset: str = DEFAULT_DATASET  # a built-in data set's name, or a user's spec's name
     spec: str | None = None  # a user's spec file (a built-in's ships with the code)
 
     @property
     def has_catalog(self) -> bool:
-        """Whether the data set comes with a catalogue of users and items (and its own reader): MovieLens's."""
-        return self.dataset == MOVIELENS and self.spec is None
+        """Whether the data set comes with a catalogue of users and items (and its own reader)."""
+        return has_catalogue(self.dataset, self.spec)
 
     @property
     def key(self) -> str:
@@ -52,27 +52,21 @@ class DataSource:
     @property
     def label(self) -> str:
         if self.has_catalog:
-            return f"{'synthetic (MovieLens format)' if self.synthetic else 'MovieLens-1M'} · {self.folder.name}"
+            title = CATALOGUED[self.dataset]
+            return f"{f'synthetic ({title} format)' if self.synthetic else title} · {self.folder.name}"
         kind = " (spec)" if self.spec else " (generated)" if self.synthetic else ""
         return f"{self.dataset}{kind} · {self.folder.name}"
 
 
-def has_movielens(folder: Path) -> bool:
-    from ..datasets.movielens import has_movielens_files
-    return has_movielens_files(folder)
-
-
 def found_in(folder: Path) -> list[DataSource]:
-    """The data sets a folder holds: MovieLens files, a built-in data set's files as distributed, or a spec file
-    (*.toml) for files beside it."""
+    """The data sets a folder holds: a built-in data set's files as distributed, or a spec file (*.toml) for files
+    beside it."""
     if not folder.is_dir():
         return []
     out = []
     generated = (folder / GROUND_TRUTH).is_file()
-    if has_movielens(folder):
-        out.append(DataSource(folder.resolve(), generated, folder, False))
-    for name in BUILTIN_SPECS:
-        if all(any((folder / n).is_file() for n in alternatives) for alternatives in builtin_spec(name).files):
+    for name in DATASETS:
+        if not files_missing(name, folder):
             out.append(DataSource(folder.resolve(), generated, folder, False, dataset=name))
     for path in sorted(folder.glob("*.toml")):
         try:
@@ -84,23 +78,21 @@ def found_in(folder: Path) -> list[DataSource]:
 
 
 def default_source(generate: bool = True) -> DataSource:
-    """The default data source: what AUTOINT_DATA_DIR (else data/ml-1m) holds, else the synthetic data set
-    (generated once when `generate`). A folder with only some MovieLens files is an error, not a reason to fall
-    back quietly."""
+    """The default data source: what AUTOINT_DATA_DIR (else the default data set's folder) holds, else a synthetic
+    copy of the default data set (generated once when `generate`). A folder with only some of the default data
+    set's files is an error, not a reason to fall back quietly."""
     requested = resolve_data_dir()
     first = found_in(requested)
     if first:
         return first[0]
-    ratings = ("ratings.dat", "ratings.dat.gz")
-    if any((requested / name).is_file() for name in ("users.dat", "movies.dat", *ratings)):
-        missing = [name for name in ("users.dat", "movies.dat") if not (requested / name).is_file()]
-        missing += [] if any((requested / name).is_file() for name in ratings) else ["ratings.dat or ratings.dat.gz"]
-        raise DataError(f"{requested}: holds part of MovieLens-1M but no {' and no '.join(missing)}. Add the "
-                        f"missing files, run `python -m autoint download --data-dir {requested}`, or point "
-                        f"AUTOINT_DATA_DIR elsewhere.")
-    if generate and not has_movielens(SYNTHETIC_DIR):
-        from ..datasets.synth import generate_movielens
-        generate_movielens(SYNTHETIC_DIR, **SYNTH_DEFAULTS)
+    missing = files_missing(DEFAULT_DATASET, requested)
+    if len(missing) < len(dataset_files(DEFAULT_DATASET)):
+        raise DataError(f"{requested}: holds part of {CATALOGUED.get(DEFAULT_DATASET, DEFAULT_DATASET)} but no "
+                        f"{' and no '.join(missing)}. Add the missing files, run `python -m autoint download "
+                        f"--data-dir {requested}`, or point AUTOINT_DATA_DIR elsewhere.")
+    if generate and files_missing(DEFAULT_DATASET, SYNTHETIC_DIR):
+        from ..datasets import generate_synthetic
+        generate_synthetic(SYNTHETIC_DIR)
     return DataSource(SYNTHETIC_DIR.resolve(), True, requested, True)
 
 
@@ -147,8 +139,8 @@ def raw_bytes(source: DataSource) -> int:
 
 def trained_on(manifest: dict) -> tuple[str, str | None]:
     """(data set name, spec file or None for a built-in) a run was trained on, from its run.json; runs saved
-    before data sets were recorded are MovieLens-1M runs."""
-    name, spec = manifest.get("dataset") or MOVIELENS, manifest.get("spec")
+    before data sets were recorded are the default data set's (`recorded_dataset`)."""
+    name, spec = recorded_dataset(manifest.get("dataset")), manifest.get("spec")
     if name in BUILTIN_SPECS and (spec is None or Path(spec).resolve().parent == SPEC_DIR):
         spec = None  # a built-in data set's spec ships with the code
     return name, spec
@@ -156,7 +148,7 @@ def trained_on(manifest: dict) -> tuple[str, str | None]:
 
 def run_explains(run: dict, source: DataSource) -> bool:
     """Whether a listed run (training.runs.list_runs) was trained on this data source's data set."""
-    return (run.get("dataset") or MOVIELENS) == source.dataset
+    return recorded_dataset(run.get("dataset")) == source.dataset
 
 
 def runs_on_default_data(runs: list[dict]) -> list[dict]:
