@@ -1,4 +1,5 @@
-"""Command line: python -m autoint {download,describe,synth,train,evaluate,explain,correlations,interactions,recommend}."""
+"""Command line: python -m autoint {download,describe,infer-spec,synth,train,evaluate,explain,correlations,interactions,
+recommend}."""
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,32 @@ def _load_any_dataset(args, schema=None):
 
 
 def cmd_describe(args) -> int:
-    print(json.dumps(_load_any_dataset(args).describe()))
+    """The data set's summary and its checks (autoint.datasets.checks: warnings, also printed to stderr)."""
+    from .datasets import BUILTIN_SPECS, builtin_spec, read_spec
+    from .datasets.checks import check_data
+    dataset = _load_any_dataset(args)
+    spec = read_spec(args.spec) if args.spec else builtin_spec(args.dataset) if args.dataset in BUILTIN_SPECS else None
+    checks = check_data(dataset, spec=spec)
+    for check in checks:
+        print(f"{check.level}: {check.message}", file=sys.stderr)
+    print(json.dumps({**dataset.describe(), "checks": [c.to_json() for c in checks]}))
+    return 0
+
+
+def cmd_infer_spec(args) -> int:
+    """Guess a spec for a CSV, TSV or Parquet file (autoint.datasets.infer): print it, or write it to --out."""
+    from .datasets.infer import infer_spec, refuse_existing, write_spec
+    out = refuse_existing(args.out, args.force) if args.out else None  # before the data file is read
+    inferred = infer_spec(args.file, label=args.label, sample_rows=args.sample_rows)
+    text = inferred.to_toml(spec_dir=out.parent if out is not None else None)
+    if out is None:
+        sys.stdout.write(text)
+        return 0
+    write_spec(text, out, force=args.force)
+    print(f"spec written to {out}: {len(inferred.fields)} field(s), {len(inferred.left_out)} column(s) left out. "
+          f"Next: python -m autoint describe --spec {out}", file=sys.stderr)
+    print(json.dumps({"spec": str(out), "fields": [c.name for c in inferred.fields],
+                      "left_out": [c.column for c in inferred.left_out]}))
     return 0
 
 
@@ -618,10 +644,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server")
     p.set_defaults(func=cmd_download)
 
-    p = sub.add_parser("describe", help="print sample counts, fields and split sizes as JSON")
+    p = sub.add_parser("describe", help="print sample counts, fields, split sizes and the data's checks (class "
+                                        "balance, rare values, leaks, duplicates) as JSON")
     dataset_args(p)
     p.add_argument("--with-ids", action="store_true", help="add UserID and MovieID fields")
     p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("infer-spec", help="guess a TOML data set spec for a CSV, TSV or Parquet file, every choice "
+                                          "commented with its evidence")
+    p.add_argument("file", help="the data file (CSV or TSV, plain or gzipped, or Parquet)")
+    p.add_argument("--label", metavar="COLUMN_OR_RULE", help="the label: a 0/1 column, or a rule such as "
+                                                               "\"rating > 3\" (default: the one column holding "
+                                                               "exactly two numbers)")
+    p.add_argument("--out", metavar="FILE", help="write the spec here (default: print it)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--sample-rows", type=int, default=50_000, metavar="N",
+                   help="read the first N rows (default 50000)")
+    p.set_defaults(func=cmd_infer_spec)
 
     p = sub.add_parser("synth", help="write a synthetic MovieLens-format folder with planted interactions")
     p.add_argument("--out", required=True)
