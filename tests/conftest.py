@@ -14,6 +14,23 @@ U2999 = SHARED_DATA / "ml-1m-u2999"
 RECOVERED = SHARED_DATA / "ml-1m-recovered"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_cache(tmp_path_factory):
+    """One interactions-and-readings cache (AUTOINT_CACHE_DIR) for the whole run, outside the checkout. Its keys
+    name the run's weights (a digest), the data's fingerprint and every setting of the computation, so tests that
+    copy the same run onto the same data share what one of them computed, as one server's sessions do: the 39-field
+    readings (64 estimated k-SII rows, about 30 s) are computed once per run instead of once per test. A test that
+    checks computing itself sets a folder of its own."""
+    folder = tmp_path_factory.mktemp("autoint-cache")
+    before = os.environ.get("AUTOINT_CACHE_DIR")
+    os.environ["AUTOINT_CACHE_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("AUTOINT_CACHE_DIR", None)
+    else:
+        os.environ["AUTOINT_CACHE_DIR"] = before
+
+
 def need_shared(path: Path):
     if not path.exists():
         pytest.skip(f"{path} is absent: the recovered MovieLens-1M copies live in ../shared/data "

@@ -29,7 +29,6 @@ def criteo_app(monkeypatch, tmp_path, criteo, trained_run):
     shutil.copytree(trained_run.path, runs / "movielens-small")
     monkeypatch.setenv("AUTOINT_DATA_DIR", str(folder))
     monkeypatch.setenv("AUTOINT_RUNS_DIR", str(runs))
-    monkeypatch.setenv("AUTOINT_CACHE_DIR", str(tmp_path / "cache"))
     return folder, runs / run.name
 
 

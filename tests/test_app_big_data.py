@@ -32,7 +32,6 @@ def app(monkeypatch, tmp_path, big_vocab):
     shutil.copytree(run, runs / run.name)
     monkeypatch.setenv("AUTOINT_DATA_DIR", str(folder))
     monkeypatch.setenv("AUTOINT_RUNS_DIR", str(runs))
-    monkeypatch.setenv("AUTOINT_CACHE_DIR", str(tmp_path / "cache"))
     calls = []
     original = autoint.explain.sampling.correlations_of_sample
 

@@ -41,7 +41,6 @@ def env(monkeypatch, tmp_path, copy):
     shutil.copytree(run, runs / run.name)
     monkeypatch.setenv("AUTOINT_DATA_DIR", str(folder))
     monkeypatch.setenv("AUTOINT_RUNS_DIR", str(runs))
-    monkeypatch.setenv("AUTOINT_CACHE_DIR", str(tmp_path / "cache"))
     return folder, prepared, runs
 
 

@@ -57,7 +57,6 @@ def env(monkeypatch, tmp_path, synth_dir):
     runs.mkdir()
     monkeypatch.setenv("AUTOINT_DATA_DIR", str(synth_dir))
     monkeypatch.setenv("AUTOINT_RUNS_DIR", str(runs))
-    monkeypatch.setenv("AUTOINT_CACHE_DIR", str(tmp_path / "cache"))
     return runs
 
 

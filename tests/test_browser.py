@@ -67,7 +67,9 @@ def _streamlit(tmp_path_factory, env: dict, log_name: str):
     assert "Traceback" not in log.read(), "the server logged a traceback"
 
 
-@pytest.fixture(scope="module")
+# Each server lives as long as its class of tests: a server left running beside the next one keeps scoring in the
+# background (the 39-field readings take half a minute of a core) and slowed the next class's pages fivefold.
+@pytest.fixture(scope="class")
 def server(tmp_path_factory, synth_dir, trained_run):
     if not CHROMIUM.exists():
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")
@@ -79,15 +81,23 @@ def server(tmp_path_factory, synth_dir, trained_run):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
-        tab.set_default_timeout(60_000)
-        yield tab
-        browser.close()
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="class")
+def page(browser):
+    tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+    tab.set_default_timeout(60_000)
+    yield tab
+    tab.close()
 
 
 def settle(tab, charts: int, tables: int = 0) -> None:
@@ -121,45 +131,45 @@ def go(tab, server, link: str) -> None:
         tab.goto(server)
 
 
-def test_every_page_renders_its_charts(page, server):
-    page.goto(server)
-    for link, path, charts, tables in PAGES:
-        go(page, server, link)
-        page.wait_for_url(f"{server}/{path}")
-        settle(page, charts, tables)
-        assert page.get_by_role("heading").first.is_visible()
-        shoot(page, f"page-{path or 'explore'}")
+class TestTheSyntheticData:
+    def test_every_page_renders_its_charts(self, page, server):
+        page.goto(server)
+        for link, path, charts, tables in PAGES:
+            go(page, server, link)
+            page.wait_for_url(f"{server}/{path}")
+            settle(page, charts, tables)
+            assert page.get_by_role("heading").first.is_visible()
+            shoot(page, f"page-{path or 'explore'}")
+
+    def test_explore_then_what_if(self, page, server):
+        page.goto(server)
+        settle(page, 3)
+        movie = page.locator('[data-testid="stSelectbox"]').filter(has_text="Movie")
+        movie.locator("input").click()
+        page.keyboard.type("Movie 42 (")  # searching by title
+        page.get_by_role("option").filter(has_text="Synthetic Movie 42 (").first.click()
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stSelectbox\"]')]"
+                               ".some(e => shown(e).includes('Synthetic Movie 42 ('))".replace("shown(e)", SHOWN))
+        settle(page, 3)
+        ctr = page.locator('[data-testid="stMetric"]').filter(has_text="Predicted CTR")
+        assert ctr.locator('[data-testid="stMetricValue"]').inner_text().endswith("%")
+        shoot(page, "flow-1-explore")
+
+        go(page, server, "What-if")
+        settle(page, 4)
+        assert "Synthetic Movie 42" in page.locator('[data-testid="stMain"]').inner_text()
+        gender = page.locator('[data-testid="stSelectbox"]').filter(has_text="Gender")
+        current = gender.evaluate(f"e => {SHOWN}").split()[-1]  # the selected value: M or F
+        gender.locator("input").click()
+        page.get_by_role("option", name="M" if current == "F" else "F", exact=True).click()
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stMetricDelta\"]')]"
+                               ".some(e => e.innerText.trim().length > 0)")
+        settle(page, 4)
+        assert "Gender=" in page.locator('[data-testid="stMain"]').inner_text()
+        shoot(page, "flow-2-what-if")
 
 
-def test_explore_then_what_if(page, server):
-    page.goto(server)
-    settle(page, 3)
-    movie = page.locator('[data-testid="stSelectbox"]').filter(has_text="Movie")
-    movie.locator("input").click()
-    page.keyboard.type("Movie 42 (")  # searching by title
-    page.get_by_role("option").filter(has_text="Synthetic Movie 42 (").first.click()
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stSelectbox\"]')]"
-                           ".some(e => shown(e).includes('Synthetic Movie 42 ('))".replace("shown(e)", SHOWN))
-    settle(page, 3)
-    ctr = page.locator('[data-testid="stMetric"]').filter(has_text="Predicted CTR")
-    assert ctr.locator('[data-testid="stMetricValue"]').inner_text().endswith("%")
-    shoot(page, "flow-1-explore")
-
-    go(page, server, "What-if")
-    settle(page, 4)
-    assert "Synthetic Movie 42" in page.locator('[data-testid="stMain"]').inner_text()
-    gender = page.locator('[data-testid="stSelectbox"]').filter(has_text="Gender")
-    current = gender.evaluate(f"e => {SHOWN}").split()[-1]  # the selected value: M or F
-    gender.locator("input").click()
-    page.get_by_role("option", name="M" if current == "F" else "F", exact=True).click()
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stMetricDelta\"]')]"
-                           ".some(e => e.innerText.trim().length > 0)")
-    settle(page, 4)
-    assert "Gender=" in page.locator('[data-testid="stMain"]').inner_text()
-    shoot(page, "flow-2-what-if")
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def criteo_server(tmp_path_factory):
     """The app on a generated Criteo-format folder (39 fields, 12,000 rows) with a small model (3 epochs)."""
     if not CHROMIUM.exists():
@@ -177,37 +187,38 @@ def criteo_server(tmp_path_factory):
     yield from _streamlit(tmp_path_factory, env, "criteo-log")
 
 
-def test_criteo_format_explore_and_correlations(page, criteo_server):
-    """Any data set: Explore picks a test sample by a field's value and shows its real label; Dataset
-    correlations measures the interactions of 39 fields on a subsample (about a minute on one thread)."""
-    page.set_default_timeout(240_000)
-    page.goto(criteo_server)
-    settle(page, 6)
-    main = page.locator('[data-testid="stMain"]')
-    assert "Real label" in main.inner_text() and "C3=" in main.inner_text()
-    assert page.locator('[data-testid="stSidebarNav"]').get_by_text("Recommend", exact=True).count() == 0
-    fields = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Pick a test sample")
-    fields.locator("input").click()
-    page.keyboard.type("C3")
-    page.get_by_role("option", name="C3", exact=True).click()
-    page.keyboard.press("Escape")
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stSelectbox\"]')]"
-                           ".some(e => e.innerText.includes('C3 value'))")
-    picked = page.locator('[data-testid="stSelectbox"]').filter(has_text="C3 value")
-    value = picked.evaluate(f"e => {SHOWN}").split("C3 value", 1)[1].split("·")[0].split()[-1]
-    page.wait_for_function(f"() => document.querySelector('[data-testid=\"stMain\"]').innerText"
-                           f".includes('C3={value}')")  # the sample shown is one with the value picked
-    settle(page, 6)
-    assert f"C3={value}" in main.inner_text()
-    shoot(page, "criteo-explore")
-    go(page, criteo_server, "Dataset correlations")
-    page.wait_for_url(f"{criteo_server}/correlations")
-    settle(page, 4, 1)
-    assert "Measured on" in main.inner_text()
-    shoot(page, "criteo-correlations")
+class TestACriteoFormatFolder:
+    def test_criteo_format_explore_and_correlations(self, page, criteo_server):
+        """Any data set: Explore picks a test sample by a field's value and shows its real label; Dataset
+        correlations measures the interactions of 39 fields on a subsample (about a minute on one thread)."""
+        page.set_default_timeout(240_000)
+        page.goto(criteo_server)
+        settle(page, 6)
+        main = page.locator('[data-testid="stMain"]')
+        assert "Real label" in main.inner_text() and "C3=" in main.inner_text()
+        assert page.locator('[data-testid="stSidebarNav"]').get_by_text("Recommend", exact=True).count() == 0
+        fields = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Pick a test sample")
+        fields.locator("input").click()
+        page.keyboard.type("C3")
+        page.get_by_role("option", name="C3", exact=True).click()
+        page.keyboard.press("Escape")
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stSelectbox\"]')]"
+                               ".some(e => e.innerText.includes('C3 value'))")
+        picked = page.locator('[data-testid="stSelectbox"]').filter(has_text="C3 value")
+        value = picked.evaluate(f"e => {SHOWN}").split("C3 value", 1)[1].split("·")[0].split()[-1]
+        page.wait_for_function(f"() => document.querySelector('[data-testid=\"stMain\"]').innerText"
+                               f".includes('C3={value}')")  # the sample shown is one with the value picked
+        settle(page, 6)
+        assert f"C3={value}" in main.inner_text()
+        shoot(page, "criteo-explore")
+        go(page, criteo_server, "Dataset correlations")
+        page.wait_for_url(f"{criteo_server}/correlations")
+        settle(page, 4, 1)
+        assert "Measured on" in main.inner_text()
+        shoot(page, "criteo-correlations")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def pair_server(tmp_path_factory, synth_dir):
     """The app with the two models of a first start: `readable` (the readable preset) and `paper` (tiny, 2 epochs)."""
     if not CHROMIUM.exists():
@@ -224,23 +235,24 @@ def pair_server(tmp_path_factory, synth_dir):
     yield from _streamlit(tmp_path_factory, env, "pair-log")
 
 
-def test_explore_toggle_shows_the_readable_and_the_papers_model(page, pair_server):
-    """The app opens on the readable model, says so, offers its best reading; the toggle puts the paper's model
-    beside it for the same sample, each with its CTR and verdicts. Screenshot: explore-toggle.png."""
-    page.goto(pair_server)
-    settle(page, 3)
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stSelectbox\"]')]"
-                           ".some(e => e.innerText.includes('Reading of the attention') && !e.querySelector('input[disabled]'))")
-    settle(page, 3)
-    main = page.locator('[data-testid="stMain"]')
-    assert "The readable model" in main.inner_text()
-    page.get_by_text("Paper's model beside the readable model").click()
-    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stMetric\"]').length >= 4")
-    settle(page, 5)
-    text = main.inner_text()
-    assert "Readable model" in text and "The paper's model" in text
-    assert text.count("Verdict:") >= 5  # the sample's, then two for each model
-    ctrs = page.locator('[data-testid="stMetric"]').filter(has_text="Predicted CTR")
-    assert ctrs.count() == 3 and all(v.endswith("%") for v in
-                                     ctrs.locator('[data-testid="stMetricValue"]').all_inner_texts())
-    shoot(page, "explore-toggle")
+class TestTheReadableAndThePapersModel:
+    def test_explore_toggle_shows_the_readable_and_the_papers_model(self, page, pair_server):
+        """The app opens on the readable model, says so, offers its best reading; the toggle puts the paper's model
+        beside it for the same sample, each with its CTR and verdicts. Screenshot: explore-toggle.png."""
+        page.goto(pair_server)
+        settle(page, 3)
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stSelectbox\"]')]"
+                               ".some(e => e.innerText.includes('Reading of the attention') && !e.querySelector('input[disabled]'))")
+        settle(page, 3)
+        main = page.locator('[data-testid="stMain"]')
+        assert "The readable model" in main.inner_text()
+        page.get_by_text("Paper's model beside the readable model").click()
+        page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stMetric\"]').length >= 4")
+        settle(page, 5)
+        text = main.inner_text()
+        assert "Readable model" in text and "The paper's model" in text
+        assert text.count("Verdict:") >= 5  # the sample's, then two for each model
+        ctrs = page.locator('[data-testid="stMetric"]').filter(has_text="Predicted CTR")
+        assert ctrs.count() == 3 and all(v.endswith("%") for v in
+                                         ctrs.locator('[data-testid="stMetricValue"]').all_inner_texts())
+        shoot(page, "explore-toggle")

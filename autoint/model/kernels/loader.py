@@ -82,13 +82,16 @@ def _build_cpp_extension():
     """autoint/model/kernels/attention.cpp as a Python module, compiled (-O3 -march=native) on the first call on this
     machine and loaded from ~/.cache/torch_extensions afterwards. The name carries the CPU's vector flags, so a
     cache shared between different CPUs never loads a build for the wrong instruction set, and the source's
-    hash, so checkouts with different sources (git worktrees) keep their own builds instead of rebuilding over
-    each other's."""
+    hash and path, so checkouts (git worktrees, clones) keep their own builds instead of rebuilding over each
+    other's."""
     import hashlib
     import platform
     from torch.utils.cpp_extension import load
-    with open(CPP_SOURCE, "rb") as source:  # a changed source (another branch, an edit) builds under its own name
-        tag = hashlib.sha1(platform.machine().encode() + _cpu_flags().encode() + source.read()).hexdigest()[:10]
+    with open(CPP_SOURCE, "rb") as source:  # a changed source (another branch, an edit) builds under its own name,
+        # and so does another checkout: torch rebuilds when a build's source path changes, so two checkouts sharing
+        # one name would rebuild over each other in turn (46 s each time)
+        tag = hashlib.sha1(platform.machine().encode() + _cpu_flags().encode() + source.read()
+                           + CPP_SOURCE.encode()).hexdigest()[:10]
     cflags = ["-O3", "-march=native", "-fopenmp"]
     if platform.machine() in ("x86_64", "AMD64"):
         cflags.append("-mprefer-vector-width=512")
