@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..datasets import (BUILTIN_SPECS, CATALOGUED, DATASETS, DEFAULT_DATASET, SPEC_DIR, builtin_spec, dataset_files,
                         files_missing, has_catalogue, read_spec, recorded_dataset, resolve_data_dir)
+from ..datasets.registry import SYNTH_DEFAULTS
 from ..errors import AutoIntError, DataError
 
 DATA_ROOT = Path("data")  # one folder per data set; the app's sidebar offers each one found
@@ -92,7 +93,7 @@ def default_source(generate: bool = True) -> DataSource:
                         f"--data-dir {requested}`, or point AUTOINT_DATA_DIR elsewhere.")
     if generate and files_missing(DEFAULT_DATASET, SYNTHETIC_DIR):
         from ..datasets import generate_synthetic
-        generate_synthetic(SYNTHETIC_DIR)
+        generate_synthetic(SYNTHETIC_DIR, **SYNTH_DEFAULTS)
     return DataSource(SYNTHETIC_DIR.resolve(), True, requested, True)
 
 
@@ -100,7 +101,8 @@ def data_sources(generate: bool = True) -> list[DataSource]:
     """Every data set on offer, the default first, then each one found in a folder of data/."""
     first = default_source(generate)
     out, seen = [first], {first.key}
-    folders = sorted(p for p in DATA_ROOT.iterdir() if p.is_dir() and p.name != "cache") if DATA_ROOT.is_dir() else []
+    folders = sorted(p for p in DATA_ROOT.iterdir() if p.is_dir() and p.name != "cache"
+                     and not p.name.startswith(".")) if DATA_ROOT.is_dir() else []  # hidden: a data set being added
     for folder in folders:
         for found in found_in(folder):
             if found.key not in seen:
