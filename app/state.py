@@ -25,20 +25,11 @@ from autoint.workspace.defaults import ATTENTION_MODELS, QUICK_RUN, READABLE_RUN
 from autoint.workspace.sources import DataSource, runs_root, source_of
 
 # Errors a person can act on (bad input, data, settings or files) are shown as such; anything else is a bug.
-
-
-
-# Errors a person can act on (bad input, data, settings or files) are shown as such; anything else is a bug.
 USER_ERRORS = (AutoIntError,)
-
 
 # Exploring uses half the cores, a training job the other half (on 2 cores: one each).
 CORES = os.cpu_count() or 1
-
-
 APP_THREADS = max(1, CORES // 2)
-
-
 JOB_THREADS = max(1, CORES - APP_THREADS)
 
 

@@ -246,7 +246,7 @@ def _train_and_save(args, model_config, train_config, rank: int) -> int:
     def save(out, result):
         if rank != 0:  # one run folder per job: rank 0 writes it
             return
-        save_run(out, result.model, metrics=result.metrics, train_config=asdict(train_config),
+        save_run(out, result.model, metrics=result.metrics, train_config=asdict(result.train_config or train_config),
                  history=result.history, data_fingerprint=dataset.fingerprint,
                  data_dir=data_dir,
                  extra={**({"snapshot_of": str(args.out)} if out == args.snapshot_out else {}),
@@ -710,12 +710,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-ids", action="store_true")
     # Training flags default to None: unset, they keep TrainConfig's default (shown in each help).
     from types import SimpleNamespace
-    from .training.config import IN_MEMORY_MAX_BYTES, defaults as train_defaults
+    from .training.config import (IN_MEMORY_MAX_BYTES, MAX_BATCH, MIN_BATCH, MIN_STEPS_PER_EPOCH,
+                                  defaults as train_defaults)
     defaults = SimpleNamespace(**train_defaults())  # no torch import: `prepare` starts without it
     p.add_argument("--epochs", type=int, help=f"most epochs (default {defaults.epochs})")
     p.add_argument("--patience", type=int, help=f"epochs without a better validation AUC before stopping "
                                                 f"(default {defaults.patience})")
-    p.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
+    p.add_argument("--batch-size", type=int, help=f"default: {MAX_BATCH} where an epoch still has "
+                                                   f"{MIN_STEPS_PER_EPOCH} steps at that size, else the largest power "
+                                                   f"of two down to {MIN_BATCH} that gives it as many (smaller "
+                                                   f"training splits; autoint/training/config.py)")
     p.add_argument("--lr", type=float, help=f"Adam's learning rate (default {defaults.lr})")
     p.add_argument("--lr-decay", type=float,
                    help=f"multiply the learning rate by this after each epoch without a better validation AUC "

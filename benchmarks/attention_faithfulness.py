@@ -103,7 +103,7 @@ def train_one(job: dict) -> dict:
     started = time.perf_counter()
     result = train(dataset, config, train_config, progress=False)
     seconds = time.perf_counter() - started
-    save_run(job["path"], result.model, metrics=result.metrics, train_config=asdict(train_config),
+    save_run(job["path"], result.model, metrics=result.metrics, train_config=asdict(result.train_config),
              history=result.history, data_fingerprint=dataset.fingerprint, data_dir=job["data_dir"],
              extra={"benchmark": {"variant": job["variant"], "train_seconds": round(seconds, 1)}})
     return {**job, "train_seconds": round(seconds, 1), "test_auc": result.metrics["test_auc"],

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from autoint.model.autoint import AutoIntConfig, ConfigError
 from autoint.training.runs import CheckpointError, list_runs, load_run, save_run, clean_staging
 from autoint.training.metrics import roc_auc
+from autoint.training.config import batch_size_for
 from autoint.training.train import TrainConfig, train
 from conftest import REPO
 
@@ -167,6 +168,25 @@ def test_train_and_evaluate_cli(synth_dir, tmp_path):
                          capture_output=True, text=True, cwd=REPO, check=True)
     again = json.loads(out.stdout.strip().splitlines()[-1])
     assert again["test_auc"] == pytest.approx(metrics["test_auc"], abs=1e-9)
+    # no --batch-size: the batch the training split's size chose is what run.json records (the synthetic split is
+    # small: an epoch at 1024 would be a handful of steps)
+    recorded = json.loads((run / "run.json").read_text())["train_config"]["batch_size"]
+    assert recorded == batch_size_for(metrics["samples"]["train"]) < 1024
+
+
+def test_the_default_batch_size_gives_every_epoch_enough_steps():
+    from autoint.training.config import MIN_STEPS_PER_EPOCH
+    assert batch_size_for(288_347) == 1024  # u2999's training split: the paper's setting, unchanged
+    assert batch_size_for(1024 * MIN_STEPS_PER_EPOCH) == 1024
+    assert batch_size_for(1024 * MIN_STEPS_PER_EPOCH - 1) == 512
+    assert batch_size_for(24_000) == 64  # 375 steps an epoch, not 24
+    assert batch_size_for(100) == 32  # never below MIN_BATCH
+    for rows in (5_000, 24_000, 80_000, 200_000):
+        size = batch_size_for(rows)
+        assert rows / size >= MIN_STEPS_PER_EPOCH or size == 32
+        assert size == 1024 or rows / (2 * size) < MIN_STEPS_PER_EPOCH  # the largest size that keeps the steps
+    assert TrainConfig(batch_size=300).for_split(24_000).batch_size == 300  # a batch size given is kept
+    assert TrainConfig().for_split(24_000).batch_size == 64 and TrainConfig().batch_size is None
 
 
 def test_cli_refuses_impossible_hyperparameters(synth_dir, tmp_path):

@@ -86,6 +86,7 @@ class TrainResult:
     model: AutoInt
     metrics: dict
     history: list[dict] = field(default_factory=list)
+    train_config: TrainConfig | None = None  # the settings as run: the batch size chosen for the split included
 
 
 def seed_everything(seed: int) -> None:
@@ -248,6 +249,11 @@ def batch_source(data, train_config: TrainConfig, device: torch.device, rank: in
                            workers=train_config.loader_workers, rank=rank, world=world)
 
 
+def train_rows(data) -> int:
+    """The training split's size of a `Dataset` or a prepared directory."""
+    return len(data.splits["train"]) if isinstance(data, Dataset) else data.rows("train")
+
+
 def train(data, model_config: AutoIntConfig, train_config: TrainConfig,
           callback: Callable[[dict], bool | None] | None = None, progress: bool = True,
           snapshot: tuple[int, Callable[[TrainResult], None]] | None = None) -> TrainResult:
@@ -263,7 +269,7 @@ def train(data, model_config: AutoIntConfig, train_config: TrainConfig,
     epoch, with a copy of the best weights so far and their metrics (a quick model while training goes on).
     """
     model_config.validate()
-    train_config.validate()
+    train_config = train_config.for_split(train_rows(data))
     rank, world = distributed.rank(), distributed.world()
     device = distributed.started_device() or pick_device(train_config.device)  # torchrun: cuda:LOCAL_RANK
     if world > 1 and device.type == "cuda" and device.index is None:  # a process group started elsewhere
@@ -379,7 +385,7 @@ def train(data, model_config: AutoIntConfig, train_config: TrainConfig,
         if snapshot is not None and epoch == snapshot[0]:
             quick = copy.deepcopy(model).eval()
             _restore(quick, best_state)
-            snapshot[1](TrainResult(quick, summary(quick, best_epoch), list(history)))
+            snapshot[1](TrainResult(quick, summary(quick, best_epoch), list(history), train_config))
         if stale >= train_config.patience:
             break
     _restore(model, best_state)
@@ -392,8 +398,8 @@ def train(data, model_config: AutoIntConfig, train_config: TrainConfig,
         metrics["stopped"] = "diverged"
         raise TrainingDiverged(f"{diverged}; stopped and kept the best weights so far (epoch {best_epoch}, "
                                f"validation AUC {best_auc:.4f}). Lower the learning rate (now {train_config.lr}).",
-                               TrainResult(model, metrics, history))
-    return TrainResult(model, metrics, history)
+                               TrainResult(model, metrics, history, train_config))
+    return TrainResult(model, metrics, history, train_config)
 
 
 def _restore(model: AutoInt, state: dict | None) -> None:
