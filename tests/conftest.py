@@ -31,6 +31,16 @@ def shared_cache(tmp_path_factory):
         os.environ["AUTOINT_CACHE_DIR"] = before
 
 
+@pytest.fixture
+def few_estimated_rows(monkeypatch):
+    """Above 12 fields the interactions are estimated (KernelSHAP-IQ, about 0.5 s a sample at 39 fields) on
+    SAMPLED_ROWS = 64 samples by default, and the app scores a run's readings on them as soon as a page shows
+    attention: half a minute a run. The 39-field app tests measure 8 instead (what is checked is what the pages
+    do with the numbers, not how many there are); a page's own sample size still comes from its widget."""
+    import autoint.explain.sampling
+    monkeypatch.setattr(autoint.explain.sampling, "SAMPLED_ROWS", 8)
+
+
 def need_shared(path: Path):
     if not path.exists():
         pytest.skip(f"{path} is absent: the recovered MovieLens-1M copies live in ../shared/data "

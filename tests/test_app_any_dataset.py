@@ -20,7 +20,7 @@ def criteo(tmp_path_factory):
 
 
 @pytest.fixture
-def criteo_app(monkeypatch, tmp_path, criteo, trained_run):
+def criteo_app(monkeypatch, tmp_path, criteo, trained_run, few_estimated_rows):
     """The app on the Criteo-format folder; the runs folder also holds a MovieLens run, which must not be offered."""
     folder, run = criteo
     runs = tmp_path / "runs"

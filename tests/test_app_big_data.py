@@ -23,7 +23,7 @@ def big_vocab(tmp_path_factory):
 
 
 @pytest.fixture
-def app(monkeypatch, tmp_path, big_vocab):
+def app(monkeypatch, tmp_path, big_vocab, few_estimated_rows):
     """The app on that set; (data folder, run path, the test split's data, calls of the sample's attention)."""
     from autoint.datasets import load_dataset
     from autoint.training.runs import load_run

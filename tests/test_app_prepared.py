@@ -35,7 +35,7 @@ def copy(tmp_path_factory):
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path, copy):
+def env(monkeypatch, tmp_path, copy, few_estimated_rows):
     folder, prepared, run = copy
     runs = tmp_path / "runs"
     shutil.copytree(run, runs / run.name)
