@@ -8,15 +8,9 @@ from __future__ import annotations
 import torch
 
 from ..data.encoding import FieldTensors, encode_sample, unknown_values
-from ..errors import AutoIntError
 from ..model.autoint import AutoInt
+from ..training.shapley import InteractionError
 from . import BASELINES
-
-
-
-class InteractionError(AutoIntError, ValueError):
-    """An interaction request that cannot be met (a baseline without its data, too many fields for exact values);
-    the message says what to pass instead."""
 
 
 def device_of(model: torch.nn.Module) -> torch.device:

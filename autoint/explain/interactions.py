@@ -27,69 +27,26 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from ..errors import AutoIntError
-from ..data.encoding import FieldTensors, encode_sample, unknown_values
+from ..data.encoding import FieldTensors
 from ..model.autoint import AutoInt
 from ..training.runs import WEIGHTS
-from .baselines import BASELINES, InteractionError, baseline_embedding, device_of
+from ..training.shapley import EXACT_MAX_FIELDS, InteractionError, coalitions, game_values, ksii_map, pair_index
+from .baselines import BASELINES, baseline_embedding, device_of
 
-EXACT_MAX_FIELDS = 12  # 2^12 = 4,096 coalitions a sample
 DEFAULT_BUDGET = 2000  # coalitions a sample for the sampling estimator
 SAMPLED_ROWS = 64  # samples of a split measured by the estimator when exact values of every one are out of reach
 UNIFORM_TOLERANCE = 0.02  # a head whose every weight is within this of 1/F is "close to uniform"
 CACHE_VERSION = 1
 
 
-# ----------------------------------------------------------------------------- the exact linear map
-
-def pair_index(n_fields: int) -> list[tuple[int, int]]:
-    """Field pairs (i < j) in row-major order: the order of every `pairs` array here."""
-    return [(i, j) for i in range(n_fields) for j in range(i + 1, n_fields)]
-
-
-def coalitions(n_fields: int) -> torch.Tensor:
-    """(2^F, F) bool: row c holds field f iff bit f of c is set (row 0 is the empty coalition)."""
-    codes = torch.arange(2 ** n_fields).unsqueeze(1)  # (C, 1)
-    return (codes >> torch.arange(n_fields)) & 1 == 1  # (C, F)
-
-
-@lru_cache(maxsize=16)
-def ksii_map(n_fields: int) -> np.ndarray:
-    """(F + P, 2^F) float64 A such that [phi_1..phi_F, phi_pairs...] = A @ v, v indexed as `coalitions`.
-
-    A = W M, with M the Moebius transform (m = M v) and W the weights above. A's rows are built as
-    M^T w: a signed superset sum, one butterfly pass per field (F * 2^F work a row, not 4^F).
-    """
-    if not 1 <= n_fields <= EXACT_MAX_FIELDS:
-        raise InteractionError(f"exact interactions take 1 to {EXACT_MAX_FIELDS} fields, not {n_fields}; "
-                               f"use the sampling estimator above that.")
-    F, C = n_fields, 2 ** n_fields
-    members = coalitions(F).numpy()  # (C, F)
-    size = members.sum(1)  # (C,) |T|
-    rows = []
-    for i in range(F):  # phi_i: m({i}) + sum over larger T holding i of m(T) (1/|T| - 1/2)
-        w = np.where(members[:, i] & (size >= 2), 1.0 / np.maximum(size, 1) - 0.5, 0.0)
-        w[1 << i] = 1.0
-        rows.append(w)
-    for i, j in pair_index(F):  # phi_ij: sum over T holding i and j of m(T) / (|T| - 1)
-        rows.append(np.where(members[:, i] & members[:, j], 1.0 / np.maximum(size - 1, 1), 0.0))
-    weights = np.stack(rows)  # (F + P, C) w(T)
-    # (M^T w)[L] = sum_{T >= L} (-1)^{|T| - |L|} w[T]: for each field f, g[L] -= g[L + f] where f is not in L.
-    out = weights.reshape((len(rows),) + (2,) * F).copy()  # axis 1 + (F - 1 - f) is bit f
-    for f in range(F):
-        axis = 1 + (F - 1 - f)
-        without, with_ = np.take(out, 0, axis=axis), np.take(out, 1, axis=axis)
-        out = np.stack([without - with_, with_], axis=axis)
-    return out.reshape(len(rows), C)
-
+# ----------------------------------------------------------------------------- pairs (the exact map and the game: training/shapley.py)
 
 def pairs_to_matrix(pairs: np.ndarray, n_fields: int) -> np.ndarray:
     """(..., P) pair values -> (..., F, F) symmetric matrices with a zero diagonal."""
@@ -108,26 +65,6 @@ def matrix_to_pairs(matrix: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- the game
-
-@torch.no_grad()
-def game_values(model: AutoInt, embedded: torch.Tensor, baseline: torch.Tensor, masks: torch.Tensor,
-                rows: int = 1024) -> torch.Tensor:
-    """v(S) for every sample and coalition: (N, F, d) embeddings, (1, F, d) baseline, (C, F) bool masks
-    -> (N, C) float64 logits, evaluated `rows` sample-coalitions a forward."""
-    N, F, d = embedded.shape
-    C = masks.shape[0]
-    device = embedded.device
-    masks = masks.to(device).view(1, C, F, 1)  # (1, C, F, 1)
-    base = baseline.to(device).view(1, 1, F, d)  # (1, 1, F, d)
-    per_chunk = max(1, rows // C)
-    out = torch.empty(N, C, dtype=torch.float64)
-    for start in range(0, N, per_chunk):
-        e = embedded[start:start + per_chunk].unsqueeze(1)  # (n, 1, F, d)
-        mixed = torch.where(masks, e, base)  # (n, C, F, d) fields outside S at the baseline
-        logits = model.forward_embedded(mixed.reshape(-1, F, d))  # (n * C,)
-        out[start:start + per_chunk] = logits.view(-1, C).double().cpu()
-    return out
-
 
 def field_codes(schema, x: FieldTensors) -> torch.Tensor:
     """(n, F) int64: each sample's value of each field as a dense code 0..k_f-1 within this batch (schema order).

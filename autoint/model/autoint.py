@@ -60,6 +60,9 @@ class AutoIntConfig:
     projection_bias: bool = False  # a bias in those projections (authors' code: tf.layers.dense)
     attention_dropout: float = 0.0  # dropout on alpha before Eq. 6, in training only (authors' code)
     sparse_attention: bool = False  # sparsemax in place of Eq. 5's softmax (a remedy tried for readable attention)
+    # Training only: the weight of a term pulling the alpha * ||value|| reading toward the measured pairwise
+    # interactions of a few samples of each batch (autoint/training/alignment.py); 0 leaves the paper's loss alone.
+    attention_alignment: float = 0.0
     dnn_hidden: tuple[int, ...] = ()  # empty: AutoInt; e.g. (400, 400): AutoInt+
     dnn_dropout: float = 0.0
 
@@ -77,6 +80,11 @@ class AutoIntConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or not 0.0 <= value < 1.0:
                 raise ConfigError(f"{name}={value!r} is out of range: choose a number in [0, 1).")
+        value = self.attention_alignment
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not 0.0 <= value <= 10.0:
+            raise ConfigError(f"attention_alignment={value!r} is out of range: choose a weight in [0, 10] "
+                              "(0: off; the readable preset's is 0.1).")
         for name in ("residual", "scaled_attention", "layer_norm", "qkv_relu", "projection_bias", "sparse_attention"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: choose true or false.")

@@ -27,6 +27,7 @@ def preset_of(config: "AutoIntConfig | dict") -> str | None:
     """The name of the preset whose settings a config has exactly (its other settings at their defaults), the
     first in PRESETS order; None for any other config."""
     settings = config.to_json() if isinstance(config, AutoIntConfig) else dict(config)
+    settings = {**AutoIntConfig().to_json(), **settings}  # a run saved before a setting existed has its default
     settings.pop("model", None)
     for name, overrides in PRESETS.items():
         expected = AutoIntConfig(**overrides).to_json()

@@ -30,6 +30,7 @@ import torch.nn.functional as F_
 from tqdm.auto import tqdm
 
 from . import distributed
+from .alignment import alignment_term, check_alignment
 from .metrics import metrics, pick_device
 from ..errors import AutoIntError, TrainingCancelled  # noqa: F401  (re-exported)
 from ..data.dataset import Dataset
@@ -120,9 +121,11 @@ class TrainStep:
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device):
         self.model, self.optimizer = model, optimizer
+        # the readable preset's attention alignment (autoint/training/alignment.py): a second term of the loss
+        self.aligned = bool(getattr(getattr(model, "config", None), "attention_alignment", 0.0))
         graph = os.environ.get("AUTOINT_CUDA_GRAPH")  # "1"/"0" overrides the CUDA mode
         self.use_graph = device.type == "cuda" and (graph == "1" if graph else cuda_mode() == "graph") \
-            and distributed.world() == 1  # DDP's all-reduce hooks are not recorded
+            and distributed.world() == 1 and not self.aligned  # DDP's all-reduce hooks are not recorded
         self.graph, self.eager_full_steps, self.full_batch = None, 0, None
 
     def eager(self, x: FieldTensors, y: torch.Tensor, scale: float | None = None) -> torch.Tensor:
@@ -133,9 +136,9 @@ class TrainStep:
         else:
             loss = F_.binary_cross_entropy_with_logits(self.model(x), y, reduction="sum") * scale
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + alignment_term(self.model, x) if self.aligned else loss).backward()
         self.optimizer.step()
-        return loss.detach()
+        return loss.detach()  # the click loss: what validation and the progress report compare
 
     def scale_lr(self, factor: float) -> None:
         """Multiply the learning rate; a recorded graph holds the old rate, so it is recorded again."""
@@ -276,6 +279,10 @@ def train(data, model_config: AutoIntConfig, train_config: TrainConfig,
         device = torch.device("cuda", torch.cuda.current_device())
     seed_everything(train_config.seed)
     model = build_model(model_config, data.schema).to(device)
+    if getattr(model_config, "attention_alignment", 0.0):
+        check_alignment(model)
+        if world > 1:
+            raise ConfigError("attention_alignment trains in one process; run it without torchrun.")
     optimizer = make_optimizer(model, train_config)
     net = model
     if world > 1:
