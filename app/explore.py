@@ -42,11 +42,11 @@ def pick_user_and_item() -> tuple[dict, object]:
     with user_column:
         user = st.selectbox("User (type an id to search)", user_ids, key="explore_user",
                             on_change=rated_time_follows, format_func=lambda u: f"user {u}")
-        st.caption(samples.user_caption(cat, user))
+        st.caption(cat.user_caption(user))
     with movie_column:
         movie = st.selectbox("Movie (type a title to search)", movie_ids, key="explore_movie",
                              on_change=rated_time_follows, format_func=lambda m: f"{titles[m]} · #{m}")
-        st.caption(samples.movie_caption(cat, movie))
+        st.caption(cat.item_caption(movie))
     with time_column:
         first, last = state.to_datetime(cat.first_time), state.to_datetime(cat.last_time)
         day = st.date_input("Request date (UTC)", key="explore_date", min_value=first.date(), max_value=last.date())

@@ -19,7 +19,7 @@ state.keep("recommend_time", state.to_datetime(sample["time"]).time())
 c1, c2, c3, c4 = st.columns([1, 1, 1, 1])
 user = c1.selectbox("User (type an id to search)", cat.users["user_id"].to_list(), key="recommend_user",
                     format_func=lambda u: f"user {u}")
-c1.caption(samples.user_caption(cat, user))
+c1.caption(cat.user_caption(user))
 day = c2.date_input("Request date (UTC)", key="recommend_date", min_value=state.to_datetime(cat.first_time).date(),
                     max_value=state.to_datetime(cat.last_time).date())
 clock = c2.time_input("Request time (UTC)", key="recommend_time", step=60)

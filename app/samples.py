@@ -175,11 +175,3 @@ def _valid(cat: Catalog, sample: dict) -> bool:
 
 def sample_values(cat: Catalog, sample: dict) -> dict:
     return cat.sample(sample["user"], sample["movie"], sample["time"])
-
-
-def user_caption(cat, user_id: int) -> str:
-    return cat.user_caption(user_id)
-
-
-def movie_caption(cat, movie_id: int) -> str:
-    return cat.item_caption(movie_id)
