@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import attention_readings, samples, state, views
+from app import attention_readings, handout, samples, state, views
 from autoint.explain.explanation import METHOD_NAMES
 from autoint.explain.interactions import pair_index, verdict
 from autoint.explain.readings import PAPER_READING, READINGS, pairs_of
@@ -349,3 +349,7 @@ if explanation.attributions:
                "Integrated Gradients; the `<unknown>` value for ablation and Shapley).")
     state.show_figure(attribution_bars(explanation.attributions, explanation.labels, method_names=METHOD_NAMES),
                       "attributions", "explore_attributions")
+
+st.divider()
+handout.download_button("explore", samples.current(), explanation, baseline_kind,
+                        reading if model.config.layers else None)

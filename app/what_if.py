@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import attention_readings, samples, state, views
+from app import attention_readings, handout, samples, state, views
 from autoint.explain.explanation import METHOD_NAMES, what_if
 from autoint.explain.interactions import matrix_to_pairs, near_uniform, pair_index, pair_ranks, verdict
 from autoint.explain.readings import PAPER_READING, READINGS
@@ -177,3 +177,6 @@ state.show_figure(attribution_bars({"before": before.attributions["integrated_gr
                                    title=f"{METHOD_NAMES['integrated_gradients']}: each field's contribution, "
                                          "before and after"),
                   "attributions-change", "whatif_attributions")
+
+st.divider()
+handout.download_button("whatif", now, result, "mean", reading if model.config.layers else None)

@@ -1,5 +1,5 @@
 """Command line: python -m autoint {download,describe,infer-spec,synth,train,evaluate,explain,correlations,interactions,
-recommend}."""
+report,recommend}."""
 from __future__ import annotations
 
 import argparse
@@ -394,16 +394,26 @@ def _split_readings(args, run, dataset, split, keep) -> dict:
     if not has_attention(run.model):
         return {"readings": None, "reading": None,
                 "readings_note": f"{run.model.config.name} has no attention: there is nothing to read."}
-    result = readings_of_interactions(run.model, dataset, args.split, split, keep=keep).to_json()
+    memo = getattr(args, "readings_memo", None)  # `report` on a split reads them once for both of its dicts
+    key = (args.split, keep.tobytes())
+    if memo is not None and key in memo:
+        result = dict(memo[key])
+    else:
+        result = readings_of_interactions(run.model, dataset, args.split, split, keep=keep).to_json()
+        if memo is not None:
+            memo[key] = dict(result)
     if args.reading is not None:
         result["reading"] = args.reading
     return result
 
 
-def cmd_explain(args) -> int:
+def _explained(args):
+    """explain's work, shared with `report`: (run, the explanation shown (after the edits, for a what-if), the
+    dict `explain --json` prints: workspace.report.explanation_json)."""
     from .data.encoding import parse_edit
     from .explain.explanation import ATTRIBUTION_METHODS, explain_sample, what_if
     from .explain.baselines import mean_embedding
+    from .workspace.report import explanation_json
     _reading_names(args)
     run, catalog, dataset = _run_and_data(args, need_dataset=not args.no_attributions or args.baseline == "mean"
                                           or args.row is not None)
@@ -424,12 +434,14 @@ def cmd_explain(args) -> int:
                       else mean_embedding(run.model, dataset.split("train")[0]))
     if edits:
         result = what_if(run.model, values, edits, **kwargs)
-        explanation, report = result.after, {**result.after.to_json(), "what_if": result.to_json()}
+        explanation = result.after
     else:
-        explanation = explain_sample(run.model, values, **kwargs)
-        report = explanation.to_json()
-    report.update(**about, interaction_baseline=args.baseline,
-                  attention_axes="[layers][heads][query field][attended field]")
+        explanation = result = explain_sample(run.model, values, **kwargs)
+    return run, explanation, explanation_json(result, about, args.baseline)
+
+
+def cmd_explain(args) -> int:
+    _, explanation, report = _explained(args)
     if not args.json:
         what = report["title"] if "title" in report else f"{args.split} sample {args.row} (label {report['label']})"
         print(f"{what}  CTR {explanation.ctr:.3f}", file=sys.stderr)
@@ -468,12 +480,18 @@ def _split_interactions(args, run, dataset):
 
 
 def cmd_correlations(args) -> int:
-    from .data.encoding import parse_where
-    from .explain.explanation import dataset_correlations, slice_mask
-    from .explain.interactions import agreement
     _reading_names(args)
     run, _, dataset = _run_and_data(args, need_dataset=True)
     _explainable(args, run)
+    print(_metrics_json(_correlations_json(args, run, dataset)))
+    return 0
+
+
+def _correlations_json(args, run, dataset) -> dict:
+    """What `correlations --json` prints (the split handout draws it too)."""
+    from .data.encoding import parse_where
+    from .explain.explanation import dataset_correlations, slice_mask
+    from .explain.interactions import agreement
     x, y = dataset.split(args.split)
     where, band = parse_where(run.schema, args.where), tuple(args.ctr_band) if args.ctr_band else None
     result = dataset_correlations(run.model, x, y, where=where, label=args.label, ctr_band=band)
@@ -490,16 +508,13 @@ def cmd_correlations(args) -> int:
         report.update(_split_readings(args, run, dataset, split, keep))
         if split.sampled:
             report["interaction_standard_error"] = split.standard_error(keep).tolist()
-    print(_metrics_json(report))
-    return 0
+    return report
 
 
 def cmd_interactions(args) -> int:
     """Pairwise Shapley interactions (k-SII) of one sample, or mean |interaction| over a split or a slice of it,
     beside the attention's agreement with them."""
-    from .data.encoding import parse_where
-    from .explain.explanation import dataset_correlations, explain_sample, slice_mask
-    from .explain.interactions import agreement
+    from .explain.explanation import explain_sample
     one_sample = args.user is not None or args.movie is not None or args.row is not None
     if one_sample and (args.where or args.label is not None):
         raise UsageError("--where and --label slice a split; leave them out with --row or --user/--movie (one "
@@ -524,25 +539,7 @@ def cmd_interactions(args) -> int:
                   **(explanation.readings.to_json() if explanation.readings is not None else
                      {"readings": None, "reading": None})}
     else:
-        x, y = dataset.split(args.split)
-        where = parse_where(schema, args.where)
-        split = _split_interactions(args, run, dataset)
-        keep = slice_mask(run.model, x, y, where=where, label=args.label)
-        matrix = split.matrix(keep)
-        attention = dataset_correlations(run.model, x, y, where=where, label=args.label)
-        if attention.count == 0:
-            print(f"warning: no {args.split} samples match {attention.description}", file=sys.stderr)
-        report = {"mode": "split", "split": args.split, "where": attention.description, "count": int(keep.sum()),
-                  "fields": schema.names, "matrix": matrix.tolist(), "signed_matrix": split.signed_matrix(keep).tolist(),
-                  "main": split.main_strength(keep).tolist(), "pairs": split.ranked_pairs(keep),
-                  "agreement": agreement(attention.per_head, matrix).to_json()
-                  if run.model.config.layers and attention.count else None,
-                  "efficiency_gap": split.efficiency_gap, **split.describe(), "rows": split.count(keep),
-                  "units": "logit", "matrix_is": "mean |pairwise interaction| over the samples",
-                  **_split_readings(args, run, dataset, split, keep)}
-        if split.sampled:  # a subsample of the split's rows: each mean's standard error
-            report["standard_error"] = split.standard_error(keep).tolist()
-            report["matrix_is"] += f" measured ({split.method}), standard_error its standard error"
+        report = _split_interactions_json(args, run, dataset)
     report["baseline"] = args.baseline
     if not args.json:
         for pair in report["pairs"][:5]:
@@ -550,6 +547,71 @@ def cmd_interactions(args) -> int:
         if report["agreement"]:
             print(f"  {report['agreement']['verdict']}", file=sys.stderr)
     print(_metrics_json(report))
+    return 0
+
+
+def _split_interactions_json(args, run, dataset) -> dict:
+    """What `interactions --json` prints for a split or a slice of it (the split handout draws it too)."""
+    from .data.encoding import parse_where
+    from .explain.explanation import dataset_correlations, slice_mask
+    from .explain.interactions import agreement
+    x, y = dataset.split(args.split)
+    where = parse_where(run.model.schema, args.where)
+    split = _split_interactions(args, run, dataset)
+    keep = slice_mask(run.model, x, y, where=where, label=args.label)
+    matrix = split.matrix(keep)
+    attention = dataset_correlations(run.model, x, y, where=where, label=args.label)
+    if attention.count == 0:
+        print(f"warning: no {args.split} samples match {attention.description}", file=sys.stderr)
+    report = {"mode": "split", "split": args.split, "where": attention.description, "count": int(keep.sum()),
+              "fields": run.model.schema.names, "matrix": matrix.tolist(),
+              "signed_matrix": split.signed_matrix(keep).tolist(),
+              "main": split.main_strength(keep).tolist(), "pairs": split.ranked_pairs(keep),
+              "agreement": agreement(attention.per_head, matrix).to_json()
+              if run.model.config.layers and attention.count else None,
+              "efficiency_gap": split.efficiency_gap, **split.describe(), "rows": split.count(keep),
+              "units": "logit", "matrix_is": "mean |pairwise interaction| over the samples",
+              **_split_readings(args, run, dataset, split, keep)}
+    if split.sampled:  # a subsample of the split's rows: each mean's standard error
+        report["standard_error"] = split.standard_error(keep).tolist()
+        report["matrix_is"] += f" measured ({split.method}), standard_error its standard error"
+    report["baseline"] = args.baseline
+    return report
+
+
+def cmd_report(args) -> int:
+    """A handout (workspace.report): one self-contained HTML file of one prediction (what `explain --json` prints,
+    drawn) or of a split or a slice of it (`correlations --json` and `interactions --json`), written to --out
+    atomically."""
+    from .workspace.report import check_out, sample_report, split_report, write_handout
+    one_sample = args.user is not None or args.movie is not None or args.row is not None
+    if one_sample and (args.where or args.label is not None):
+        raise UsageError("--where and --label slice a split; leave them out with --row or --user/--movie (one "
+                         "sample).")
+    if not one_sample:
+        if args.split is None:
+            raise UsageError("report needs a sample, --user U --movie M (MovieLens) or --row N, or a split: "
+                             "--split test (with --where Field=value to slice it).")
+        if args.set or args.time:
+            raise UsageError("--set and --time change one sample; give --user and --movie, or --row N, with them.")
+    check_out(args.out)  # before any work
+    if one_sample:
+        args.split = args.split or "test"
+        run, _, report = _explained(args)
+        text = sample_report(run, report)
+    else:
+        _reading_names(args)
+        run, _, dataset = _run_and_data(args, need_dataset=True)
+        _explainable(args, run)
+        # The split's interactions once, into the cache, so both dicts below hold them as `correlations --json` and
+        # `interactions --json` print them from then on (the cache keeps float32; a first computation is float64).
+        _split_interactions(args, run, dataset)
+        correlations = _correlations_json(args, run, dataset)
+        interactions = _split_interactions_json(args, run, dataset) if correlations["count"] else None
+        text = split_report(run, correlations, interactions)
+    out = write_handout(text, args.out)
+    print(f"handout written to {out}", file=sys.stderr)
+    print(json.dumps({"report": str(out), "bytes": len(text.encode("utf-8"))}))
     return 0
 
 
@@ -812,6 +874,29 @@ def build_parser() -> argparse.ArgumentParser:
     reading_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_interactions)
+
+    p = sub.add_parser("report", help="a handout: one self-contained HTML file of one prediction (as explain) or "
+                                      "of a split (as correlations and interactions), opened offline")
+    p.add_argument("run")
+    data_arg(p)
+    p.add_argument("--split", choices=["train", "val", "test"],
+                   help="without a sample: this split's handout; with --row: the row's split (default test)")
+    p.add_argument("--row", type=int, metavar="N", help="the N-th sample (from 0) of --split, on any data set")
+    p.add_argument("--any-data", action="store_true", help="--row: go on even if the data differs from training")
+    p.add_argument("--user", type=int, help="MovieLens: the user, with --movie (instead of --row)")
+    p.add_argument("--movie", type=int)
+    p.add_argument("--time", help="request time, ISO 8601 or Unix seconds (default: the rating's, else the latest)")
+    p.add_argument("--set", action="append", default=[], metavar="Field=value",
+                   help="edit a field value (what-if: before and after); Genre takes A|B; repeatable")
+    p.add_argument("--where", action="append", default=[], metavar="Field=value",
+                   help="a split: keep only these samples")
+    p.add_argument("--label", type=int, choices=[0, 1], help="a split: keep only these labels")
+    p.add_argument("--no-attributions", action="store_true", help="a sample: skip Captum attributions")
+    baseline_arg(p)
+    reading_arg(p)
+    p.add_argument("--out", required=True, metavar="FILE.html", help="the handout to write (replaced whole)")
+    p.set_defaults(func=cmd_report, ctr_band=None, no_interactions=False, sample_rows=None, budget=None, seed=0,
+                   readings_memo={})
 
     p = sub.add_parser("runs", help="list the runs folder: name, model, preset, test AUC, the app's default")
     p.add_argument("--runs-dir", metavar="DIR", help="the runs folder (default: $AUTOINT_RUNS_DIR, else runs)")
