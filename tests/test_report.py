@@ -129,7 +129,12 @@ def test_the_handout_opens_offline_and_draws_every_figure(handout):
             page.select_option("#export-format", "svg")  # every chart's camera button now saves SVG
             page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].every("
                                    "e => e._context.toImageButtonOptions.format === 'svg')", timeout=10_000)
-            page.screenshot(path=str(SHOTS / "handout.png"), full_page=True)
+            # the whole page: grow the window to it first (a full-page capture resizes a responsive plotly chart
+            # mid-draw, and its axis labels lose their margins in the picture, not in the file)
+            height = page.evaluate("() => document.documentElement.scrollHeight")
+            page.set_viewport_size({"width": 1200, "height": min(height, 16000)})
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(SHOTS / "handout.png"))
         finally:
             chromium.close()
     assert [u for u in requested if u != url] == [] and aborted == [], "the handout asked the network"
