@@ -241,12 +241,16 @@ def test_authors_code_preset_is_the_benchmarked_variant():
     results = json.loads((REPO / "benchmarks" / "results" / "attention-faithfulness" / "results.json").read_text())
     assert PRESETS["authors-code"] == results["meta"]["variants"]["authors-code"]["model"]
     assert "authors-code" in results["verdict"]["passing"]
-    # "readable", the app's default, is the variant the readable rule picked: its best reading meets the floor
-    # (split rho >= 0.6, median per-sample rho >= 0.3) at no more than 0.001 test AUC below the paper's
-    readable = results["readable"]
+    # "readable", the app's default, is the variant the readable rule picked in the alignment run (the paper's model
+    # measured beside it): its best reading meets the goal (split rho >= 0.8, median per-sample rho >= 0.5) at no
+    # more than 0.001 test AUC below the paper's
+    aligned = json.loads((REPO / "benchmarks" / "results" / "attention-faithfulness" / "aligned" /
+                          "results.json").read_text())
+    readable = aligned["readable"]
     chosen = readable["variants"][readable["preset"]]
-    assert PRESETS["readable"] == results["meta"]["variants"][readable["preset"]]["model"]
-    assert chosen["split_rho"] >= 0.6 and chosen["median_rho"] >= 0.3 and chosen["auc_change"] >= -0.001
+    assert readable["preset"] == "authors-code-aligned"
+    assert PRESETS["readable"] == aligned["meta"]["variants"][readable["preset"]]["model"]
+    assert chosen["split_rho"] >= 0.8 and chosen["median_rho"] >= 0.5 and chosen["auc_change"] >= -0.001
 
 
 def test_cli_preset_then_explicit_flags():
