@@ -24,6 +24,7 @@ PAGES = [
     st.Page("app/what_if.py", title="What-if", icon=":material/tune:", url_path="what-if"),
     st.Page("app/correlations.py", title="Dataset correlations", icon=":material/grid_on:", url_path="correlations"),
     st.Page("app/train_page.py", title="Train", icon=":material/model_training:", url_path="train"),
+    st.Page("app/add_data.py", title="Add a data set", icon=":material/upload_file:", url_path="add-data"),
     RECOMMEND,  # only for a data set with users and items (state.offers_recommendations)
     st.Page("app/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
     st.Page("app/paper.py", title="Paper", icon=":material/article:", url_path="paper"),

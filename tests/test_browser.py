@@ -41,14 +41,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _streamlit(tmp_path_factory, env: dict, log_name: str):
-    """Start the app with `env`, yield its URL once healthy, stop it after; no traceback may reach its log."""
+def _streamlit(tmp_path_factory, env: dict, log_name: str, cwd: Path = REPO):
+    """Start the app with `env` in `cwd` (where its data/ is), yield its URL once healthy, stop it after; no
+    traceback may reach its log."""
     port = free_port()
     log = open(tmp_path_factory.mktemp(log_name) / "streamlit.log", "w+")
-    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "streamlit_app.py"),
                                 "--server.address", "127.0.0.1", "--server.port", str(port),
                                 "--server.headless", "true", "--browser.gatherUsageStats", "false",
-                                "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=log, stderr=log)
+                                "--server.fileWatcherType", "none"], cwd=cwd, env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

@@ -87,6 +87,8 @@ class ColumnChoice:
     delimiter: str | None = None
     missing: tuple[str, ...] = ()
     format: str | None = None
+    transform: str | None = None  # never guessed: set by hand (autoint.workspace.adding's table); None: minmax
+    min_count: int | None = None  # never guessed: set by hand; None: the spec's default
 
 
 @dataclass(frozen=True)
@@ -616,6 +618,10 @@ def render_toml(inferred: InferredSpec, spec_dir=None) -> str:
         if choice.column != choice.name:
             lines.append(f"column = {_string(choice.column)}")
         lines.append(_line(f"kind = {_string(choice.kind)}", choice.evidence))
+        if choice.transform is not None:
+            lines.append(f"transform = {_string(choice.transform)}")
+        if choice.min_count is not None:
+            lines.append(f"min_count = {choice.min_count}")
         if choice.delimiter is not None:
             lines.append(f"delimiter = {_string(choice.delimiter)}")
         if choice.missing:

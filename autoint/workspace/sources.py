@@ -191,4 +191,5 @@ def load_for_run(name: str, spec: str | None, folder: str | os.PathLike | None, 
             raise DataError(f"{spec or name}: its fields ({', '.join(fields[:12])}{' ...' if len(fields) > 12 else ''})"
                             f" are not the ones {run_label} was trained on ({', '.join(schema.names[:12])}"
                             f"{' ...' if len(schema.names) > 12 else ''}); pass the spec it was trained with.")
-    return open_dataset(name, spec=spec, data_dir=folder, schema=schema, need_dataset=need_dataset)
+    # a user's spec names its data set itself: load_dataset takes a name or a spec, not both
+    return open_dataset(None if spec else name, spec=spec, data_dir=folder, schema=schema, need_dataset=need_dataset)
