@@ -23,7 +23,7 @@ run: $(VENV)/.installed
 		--server.headless true --browser.gatherUsageStats false --server.fileWatcherType none
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -ra tests
+	$(PY) -m pytest -q -ra --durations=25 tests
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_speed.py

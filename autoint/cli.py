@@ -95,7 +95,8 @@ def cmd_synth(args) -> int:
 MODEL_FLAGS = {"embed_dim": "embed_dim", "attn_dim": "attn_dim", "heads": "heads", "layers": "layers",
                "residual": "residual", "dropout": "dropout", "scaled": "scaled_attention",
                "layer_norm": "layer_norm", "qkv_relu": "qkv_relu", "projection_bias": "projection_bias",
-               "attention_dropout": "attention_dropout", "sparse_attention": "sparse_attention", "dnn": "dnn_hidden",
+               "attention_dropout": "attention_dropout", "sparse_attention": "sparse_attention",
+               "attention_alignment": "attention_alignment", "dnn": "dnn_hidden",
                "dnn_dropout": "dnn_dropout"}
 TRAIN_FLAGS = ("epochs", "patience", "batch_size", "lr", "weight_decay", "lr_decay", "seed", "data_path",
                "buffer_rows", "virtual_shards", "loader_workers")
@@ -767,6 +768,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dropout on the attention weights before Eq. 6, in training only (authors' code; paper: 0)")
     p.add_argument("--sparse-attention", action=argparse.BooleanOptionalAction, default=None,
                    help="sparsemax in place of Eq. 5's softmax (a remedy tried for readable attention; paper: off)")
+    p.add_argument("--attention-alignment", type=float, metavar="W",
+                   help="weight of the training term pulling the alpha*||value|| reading toward the measured "
+                        "interactions (autoint/training/alignment.py; the readable preset: 0.1; paper: 0)")
     p.add_argument("--dnn", type=_hidden, help="hidden widths for AutoInt+, e.g. 400,400 (none: AutoInt)")
     p.add_argument("--dnn-dropout", type=float, help="dropout in AutoInt+'s DNN (default 0)")
     p.add_argument("--with-ids", action="store_true")

@@ -366,8 +366,12 @@ def test_train_page_presets_fill_the_form_and_the_authors_options_reach_the_job(
     model_back, _ = settings_from_json(json.loads(open(settings).read()))
     assert model_back == AutoIntConfig.from_json(job.spec["model_config"])
     assert not {"--qkv-relu", "--projection-bias", "--scaled", "--attention-dropout"} & set(command)
+    # The readable preset fills its attention alignment too (a setting of its training, not of the layer).
+    at.selectbox(key="train_preset").set_value("readable").run()
+    assert at.slider(key="train_attention_alignment").value == PRESETS["readable"]["attention_alignment"] == 0.1
     # Back to the paper's preset: the form is the paper's model again.
     at.selectbox(key="train_preset").set_value("paper").run()
+    assert at.slider(key="train_attention_alignment").value == 0.0
     assert not any(at.checkbox(key=k).value for k in ("train_qkv_relu", "train_projection_bias", "train_scaled",
                                                       "train_layer_norm"))
     assert at.slider(key="train_attention_dropout").value == 0.0 and at.slider(key="train_layers").value == 3

@@ -31,7 +31,8 @@ def test_every_setting_survives_the_job_and_the_cli(tmp_path):
     from dataclasses import fields
     model = AutoIntConfig(embed_dim=8, attn_dim=4, heads=3, layers=2, residual=False, dropout=0.1,
                           scaled_attention=True, layer_norm=True, qkv_relu=True, projection_bias=True,
-                          attention_dropout=0.3, sparse_attention=True, dnn_hidden=(16, 8), dnn_dropout=0.2)
+                          attention_dropout=0.3, sparse_attention=True, attention_alignment=0.2, dnn_hidden=(16, 8),
+                          dnn_dropout=0.2)
     training = TrainConfig(epochs=3, patience=4, batch_size=512, lr=0.004, weight_decay=1e-6, lr_decay=0.5,
                            seed=7, device="cpu", data_path="streamed", buffer_rows=4096, virtual_shards=4,
                            loader_workers=1)
