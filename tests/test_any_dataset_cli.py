@@ -84,7 +84,7 @@ def test_samples_are_picked_by_field_values_most_frequent_first(criteo_data):
         matching(criteo_data, "test", {"C3": "nope"})
 
 
-def test_explain_row_on_criteo(capsys, criteo_dir, criteo_run, criteo_data):
+def test_explain_row_on_criteo(capsys, criteo_dir, criteo_run, criteo_data, few_estimated_rows):
     report = run_json(capsys, ["explain", str(criteo_run), "--dataset", "criteo", "--data-dir", str(criteo_dir),
                                "--row", "3", "--no-attributions", "--json"])
     assert report["row"] == 3 and report["split"] == "test"
@@ -102,7 +102,8 @@ def test_explain_row_on_criteo(capsys, criteo_dir, criteo_run, criteo_data):
     assert again["ctr"] == pytest.approx(report["ctr"], abs=1e-7)
 
 
-def test_interactions_row_and_sampled_split_on_criteo(capsys, criteo_dir, criteo_run, tmp_path, monkeypatch):
+def test_interactions_row_and_sampled_split_on_criteo(capsys, criteo_dir, criteo_run, tmp_path, monkeypatch,
+                                                     few_estimated_rows):
     monkeypatch.setenv("AUTOINT_CACHE_DIR", str(tmp_path / "cache"))
     one = run_json(capsys, ["interactions", str(criteo_run), "--dataset", "criteo", "--data-dir", str(criteo_dir),
                             "--row", "0", "--json"])

@@ -281,7 +281,7 @@ def test_first_run_without_a_model_trains_the_default_with_progress(monkeypatch,
     monkeypatch.setenv("AUTOINT_RUNS_DIR", str(tmp_path / "runs"))
     import app.state as state
     from autoint.training.config import TrainConfig
-    monkeypatch.setattr(first_start, "FIRST_RUN_TRAINING", TrainConfig(epochs=1))
+    monkeypatch.setattr(first_start, "FIRST_RUN_TRAINING", TrainConfig(epochs=1, batch_size=512))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception

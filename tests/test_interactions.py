@@ -326,3 +326,18 @@ def test_distinct_inputs_give_the_same_game_values(trained_run, synth_dataset):
     fast = I.distinct_game_values(model, embedded, baseline, masks, codes, rows=97)
     plain = I.game_values(model, embedded, baseline, masks)
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
+
+
+def test_the_estimated_sample_size_can_be_set_for_a_slow_machine(monkeypatch):
+    """AUTOINT_SAMPLED_ROWS sets how many samples a split's estimated interactions (above 12 fields) take by
+    default; a value that is not a positive whole number is refused in words."""
+    from autoint.errors import ConfigError
+    from autoint.explain.interactions import _sampled_rows
+    monkeypatch.delenv("AUTOINT_SAMPLED_ROWS", raising=False)
+    assert _sampled_rows() == 64
+    monkeypatch.setenv("AUTOINT_SAMPLED_ROWS", "8")
+    assert _sampled_rows() == 8
+    for bad in ("0", "-3", "many"):
+        monkeypatch.setenv("AUTOINT_SAMPLED_ROWS", bad)
+        with pytest.raises(ConfigError, match=f"AUTOINT_SAMPLED_ROWS='{bad}': give a whole number"):
+            _sampled_rows()

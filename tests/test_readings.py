@@ -180,7 +180,7 @@ def test_the_cli_carries_readings_and_refuses_what_it_cannot_read(tmp_path, synt
     runs = tmp_path / "runs"
     for name, extra in (("paper", []), ("readable", ["--preset", "readable"]), ("lr", ["--model", "lr"])):
         assert cli.main(["train", "--data-dir", str(synth_dir), "--out", str(runs / name), "--epochs", "1",
-                         "--quiet", "--device", "cpu", *extra]) == 0
+                         "--batch-size", "512", "--quiet", "--device", "cpu", *extra]) == 0
     capsys.readouterr()
     assert cli.main(["explain", str(runs / "paper"), "--data-dir", str(synth_dir), "--user", "1", "--movie", "1",
                      "--json", "--no-attributions"]) == 0

@@ -35,13 +35,28 @@ import numpy as np
 import torch
 
 from ..data.encoding import FieldTensors
+from ..errors import ConfigError
 from ..model.autoint import AutoInt
 from ..training.runs import WEIGHTS
 from ..training.shapley import EXACT_MAX_FIELDS, InteractionError, coalitions, game_values, ksii_map, pair_index
 from .baselines import BASELINES, baseline_embedding, device_of
 
 DEFAULT_BUDGET = 2000  # coalitions a sample for the sampling estimator
-SAMPLED_ROWS = 64  # samples of a split measured by the estimator when exact values of every one are out of reach
+
+
+def _sampled_rows(default: int = 64) -> int:
+    """AUTOINT_SAMPLED_ROWS, else `default`: a slow machine trades the half minute a 39-field model's readings take
+    on a first visit (64 estimated samples) for fewer samples; every page says how many it measured."""
+    value = os.environ.get("AUTOINT_SAMPLED_ROWS")
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"AUTOINT_SAMPLED_ROWS={value!r}: give a whole number of samples, at least 1 (default "
+                          f"{default}).")
+    return int(value)
+
+
+SAMPLED_ROWS = _sampled_rows()  # samples of a split measured by the estimator when exact values of all are out of reach
 UNIFORM_TOLERANCE = 0.02  # a head whose every weight is within this of 1/F is "close to uniform"
 CACHE_VERSION = 1
 
