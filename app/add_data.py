@@ -24,7 +24,8 @@ TABLE_WIDTHS = {"column": 130, "kind": 110, "role": 80, "min_count": 95, "transf
 
 
 def discard_staging() -> None:
-    """Remove this session's staging folder, if any (the file given up, replaced, or cancelled)."""
+    """Remove the staging folder held in st.session_state (one browser tab's upload), if any: the file given up,
+    replaced, or cancelled."""
     staged = st.session_state.pop("add_staged", None)
     st.session_state.pop("add_inferred", None)
     if staged and staged.get("folder"):
