@@ -229,9 +229,13 @@ class FusedInteractingLayer(InteractingLayer):
         out = out.view(H * dh, F, B)  # (H*d', F, B)  Eqs. 7-8
         if isinstance(self.norm, nn.LayerNorm):  # authors' code: layer norm over each field's H*d' values
             mean = out.mean(0)  # (F, B)
-            var = (out - mean).square().mean(0)  # (F, B)
-            out = (out - mean) * torch.rsqrt(var + self.norm.eps)  # (H*d', F, B)
-            out = out * self.norm.weight[:, None, None] + self.norm.bias[:, None, None]  # (H*d', F, B)
+            out = out - mean  # (H*d', F, B)
+            inv = torch.rsqrt(out.square().mean(0) + self.norm.eps)  # (F, B)  1 / std
+            weight, bias = self.norm.weight[:, None, None], self.norm.bias[:, None, None]  # (H*d', 1, 1) each
+            if out.requires_grad:
+                out = out * inv * weight + bias  # (H*d', F, B)
+            else:  # the same values in place: no gradient to keep (explanations, the alignment's 2^F games)
+                out.mul_(inv).mul_(weight).add_(bias)  # (H*d', F, B)
         return out, alpha
 
     def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
