@@ -10,8 +10,10 @@ times the weight. The interactions are the model's own at that step, so the term
 the rest of the model computes; with a weight of 1 the model instead bent its interactions toward its attention
 and lost 0.08 test AUC on planted data, at 0.1 it kept its AUC (benchmarks/results/attention-faithfulness/).
 
-Cost: 2^F forwards a sample (F <= EXACT_MAX_FIELDS): with 7 fields and 32 samples, 4,096 forward rows a step,
-about twice the step time of a 1,024-sample batch.
+Cost: 2^F forwards a sample (F <= EXACT_MAX_FIELDS): with 7 fields and 16 samples, 2,048 forward rows a step
+without gradient. With 32 samples a step cost 2.2x the step without alignment on u2999 and the first start's
+quick model missed its 60 s (benchmarks/first_run.md); 16 keep the readable preset's goal
+(benchmarks/results/attention-faithfulness/aligned/).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from ..errors import ConfigError
 from ..model.autoint import AutoInt
 from .shapley import EXACT_MAX_FIELDS, coalitions, game_values, ksii_map, pair_index
 
-ALIGNMENT_ROWS = 32  # samples of each batch whose interactions the reading is pulled toward
+ALIGNMENT_ROWS = 16  # samples of each batch whose interactions the reading is pulled toward
 
 
 def check_alignment(model: AutoInt) -> None:
