@@ -1,5 +1,5 @@
 """Command line: python -m autoint {download,describe,infer-spec,synth,train,evaluate,explain,correlations,interactions,
-report,recommend}."""
+compare,report,recommend}."""
 from __future__ import annotations
 
 import argparse
@@ -580,6 +580,62 @@ def _split_interactions_json(args, run, dataset) -> dict:
     return report
 
 
+def cmd_compare(args) -> int:
+    """What two or more runs of one data set combine, on the same samples of a split (explain.compare): each run's
+    mean |k-SII| and raw attention per field pair, each pair of runs' difference map and rank agreement, and the
+    seed stability of runs that differ only in seed."""
+    from .explain.compare import check_comparable, compare, measure_run, measured_sample
+    from .training.runs import load_run
+    from .workspace.sources import data_set_for, load_for_run
+    if len(args.runs) < 2:
+        raise UsageError(f"compare needs two or more runs; got {len(args.runs)} ({', '.join(args.runs)}). Name "
+                         "another run folder trained on the same data set (python -m autoint runs lists them).")
+    runs = [load_run(path) for path in args.runs]
+    check_comparable(runs)
+    name, spec = data_set_for(args.runs[0], runs[0].manifest, args.dataset, args.spec)
+    _, dataset = load_for_run(name, spec, args.data_dir, runs[0].schema, args.runs[0], need_dataset=True)
+    folders = [run.name for run in runs]
+    labels = folders if len(set(folders)) == len(folders) else list(args.runs)  # folders of one name: their paths
+    measured = []
+    for run, label in zip(runs, labels):
+        bar = None
+
+        def progress(done, total):
+            nonlocal bar
+            if bar is None or bar.total != total or done < bar.n:  # the interactions, then the readings
+                if bar is not None:
+                    bar.close()
+                bar = tqdm(total=total, unit="sample", desc=f"{label}: {args.split} split", file=sys.stderr)
+            bar.update(done - bar.n)
+        try:
+            measured.append(measure_run(run, dataset, args.split, name=label, progress=progress))
+        finally:
+            if bar is not None:
+                bar.close()
+    result = compare(measured, measured_sample(dataset, args.split, len(runs[0].schema.fields)))
+    report = {"split": args.split, **result.to_json()}
+    if not args.json:
+        sample = result.sample
+        print(f"{len(runs)} runs on {sample['rows']:,} of {sample['of']:,} {args.split} samples (seed "
+              f"{sample['seed']}); ρ: Spearman over {len(result.fields) * (len(result.fields) - 1) // 2} field pairs",
+              file=sys.stderr)
+        width = max(len(label) for label in labels)
+        print(f"  {'A':<{width}}  {'B':<{width}}  interactions ρ  attention ρ  largest change of mean |k-SII| (B − A)",
+              file=sys.stderr)
+        for pair in result.pairs:
+            i, j = divmod(int(abs(pair.difference).argmax()), len(result.fields))
+            rhos = [f"{rho:+.2f}" if math.isfinite(rho) else "-" for rho in (pair.interactions_rho, pair.attention_rho)]
+            print(f"  {pair.a:<{width}}  {pair.b:<{width}}  {rhos[0]:>14}  {rhos[1]:>11}  {result.fields[i]} × "
+                  f"{result.fields[j]} {pair.difference[i, j]:+.3f} logit", file=sys.stderr)
+        for run in measured:
+            if run.attention is None:
+                print(f"  {run.name}: {run.model} has no attention (attention ρ: -)", file=sys.stderr)
+        for group in result.stability:
+            print(f"  seed stability: {group.text}", file=sys.stderr)
+    print(_metrics_json(report))
+    return 0
+
+
 def cmd_report(args) -> int:
     """A handout (workspace.report): one self-contained HTML file of one prediction (what `explain --json` prints,
     drawn) or of a split or a slice of it (`correlations --json` and `interactions --json`), written to --out
@@ -878,6 +934,15 @@ def build_parser() -> argparse.ArgumentParser:
     reading_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_interactions)
+
+    p = sub.add_parser("compare", help="what two or more runs of one data set combine, on the same samples: each "
+                                       "pair's difference of mean |k-SII|, the rank agreement of their interactions "
+                                       "and of their attention, and the seed stability of runs differing only in seed")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="two or more run folders trained on the same data set")
+    data_arg(p)
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--json", action="store_true", help="print JSON (the default prints a short table too)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("report", help="a handout: one self-contained HTML file of one prediction (as explain) or "
                                       "of a split (as correlations and interactions), opened offline")

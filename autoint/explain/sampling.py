@@ -229,6 +229,12 @@ def readings_of_interactions(model, dataset, split: str, interactions: SplitInte
     return score_split(model, x, interactions.pairs[chosen], names, progress=progress)
 
 
+def reading_rows(n_fields: int, sample: SplitSample) -> int:
+    """How many of the sample's first rows a split's readings (and their k-SII) are measured on: READING_ROWS, fewer
+    when the interactions' own default takes fewer (`default_interaction_rows`)."""
+    return min(READING_ROWS, default_interaction_rows(n_fields, len(sample)))
+
+
 def model_readings(run_path: str | os.PathLike, model, dataset, split: str = "test", *,
                    progress: Progress | None = None, cache_dir: str | os.PathLike | None = None):
     """The readings of the run on the first READING_ROWS samples of the default sample of `split` (a seeded
@@ -251,7 +257,7 @@ def model_readings(run_path: str | os.PathLike, model, dataset, split: str = "te
                              for n, r in saved["readings"].items()}, saved["reading"], saved["fields"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    rows = min(READING_ROWS, default_interaction_rows(len(model.schema.fields), len(sample)))
+    rows = reading_rows(len(model.schema.fields), sample)
     interactions = interactions_of_sample(run_path, model, dataset, sample, rows=rows, cache_dir=cache_dir)
     result = readings_of_interactions(model, dataset, split, interactions, progress=progress)
     payload = {"reading": result.default, "fields": result.fields,
