@@ -623,13 +623,14 @@ def cmd_compare(args) -> int:
         print(f"  {'A':<{width}}  {'B':<{width}}  interactions ρ  attention ρ  largest change of mean |k-SII| (B − A)",
               file=sys.stderr)
         for pair in result.pairs:
-            i, j = divmod(int(abs(pair.difference).argmax()), len(result.fields))
             rhos = [f"{rho:+.2f}" if math.isfinite(rho) else "-" for rho in (pair.interactions_rho, pair.attention_rho)]
-            print(f"  {pair.a:<{width}}  {pair.b:<{width}}  {rhos[0]:>14}  {rhos[1]:>11}  {result.fields[i]} × "
-                  f"{result.fields[j]} {pair.difference[i, j]:+.3f} logit", file=sys.stderr)
-        for run in measured:
-            if run.attention is None:
-                print(f"  {run.name}: {run.model} has no attention (attention ρ: -)", file=sys.stderr)
+            change = "-"
+            if pair.difference is not None:
+                i, j = divmod(int(abs(pair.difference).argmax()), len(result.fields))
+                change = f"{result.fields[i]} × {result.fields[j]} {pair.difference[i, j]:+.3f} logit"
+            print(f"  {pair.a:<{width}}  {pair.b:<{width}}  {rhos[0]:>14}  {rhos[1]:>11}  {change}", file=sys.stderr)
+        for note in (note for run in measured for note in run.notes):
+            print(f"  {note} (-)", file=sys.stderr)
         for group in result.stability:
             print(f"  seed stability: {group.text}", file=sys.stderr)
     print(_metrics_json(report))

@@ -592,8 +592,25 @@ def interaction_change_heatmap(before, after, labels: Sequence[str], *,
     before, labels = _interaction_matrix("before", before, labels, signed=True)
     _same_shape("after", after, "before", before)
     after, _ = _interaction_matrix("after", after, labels, signed=True)
-    change = after - before
-    fig = go.Figure(_interaction_trace(change, labels, signed=True, what=" (after − before)"))
+    return _change_figure(after - before, labels, what="after − before", title=title)
+
+
+def interaction_difference_heatmap(first, second, labels: Sequence[str], *, names: tuple[str, str],
+                                   title: str | None = None) -> go.Figure:
+    """Two runs' (F, F) mean |interaction| maps compared: second − first (B − A, `names` = (A, B)), blank diagonal,
+    red where B combines the pair more, blue where less, white = the same; symmetric bounds never below
+    SMALLEST_CHANGE_SCALE."""
+    first, labels = _interaction_matrix("first", first, labels, signed=False)
+    _same_shape("second", second, "first", first)
+    second, _ = _interaction_matrix("second", second, labels, signed=False)
+    a, b = names
+    return _change_figure(second - first, labels, what=f"{b} − {a}",
+                          title=title or f"Mean |interaction|: {b} − {a} (red: {b} combines the pair more)")
+
+
+def _change_figure(change: np.ndarray, labels: list[str], *, what: str, title: str) -> go.Figure:
+    """A signed (F, F) change of interaction maps (NaN diagonal), white at 0; `what` names it in the hover."""
+    fig = go.Figure(_interaction_trace(change, labels, signed=True, what=f" ({what})"))
     fig.update_layout(title=title, coloraxis=_interaction_axis(change, signed=True, smallest=SMALLEST_CHANGE_SCALE,
                                                                 title="change<br>(logit)"),
                       height=max(320, 160 + _row_px(len(labels)) * len(labels)), margin=dict(l=10, r=10, t=60, b=10),

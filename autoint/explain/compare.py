@@ -3,16 +3,21 @@
 For each run, two (F, F) maps over the field pairs, both symmetric with a zero diagonal:
 
   interactions  mean |k-SII| (autoint/explain/interactions.py) over the first `sampling.reading_rows` samples of
-                the split's default sample: the samples, and the cached values, `sampling.model_readings` scores
-                the readings of the attention against (what `interactions --split` and `correlations` report on).
+                the split's default sample: the samples, and the cached values, against which
+                `sampling.model_readings` scores the readings of the attention (each page's and command's default
+                reading of a run: `explain`, `interactions`, the Explore page).
   attention     raw alpha (Eq. 5) averaged over the same samples, the layers and the heads, both directions of a
-                pair averaged: the readings' "raw" map. An LR or FM run has none (None), and says so.
+                pair averaged: the readings' "raw" map.
+
+An LR or FM run has no attention, and no embedded forward pass for the interaction game to put a field's baseline
+embedding into: its maps are None, it says so, and every comparison with it is NaN (the other runs still compare).
 
 For each pair of runs (A, B), in the order given:
 
-  difference    B - A of the interaction maps, (F, F) logit: where B combines a pair more (+) or less (-) than A.
+  difference    B - A of the interaction maps, (F, F) logit: where B combines a pair more (+) or less (-) than A
+                (None when either run has no interactions).
   agreement     Spearman rho over the F(F-1)/2 field pairs between A's and B's interactions, and between their
-                attention (NaN when either run has no attention).
+                attention (NaN when either run lacks that map).
 
 Seed stability: runs of one configuration (the same model settings and training settings but the seed) form a
 group; its stability is the mean of the pairwise rho of its runs, for the interactions and for the attention.
@@ -54,17 +59,26 @@ class RunPairs:
     name: str  # the run folder's name
     model: str  # AutoInt, LR, FM
     fields: list[str]
-    interactions: np.ndarray  # (F, F) mean |k-SII| in logit, symmetric, zero diagonal
+    interactions: np.ndarray | None  # (F, F) mean |k-SII| in logit, symmetric, zero diagonal; None: no game (LR, FM)
     attention: np.ndarray | None  # (F, F) raw alpha, symmetrised, zero diagonal; None: the model has no attention
     configuration: str = ""  # JSON of the settings but the seed: runs with equal strings form a seed group
     seed: int | None = None
 
+    @property
+    def notes(self) -> list[str]:
+        """What this run lacks, in words: its comparisons that need it are NaN."""
+        out = []
+        if self.interactions is None:
+            out.append(f"{self.name} is {self.model}, which has no embedded forward pass for the interaction game: its "
+                       "interactions are not measured")
+        if self.attention is None:
+            out.append(f"{self.name} is {self.model}, which has no attention: there is none to compare")
+        return out
+
     def to_json(self) -> dict:
         return {"name": self.name, "model": self.model, "seed": self.seed,
-                "interactions": self.interactions.tolist(),
-                "attention": None if self.attention is None else self.attention.tolist(),
-                **({} if self.attention is not None else
-                   {"attention_note": f"{self.model} has no attention: nothing to compare."})}
+                "interactions": None if self.interactions is None else self.interactions.tolist(),
+                "attention": None if self.attention is None else self.attention.tolist(), "notes": self.notes}
 
 
 @dataclass
@@ -73,12 +87,12 @@ class PairComparison:
 
     a: str
     b: str
-    difference: np.ndarray  # (F, F) B - A of mean |k-SII|
-    interactions_rho: float  # Spearman rho over field pairs of the two interaction maps
+    difference: np.ndarray | None  # (F, F) B - A of mean |k-SII|; None when either has no interactions
+    interactions_rho: float  # Spearman rho over field pairs of the two interaction maps; NaN when either has none
     attention_rho: float  # the same of the two attention maps; NaN when either has none
 
     def to_json(self) -> dict:
-        return {"a": self.a, "b": self.b, "difference": self.difference.tolist(),
+        return {"a": self.a, "b": self.b, "difference": None if self.difference is None else self.difference.tolist(),
                 "interactions_rho": _finite(self.interactions_rho), "attention_rho": _finite(self.attention_rho)}
 
 
@@ -167,6 +181,12 @@ def symmetrised(matrix: np.ndarray) -> np.ndarray:
     return pairs_to_matrix(matrix_to_pairs(matrix), matrix.shape[-1])
 
 
+def has_game(model) -> bool:
+    """Whether the interaction game applies: AutoInt's embedded forward pass, into which the game puts a field's
+    baseline embedding (LR and FM have none)."""
+    return hasattr(model, "embed") and hasattr(model, "forward_embedded")
+
+
 def measure_run(run: Run, dataset, split: str = "test", *, name: str | None = None, progress: Progress | None = None,
                 cache_dir=None) -> RunPairs:
     """The run's mean |k-SII| and raw attention per field pair on the first `reading_rows` samples of the split's
@@ -175,14 +195,15 @@ def measure_run(run: Run, dataset, split: str = "test", *, name: str | None = No
     model = run.model
     sample = split_sample(dataset, split)
     rows = reading_rows(len(model.schema.fields), sample)
-    measured = interactions_of_sample(run.path, model, dataset, sample, rows=rows, progress=progress,
-                                      cache_dir=cache_dir)
-    attention = None
+    interactions = attention = None
+    if has_game(model):
+        interactions = interactions_of_sample(run.path, model, dataset, sample, rows=rows, progress=progress,
+                                              cache_dir=cache_dir).matrix()  # (F, F)
     if has_attention(model):
         readings = model_readings(run.path, model, dataset, split, progress=progress, cache_dir=cache_dir)
         attention = symmetrised(readings[PAPER_READING].matrix)  # (F, F)
     seed = (run.manifest.get("train_config") or {}).get("seed")
-    return RunPairs(name or run.name, model.config.name, list(model.schema.names), measured.matrix(), attention,
+    return RunPairs(name or run.name, model.config.name, list(model.schema.names), interactions, attention,
                     configuration_of(run), seed)
 
 
@@ -202,16 +223,20 @@ def rank_agreement(a: np.ndarray, b: np.ndarray) -> float:
     return spearman(matrix_to_pairs(a), matrix_to_pairs(b))
 
 
-def difference_map(a: RunPairs, b: RunPairs) -> np.ndarray:
-    """(F, F) B - A of mean |k-SII|: + where B combines the pair more than A."""
+def difference_map(a: RunPairs, b: RunPairs) -> np.ndarray | None:
+    """(F, F) B - A of mean |k-SII|: + where B combines the pair more than A; None when either has none."""
+    if a.interactions is None or b.interactions is None:
+        return None
     return np.asarray(b.interactions, dtype=np.float64) - np.asarray(a.interactions, dtype=np.float64)
 
 
+def _agreement(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    return float("nan") if a is None or b is None else rank_agreement(a, b)
+
+
 def compare_pair(a: RunPairs, b: RunPairs) -> PairComparison:
-    attention = float("nan") if a.attention is None or b.attention is None else rank_agreement(a.attention,
-                                                                                                b.attention)
-    return PairComparison(a.name, b.name, difference_map(a, b), rank_agreement(a.interactions, b.interactions),
-                          attention)
+    return PairComparison(a.name, b.name, difference_map(a, b), _agreement(a.interactions, b.interactions),
+                          _agreement(a.attention, b.attention))
 
 
 def seed_groups(runs: Sequence[RunPairs]) -> list[list[RunPairs]]:
