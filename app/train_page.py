@@ -9,6 +9,7 @@ import streamlit as st
 from autoint.datasets import recorded_dataset
 from autoint.workspace import sources
 from app import attention_readings, first_start, samples, state, views
+from app import compare_view
 from autoint.errors import AutoIntError
 from autoint.explain.readings import PAPER_READING, READINGS
 from autoint.figures import field_names, reading_grid, training_curves
@@ -333,3 +334,5 @@ for column, path in zip(st.columns(2), chosen):
             text += "."
             views.background_progress(task.key)
         st.caption(text + ("" if reading == PAPER_READING else " Raw α is the paper's reading."))
+
+compare_view.show(names, chosen, source)  # two or more runs on what they combine, over the test split
