@@ -11,7 +11,7 @@ import streamlit as st
 import torch
 
 from autoint.workspace import sources
-from app import first_start, heap, state, views
+from app import first_start, heap, links, state, views
 from autoint.datasets.download import DownloadError, download_ml1m
 from autoint.training.jobs import ACTIVE
 
@@ -170,6 +170,8 @@ def converging_progress(job_id: str, words: str) -> None:
 
 def main() -> None:
     heap.settle_heap()  # Streamlit's collect after this run walks only what the run makes (app/state.py)
+    opened = links.opened()  # a link opened (not the URL this session wrote): its state goes in first (app/links.py)
+    notes = links.restore_data() if opened else []
     try:
         source, problem = state.data_source(), None
     except state.USER_ERRORS as exc:  # shown below, in the frame, once the navigation exists
@@ -177,10 +179,15 @@ def main() -> None:
     navigation = st.navigation([page for page in PAGES if page is not RECOMMEND
                                 or (source is not None and state.offers_recommendations(source))])
     first_start.mark_activity()  # someone is exploring: a background trainer leaves the app its cores
+    slot = None
     try:
         if problem is not None:
             raise problem
+        if opened:
+            notes += links.restore(navigation.url_path)
         sidebar(source)
+        slot = st.sidebar.empty()  # the link to this view, once the page has drawn
+        links.warn(notes)
         swapped = state.take_swap_message()
         if swapped:
             st.toast(swapped, icon=":material/upgrade:")
@@ -199,6 +206,8 @@ def main() -> None:
         st.error(f"Something went wrong ({type(exc).__name__}: {exc}). The details are in the server log.",
                  icon=":material/bug_report:")
     finally:
+        if problem is None:
+            links.publish(navigation.url_path, slot)  # the page's state into the URL, the link into the sidebar
         first_start.mark_activity()  # and the end of this run: a long computation counts as exploring too
 
 

@@ -16,7 +16,7 @@ from autoint.figures import (MANY_FIELDS, agreement_bars, agreement_scatter, att
                              attribution_bars, interaction_heatmap, reading_grid, reading_heatmap)
 from autoint.data.samples import random_position
 
-DEFAULT_METHODS = ["integrated_gradients", "feature_ablation"]  # Shapley sampling costs ~0.4 s more per sample
+DEFAULT_METHODS = list(state.EXPLORE_METHODS)  # Shapley sampling costs ~0.4 s more per sample
 
 
 def pick_user_and_item() -> tuple[dict, object]:
@@ -191,7 +191,8 @@ else:
                  "each field combined with.")
     values, show_label = pick_prepared_row(prepared) if prepared is not None else pick_row()
 
-methods = st.multiselect("Attribution methods", list(METHOD_NAMES), default=DEFAULT_METHODS, key="explore_methods",
+state.keep("explore_methods", DEFAULT_METHODS)  # through session state: a link may set it (app/links.py)
+methods = st.multiselect("Attribution methods", list(METHOD_NAMES), key="explore_methods",
                          format_func=METHOD_NAMES.get,
                          help="Shapley Value Sampling is the slowest (64 permutations); the others are quick.")
 state.keep("explore_baseline", "mean")

@@ -27,8 +27,9 @@ steps = layer_steps(model, values, layer)
 labels = steps.labels
 m = c3.selectbox("Query field m (worked example)", list(range(len(labels))), format_func=labels.__getitem__,
                  key="learn_query")
+state.keep("learn_key", min(1, len(labels) - 1))  # through session state: a link may set it (app/links.py)
 k = c4.selectbox("Key field k (worked example)", list(range(len(labels))), format_func=labels.__getitem__,
-                 key="learn_key", index=min(1, len(labels) - 1))
+                 key="learn_key")
 h = head - 1
 dims = lambda n, symbol: [f"{symbol}{i + 1}" for i in range(n)]
 

@@ -23,8 +23,10 @@ c1.caption(cat.user_caption(user))
 day = c2.date_input("Request date (UTC)", key="recommend_date", min_value=state.to_datetime(cat.first_time).date(),
                     max_value=state.to_datetime(cat.last_time).date())
 clock = c2.time_input("Request time (UTC)", key="recommend_time", step=60)
-top = c3.slider("How many", 5, 50, 10, key="recommend_top")
-exclude = c4.toggle("Leave out movies the user rated", True, key="recommend_exclude")
+state.keep("recommend_top", 10)  # through session state: a link may set these (app/links.py)
+state.keep("recommend_exclude", True)
+top = c3.slider("How many", 5, 50, key="recommend_top")
+exclude = c4.toggle("Leave out movies the user rated", key="recommend_exclude")
 timestamp = samples.request_time(cat, state.from_date_time(day, clock))
 
 picks = recommend(model, cat, user, timestamp, top=top, exclude_rated=exclude,

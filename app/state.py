@@ -155,6 +155,10 @@ def take_swap_message() -> str | None:
 VALUES_LISTED = 200
 
 
+# Explore's attribution methods to begin with (Shapley sampling costs ~0.4 s more per sample); a link names others.
+EXPLORE_METHODS = ("integrated_gradients", "feature_ablation")
+
+
 def large_vocabulary(f) -> bool:
     """Whether a field's picker searches its vocabulary instead of listing it."""
     return len(f.vocab) > VALUES_LISTED

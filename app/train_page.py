@@ -281,8 +281,8 @@ st.subheader("Compare runs")
 if len(names) < 2:
     st.caption(f"Train a second run on {source.label} to compare two side by side.")
     st.stop()
-chosen = st.multiselect("Runs", list(names), default=list(names)[:2], max_selections=2, format_func=names.get,
-                        key="train_compare")
+state.keep("train_compare", list(names)[:2])  # through session state: a link may set it (app/links.py)
+chosen = st.multiselect("Runs", list(names), max_selections=2, format_func=names.get, key="train_compare")
 if len(chosen) != 2:
     st.caption("Pick two runs.")
     st.stop()
