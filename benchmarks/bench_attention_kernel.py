@@ -1,5 +1,5 @@
 """The attention core of one interacting layer alone (Eqs. 5-8 forward, then the hand-derived backward), in the
-column layout, for each CPU kernel of autoint/model/autoint.py: the C++ kernel (autoint/model/kernels/attention.cpp),
+column layout, for each CPU kernel of autoint/model/autoint.py: the C++ kernel (autoint/model/kernels/attention*.cpp),
 inductor's (torch.compile of attention_forward/attention_backward) and eager. Interleaved, medians.
 
     .venv/bin/python benchmarks/bench_attention_kernel.py [--batch 1024] [--fields 7] [--heads 2] [--attn-dim 32]
@@ -88,9 +88,7 @@ def main(argv=None) -> int:
 
 
 def _avx2_build():
-    from torch.utils.cpp_extension import load
-    return load(name="autoint_attention_avx2_probe", sources=[kernel_loader.CPP_SOURCE],
-                extra_cflags=["-O3", "-march=haswell", "-mno-avx512f", "-fopenmp"], extra_ldflags=["-fopenmp"])
+    return kernel_loader.build_cpp_ops("autoint_attention_avx2_probe", ["-O3", "-march=haswell", "-mno-avx512f", "-fopenmp"])
 
 
 def _interleaved(kernels: dict, reps: int) -> tuple[dict, dict]:

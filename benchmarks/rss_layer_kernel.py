@@ -1,4 +1,4 @@
-"""Resident memory of the C++ layer kernel (autoint/model/kernels/attention.cpp, layer_forward/layer_backward) on a
+"""Resident memory of the C++ layer kernel (autoint/model/kernels/attention*.cpp, layer_forward/layer_backward) on a
 big inference batch and over repeated calls: its per-thread scratch buffers are kept between calls (sized by the
 layer's shape and the 64-sample tile, not by the batch), so RSS must not grow from call to call, and a no-grad
 forward keeps nothing for a backward. Compares with AUTOINT_CPU_KERNEL=cpp-attention (torch.mm + C++ core).

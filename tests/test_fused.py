@@ -2,7 +2,7 @@
 
 `InteractingLayer.forward` is the layer as written before issue 14, in the (B, F, d) layout: the reference.
 The model runs `FusedInteractingLayer.forward_columns` (column layout, `FusedAttention` with a hand-derived
-backward), on the CPU through the C++ kernel (autoint/model/kernels/attention.cpp), inductor's or eagerly. All must
+backward), on the CPU through the C++ kernel (autoint/model/kernels/attention*.cpp), inductor's or eagerly. All must
 give the same logits, attention and gradients to 1e-5.
 """
 import os

@@ -1,4 +1,4 @@
-"""The C++ layer kernel (autoint/model/kernels/attention.cpp, layer_forward/layer_backward) called from several Python
+"""The C++ layer kernel (autoint/model/kernels/attention*.cpp, layer_forward/layer_backward) called from several Python
 threads at once, as the app does (a background trainer or correlation job while the page thread explains a
 sample). The kernel's operators release the GIL, so such calls do overlap; it keeps per-thread scratch buffers
 between calls (thread_local, so keyed by the OS thread:

@@ -14,7 +14,7 @@ Shapes: B batch, F fields, d embed_dim, H heads, d' attn_dim.
 The model runs the interacting layers in a column layout, (width, F, B): every sample is one column, the batch
 innermost. There one matmul projects every field of every sample (Eqs. 5-8's W), and Eqs. 5-8 on top of it are
 one fused kernel with no layout copy in between (`FusedAttention`: `torch.compile`'s, when a C++ compiler works). On
-the CPU the hand-written C++ kernel autoint/model/kernels/attention.cpp computes the projection and Eqs. 5-8 together,
+the CPU the hand-written C++ kernel autoint/model/kernels/attention*.cpp computes the projection and Eqs. 5-8 together,
 per 64-sample batch tile (`FusedLayer`). `InteractingLayer.forward`, the layer as first written in the (B, F, d) layout, is kept as the
 reference the tests compare it with (benchmarks/NOTES.md, issue 14).
 

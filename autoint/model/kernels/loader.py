@@ -4,13 +4,12 @@ The model (autoint/model/autoint.py) asks for named operations only: `fused_atte
 computed by torch.mm) and `fused_layer` (the projection and Eqs. 5-8 together, the C++ kernel's layer), plus
 `KERNELS.runs_layer(x)` and `runs_fused(F, device_type, dtype)` to choose between them and the reference layer.
 Everything that depends on the machine lives here: environment variables, /proc/cpuinfo, the JIT build of
-attention.cpp beside this file, its lock, and the fallbacks (C++ -> inductor -> eager, one warning each).
+the C++ kernel beside this file (attention.h, attention_forward.cpp, attention_backward.cpp), its lock, and the fallbacks (C++ -> inductor -> eager, one warning each).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 import threading
 import time
@@ -39,7 +38,7 @@ def cuda_mode() -> str:
     return mode
 
 
-# The CPU default for the fused layer's kernels: "cpp" (autoint/model/kernels/attention.cpp, built once per machine
+# The CPU default for the fused layer's kernels: "cpp" (autoint/model/kernels/attention*.cpp, built once per machine
 # with torch.utils.cpp_extension: `layer_forward`/`layer_backward`, the projection and Eqs. 5-8 per 64-sample
 # batch tile in the thread that owns it, benchmarks/NOTES.md issue 14 attempt 12), "cpp-attention" (the
 # previous default, attempt 9: the projection as one torch.mm, then the C++ kernel's `attention_forward`/
@@ -52,7 +51,9 @@ def cuda_mode() -> str:
 CPU_KERNEL = "cpp"
 CPU_KERNEL_WITHOUT_AVX512 = "cpp-attention"
 CPU_KERNELS = ("cpp", "cpp-attention", "inductor")
-CPP_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "attention.cpp")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+CPP_SOURCES = tuple(os.path.join(_HERE, f) for f in ("attention_forward.cpp", "attention_backward.cpp"))  # ninja
+CPP_HEADER = os.path.join(_HERE, "attention.h")  # compiles the two side by side; both include the kernel maths here
 # The C++ kernels' field counts: templates for 1..16 fields (F vectors of accumulators in registers), the k-blocked
 # wide cores (chunks of 16 fields, F at run time) above; used up to here, the widest schema measured against the
 # reference (FUSED_MAX_FIELDS).
@@ -78,27 +79,34 @@ def cpu_kernel() -> str:
     return choice
 
 
+def build_cpp_ops(name: str, cflags: list[str]):
+    """The C++ kernel built as extension `name` with `cflags` (or loaded from ~/.cache/torch_extensions when built
+    before): its operators, `torch.ops.<name>` (attention_forward, attention_backward, layer_forward,
+    layer_backward)."""
+    from torch.utils.cpp_extension import load
+    with _build_lock(name):
+        load(name=name, sources=list(CPP_SOURCES), extra_cflags=cflags, extra_ldflags=["-fopenmp"],
+             extra_include_paths=[_HERE], is_python_module=False, verbose=False)
+    return getattr(torch.ops, name)
+
+
 def _build_cpp_extension():
-    """autoint/model/kernels/attention.cpp as a Python module, compiled (-O3 -march=native) on the first call on this
-    machine and loaded from ~/.cache/torch_extensions afterwards. The name carries the CPU's vector flags, so a
-    cache shared between different CPUs never loads a build for the wrong instruction set, and the source's
-    hash and path, so checkouts (git worktrees, clones) keep their own builds instead of rebuilding over each
-    other's."""
+    """The C++ kernel for this machine, compiled (-O3 -march=native) on the first call on this machine and loaded
+    from ~/.cache/torch_extensions afterwards. The name carries the CPU's vector flags, so a cache shared between
+    different CPUs never loads a build for the wrong instruction set, and the sources' hash and path, so
+    checkouts (git worktrees, clones) keep their own builds instead of rebuilding over each other's."""
     import hashlib
     import platform
-    from torch.utils.cpp_extension import load
-    with open(CPP_SOURCE, "rb") as source:  # a changed source (another branch, an edit) builds under its own name,
+    digest = hashlib.sha1(platform.machine().encode() + _cpu_flags().encode())
+    for path in (CPP_HEADER, *CPP_SOURCES):  # a changed source (another branch, an edit) builds under its own name,
         # and so does another checkout: torch rebuilds when a build's source path changes, so two checkouts sharing
         # one name would rebuild over each other in turn (46 s each time)
-        tag = hashlib.sha1(platform.machine().encode() + _cpu_flags().encode() + source.read()
-                           + CPP_SOURCE.encode()).hexdigest()[:10]
+        with open(path, "rb") as source:
+            digest.update(source.read() + path.encode())
     cflags = ["-O3", "-march=native", "-fopenmp"]
     if platform.machine() in ("x86_64", "AMD64"):
         cflags.append("-mprefer-vector-width=512")
-    name = f"autoint_attention_{tag}"
-    with _build_lock(name):
-        return load(name=name, sources=[CPP_SOURCE], extra_cflags=cflags, extra_ldflags=["-fopenmp"],
-                    verbose=False)
+    return build_cpp_ops(f"autoint_attention_{digest.hexdigest()[:10]}", cflags)
 
 
 @contextlib.contextmanager
