@@ -349,8 +349,8 @@ EDITS = Param(("set",), read_edits, write_edits)
 def read_slice(view: View, given: dict) -> None:
     name, value = pair(given["slice"][-1], "slice")
     f = field_of(view, name, [f for f in view.model.schema.fields if f.kind != "numeric"], "slice")
-    st.session_state["corr_field"] = name
     st.session_state[f"corr_value_{name}"] = known_value(f, value, "slice")
+    st.session_state["corr_field"] = name
     if state.large_vocabulary(f):
         st.session_state[f"corr_search_{name}"] = value
 

@@ -158,3 +158,29 @@ def test_rows_and_field_filters_of_any_data_set(criteo_env, few_estimated_rows):
     assert at.session_state["explore_filter_fields"] == []
     at = opened({"user": "1"})  # a sample of users and items on a data set without them
     assert any("user" in w for w in warnings(at)), warnings(at)
+
+
+def test_correlations_recommend_train_and_paper_pages_round_trip(app_env, trained_run):
+    link = {"size": "500", "seed": "3", "label": "click", "slice": "Gender:F", "reading": "raw"}
+    at = opened(link, page="app/correlations.py")
+    assert not warnings(at), warnings(at)
+    assert (at.session_state["corr_sample_size"], at.session_state["corr_sample_seed"]) == (500, 3)
+    assert at.session_state["corr_label"] == 1 and at.session_state["corr_value_Gender"] == "F"
+    assert {name: params(at)[name] for name in link} == {name: [value] for name, value in link.items()}
+    at = opened({"size": "0", "label": "maybe", "slice": "Gender:X"}, page="app/correlations.py")
+    named = " ".join(warnings(at))
+    assert "sample size 0" in named and "'maybe'" in named and "'X'" in named, named
+    assert at.session_state["corr_label"] is None and at.session_state["corr_field"] == "(any)"
+
+    at = opened({"user": "4", "time": "2002-01-01T08:30", "top": "7", "rated": "include"}, page="app/recommend.py")
+    assert not warnings(at), warnings(at)
+    assert at.session_state["recommend_user"] == 4 and at.session_state["recommend_top"] == 7
+    assert params(at)["time"] == ["2002-01-01T08:30"] and params(at)["rated"] == ["include"]
+    at = opened({"top": "500"}, page="app/recommend.py")
+    assert any("top 500" in w for w in warnings(at)) and at.session_state["recommend_top"] == 10
+
+    at = opened({"runs": "small,ghost"}, page="app/train_page.py")
+    assert any("ghost" in w for w in warnings(at)), warnings(at)
+    at = opened({"results": "nowhere"}, page="app/paper.py")
+    assert not at.exception  # no results on this server: the page says so, the link's folder is named
+    assert any("nowhere" in w for w in warnings(at)), warnings(at)
