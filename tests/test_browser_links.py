@@ -10,7 +10,10 @@ import sys
 import pytest
 
 from conftest import REPO
-from test_browser import CHROMIUM_ARGS, SHOWN, browser, server, settle, shoot  # noqa: F401 (fixtures)
+import test_browser
+from test_browser import SHOWN, settle, shoot
+
+browser, server = test_browser.browser, test_browser.server  # the browser and the app's server (fixtures)
 
 pytestmark = pytest.mark.browser
 LINK = {"run": "small", "user": "3", "movie": "5", "time": "2001-06-01T12:00", "layer": "2", "head": "2",
