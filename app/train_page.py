@@ -1,8 +1,6 @@
 """Train: new runs in the background, the registry of finished runs, and two runs side by side."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import streamlit as st
 
@@ -16,10 +14,10 @@ from autoint.figures import field_names, reading_grid, training_curves
 from autoint.training.jobs import ACTIVE
 from autoint.model.autoint import AutoIntConfig, ConfigError
 from autoint.model.presets import PRESET_DESCRIPTIONS, PRESETS
+from autoint.training.paper import readable_verdict
 from autoint.training.runs import read_manifest
 from autoint.training.train import IN_MEMORY_MAX_BYTES, TrainConfig, choose_data_path
 
-FAITHFULNESS_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "attention-faithfulness"
 # The form's widget for each model setting, so a preset can fill the form (AutoInt+'s widths are two widgets).
 SETTING_KEYS = {"layers": "train_layers", "embed_dim": "train_embed", "heads": "train_heads",
                 "attn_dim": "train_attn", "dropout": "train_dropout", "residual": "train_residual",
@@ -45,40 +43,6 @@ def fill_form(preset: str) -> None:
         st.session_state["train_hidden"] = ",".join(map(str, config.dnn_hidden))
 
 
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def faithfulness_verdict() -> str | None:
-    """One short line from benchmarks/attention_faithfulness.py's results (`verdict`: its rule, the candidates
-    measured, those passing, and the preset it picked, when the file says so); None when the file is missing,
-    unreadable or shaped otherwise: the form needs none of it."""
-    try:
-        verdict = json.loads((FAITHFULNESS_RESULTS / "results.json").read_text()).get("verdict")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if not isinstance(verdict, dict) or not isinstance(verdict.get("candidates"), dict):
-        return None
-    measured = {name: row for name, row in verdict["candidates"].items()
-                if isinstance(name, str) and isinstance(row, dict) and _number(row.get("agreement")) is not None}
-    if not measured:
-        return None
-    passing = [p for p in verdict.get("passing") or [] if isinstance(p, str)] \
-        if isinstance(verdict.get("passing"), list) else []
-    name, row = max(measured.items(), key=lambda item: (item[0] in passing, _number(item[1]["agreement"])))
-    auc = _number(row.get("auc_change"))
-    numbers = f"ρ = {_number(row['agreement']):+.2f}" + (f" at {auc:+.4f} test AUC" if auc is not None else "")
-    baseline = _number(verdict.get("baseline_agreement"))
-    if baseline is not None:
-        numbers += f" (paper: ρ = {baseline:+.2f})"
-    rule = f" ({verdict['rule']})" if isinstance(verdict.get("rule"), str) else ""
-    preset = f"; the `{verdict['preset']}` preset follows it" if isinstance(verdict.get("preset"), str) else ""
-    if passing:
-        return (f"The attention-faithfulness benchmark found attention that ranks field pairs like the model's "
-                f"interactions{rule}: {name}, {numbers}{preset}. See benchmarks/results/attention-faithfulness.")
-    return (f"No training variant the attention-faithfulness benchmark measured passed its rule{rule}; closest: "
-            f"{name}, {numbers}. See benchmarks/results/attention-faithfulness.")
-
 
 defaults = AutoIntConfig()
 for setting, key in SETTING_KEYS.items():  # starting values through session state, so presets can replace them
@@ -90,10 +54,10 @@ if len(PRESETS) > 1:
     st.selectbox("Preset", list(PRESETS), key="train_preset", on_change=lambda: fill_form(
         st.session_state["train_preset"]), format_func=lambda name: f"{name}: {PRESET_DESCRIPTIONS[name]}",
         help="fills the form below with named settings; change any of them before starting")
-    if (line := faithfulness_verdict()) is not None:
+    if (line := readable_verdict()) is not None:
         st.caption(line)
 else:  # a selector with one choice would say nothing: say why there is one
-    st.caption("Only the paper's model is offered as a preset." + (f" {line}" if (line := faithfulness_verdict()) else ""))
+    st.caption("Only the paper's model is offered as a preset." + (f" {line}" if (line := readable_verdict()) else ""))
 
 
 

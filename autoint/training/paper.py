@@ -15,6 +15,7 @@ RESULTS_ROOT = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 
 FAITHFULNESS_RESULTS = RESULTS_ROOT / "attention-faithfulness"
+READABLE_RESULTS = FAITHFULNESS_RESULTS / "aligned"  # the run that chose the readable preset (its `readable` verdict)
 # The paper's Fig. 7(b) reads these three pairs off MovieLens-1M's averaged attention as the strong ones.
 FIG7B_PAIRS = (("Gender", "Genre"), ("Age", "Genre"), ("RequestTime", "ReleaseTime"))
 REPRODUCTION_EXPERIMENTS = ("table", "depth", "embedding")
@@ -55,6 +56,41 @@ def load_faithfulness(folder: str | Path | None = None) -> dict | None:
         if key not in data:
             raise ResultsError(f"{path}: the key {key!r} is missing; rerun benchmarks/attention_faithfulness.py.")
     return data
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value else None
+
+
+def readable_verdict(folder: str | Path | None = None) -> str | None:
+    """One line on the readable preset from the faithfulness benchmark's `readable` verdict (READABLE_RESULTS:
+    the reading it shows, its split and median per-sample ρ, its test AUC against the paper's configuration, the
+    goal met or not, and the paper's configuration beside it); None when the file is missing, unreadable or
+    shaped otherwise: nothing on a page needs it."""
+    try:
+        verdict = json.loads((Path(folder if folder is not None else READABLE_RESULTS) / "results.json")
+                             .read_text()).get("readable")
+        variants, chosen = verdict["variants"], verdict["preset"]
+        row, goal = variants[chosen], verdict.get("goal") or {}
+        split, median = _number(row["split_rho"]), _number(row["median_rho"])
+        readings = [r for r in row.get("readings") or [] if isinstance(r, str)]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
+    if split is None or median is None:
+        return None
+    shown = max(set(readings), key=readings.count) if readings else "its best reading"
+    line = f"The readable preset ({chosen}) shows {shown}: split ρ {split:+.2f}, median per-sample ρ {median:+.2f}"
+    if (auc := _number(row.get("auc_change"))) is not None:
+        line += f", test AUC {auc:+.4f} against the paper's configuration"
+    if _number(goal.get("split_rho")) is not None and _number(goal.get("median_rho")) is not None:
+        line += (f"; goal (split ρ ≥ {goal['split_rho']}, median ≥ {goal['median_rho']}) "
+                 f"{'met' if row.get('goal') is True else 'not met'}")
+    paper = variants.get(verdict.get("baseline")) if isinstance(verdict.get("baseline"), str) else None
+    if isinstance(paper, dict) and _number(paper.get("split_rho")) is not None \
+            and _number(paper.get("median_rho")) is not None:
+        line += f" (the paper's configuration: {paper['split_rho']:+.2f} and {paper['median_rho']:+.2f})"
+    seeds = len(readings)
+    return line + (f", {seeds} seeds" if seeds else "") + ". benchmarks/results/attention-faithfulness/aligned"
 
 
 def fig7b_rows(summary: dict, variants: dict[str, str]) -> list[dict]:
