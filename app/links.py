@@ -519,9 +519,9 @@ def warn(notes: list[str]) -> None:
 def params_of(page: str) -> dict[str, list[str]]:
     """The page's state as query parameters (each a list of values), from this session's state."""
     view, out = View(page, drawn=True), {}
-    source = view.source
-    if source.key != state.data_sources()[0].key:
-        out["data"] = [source.folder.name]
+    if st.session_state.get("data_key") == view.source.key:  # a data set chosen (the default one is left out)
+        if view.source.key != state.data_sources()[0].key:
+            out["data"] = [view.source.folder.name]
     for param in PAGES.get(page, []):
         try:
             written = param.write(view)
