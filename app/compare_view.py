@@ -63,6 +63,7 @@ def show(names: dict[str, str], chosen: list[str], source: DataSource) -> None:
     except AutoIntError as exc:
         st.error(str(exc), icon=":material/compare_arrows:")
         return
+    picked = sorted(picked, key=names.get)  # A before B by name: seeds read s0, s1, s2 whatever the picking order
     tasks = [measure_task(path, source.key, names[path]) for path in picked]  # all queued before waiting on one
     measured = [result_of(task) for task in tasks]
     fields = measured[0].fields
@@ -79,7 +80,8 @@ def show(names: dict[str, str], chosen: list[str], source: DataSource) -> None:
         st.caption(f"{note}.")
 
     st.dataframe([{"run A": p.a, "run B": p.b, "interactions ρ": _rho(p.interactions_rho),
-                   "attention ρ": _rho(p.attention_rho)} for p in result.pairs], hide_index=True,
+                   "attention ρ": _rho(p.attention_rho), "largest change of mean |k-SII| (B − A)":
+                   result.change_text(p) or "-"} for p in result.pairs], hide_index=True,
                  key="train_combine_agreement",
                  column_config={"interactions ρ": st.column_config.NumberColumn(
                                     format="%+.2f", help="Spearman ρ of the two runs' mean |k-SII| over field pairs"),

@@ -624,11 +624,8 @@ def cmd_compare(args) -> int:
               file=sys.stderr)
         for pair in result.pairs:
             rhos = [f"{rho:+.2f}" if math.isfinite(rho) else "-" for rho in (pair.interactions_rho, pair.attention_rho)]
-            change = "-"
-            if pair.difference is not None:
-                i, j = divmod(int(abs(pair.difference).argmax()), len(result.fields))
-                change = f"{result.fields[i]} × {result.fields[j]} {pair.difference[i, j]:+.3f} logit"
-            print(f"  {pair.a:<{width}}  {pair.b:<{width}}  {rhos[0]:>14}  {rhos[1]:>11}  {change}", file=sys.stderr)
+            print(f"  {pair.a:<{width}}  {pair.b:<{width}}  {rhos[0]:>14}  {rhos[1]:>11}  "
+                  f"{result.change_text(pair) or '-'}", file=sys.stderr)
         for note in (note for run in measured for note in run.notes):
             print(f"  {note} (-)", file=sys.stderr)
         for group in result.stability:

@@ -28,8 +28,8 @@ def pair_env(monkeypatch, tmp_path, synth_dir, seed_runs):
 
 def test_train_page_compares_what_two_seeds_combine(pair_env, synth_dataset):
     at = start("app/train_page.py")
-    picked = at.multiselect(key="train_combine_runs").value
-    assert sorted(picked) == sorted(str(pair_env / name) for name in ("s1", "s2"))
+    picked = sorted(at.multiselect(key="train_combine_runs").value)  # the view compares them by name: s1, then s2
+    assert picked == [str(pair_env / name) for name in ("s1", "s2")]
     expected = compare([measure_run(load_run(path), synth_dataset, name=load_run(path).name) for path in picked])
     (pair,) = expected.pairs
     figure = chart(at, f"Mean |interaction|: {pair.b} − {pair.a}")
@@ -41,5 +41,6 @@ def test_train_page_compares_what_two_seeds_combine(pair_env, synth_dataset):
     assert list(table["run A"]) == [pair.a] and list(table["run B"]) == [pair.b]
     assert table["interactions ρ"][0] == pytest.approx(pair.interactions_rho)
     assert table["attention ρ"][0] == pytest.approx(pair.attention_rho)
+    assert table["largest change of mean |k-SII| (B − A)"][0] == expected.change_text(pair)
     text = "\n".join(m.value for m in at.markdown)
     assert "Seed stability." in text and expected.stability[0].text in text

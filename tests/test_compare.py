@@ -35,6 +35,8 @@ def test_difference_and_rank_agreement_of_hand_made_maps():
     assert [(p.a, p.b) for p in result.pairs] == [("a", "b"), ("a", "c"), ("b", "c")]
     ab, ac, bc = result.pairs
     np.testing.assert_allclose(ab.difference, pairs(0.20, 0.0, -0.20), atol=1e-12)  # B - A
+    assert ab.largest_change[:2] == (0, 1) and ab.largest_change[2] == pytest.approx(0.20)  # ties: the first pair
+    assert result.change_text(ab) == "Gender × Age +0.200 logit"
     assert ab.interactions_rho == pytest.approx(-1.0)  # ranks 1,2,3 against 3,2,1
     assert ab.attention_rho == pytest.approx(1.0)  # the same attention
     # ranks (1, 2, 3) against (1, 3, 2): sum d^2 = 2, rho = 1 - 6 * 2 / (3 * (9 - 1)) = 0.5
@@ -44,6 +46,7 @@ def test_difference_and_rank_agreement_of_hand_made_maps():
     assert result.stability == []  # a and b share a configuration and a seed: no seed group
     report = json.loads(json.dumps(result.to_json()))  # plain JSON, NaN as null
     assert report["pairs"][1]["attention_rho"] is None
+    assert report["pairs"][0]["largest_change"] == {"fields": ["Gender", "Age"], "value": pytest.approx(0.20)}
     assert report["runs"][2]["attention"] is None and "no attention" in report["runs"][2]["notes"][0]
 
 

@@ -91,6 +91,14 @@ class PairComparison:
     interactions_rho: float  # Spearman rho over field pairs of the two interaction maps; NaN when either has none
     attention_rho: float  # the same of the two attention maps; NaN when either has none
 
+    @property
+    def largest_change(self) -> tuple[int, int, float] | None:
+        """(i, j, B - A) of the field pair (i < j) whose mean |k-SII| changed most; None without a difference map."""
+        if self.difference is None:
+            return None
+        i, j = divmod(int(np.triu(np.abs(self.difference), 1).argmax()), len(self.difference))
+        return i, j, float(self.difference[i, j])
+
     def to_json(self) -> dict:
         return {"a": self.a, "b": self.b, "difference": None if self.difference is None else self.difference.tolist(),
                 "interactions_rho": _finite(self.interactions_rho), "attention_rho": _finite(self.attention_rho)}
@@ -125,9 +133,22 @@ class Comparison:
     stability: list[SeedStability]  # one per group of 2 or more runs of one configuration
     sample: dict = field(default_factory=dict)  # which samples: SplitSample.to_json of those measured
 
+    def change_text(self, pair: PairComparison) -> str | None:
+        """'Zipcode × Genre +0.103 logit': the pair's largest change of mean |k-SII| (B - A); None without one."""
+        change = pair.largest_change
+        if change is None:
+            return None
+        i, j, value = change
+        return f"{self.fields[i]} × {self.fields[j]} {value:+.3f} logit"
+
     def to_json(self) -> dict:
+        pairs = []
+        for pair in self.pairs:
+            change = pair.largest_change
+            pairs.append({**pair.to_json(), "largest_change": None if change is None else
+                          {"fields": [self.fields[change[0]], self.fields[change[1]]], "value": change[2]}})
         return {"fields": self.fields, "sample": self.sample, "runs": [r.to_json() for r in self.runs],
-                "pairs": [p.to_json() for p in self.pairs], "seed_stability": [s.to_json() for s in self.stability],
+                "pairs": pairs, "seed_stability": [s.to_json() for s in self.stability],
                 "method": "mean |k-SII| and raw attention (mean of samples, layers and heads, both directions of "
                           "a pair averaged) per field pair on the same samples; difference = B - A of mean |k-SII|; "
                           "rho = Spearman rank correlation over field pairs"}
