@@ -10,7 +10,7 @@ import streamlit as st
 
 from app import state, views
 from autoint.data.schema import ROLES
-from autoint.datasets.infer import infer_spec
+from autoint.datasets.infer import EncodingError, infer_spec
 from autoint.datasets.spec import KINDS
 from autoint.errors import DataError
 from autoint.workspace import adding
@@ -113,13 +113,20 @@ if inferred_state is None or inferred_state["token"] != token:
     try:
         inferred_state = {"token": token, "inferred": infer_spec(staging.file, label=label.strip() or None)}
     except state.USER_ERRORS as exc:
-        inferred_state = {"token": token, "error": str(exc)}
-        if isinstance(exc, DataError) and not label.strip():  # the file itself is unusable: keep nothing of it
-            discard_staging()
+        inferred_state = {"token": token, "error": str(exc),
+                          "latin1": isinstance(exc, EncodingError) and exc.latin1}
+        if isinstance(exc, DataError) and not label.strip() and not inferred_state["latin1"]:
+            discard_staging()  # the file itself is unusable: keep nothing of it
             st.session_state["add_staged"] = {"origin": origin, "error": str(exc)}
     st.session_state["add_inferred"] = inferred_state
 if "error" in inferred_state:
     st.error(inferred_state["error"], icon=":material/error:")
+    if inferred_state.get("latin1") and st.button(
+            "Read it as latin-1: convert the file to UTF-8", key="add_latin1", icon=":material/translate:",
+            help="Rewrites the uploaded copy (not your original) from latin-1 to UTF-8; check the preview after."):
+        adding.convert_from_latin1(staging)
+        st.session_state.pop("add_inferred", None)
+        st.rerun()
     st.stop()
 inferred = inferred_state["inferred"]
 

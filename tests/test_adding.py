@@ -190,6 +190,25 @@ def test_preview_reads_the_first_rows_of_a_gzipped_file(work, clicks):
 # ----------------------------------------------------------------------------- the table
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_latin1_file_converts_to_utf8_in_place(work, packed):
+    """infer_spec refuses latin-1 bytes with an EncodingError that says latin-1 reads the line; converting the staged
+    copy (gzipped stays gzipped, nothing else left in its folder) makes it read, with the letters latin-1 meant."""
+    from autoint.datasets.infer import EncodingError
+    text = b"drink,clicked\n" + b"".join(b"caf\xe9,%d\nth\xe9,%d\n" % (i % 2, 1 - i % 2) for i in range(40))
+    name = "cafes.csv.gz" if packed else "cafes.csv"
+    staging = adding.stage_upload(io.BytesIO(gzip.compress(text) if packed else text), name)
+    with pytest.raises(EncodingError, match="line 2, character 4: byte 0xe9 is not UTF-8. It reads as latin-1") as info:
+        infer_spec(staging.file)
+    assert info.value.line == 2 and info.value.latin1
+    adding.convert_from_latin1(staging)
+    assert sorted(p.name for p in staging.folder.iterdir()) == [name]
+    raw = staging.file.read_bytes()
+    assert (gzip.decompress(raw) if packed else raw) == text.decode("latin-1").encode("utf-8")
+    assert infer_spec(staging.file).label == "clicked"
+    assert set(adding.preview(infer_spec(staging.file))["drink"]) == {"café", "thé"}
+
+
 def test_the_unedited_table_gives_the_inferred_spec(work, clicks):
     staging = staged(clicks)
     inferred = infer_spec(staging.file)

@@ -164,16 +164,16 @@ def test_a_label_is_asked_for_when_none_is_found_and_needs_a_rule_for_three_valu
     assert errors(at) == [] and at.data_editor[0].value["column"].tolist() == ["genre", "hour"]
 
 
-@pytest.mark.parametrize("case", ["over the limit", "not UTF-8", "empty", "bad file name"])
+@pytest.mark.parametrize("case", ["over the limit", "not UTF-8 nor latin-1", "empty", "bad file name"])
 def test_a_bad_file_is_an_error_box_and_nothing_is_kept(work, monkeypatch, case):
     name, content = "clicks.csv", b"a,clicked\n" + b"x,1\ny,0\n" * 40
     if case == "over the limit":
         monkeypatch.setenv(adding.UPLOAD_LIMIT_ENV, "1")
         content = b"a,clicked\n" + b"x,1\n" * (300 * 1024)
         expected = "clicks.csv: 1.2 MB is over the limit of 1 MB"
-    elif case == "not UTF-8":
-        content = b"a,clicked\nx,1\ncaf\xe9,0\n"
-        expected = "line 3, character 4: byte 0xe9 is not UTF-8. It reads as latin-1"
+    elif case == "not UTF-8 nor latin-1":
+        content = b"a,clicked\nx,1\ncaf\x85,0\n"
+        expected = "line 3, character 4: byte 0x85 is not UTF-8. It is not latin-1 text either"
     elif case == "empty":
         content, expected = b"", "the file is empty"
     else:
@@ -185,6 +185,22 @@ def test_a_bad_file_is_an_error_box_and_nothing_is_kept(work, monkeypatch, case)
     assert sorted(p.name for p in work.rglob("*") if ".staging-" not in str(p)) in ([], ["data"])
     if case == "over the limit":
         assert "up to **1 MB**" in " ".join(c.value for c in at.caption)
+
+
+def test_a_latin1_file_is_offered_a_conversion_and_then_reads(work):
+    """Bytes that are not UTF-8 but read as latin-1: the error names the line, the staged copy is kept, and a button
+    converts it; the spec and preview then read the text as latin-1 meant it."""
+    rows = b"".join(b"caf\xe9,%d\n" % (i % 2) if i % 3 == 0 else b"th\xe9,%d\n" % (i % 2) for i in range(60))
+    at = upload(open_page(), b"drink,clicked\n" + rows, "cafes.csv")
+    assert len(errors(at)) == 1 and "line 2, character 4: byte 0xe9 is not UTF-8. It reads as latin-1" in errors(at)[0]
+    assert len(staging_folders()) == 1 and not at.data_editor
+    at.button(key="add_latin1").click()
+    run(at)
+    assert errors(at) == [] and at.data_editor[0].value["column"].tolist() == ["drink"]
+    preview = next(d for d in at.dataframe if d.editing_mode == "read_only").value
+    assert set(preview["drink"]) == {"café", "thé"}
+    staged = next(p for p in work.rglob("cafes.csv"))
+    assert staged.read_bytes().decode("utf-8").splitlines()[1] == "café,0"
 
 
 def test_a_path_on_the_server(work, clicks, tmp_path):

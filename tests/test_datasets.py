@@ -415,6 +415,26 @@ def test_data_errors_name_the_file_and_line(tmp_path, criteo_dir):
         load_dataset("criteo", data_dir=tmp_path)
 
 
+def test_a_refusal_counts_every_refused_line_and_names_the_first_ten(tmp_path, criteo_dir):
+    """One bad line or many: the error starts at the first, then counts them all and lists up to ten line numbers."""
+    lines = (criteo_dir / "train.txt").read_text().splitlines()[:60]
+    cases = {"word": ([9, 19, 29], lambda r: r[:3] + ["many"] + r[4:],
+                      r"line 10: I3 is 'many'.* 3 lines are refused so: lines 10, 20 and 30\.$"),
+             "short": (list(range(3, 45, 3)), lambda r: r[:-2],
+                       r"line 4: expected 40 tab-separated columns.* 14 lines are refused so: lines 4, 7, 10, 13, 16, "
+                       r"19, 22, 25, 28, 31 and 4 more\.$"),
+             "one": ([5], lambda r: ["2"] + r[1:], r"line 6: the label column label is '2', not 0 or 1\. .*a click\.$")}
+    for name, (bad, change, expected) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [line.split("\t") for line in lines]
+        for n in bad:
+            rows[n] = change(rows[n])
+        (folder / "train.txt").write_text("\n".join("\t".join(r) for r in rows) + "\n")
+        with pytest.raises(DataError, match=expected):
+            load_dataset("criteo", data_dir=folder)
+
+
 def test_describe_a_new_csv_data_set_from_a_spec_alone(clicks_dir):
     """Adding a data set none of our code names is one spec file: describe reads it from the CLI."""
     from autoint.cli import main

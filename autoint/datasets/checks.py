@@ -14,8 +14,9 @@ The checks (thresholds are this module's constants):
   a numeric field is also scored by its value itself, either way round. The AUC comes from ranks (numpy).
 - duplicate_rows: the share of samples whose encoded fields repeat an earlier sample's, above `DUPLICATES`.
 
-Rows a spec refuses never reach a data set: `autoint.datasets.generic` raises a DataError at the first bad line
-(its file, line and the fix), so `describe` stops with that message and these checks see only data that loaded.
+Rows a spec refuses never reach a data set: `autoint.datasets.generic` raises a DataError naming the first bad line
+(its file, line and the fix), how many lines are refused so and the first ten of their numbers, so `describe` and
+the add-a-data-set page stop with that message and these checks see only data that loaded.
 A Check's level is "warning" here; "error" names what already stops a load, for callers that report both.
 """
 from __future__ import annotations

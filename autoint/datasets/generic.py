@@ -27,6 +27,7 @@ from ..data.schema import UNKNOWN, Field, Schema
 from .spec import MAX_VALUES, DatasetSpec, FieldSpec, SpecError
 
 LINE, FILE = "source_line", "source_file"  # where each sample came from, kept in the frame
+REFUSED_SHOWN = 10  # the lines a refusal names; it counts them all
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
@@ -64,9 +65,22 @@ def _check_field_counts(path: Path, separator: str, expected: int, skip_header: 
     # Quoted fields may hold the separator: those lines are left to the CSV reader.
     bad = lines.filter(pl.col("text").is_null() | ((counts != expected - 1)
                                                      & ~pl.col("text").str.contains('"', literal=True)))
-    bad = bad.head(1).collect()
-    if bad.height:
-        raise field_count_error(path, int(bad["n"][0]), bad["text"][0], expected, separator)
+    shown = bad.head(REFUSED_SHOWN).collect()
+    if shown.height:  # counted only then: a file that loads is read once here
+        total = shown.height if shown.height < REFUSED_SHOWN else int(bad.select(pl.len()).collect().item())
+        error = field_count_error(path, int(shown["n"][0]), shown["text"][0], expected, separator)
+        raise DataError(f"{error}{refused_lines(shown['n'].to_list(), total, 'lines')}")
+
+
+def refused_lines(shown: list[int], total: int, word: str = "lines", names: list[str] | None = None) -> str:
+    """" 3 lines are refused so: lines 4, 17 and 203." for a refusal found on `total` lines, `shown` the first of
+    them (`names`: each one's file name, where a data set has several files); "" for one line."""
+    if total <= 1:
+        return ""
+    where = [f"{name}:{n}" for name, n in zip(names, shown)] if names else [str(n) for n in shown]
+    listed = ", ".join(where[:-1]) + f" and {where[-1]}" if total == len(where) else \
+        ", ".join(where) + f" and {total - len(where):,} more"
+    return f" {total:,} {word} are refused so: {word} {listed}."
 
 
 def field_count_error(path: Path, n: int, text: str | None, expected: int, separator: str) -> DataError:
@@ -190,10 +204,15 @@ def _locate(frame: pl.DataFrame, files: list[Path], row: int, fmt: str) -> str:
 
 
 def _refuse_first(bad, spec: DatasetSpec, frame: pl.DataFrame, files, message) -> None:
-    """A DataError at the first of the `bad` row positions: its file and line, then `message(row)`."""
+    """A DataError at the first of the `bad` row positions: its file and line, then `message(row)`, then how many
+    rows are refused so and the first REFUSED_SHOWN of their lines."""
     if len(bad):
         n = int(bad[0])
-        raise DataError(f"{_locate(frame, files, n, spec.format)}: {message(n)}")
+        first = [int(i) for i in bad[:REFUSED_SHOWN]]
+        names = [files[int(frame[FILE][i])].name for i in first] if len(files) > 1 else None
+        more = refused_lines([int(frame[LINE][i]) for i in first], len(bad),
+                             "rows" if spec.format == "parquet" else "lines", names)
+        raise DataError(f"{_locate(frame, files, n, spec.format)}: {message(n)}{more}")
 
 
 def labels_of(spec: DatasetSpec, frame: pl.DataFrame, files: list[Path]) -> np.ndarray:

@@ -199,7 +199,16 @@ def _read_lines(path: Path, limit: int) -> tuple[list[str], bool]:
     return lines, more
 
 
-def _encoding_error(path: Path, number: int, raw: bytes, exc: UnicodeDecodeError) -> DataError:
+class EncodingError(DataError):
+    """Bytes that are not UTF-8: `line` (1-based) holds the first; `latin1` says whether that line reads as
+    printable latin-1 text (the add-a-data-set page then offers to convert the file: adding.convert_from_latin1)."""
+
+    def __init__(self, message: str, line: int, latin1: bool):
+        super().__init__(message)
+        self.line, self.latin1 = line, latin1
+
+
+def _encoding_error(path: Path, number: int, raw: bytes, exc: UnicodeDecodeError) -> EncodingError:
     """Which byte of which line is not UTF-8, what it would be in latin-1, and the fix."""
     byte = raw[exc.start]
     as_latin1 = raw.decode("latin-1").rstrip("\r\n")
@@ -212,7 +221,8 @@ def _encoding_error(path: Path, number: int, raw: bytes, exc: UnicodeDecodeError
     else:
         latin = (f"It is not latin-1 text either (byte 0x{byte:02x} is a control character there): is it the "
                  f"file you meant? Convert it to UTF-8 from its real encoding (iconv -f ENCODING -t utf-8).")
-    return DataError(f"{path}, line {number}, character {column}: byte 0x{byte:02x} is not UTF-8. {latin}")
+    return EncodingError(f"{path}, line {number}, character {column}: byte 0x{byte:02x} is not UTF-8. {latin}",
+                         number, printable)
 
 
 def _split_counts(lines: list[str], sep: str) -> list[int]:

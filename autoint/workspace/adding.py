@@ -204,6 +204,27 @@ def stage_path(path: str | os.PathLike) -> Staging:
         return _copy_into(fh, _new_staging(file_name), file_name, limit_mb)
 
 
+def convert_from_latin1(staging: Staging) -> Staging:
+    """Rewrite the staged file from latin-1 to UTF-8 (gzipped stays gzipped), streamed, through a temporary file
+    renamed over it: the page's offer for a file `infer_spec` refused with an EncodingError whose line reads as
+    latin-1. Every byte decodes in latin-1, so only a file of another encoding comes out wrong: the preview shows it."""
+    if not staging.exists:
+        raise UsageError(f"{staging.file}: the staged file is gone; give the file again.")
+    packed = is_gzip(staging.file)
+    temporary = staging.file.with_name(f".{staging.file.name}.utf8")
+    inside_data(temporary)
+    opener = gzip.open if packed else open
+    try:
+        with opener(staging.file, "rb") as source, opener(temporary, "wb") as out:
+            while chunk := source.read(CHUNK):
+                out.write(chunk.decode("latin-1").encode("utf-8"))
+        os.replace(temporary, staging.file)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return staging
+
+
 def staging_of(folder: str | os.PathLike) -> Staging:
     """The Staging of an existing staging folder (its one data file)."""
     folder = inside_data(folder)
