@@ -207,7 +207,7 @@ def main() -> None:
                  icon=":material/bug_report:")
     finally:
         if problem is None:
-            links.publish(navigation.url_path, slot)  # the page's state into the URL, the link into the sidebar
+            links.publish(navigation.url_path, slot, source)  # the state into the URL, the link into the sidebar
         first_start.mark_activity()  # and the end of this run: a long computation counts as exploring too
 
 

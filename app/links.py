@@ -35,9 +35,11 @@ class BadLink(ValueError):
 class View:
     """What a page's parameters read and check against, loaded on demand (every load is cached by the pages)."""
 
-    def __init__(self, page: str, drawn: bool = False):
+    def __init__(self, page: str, drawn: bool = False, source=None):
         self.page = page
         self.drawn = drawn  # after the page drew: the sidebar has resolved the run in use (no second listing)
+        if source is not None:  # the frame's, of this run (no second scan of the data sets)
+            self.source = source
 
     @cached_property
     def source(self):
@@ -516,9 +518,10 @@ def warn(notes: list[str]) -> None:
         st.warning(note, icon=":material/link_off:")
 
 
-def params_of(page: str) -> dict[str, list[str]]:
-    """The page's state as query parameters (each a list of values), from this session's state."""
-    view, out = View(page, drawn=True), {}
+def params_of(page: str, source=None) -> dict[str, list[str]]:
+    """The page's state as query parameters (each a list of values), from this session's state; `source`: the data
+    set this run shows, when known."""
+    view, out = View(page, drawn=True, source=source), {}
     if st.session_state.get("data_key") == view.source.key:  # a data set chosen (the default one is left out)
         if view.source.key != state.data_sources()[0].key:
             out["data"] = [view.source.folder.name]
@@ -538,17 +541,17 @@ def link(page: str, params: dict[str, list[str]]) -> str:
     return f"{path}?{urlencode(params, doseq=True, safe=':,|')}" if params else path
 
 
-def publish(page: str, slot=None) -> None:
+def publish(page: str, slot=None, source=None) -> None:
     """Write the page's state into the URL (when it changed) and show the link to copy in `slot`. A bug here is
-    logged, never shown in place of the page."""
+    logged, never shown in place of the page. `source`: the data set this run shows."""
     try:
-        _publish(page, slot)
+        _publish(page, slot, source)
     except Exception:
         logging.getLogger("autoint.app").error("writing the link failed\n%s", traceback.format_exc())
 
 
-def _publish(page: str, slot) -> None:
-    params = params_of(page)
+def _publish(page: str, slot, source) -> None:
+    params = params_of(page, source)
     if params != current_params():
         st.query_params.from_dict(params)
     st.session_state[WRITTEN] = params

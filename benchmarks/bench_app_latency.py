@@ -38,6 +38,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads, as the app uses on 2 cores")
     parser.add_argument("--out", help="append a Markdown result row to this file")
     parser.add_argument("--repo", help="the checkout whose app is timed (default: this one)")
+    parser.add_argument("--time-links", action="store_true", help="also time the link's own work in each rerun "
+                                                                 "(app/links.py: reading and writing the URL)")
     args = parser.parse_args()
 
     import torch
@@ -60,6 +62,19 @@ def main() -> int:
     os.environ.update(AUTOINT_DATA_DIR=str(data_dir), AUTOINT_RUNS_DIR=str(work / "runs"),
                       AUTOINT_CACHE_DIR=str(work / "cache"))
 
+    links_ms: list[float] = []
+    if args.time_links:  # the frame calls these once a run (AppTest runs the script in this process)
+        from app import links
+
+        def timed(function):
+            def wrapper(*a, **k):
+                started = time.perf_counter()
+                try:
+                    return function(*a, **k)
+                finally:
+                    links_ms.append((time.perf_counter() - started) * 1000)
+            return wrapper
+        links.opened, links.publish = timed(links.opened), timed(links.publish)
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=300)
     started = time.perf_counter()
     at.run()
@@ -69,6 +84,7 @@ def main() -> int:
     at.run()
     movies = dataset.movielens.movies["movie_id"].to_list()
     timings = []
+    links_ms.clear()
     for movie in movies[1:args.movies + 1]:
         at.selectbox(key="explore_movie").set_value(movie)
         started = time.perf_counter()
@@ -81,6 +97,10 @@ def main() -> int:
            f"| {args.threads} | {len(timings)} | {median:.0f} | {p90:.0f} | {max(timings):.0f} | {first:.1f} s |")
     print("| data | CPU | threads | reruns | median ms | p90 ms | max ms | first load |")
     print(row)
+    if args.time_links:  # opened() and publish() of each rerun, summed per rerun
+        per_run = sorted(a + b for a, b in zip(links_ms[::2], links_ms[1::2]))
+        print(f"the link's work per rerun: median {statistics.median(per_run):.2f} ms, max {max(per_run):.2f} ms "
+              f"({len(per_run)} reruns)")
     if args.out:
         with open(args.out, "a", encoding="utf-8") as fh:
             fh.write(row + "\n")

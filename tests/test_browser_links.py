@@ -43,8 +43,8 @@ class TestALink:
         assert "#5" in shown(tab, "Movie")
         assert shown(tab, "Enlarge layer").split()[-1] == "2" and shown(tab, "Head").split()[-1] == "2"
         assert "α · ‖value‖" in shown(tab, "Reading of the attention")
-        tab.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot text')].some(t => "
-                              "t.textContent.includes('α · ‖value‖: layer 2, head 2'))")  # the enlarged map's title
+        tab.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot text')].some(t => "  # the
+                              "t.textContent.includes('α · ‖value‖: layer 2, head 2'))")  # enlarged map's title
 
         cli = subprocess.run([sys.executable, "-m", "autoint", "explain", str(trained_run.path), "--data-dir",
                               str(synth_dir), "--user", LINK["user"], "--movie", LINK["movie"], "--time",
