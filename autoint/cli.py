@@ -933,9 +933,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_interactions)
 
-    p = sub.add_parser("compare", help="what two or more runs of one data set combine, on the same samples: each "
-                                       "pair's difference of mean |k-SII|, the rank agreement of their interactions "
-                                       "and of their attention, and the seed stability of runs differing only in seed")
+    p = sub.add_parser("compare", help="what two or more runs of one data set combine, on the same samples: "
+                                       "difference maps, rank agreement, seed stability")
     p.add_argument("runs", nargs="+", metavar="RUN", help="two or more run folders trained on the same data set")
     data_arg(p)
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
