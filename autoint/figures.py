@@ -490,6 +490,13 @@ def _interaction_axis(matrix: np.ndarray, *, signed: bool, title: str, smallest:
     return dict(colorscale=INTERACTION_SCALE, cmin=0.0, cmax=bound, colorbar=bar)
 
 
+def _cell_text(value: float, spec: str) -> str:
+    """`value` formatted by `spec`, with no minus sign on a value that rounds to zero ("-0.00" reads as a change)."""
+    text = format(value, spec)
+    return text.replace("-", "+" if "+" in spec else "", 1) if text.startswith("-") and not any(
+        c in "123456789" for c in text) else text
+
+
 def _interaction_trace(matrix: np.ndarray, labels: list[str], *, signed: bool, main: np.ndarray | None = None,
                        coloraxis: str = "coloraxis", name: str | None = None, what: str = "") -> go.Heatmap:
     """Cells hold the values (blank diagonal); the hover names both fields, `Gender=M × Genre=Drama: +0.123 logit`,
@@ -499,7 +506,7 @@ def _interaction_trace(matrix: np.ndarray, labels: list[str], *, signed: bool, m
     size = len(labels)
     text, hover = [], []
     for i in range(size):
-        text.append(["" if i == j else format(matrix[i, j], cell) for j in range(size)])
+        text.append(["" if i == j else _cell_text(matrix[i, j], cell) for j in range(size)])
         row = []
         for j in range(size):
             if i == j:

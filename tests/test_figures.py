@@ -242,6 +242,9 @@ def test_signed_interaction_heatmap_has_a_blank_diagonal_and_a_symmetric_scale()
     assert fig.layout.yaxis.autorange == "reversed"
     no_main = figures.interaction_heatmap(matrix, LABELS, signed=True).data[0]
     assert no_main.customdata[1][1] == "Age=18-24: the diagonal is not an interaction"
+    matrix[0, 2] = matrix[2, 0] = -0.004  # rounds to zero: no minus sign in the cell, the hover keeps it
+    tiny = figures.interaction_heatmap(matrix, LABELS, signed=True).data[0]
+    assert tiny.text[0][2] == "+0.00" and tiny.customdata[0][2].endswith("-0.004 logit")
 
 
 def test_unsigned_interaction_heatmap_runs_from_zero():
