@@ -482,8 +482,7 @@ def restore_data() -> list[str]:
     found = state.data_sources()
     match = [s for s in found if given[-1] in (s.folder.name, s.key)]
     if not match:
-        return [f"The data set **{given[-1]}** of this link is not on this server; showing {found[0].label} "
-                "instead."]
+        return [f"data set **{given[-1]}** is not on this server; showing {found[0].label} instead."]
     st.session_state["data_key"] = match[0].key
     return []
 
@@ -496,7 +495,7 @@ def restore(page: str) -> list[str]:
     known = {*COMMON, *(name for param in declared for name in param.names)}
     for name in params:
         if name not in known:
-            notes.append(f"This page has no link parameter **{name}**; it is left out.")
+            notes.append(f"this page has no parameter **{name}**; it is left out.")
     for param in declared:
         given = {name: params[name] for name in param.names if name in params}
         if not given:
@@ -505,17 +504,19 @@ def restore(page: str) -> list[str]:
             param.read(view, given)
         except BadLink as exc:
             text = str(exc).rstrip(".")
-            notes.append(f"**This link:** {text}" + ("." if "default" in text else "; the page shows its default "
-                                                                                    "there."))
+            said = "default" in text or "showing" in text  # what the page shows instead
+            notes.append(text + ("." if said else "; the page shows its default there."))
         except (AutoIntError, LookupError, TypeError, ValueError) as exc:
-            notes.append(f"**This link:** {', '.join(f'{n}={v[-1]}' for n, v in given.items())} cannot be shown here "
-                         f"({exc}); the page shows its default.")
+            notes.append(f"{', '.join(f'{n}={v[-1]}' for n, v in given.items())} cannot be shown here ({exc}); the "
+                         "page shows its default there.")
     return notes
 
 
 def warn(notes: list[str]) -> None:
-    for note in notes:
-        st.warning(note, icon=":material/link_off:")
+    """What a link asked for and this server cannot show, in one warning at the top of the page."""
+    if notes:
+        st.warning("**This link:** " + (notes[0] if len(notes) == 1 else "\n" + "\n".join(f"- {n}" for n in notes)),
+                   icon=":material/link_off:")
 
 
 def params_of(page: str, source=None) -> dict[str, list[str]]:

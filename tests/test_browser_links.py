@@ -63,3 +63,19 @@ class TestALink:
         assert copy.startswith(server) and "layer=2" in copy and "reading=value-norm" in copy
         shoot(tab, "link-explore")
         context.close()
+
+    def test_a_bad_link_names_what_it_cannot_show_and_the_page_its_default(self, browser, server):
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        tab = context.new_page()
+        tab.set_default_timeout(120_000)
+        tab.goto(f"{server}/?run=ghost&user=3&layer=9&reading=tea-leaves&time=soon")
+        tab.wait_for_function("() => document.querySelector('[data-testid=\"stMain\"]').innerText"
+                              ".includes('This link')")
+        settle(tab, 3)
+        alerts = " ".join(tab.locator('[data-testid="stAlert"]').all_inner_texts())
+        for named in ("ghost", "layer 9", "tea-leaves", "'soon'"):
+            assert named in alerts, (named, alerts)
+        assert "user 3" in shown(tab, "User")  # the rest of the link applies
+        tab.wait_for_function("() => location.search.includes('run=small') && location.search.includes('layer=1')")
+        shoot(tab, "link-bad")
+        context.close()
