@@ -118,12 +118,18 @@ def test_a_missing_run_or_data_set_is_named_and_the_default_shown(app_env):
 
 
 def test_what_if_edits_and_learn_fields_round_trip(app_env):
-    at = opened({"user": "3", "movie": "5", "set": ["Gender:F", "Age:25"], "layer": "2", "head": "mean"},
-                page="app/what_if.py")
+    edits = ["Age:25", "Genre:Drama|Comedy", "RequestTime:2001-01-01T10:30"]
+    at = opened({"user": "3", "movie": "5", "set": edits, "layer": "2", "head": "mean"}, page="app/what_if.py")
     assert not warnings(at), warnings(at)
-    assert at.session_state["whatif_edits"].get("Age") == "25" or "Age" in at.session_state["whatif_edits"]
+    assert at.session_state["whatif_edits"]["Age"] == "25"
+    assert sorted(at.session_state["whatif_edits"]["Genre"]) == ["Comedy", "Drama"]
     link = params(at)
-    assert link["head"] == ["mean"] and link["user"] == ["3"] and "Age:25" in link["set"]
+    assert link["head"] == ["mean"] and link["user"] == ["3"] and link["layer"] == ["2"]
+    assert sorted(link["set"]) == sorted(edits)
+    again = opened({name: values if len(values) > 1 else values[0] for name, values in link.items()},
+                   page="app/what_if.py")
+    assert again.session_state["whatif_edits"] == at.session_state["whatif_edits"]
+    assert [m.value for m in again.metric] == [m.value for m in at.metric]  # CTR before and after
     at = opened({"set": ["Nope:1"], "head": "3"}, page="app/what_if.py")
     assert any("Nope" in w for w in warnings(at)) and any("head 3" in w for w in warnings(at)), warnings(at)
     at = opened({"query": "Gender", "key": "Zip"}, page="app/learn.py")
