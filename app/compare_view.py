@@ -16,7 +16,7 @@ from autoint.training.runs import Run, read_manifest
 from autoint.workspace.background import Task
 from autoint.workspace.sources import DataSource, source_of
 
-from app.state import dataset, load_model, show_figure
+from app.state import dataset, keep, load_model, show_figure
 from app.views import prepared_for, result_of, submit
 
 SPLIT = "test"
@@ -53,8 +53,11 @@ def show(names: dict[str, str], chosen: list[str], source: DataSource) -> None:
     st.caption("Each run's field interactions (mean |k-SII|) and raw attention α (mean of layers and heads, both "
                "directions of a pair averaged) on the same test samples; ρ is the Spearman rank correlation of two "
                "runs' maps over the field pairs: +1 when they rank the pairs alike.")
-    picked = st.multiselect("Runs to compare on what they combine", list(names), default=chosen,
-                            format_func=names.get, key="train_combine_runs")
+    if [p for p in st.session_state.get("train_combine_runs", []) if p not in names]:
+        del st.session_state["train_combine_runs"]  # a run gone since: start again from the runs above
+    keep("train_combine_runs", chosen)  # through session state: a link may set it (app/links.py)
+    picked = st.multiselect("Runs to compare on what they combine", list(names), format_func=names.get,
+                            key="train_combine_runs")
     if len(picked) < 2:
         st.caption("Pick two or more runs.")
         return

@@ -421,18 +421,24 @@ def field_name(view: View, position: int) -> str:
     return view.model.schema.fields[position].name
 
 
-def read_runs(view: View, given: dict) -> None:
-    runs = {r["name"]: r["path"] for r in state.runs_for(view.source)}
-    names = [n for n in given["runs"][-1].split(",") if n]
-    missing = [n for n in names if n not in runs]
-    if missing:
-        raise BadLink(f"run **{missing[0]}** is not on this server; comparing the default runs")
-    st.session_state["train_compare"] = [runs[n] for n in names[:2]]
+def run_list(name: str, key: str, most: int | None, fallback: str) -> Param:
+    """Runs picked in a multiselect (`key`), as comma-separated run names; a name not on this server is refused."""
+    def read(view: View, given: dict) -> None:
+        runs = {r["name"]: r["path"] for r in state.runs_for(view.source)}
+        names = [n for n in given[name][-1].split(",") if n]
+        missing = [n for n in names if n not in runs]
+        if missing:
+            raise BadLink(f"run **{missing[0]}** is not on this server; {fallback}")
+        st.session_state[key] = [runs[n] for n in names[:most]]
+
+    def write(view: View) -> dict:
+        chosen = st.session_state.get(key)
+        return {name: ",".join(Path(p).name for p in chosen)} if chosen else {}
+    return Param((name,), read, write)
 
 
-def write_runs(view: View) -> dict:
-    chosen = st.session_state.get("train_compare")
-    return {"runs": ",".join(Path(p).name for p in chosen)} if chosen else {}
+RUNS = run_list("runs", "train_compare", 2, "comparing the default runs")  # Compare runs: side by side
+COMBINE = run_list("combine", "train_combine_runs", None, "comparing the runs above")  # what they combine
 
 
 def results_folder(view: View, text: str) -> str:
@@ -449,7 +455,7 @@ PAGES: dict[str, list[Param]] = {  # url_path -> its parameters, in the order th
          COMPARE],
     "what-if": [RUN, SAMPLE, ROW, EDITS, layer("whatif"), head("whatif", mean=True), reading("what_if")],
     "correlations": [RUN, SIZE, SEED, LABEL, SLICE, MEASURED, reading("corr")],
-    "train": [RUN, Param(("runs",), read_runs, write_runs)],
+    "train": [RUN, RUNS, COMBINE],
     "recommend": [RUN, widget("user", "recommend_user", recommend_user),
                   Param(("time",), recommend_time, write_recommend_time),
                   widget("top", "recommend_top", lambda view, text: whole(text, "top", 5, 50), default=10),

@@ -44,3 +44,11 @@ def test_train_page_compares_what_two_seeds_combine(pair_env, synth_dataset):
     assert table["largest change of mean |k-SII| (B − A)"][0] == expected.change_text(pair)
     text = "\n".join(m.value for m in at.markdown)
     assert "Seed stability." in text and expected.stability[0].text in text
+    # the picked runs ride in the page's link, and a new session opening it compares the same runs
+    link = at.query_params["combine"]
+    assert sorted((link[0] if isinstance(link, list) else link).split(",")) == ["s1", "s2"]
+    again = start("app/train_page.py")
+    again.query_params["combine"] = "s2"
+    again.run()
+    assert again.multiselect(key="train_combine_runs").value == [str(pair_env / "s2")]
+    assert any("Pick two or more runs." in c.value for c in again.caption)

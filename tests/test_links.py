@@ -187,6 +187,8 @@ def test_correlations_recommend_train_and_paper_pages_round_trip(app_env, traine
 
     at = opened({"runs": "small,ghost"}, page="app/train_page.py")
     assert any("ghost" in w for w in warnings(at)), warnings(at)
+    at = opened({"combine": "ghost,small"}, page="app/train_page.py")
+    assert any("run **ghost** is not on this server; comparing the runs above" in w for w in warnings(at))
     at = opened({"results": "nowhere"}, page="app/paper.py")
     assert not at.exception  # no results on this server: the page says so, the link's folder is named
     assert any("nowhere" in w for w in warnings(at)), warnings(at)
