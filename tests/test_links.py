@@ -7,20 +7,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import tiny_criteo_run
+import test_app
 from test_app import APP, TIMEOUT, finish_background
 
 DEFAULT_LAYER = DEFAULT_HEAD = 1
-
-
-@pytest.fixture
-def app_env(monkeypatch, tmp_path, synth_dir, trained_run):
-    """The app on the small synthetic data, with one trained run (`small`: 2 layers, 2 heads)."""
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    shutil.copytree(trained_run.path, runs / "small")
-    monkeypatch.setenv("AUTOINT_DATA_DIR", str(synth_dir))
-    monkeypatch.setenv("AUTOINT_RUNS_DIR", str(runs))
-    return runs
+app_env = test_app.app_env  # the fixture: the app on the small synthetic data, one run (`small`: 2 layers, 2 heads)
 
 
 def opened(params: dict, page: str | None = None, settle: bool = True) -> AppTest:
