@@ -29,6 +29,7 @@ from the authors' TensorFlow code (github.com/shichence/AutoInt, model.py, `mult
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, fields
 
@@ -126,7 +127,9 @@ class FieldEmbedding(nn.Module):
         self.numeric = nn.Parameter(torch.empty(len(numeric), embed_dim))  # one v_m per numeric field
         for weight in (self.categorical.weight, self.multivalued.weight, self.numeric):
             nn.init.normal_(weight, std=0.05)
-        offsets = lambda fs: torch.tensor([0] + [f.size for f in fs][:-1], dtype=torch.long).cumsum(0)
+        # each field's first row; summed in Python: a cumsum on the meta device (load_run checks shapes there) runs
+        # a Python meta kernel whose first call imports torch._dynamo, 1.4 s of every process that loads a model
+        offsets = lambda fs: torch.tensor(list(itertools.accumulate([0] + [f.size for f in fs][:-1])), dtype=torch.long)
         self.register_buffer("categorical_offsets", offsets(categorical), persistent=False)
         self.register_buffer("multivalued_offsets", offsets(multivalued), persistent=False)
         # The embeddings come out grouped by kind; this permutation puts them back in schema order.

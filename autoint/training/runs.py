@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.overrides import TorchFunctionMode
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -296,6 +297,17 @@ def read_safetensors_header(path: Path) -> dict:
     return tensors
 
 
+class _ShapesOnly(TorchFunctionMode):
+    """With torch.device("meta"): torch.nn.init's functions leave their tensor as it is. A meta tensor holds no
+    values to initialise, and normal_'s meta kernel is Python whose first call imports torch._dynamo: 1.7 s of
+    every process that loads a run (each CLI command, the app's first model)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else (kwargs or {})["tensor"]
+        return func(*args, **(kwargs or {}))
+
+
 def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
     path = Path(path)
     manifest = read_manifest(path)
@@ -311,8 +323,8 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
             from exc
     weights_path = path / WEIGHTS
     declared = read_safetensors_header(weights_path)
-    with torch.device("meta"):  # the model's shapes without allocating it: a tampered JSON cannot claim memory
-        expected = build_model(config, schema).state_dict()
+    with torch.device("meta"), _ShapesOnly():  # the model's shapes without allocating it: a tampered JSON cannot
+        expected = build_model(config, schema).state_dict()  # claim memory
     _check_tensors(weights_path, {k: (tuple(v.shape), v.dtype) for k, v in expected.items()}, declared)
     try:
         state = load_file(str(weights_path))  # safetensors: raw tensors, never code
