@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from autoint.training.jobs import ACTIVE, TRAINER_NICE, JobQueue
+from autoint.training.jobs import ACTIVE, JobQueue
+from autoint.training.worker import TRAINER_NICE
 from autoint.model.autoint import AutoIntConfig
 from autoint.training.runs import REGISTRY_LOCK, list_runs
 from autoint.training.train import TrainConfig

@@ -10,7 +10,7 @@ A job lives in a folder under `<runs root>/.jobs/<id>/`:
 `<runs root>/.activity` is touched by the app on every script run of any session: a trainer
 started with an idle thread count uses every core while nobody explored for IDLE_AFTER_S seconds,
 and its own share of the cores otherwise (`ThreadPacer`, checked every 50 batches).
-The worker (`python -m autoint.training.jobs JOB_DIR`) holds a file lock per device while the trainer
+The worker (`python -m autoint.training.worker JOB_DIR`, autoint/training/worker.py) holds a file lock per device while the trainer
 runs, so jobs queue: one trains on each device at a time, the rest wait for the lock. The
 trainer writes its run folder atomically only when training finished, so a job killed on
 the way leaves no run in the registry. Nothing here needs the app: jobs outlive reruns,
@@ -28,13 +28,13 @@ import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from filelock import FileLock
 
 from ..errors import UsageError
 from ..model.autoint import AutoIntConfig
 from .runs import RUN_NAME, CheckpointError
 from .metrics import pick_device
 from .train import TrainConfig, settings_to_json
+from .worker import write_json as _write_json
 
 JOBS_DIR = ".jobs"
 SETTINGS = "settings.json"
@@ -185,7 +185,7 @@ class JobQueue:
         environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
                                                                   environment.get("PYTHONPATH")]))
         # A session of its own, so cancel can end the worker and its trainer together.
-        child = subprocess.Popen([self.python, "-m", "autoint.training.jobs", str(folder)], env=environment,
+        child = subprocess.Popen([self.python, "-m", "autoint.training.worker", str(folder)], env=environment,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=open(folder / "worker.log", "w"), start_new_session=True)
         self._children[job_id] = child
@@ -294,13 +294,6 @@ def _read_pid(folder: Path) -> int | None:
         return None
 
 
-def _write_json(path: Path, obj) -> None:
-    staging = path.with_suffix(".tmp")
-    staging.write_text(json.dumps(obj, indent=1))
-    os.replace(staging, path)
-
-
-TRAINER_NICE = 10  # a background trainer yields the CPU to the app's sessions when they want it
 
 # ----------------------------------------------------------------------------- every core while nobody explores
 
@@ -385,43 +378,3 @@ class ThreadPacer:
         return {"event": "threads", "threads": threads, "time": now,
                 "idle_s": None if last is None else round(now - last, 1),
                 "free_cores": None if free is None else round(free, 2)}
-
-
-def _die_with_parent() -> None:
-    """Linux: the trainer gets SIGTERM when the worker dies, even by SIGKILL, so a killed job
-    never finishes behind the queue's back and writes a run nobody asked to keep. It also runs
-    at a lower priority (nice), so that exploring stays responsive on a machine with few cores."""
-    try:
-        os.nice(TRAINER_NICE)
-    except OSError:
-        pass
-    if sys.platform.startswith("linux"):
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-def run_worker(folder: Path) -> int:
-    """Wait for the device, run the trainer, record its exit code. Runs in its own process."""
-    spec = json.loads((folder / "job.json").read_text())
-    lock = FileLock(str(folder.parent / f"device-{spec['device'].replace(':', '-')}.lock"))
-    with lock:
-        if (folder / "cancelled").exists():
-            return 1
-        (folder / "started").touch()
-        with open(folder / "log.txt", "w") as log:
-            trainer = subprocess.Popen(spec["command"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                       preexec_fn=_die_with_parent)
-            # SIGTERM (cancel) reaches the whole process group; the trainer ends before the lock is let go. The
-            # handler only passes the signal on: waiting in it would deadlock on Popen.wait's lock, held by
-            # the wait below.
-            stopped = []
-            signal.signal(signal.SIGTERM, lambda *_: (stopped.append(True), trainer.terminate()))
-            code = trainer.wait()
-        if stopped:
-            return 143  # no exit.json: cancelled (its marker) or stopped, never finished
-        _write_json(folder / "exit.json", {"returncode": code})
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(run_worker(Path(sys.argv[1])))
