@@ -7,7 +7,7 @@ import streamlit as st
 from autoint.model.presets import preset_config
 from autoint.training import jobs
 from autoint.training.jobs import ACTIVE, Job, JobQueue
-from autoint.training.runs import CheckpointError, clean_staging
+from autoint.training.runs import MANIFEST, CheckpointError, clean_staging
 from autoint.workspace import defaults
 from autoint.workspace.defaults import FIRST_RUN_EPOCHS, FIRST_RUN_TRAINING, QUICK_RUN, READABLE_RUN
 from autoint.workspace.sources import runs_root
@@ -24,9 +24,12 @@ def job_queue(root: str) -> JobQueue:
 
 
 def mark_activity() -> None:
-    """Someone is exploring: a background trainer gives the app its cores back (autoint.training.jobs.ThreadPacer)."""
+    """Someone is exploring: a background trainer gives the app its cores back (autoint.training.jobs.ThreadPacer).
+    Not before the first run lands: a first start's page only waits, so its trainer keeps every core."""
+    root = runs_root()
     try:
-        jobs.mark_activity(runs_root())
+        if any(root.glob(f"*/{MANIFEST}")):
+            jobs.mark_activity(root)
     except OSError:  # a read-only runs folder: nothing trains there either
         pass
 

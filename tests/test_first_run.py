@@ -259,3 +259,16 @@ def test_a_lost_converging_job_is_started_again_and_a_cancelled_one_leaves_the_q
     captions = [c.value for c in at.sidebar.caption]
     assert any("convergence cancelled; the quick model stays" in c for c in captions), captions
     assert run_in_use(at) == state.QUICK_RUN and not (app_env / state.READABLE_RUN).exists()
+
+
+def test_the_app_marks_activity_only_once_a_run_can_be_explored(tmp_path, monkeypatch):
+    """A first start's page only waits for the quick model: it leaves the activity file alone, so the trainer takes
+    every core from its first step; once a run exists, each script run marks it."""
+    from app import first_start
+    monkeypatch.setenv("AUTOINT_RUNS_DIR", str(tmp_path / "runs"))
+    first_start.mark_activity()
+    assert not activity_file(tmp_path / "runs").exists()
+    (tmp_path / "runs" / "default").mkdir(parents=True)
+    (tmp_path / "runs" / "default" / "run.json").write_text("{}")
+    first_start.mark_activity()
+    assert activity_file(tmp_path / "runs").exists()
