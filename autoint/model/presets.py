@@ -21,7 +21,7 @@ PRESET_DESCRIPTIONS: dict[str, str] = {
     "authors-code": "The authors' TensorFlow layer: ReLU and bias on Q, K, V and W_Res, scaled scores, layer norm.",
     "readable": "The app's default, a model whose attention can be read: the authors' layer, trained with attention "
                 "alignment 0.1 (its alpha * ||value|| reading pulled toward the measured interactions): split rho "
-                "+0.99, median per-sample rho +0.79, test AUC +0.0049 over the paper's (3 seeds, u2999, "
+                "+0.98, median per-sample rho +0.80, test AUC +0.0046 over the paper's (3 seeds, u2999, "
                 "benchmarks/results/attention-faithfulness/aligned).",
 }
 
