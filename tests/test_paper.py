@@ -9,9 +9,17 @@ from autoint.training import paper
 from conftest import REPO
 
 
-def test_reproduce_script_writes_tables_and_figures(synth_dir, tmp_path):
+@pytest.fixture(scope="module")
+def repro_dir(tmp_path_factory):
+    """A small MovieLens-format folder (2,500 ratings): reproduce.py trains every model of Table 2 on it, 29 times
+    in the tuning test, and what these tests check is the script's bookkeeping, not the models' accuracy."""
+    from autoint.datasets.synth import generate_movielens
+    return generate_movielens(tmp_path_factory.mktemp("repro") / "ml", users=80, movies=50, ratings=2500, seed=3)
+
+
+def test_reproduce_script_writes_tables_and_figures(repro_dir, tmp_path):
     out = tmp_path / "repro"
-    subprocess.run([sys.executable, "benchmarks/reproduce.py", "--data-dir", str(synth_dir), "--seeds", "2",
+    subprocess.run([sys.executable, "benchmarks/reproduce.py", "--data-dir", str(repro_dir), "--seeds", "2",
                     "--epochs", "1", "--only", "table", "--device", "cpu", "--out", str(out)],
                    cwd=REPO, check=True, capture_output=True, text=True, timeout=300)
     results = paper.load_reproduction(out)
@@ -43,11 +51,11 @@ def test_paper_page_shows_committed_results_beside_the_paper():
     assert any("not the full ML-1M" in w.value for w in at.warning)
 
 
-def test_reproduce_tunes_each_model_on_validation_and_merges_earlier_rows(synth_dir, tmp_path):
+def test_reproduce_tunes_each_model_on_validation_and_merges_earlier_rows(repro_dir, tmp_path):
     """`--tune` picks each rerun model's extras from its own grid by validation AUC; `--merge-from` fills the rows
     not rerun from an earlier folder and the report says where each row ran."""
     run = lambda *extra: subprocess.run(
-        [sys.executable, "benchmarks/reproduce.py", "--data-dir", str(synth_dir), "--epochs", "1", "--only", "table",
+        [sys.executable, "benchmarks/reproduce.py", "--data-dir", str(repro_dir), "--epochs", "1", "--only", "table",
          "--device", "cpu", *extra], cwd=REPO, check=True, capture_output=True, text=True, timeout=600)
     earlier, later = tmp_path / "earlier", tmp_path / "later"
     run("--seeds", "1", "--out", str(earlier))
