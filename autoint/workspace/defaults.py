@@ -19,7 +19,7 @@ QUICK_RUN = "default"  # the readable preset after FIRST_RUN_EPOCHS epochs
 READABLE_RUN = "readable"  # the readable preset to convergence: the app's default model
 PAPER_RUN = "paper"  # the paper's configuration to convergence
 LEGACY_RUNS = ("default-converged",)  # what earlier first starts trained (the paper's configuration)
-FIRST_RUN_EPOCHS = 3  # the quick model: the first chart within 60 s on u2999, 2 cores (benchmarks/first_run.md)
+FIRST_RUN_EPOCHS = 2  # the quick model: the first chart within 60 s on u2999, 2 cores (benchmarks/first_run.md)
 # Adam at lr 4e-3, halved after each epoch without a better validation AUC: about half the epochs of lr 1e-3 for
 # the same test AUC on u2999 (benchmarks/first_run.md).
 FIRST_RUN_TRAINING = TrainConfig(epochs=30, patience=2, lr=4e-3, lr_decay=0.5)
