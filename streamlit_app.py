@@ -198,6 +198,8 @@ def main() -> None:
             st.info(f"**Synthetic data** (`{source.folder}`): not real {'ratings' if source.has_catalog else 'data'}"
                     "; clicks follow planted field pairs listed in its planted_interactions.json.",
                     icon=":material/science:")
+        links.publish(navigation.url_path, slot, source, write_url=False)  # the link as the run starts, in the
+        # sidebar only: a page that ends early (st.stop) still shows one; the URL is written once the page drew
         navigation.run()
     except state.USER_ERRORS as exc:
         st.error(str(exc), icon=":material/error:")
@@ -206,9 +208,9 @@ def main() -> None:
         st.error(f"Something went wrong ({type(exc).__name__}: {exc}). The details are in the server log.",
                  icon=":material/bug_report:")
     finally:
-        if problem is None:
-            links.publish(navigation.url_path, slot, source)  # the state into the URL, the link into the sidebar
         first_start.mark_activity()  # and the end of this run: a long computation counts as exploring too
+        if problem is None:  # the state as the page left it (after an st.stop(), drawing raises again: kept as it was)
+            links.publish(navigation.url_path, slot, source)  # the state into the URL, the link into the sidebar
 
 
 main()

@@ -548,20 +548,21 @@ def link(page: str, params: dict[str, list[str]]) -> str:
     return f"{path}?{urlencode(params, doseq=True, safe=':,|')}" if params else path
 
 
-def publish(page: str, slot=None, source=None) -> None:
-    """Write the page's state into the URL (when it changed) and show the link to copy in `slot`. A bug here is
-    logged, never shown in place of the page. `source`: the data set this run shows."""
+def publish(page: str, slot=None, source=None, write_url: bool = True) -> None:
+    """Write the page's state into the URL (when it changed; not with `write_url` False) and show the link to copy
+    in `slot`. A bug here is logged, never shown in place of the page. `source`: the data set this run shows."""
     try:
-        _publish(page, slot, source)
+        _publish(page, slot, source, write_url)
     except Exception:
         logging.getLogger("autoint.app").error("writing the link failed\n%s", traceback.format_exc())
 
 
-def _publish(page: str, slot, source) -> None:
+def _publish(page: str, slot, source, write_url: bool = True) -> None:
     params = params_of(page, source)
-    if params != current_params():
-        st.query_params.from_dict(params)
-    st.session_state[WRITTEN] = params
+    if write_url:
+        if params != current_params():
+            st.query_params.from_dict(params)
+        st.session_state[WRITTEN] = params
     if slot is not None:
         with slot.container():
             st.markdown("**Link to this view**", help="Opens this page with the same run, sample and choices in "

@@ -183,3 +183,10 @@ def test_correlations_recommend_train_and_paper_pages_round_trip(app_env, traine
     at = opened({"results": "nowhere"}, page="app/paper.py")
     assert not at.exception  # no results on this server: the page says so, the link's folder is named
     assert any("nowhere" in w for w in warnings(at)), warnings(at)
+
+
+def test_a_page_that_stops_early_still_shows_its_link(app_env):
+    """The Train page with one run ends early (st.stop: nothing to compare); the sidebar still has the link."""
+    at = opened({}, page="app/train_page.py")
+    codes = [c.value for c in at.sidebar.code]
+    assert len(codes) == 1 and "run=small" in codes[0] and "train" in codes[0], codes
