@@ -15,6 +15,24 @@ RECOVERED = SHARED_DATA / "ml-1m-recovered"
 
 
 @pytest.fixture(scope="session", autouse=True)
+def kernel_built_beside():
+    """The C++ kernel's one-time build (25-45 s on a fresh checkout) starts in a process of its own as the session
+    starts, so the tests before the first one that trains overlap it; that test then waits on the build's OS lock
+    and loads what it built (autoint/model/kernels/loader.py). Nothing starts where the kernel is not the CPU's."""
+    import subprocess
+    import sys
+    from autoint.model.kernels import loader
+    if loader.cpu_kernel() == "inductor" or loader._compiler_problem() is not None:
+        yield None
+        return
+    build = subprocess.Popen([sys.executable, "-c", "from autoint.model.kernels.loader import _build_cpp_extension; "
+                              "_build_cpp_extension()"], cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
+    yield build
+    build.wait(timeout=600)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def shared_cache(tmp_path_factory):
     """One interactions-and-readings cache (AUTOINT_CACHE_DIR) for the whole run, outside the checkout. Its keys
     name the run's weights (a digest), the data's fingerprint and every setting of the computation, so tests that
