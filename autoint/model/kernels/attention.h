@@ -23,7 +23,8 @@
 //   x, grad_x (in, F, B); weight (P*H*D, in) in nn.Linear's row order.
 // Only the headers it uses (parsed in ~4 s, against ~15 s for <torch/extension.h>, the whole C++ frontend), and the
 // operators registered with the dispatcher (TORCH_LIBRARY), not as a pybind11 module; the forward and backward
-// operators are two translation units that compile side by side (attention_forward.cpp, attention_backward.cpp).
+// operators are three translation units that compile side by side (attention_forward.cpp, attention_backward.cpp,
+// layer_backward.cpp).
 // The first build is the one-time cost of a fresh checkout's first start and of every CI run.
 #pragma once
 #include <ATen/Parallel.h>

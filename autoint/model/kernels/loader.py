@@ -54,8 +54,9 @@ CPU_KERNEL = "cpp"
 CPU_KERNEL_WITHOUT_AVX512 = "cpp-attention"
 CPU_KERNELS = ("cpp", "cpp-attention", "inductor")
 _HERE = os.path.dirname(os.path.abspath(__file__))
-CPP_SOURCES = tuple(os.path.join(_HERE, f) for f in ("attention_forward.cpp", "attention_backward.cpp"))  # ninja
-CPP_HEADER = os.path.join(_HERE, "attention.h")  # compiles the two side by side; both include the kernel maths here
+CPP_SOURCES = tuple(os.path.join(_HERE, f)  # ninja
+                    for f in ("attention_forward.cpp", "attention_backward.cpp", "layer_backward.cpp"))
+CPP_HEADER = os.path.join(_HERE, "attention.h")  # compiles them side by side; each includes the kernel maths here
 # The C++ kernels' field counts: templates for 1..16 fields (F vectors of accumulators in registers), the k-blocked
 # wide cores (chunks of 16 fields, F at run time) above; used up to here, the widest schema measured against the
 # reference (FUSED_MAX_FIELDS).
