@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import streamlit as st
 
@@ -543,7 +543,11 @@ def params_of(page: str, source=None) -> dict[str, list[str]]:
 
 def link(page: str, params: dict[str, list[str]]) -> str:
     """The view's address: the app's own (as the browser reached it) when known, else relative to the app."""
-    base = (st.context.url or "").rstrip("/")
+    parts = urlsplit(st.context.url or "")
+    root = parts.path.rstrip("/")
+    if page and (root == page or root.endswith(f"/{page}")):  # the browser's address is this page's already
+        root = root[:len(root) - len(page)].rstrip("/")
+    base = urlunsplit((parts.scheme, parts.netloc, root, "", "")) if parts.netloc else root
     path = f"{base}/{page}" if page else (base or ".")
     return f"{path}?{urlencode(params, doseq=True, safe=':,|')}" if params else path
 

@@ -190,3 +190,16 @@ def test_a_page_that_stops_early_still_shows_its_link(app_env):
     at = opened({}, page="app/train_page.py")
     codes = [c.value for c in at.sidebar.code]
     assert len(codes) == 1 and "run=small" in codes[0] and "train" in codes[0], codes
+
+
+@pytest.mark.parametrize("url, page, expected", [
+    ("http://127.0.0.1:8501/train", "train", "http://127.0.0.1:8501/train?run=small"),
+    ("http://127.0.0.1:8501/", "", "http://127.0.0.1:8501?run=small"),
+    ("http://host/base/what-if", "what-if", "http://host/base/what-if?run=small"),
+    (None, "train", "/train?run=small")])
+def test_the_link_names_the_page_once(monkeypatch, url, page, expected):
+    """The browser's address already ends in the page's path on every page but Explore: the link names it once."""
+    from unittest import mock
+    import app.links as links
+    monkeypatch.setattr(links.st, "context", mock.Mock(url=url))
+    assert links.link(page, {"run": ["small"]}) == expected
