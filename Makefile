@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED=1
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q --no-compile -r requirements.txt  # bytecode on first import: 32 s here, not 79 s
+	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
 # No file watcher: Streamlit would watch the checkout recursively, .venv included (~4,900 folders), and
