@@ -28,7 +28,6 @@ def require_model():
             st.page_link("app/train_page.py", label="Train a model", icon=":material/model_training:")
             st.stop()
         first_run_training()
-        catalog(str(source.folder))  # read while the model trains (the job is queued first): the first chart waits less
         st.stop()
     return path, load_model(path)
 
@@ -36,8 +35,8 @@ def require_model():
 def exploring() -> tuple[str, Catalog, str, object, dict]:
     """What the per-sample pages of a catalogued data set start from: (data folder, catalog, run path, model, current sample)."""
     folder = str(data_source().folder)
-    run_path, model = require_model()  # before the catalog: a first start queues its training first
     cat = catalog(folder)
+    run_path, model = require_model()
     return folder, cat, run_path, model, current_sample(cat)
 
 
