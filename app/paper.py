@@ -34,7 +34,7 @@ meta, summary = results["meta"], results["summary"]
 st.warning(f"**Data: {meta['data_note']}.** The paper used the full MovieLens-1M; compare the ordering and the "
            "gaps between models, not the absolute numbers.", icon=":material/info:")
 device_label = "Device of this command" if meta.get("merged_from") else "Device"
-shared = TrainConfig(batch_size=MAX_BATCH)  # the default batch size on the paper's data (config.batch_size_for)
+shared = TrainConfig(batch_size=MAX_BATCH).for_split(0)  # the default batch and lr on the paper's data (config.py)
 first = results["runs"][0] if results["runs"] else {}
 st.markdown(f"{device_label}: {meta['device']} · {meta['seeds']} seeds · Adam, batch {shared.batch_size}, "
             f"lr {shared.lr:g}, at most {first.get('epochs', shared.epochs)} epochs, early stopping on validation AUC "

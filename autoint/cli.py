@@ -830,8 +830,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-ids", action="store_true")
     # Training flags default to None: unset, they keep TrainConfig's default (shown in each help).
     from types import SimpleNamespace
-    from .training.config import (IN_MEMORY_MAX_BYTES, MAX_BATCH, MIN_BATCH, MIN_STEPS_PER_EPOCH,
-                                  defaults as train_defaults)
+    from .training.config import (IN_MEMORY_MAX_BYTES, MAX_BATCH, MIN_BATCH, MIN_STEPS_PER_EPOCH, PAPER_LR,
+                                  SMALL_BATCH_LR, defaults as train_defaults)
     defaults = SimpleNamespace(**train_defaults())  # no torch import: `prepare` starts without it
     p.add_argument("--epochs", type=int, help=f"most epochs (default {defaults.epochs})")
     p.add_argument("--patience", type=int, help=f"epochs without a better validation AUC before stopping "
@@ -840,7 +840,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    f"{MIN_STEPS_PER_EPOCH} steps at that size, else the largest power "
                                                    f"of two down to {MIN_BATCH} that gives it as many (smaller "
                                                    f"training splits; autoint/training/config.py)")
-    p.add_argument("--lr", type=float, help=f"Adam's learning rate (default {defaults.lr})")
+    p.add_argument("--lr", type=float, help=f"Adam's learning rate (default: {PAPER_LR:g}, or {SMALL_BATCH_LR:g} where "
+                                            f"the batch is {MIN_BATCH} or smaller)")
     p.add_argument("--lr-decay", type=float,
                    help=f"multiply the learning rate by this after each epoch without a better validation AUC "
                         f"(default {defaults.lr_decay})")

@@ -3,7 +3,6 @@ import math
 import pickle
 import subprocess
 import sys
-from dataclasses import asdict
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from autoint.model.autoint import AutoIntConfig, ConfigError
 from autoint.training.runs import CheckpointError, list_runs, load_run, save_run, clean_staging
 from autoint.training.metrics import roc_auc
-from autoint.training.config import batch_size_for
+from autoint.training.config import batch_size_for, lr_for
 from autoint.training.train import TrainConfig, train
 from conftest import REPO
 
@@ -168,10 +167,11 @@ def test_train_and_evaluate_cli(synth_dir, tmp_path):
                          capture_output=True, text=True, cwd=REPO, check=True)
     again = json.loads(out.stdout.strip().splitlines()[-1])
     assert again["test_auc"] == pytest.approx(metrics["test_auc"], abs=1e-9)
-    # no --batch-size: the batch the training split's size chose is what run.json records (the synthetic split is
-    # small: an epoch at 1024 would be a handful of steps)
-    recorded = json.loads((run / "run.json").read_text())["train_config"]["batch_size"]
-    assert recorded == batch_size_for(metrics["samples"]["train"]) < 1024
+    # no --batch-size, no --lr: the batch the training split's size chose, and the lr that batch chose, are what
+    # run.json records (the synthetic split is small: an epoch at 1024 would be a handful of steps)
+    recorded = json.loads((run / "run.json").read_text())["train_config"]
+    assert recorded["batch_size"] == batch_size_for(metrics["samples"]["train"]) < 1024
+    assert recorded["lr"] == lr_for(recorded["batch_size"])
 
 
 def test_the_default_batch_size_gives_every_epoch_enough_steps():
@@ -180,13 +180,28 @@ def test_the_default_batch_size_gives_every_epoch_enough_steps():
     assert batch_size_for(1024 * MIN_STEPS_PER_EPOCH) == 1024
     assert batch_size_for(1024 * MIN_STEPS_PER_EPOCH - 1) == 512
     assert batch_size_for(24_000) == 64  # 375 steps an epoch, not 24
-    assert batch_size_for(100) == 32  # never below MIN_BATCH
+    assert batch_size_for(100) == 64  # never below MIN_BATCH
     for rows in (5_000, 24_000, 80_000, 200_000):
         size = batch_size_for(rows)
-        assert rows / size >= MIN_STEPS_PER_EPOCH or size == 32
+        assert rows / size >= MIN_STEPS_PER_EPOCH or size == 64
         assert size == 1024 or rows / (2 * size) < MIN_STEPS_PER_EPOCH  # the largest size that keeps the steps
     assert TrainConfig(batch_size=300).for_split(24_000).batch_size == 300  # a batch size given is kept
     assert TrainConfig().for_split(24_000).batch_size == 64 and TrainConfig().batch_size is None
+
+
+def test_the_default_learning_rate_follows_the_batch():
+    # the paper's 1e-3 on the paper's data, 3e-3 where the split is small enough for the smallest batch
+    assert TrainConfig().for_split(288_347).lr == 1e-3 and TrainConfig().lr is None
+    assert TrainConfig().for_split(32_768).lr == 1e-3 and TrainConfig().for_split(32_768).batch_size == 128
+    small = TrainConfig().for_split(32_767)
+    assert (small.batch_size, small.lr) == (64, 3e-3)
+    assert TrainConfig(lr=5e-4).for_split(8_000).lr == 5e-4  # a learning rate given is kept
+    assert TrainConfig(batch_size=1024).for_split(8_000).lr == 1e-3  # it follows the batch taken, not the split
+    assert TrainConfig(batch_size=32).for_split(10**6).lr == 3e-3
+    resolved = TrainConfig(batch_size=256, lr=0.01)
+    assert resolved.for_split(10) is resolved
+    with pytest.raises(ConfigError, match="lr=True is out of range"):
+        TrainConfig(lr=True)
 
 
 def test_cli_refuses_impossible_hyperparameters(synth_dir, tmp_path):
