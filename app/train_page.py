@@ -11,11 +11,14 @@ from app import compare_view
 from autoint.errors import AutoIntError
 from autoint.explain.readings import PAPER_READING, READINGS
 from autoint.figures import field_names, reading_grid, training_curves
+from autoint.training.alignment import ALIGNMENT_ROWS
+from autoint.training.shapley import EXACT_MAX_FIELDS
 from autoint.training.jobs import ACTIVE
 from autoint.model.autoint import AutoIntConfig, ConfigError
 from autoint.model.presets import PRESET_DESCRIPTIONS, PRESETS
 from autoint.training.paper import readable_verdict
 from autoint.training.runs import read_manifest
+from autoint.training.config import MAX_BATCH, MIN_BATCH, MIN_STEPS_PER_EPOCH, PAPER_LR, SMALL_BATCH_LR
 from autoint.training.train import IN_MEMORY_MAX_BYTES, TrainConfig, choose_data_path
 
 # The form's widget for each model setting, so a preset can fill the form (AutoInt+'s widths are two widgets).
@@ -119,6 +122,10 @@ with st.form("train_form"):
     hidden = c4.text_input("AutoInt+ hidden widths", key="train_hidden",
                            help="comma-separated layer widths, used when AutoInt+ is on")
     name = c4.text_input("Run name (optional)", key="train_name", placeholder="e.g. deep-narrow")
+    st.caption(f"Adam, early stopping on validation AUC. Batch {MAX_BATCH} and lr {PAPER_LR:g} where the training "
+               f"split has {MAX_BATCH * MIN_STEPS_PER_EPOCH:,} rows or more (the paper's data sets); on smaller "
+               f"splits the batch halves, down to {MIN_BATCH}, to keep {MIN_STEPS_PER_EPOCH} steps an epoch, and at "
+               f"{MIN_BATCH} the lr is {SMALL_BATCH_LR:g}. The run's run.json records what it took.")
     with st.expander("Advanced: options from the authors' TensorFlow code (all off in the paper's model)"):
         a1, a2, a3 = st.columns(3)
         scaled = a1.checkbox("Scaled attention (scores ÷ √d')", key="train_scaled")
@@ -132,8 +139,9 @@ with st.form("train_form"):
                                            "explanations always show the undropped weights")
         attention_alignment = a3.slider("Attention alignment", 0.0, 1.0, step=0.05, key="train_attention_alignment",
                                         help="weight of a training term that pulls the α·‖value‖ reading toward "
-                                             "the measured interactions of 32 samples of each batch (the readable "
-                                             "preset: 0.1; up to 12 fields; about twice the time an epoch)")
+                                             f"the measured interactions of {ALIGNMENT_ROWS} samples of each batch "
+                                             f"(the readable preset: 0.1; up to {EXACT_MAX_FIELDS} fields; a "
+                                             "training step takes about 1.6 times as long)")
     submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
                                       disabled=not can_start)
 
