@@ -12,7 +12,7 @@ import pytest
 
 from autoint.workspace import adding
 from conftest import REPO
-from test_browser import CHROMIUM, SHOTS, SHOWN, _streamlit, browser, go, page, settle, shoot  # noqa: F401 (fixtures)
+from test_browser import CHROMIUM, SHOTS, SHOWN, _streamlit, at_page, browser, go, page, settle, shoot  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.browser
 ROWS = 2000
@@ -107,7 +107,7 @@ def flow(page, server, work, upload) -> None:  # noqa: F811
     shoot(page, "add-data-saved")
 
     page.get_by_role("link", name="Train a model on shop").click()
-    page.wait_for_url(f"{server}/train")
+    at_page(page, server, "train")
     shows(page, "on shop (spec) · shop")  # the form trains on the new data set
     settle(page, 0)
     page.get_by_label("Epochs").fill("1")
@@ -116,7 +116,7 @@ def flow(page, server, work, upload) -> None:  # noqa: F811
     settle(page, 0, 1)
 
     go(page, server, "Explore")
-    page.wait_for_url(f"{server}/")
+    at_page(page, server, "")
     shows(page, "Predicted CTR")
     settle(page, 3)
     page.wait_for_timeout(1000)
