@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from ..data.encoding import FieldTensors, check_values, encode_checked, encode_sample, field_labels, unknown_values
+from ..data.encoding import FieldTensors, check_values, encode_checked, field_labels
 from .baselines import device_of, unknown_embedding
 from .readings import Readings, has_attention, score_sample
 from .interactions import Agreement, SampleInteractions, agreement, head_entropy, near_uniform, sample_interactions
