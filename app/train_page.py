@@ -227,13 +227,17 @@ def row(run: dict) -> dict:
             "layers": config.get("layers"), "heads": config.get("heads"), "d": config.get("embed_dim"),
             "d'": config.get("attn_dim"), "residual": config.get("residual"),
             "test AUC": metrics.get("test_auc"), "test log loss": metrics.get("test_logloss"),
-            "epochs": metrics.get("epochs_run"), "created": run.get("created"),
+            "epochs": metrics.get("epochs_run"), "batch": run.get("train_config", {}).get("batch_size"),
+            "lr": run.get("train_config", {}).get("lr"), "created": run.get("created"),
             "data set": recorded_dataset(run.get("dataset")), "data": (run.get("data_dir") or "not recorded").rsplit("/", 1)[-1]}
 
 
 st.dataframe([row(r) for r in runs], hide_index=True, key="train_registry",
              column_config={"test AUC": st.column_config.NumberColumn(format="%.4f"),
-                            "test log loss": st.column_config.NumberColumn(format="%.4f")})
+                            "test log loss": st.column_config.NumberColumn(format="%.4f"),
+                            "lr": st.column_config.NumberColumn(format="%g", help="the learning rate it started "
+                                                                                  "at (batch and lr: the run's own, "
+                                                                                  "or the rule above)")})
 names = {r["path"]: r["name"] for r in state.runs_for(source)}  # a run explains the data set it was trained on
 use_column, _ = st.columns([2, 3])
 if names:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from autoint.training.config import lr_for
 from autoint.datasets.movielens import Catalog, read_movielens
 from autoint.explain.explanation import dataset_correlations, explain_sample, what_if
 from autoint.explain.baselines import mean_embedding
@@ -271,6 +272,9 @@ def test_train_page_refuses_bad_settings_and_a_one_epoch_run_joins_the_registry(
     assert "one-epoch" in registry["run"].tolist()
     row = registry[registry["run"] == "one-epoch"].iloc[0]
     assert row["layers"] == 1 and row["epochs"] == 1 and 0.0 <= row["test AUC"] <= 1.0
+    recorded = json.loads((app_env / "one-epoch" / "run.json").read_text())["train_config"]
+    assert (row["batch"], row["lr"]) == (recorded["batch_size"], recorded["lr"])  # what the run took, shown
+    assert row["lr"] == lr_for(row["batch"])  # the form sets neither: the defaults' rule chose them
 
     compare = at.dataframe[1].value  # two runs now: compared side by side
     assert set(compare.columns) == {"metric", "one-epoch", "small"}
