@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from autoint.explain.explanation import attribution_methods
 from autoint.model.presets import preset_config
 from autoint.training import jobs
 from autoint.training.jobs import ACTIVE, Job, JobQueue
@@ -75,6 +76,7 @@ def first_run_training() -> None:
             f"{FIRST_RUN_TRAINING.epochs} epochs, early stopping on validation AUC), then the paper's own "
             f"configuration trains, for comparison.")
     _first_run_progress(queue)
+    attribution_methods()  # imported now, while waiting, not after the quick run lands (0.4-0.5 s)
 
 
 # Every fragment run ends with Streamlit's gc.collect(2) (cheap while `settle_heap` keeps the heap frozen, but a

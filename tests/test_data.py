@@ -42,6 +42,23 @@ def test_latin1_title_and_six_genres(tmp_path):
     assert genres[3] == ["Action", "Adventure", "Comedy", "Crime", "Sci-Fi", "Thriller"]
 
 
+def test_a_folder_is_read_once_while_its_files_stay_and_again_when_one_changes(tmp_path):
+    folder = write_ml(tmp_path / "ml")
+    first = read_movielens(folder)
+    assert read_movielens(folder) is first  # the app's catalogue and then its data set: one read
+    ratings = (folder / "ratings.dat").read_text().replace("1::1::3::", "1::1::5::")  # same size, other content
+    (folder / "ratings.dat").write_text(ratings)
+    changed = read_movielens(folder)
+    assert changed is not first and changed.fingerprint != first.fingerprint
+    rating = changed.ratings.filter((pl.col("user_id") == 1) & (pl.col("movie_id") == 1))["rating"].item()
+    assert rating == 5
+    (folder / "users.dat").write_text("1::X::1::10::48067\n")
+    with pytest.raises(DataError, match="users.dat, line 1"):
+        read_movielens(folder)
+    write_ml(folder)  # fixed: an error is never kept
+    assert read_movielens(folder).users["user_id"].to_list() == [1, 2, 3]
+
+
 def test_six_genre_movie_encodes_all_six(tmp_path):
     ds = load_movielens(write_ml(tmp_path / "ml", ratings=[f"{u}::3::5::97830{u}000" for u in (1, 2, 3)] * 5))
     genre = ds.schema["Genre"]

@@ -187,6 +187,14 @@ def seeded_permutations(seed: int):
     return permutations
 
 
+def attribution_methods() -> tuple[type, type, type]:
+    """Captum's FeatureAblation, IntegratedGradients and ShapleyValueSampling. Imported on first use (captum.attr
+    takes 0.4-0.5 s to import, matplotlib included), so commands that attribute nothing never pay for it; the app
+    calls this while its first model trains, so the page that explains it does not wait for the import."""
+    from captum.attr import FeatureAblation, IntegratedGradients, ShapleyValueSampling
+    return FeatureAblation, IntegratedGradients, ShapleyValueSampling
+
+
 def attribute(model: AutoInt, x: FieldTensors, methods: Sequence[str] = ATTRIBUTION_METHODS,
               baseline: torch.Tensor | None = None, shapley_samples: int = 64, ig_steps: int = 64,
               seed: int = 0) -> tuple[dict[str, np.ndarray], float | None]:
@@ -197,7 +205,7 @@ def attribute(model: AutoInt, x: FieldTensors, methods: Sequence[str] = ATTRIBUT
     - feature_ablation: the logit drop when one field is set to its `<unknown>` slot.
     - shapley: Shapley Value Sampling with one feature group per field, `<unknown>` as absent.
     """
-    from captum.attr import FeatureAblation, IntegratedGradients, ShapleyValueSampling
+    FeatureAblation, IntegratedGradients, ShapleyValueSampling = attribution_methods()
     unknown = set(methods) - set(ATTRIBUTION_METHODS)
     if unknown:
         raise UsageError(f"unknown attribution methods {sorted(unknown)}; choose from {ATTRIBUTION_METHODS}")
