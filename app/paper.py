@@ -9,7 +9,7 @@ import streamlit as st
 from autoint import figures
 from autoint.explain.readings import READINGS
 from autoint.training import paper
-from autoint.training.config import MAX_BATCH
+from autoint.training.config import MAX_BATCH, lr_for
 from autoint.training.train import TrainConfig
 
 st.title("Reproducing the paper")
@@ -34,7 +34,7 @@ meta, summary = results["meta"], results["summary"]
 st.warning(f"**Data: {meta['data_note']}.** The paper used the full MovieLens-1M; compare the ordering and the "
            "gaps between models, not the absolute numbers.", icon=":material/info:")
 device_label = "Device of this command" if meta.get("merged_from") else "Device"
-shared = TrainConfig(batch_size=MAX_BATCH).for_split(0)  # the default batch and lr on the paper's data (config.py)
+shared = TrainConfig(batch_size=MAX_BATCH, lr=lr_for(MAX_BATCH))  # the defaults on the paper's data (config.py)
 first = results["runs"][0] if results["runs"] else {}
 st.markdown(f"{device_label}: {meta['device']} · {meta['seeds']} seeds · Adam, batch {shared.batch_size}, "
             f"lr {shared.lr:g}, at most {first.get('epochs', shared.epochs)} epochs, early stopping on validation AUC "

@@ -222,13 +222,13 @@ in_use = state.current_run_path()
 
 
 def row(run: dict) -> dict:
-    config, metrics = run.get("config", {}), run.get("metrics", {})
+    config, metrics, trained = run.get("config", {}), run.get("metrics", {}), run.get("train_config", {})
     return {"in use": run["path"] == in_use, "run": run["name"], "model": run.get("model"),
             "layers": config.get("layers"), "heads": config.get("heads"), "d": config.get("embed_dim"),
             "d'": config.get("attn_dim"), "residual": config.get("residual"),
             "test AUC": metrics.get("test_auc"), "test log loss": metrics.get("test_logloss"),
-            "epochs": metrics.get("epochs_run"), "batch": run.get("train_config", {}).get("batch_size"),
-            "lr": run.get("train_config", {}).get("lr"), "created": run.get("created"),
+            "epochs": metrics.get("epochs_run"), "batch": trained.get("batch_size"), "lr": trained.get("lr"),
+            "created": run.get("created"),
             "data set": recorded_dataset(run.get("dataset")), "data": (run.get("data_dir") or "not recorded").rsplit("/", 1)[-1]}
 
 

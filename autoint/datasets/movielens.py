@@ -105,8 +105,8 @@ class MovieLens:
 
 def read_movielens(folder: str | os.PathLike) -> MovieLens:
     """The folder's three tables, checked. Read once per process while the files stay as they were (the same
-    paths as given, sizes, inodes and change times): the app reads a folder's catalogue and then, for a run, its data set, and the
-    second read (0.7 s on u2999) would be the first's again. Tables are never changed in place."""
+    paths as given, sizes, inodes and change times): the app reads a folder's catalogue and then, for a run, its
+    data set, and the second read (0.7 s on u2999) would be the first's again. Tables are never changed in place."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder. Pass --data-dir, set AUTOINT_DATA_DIR, or run "
